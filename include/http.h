@@ -1,0 +1,128 @@
+/* http.h - requests, the response writer and streaming responses.
+ *
+ * A handler gets a struct http_req once the body is complete (or, for
+ * ROUTE_STREAM_BODY routes, once the headers are) and answers exactly once:
+ * with http_send*() for a whole body, or http_stream_begin() ... end() for a
+ * streamed one. It may answer later from a job's completion (jobs.h).
+ *
+ * Ownership: the connection holds one reference on its current request;
+ * every job in flight holds another. When the client goes away, req->conn
+ * becomes NULL, on_abort runs, and whatever answers later is dropped.
+ * Loop thread only.
+ */
+#ifndef SNAPSYNC_HTTP_H
+#define SNAPSYNC_HTTP_H
+
+#include <llhttp.h>
+
+#include "router.h"
+#include "server.h"
+#include "util.h"
+
+#define HTTP_MAX_HEADERS 100
+#define HTTP_GZIP_MIN 1024           /* compress JSON bodies from this size */
+
+struct http_hdr {
+    uint32_t name_off, name_len, value_off, value_len;   /* into req->head */
+};
+
+enum http_body_own { HTTP_BODY_STATIC, HTTP_BODY_COPY, HTTP_BODY_FREE };
+
+struct http_req {
+    uint32_t refs;
+    struct conn *conn;              /* NULL once the client is gone */
+    struct server *srv;
+    int method;                     /* llhttp_method_t as sent (HEAD kept) */
+    bool head_only;                 /* HEAD: send headers, no body */
+    bool keepalive;
+    bool expect_continue;
+    bool in_field;                  /* parser: inside a header name */
+    bool responded;                 /* a response has been queued or begun */
+    bool streaming;
+    bool stream_chunked;
+    bool accept_gzip;
+    /* raw request line pieces and headers */
+    struct buf head;
+    uint32_t url_off, url_len;
+    struct http_hdr hdrs[HTTP_MAX_HEADERS];
+    int nhdrs;
+    uint64_t head_bytes;
+    /* after headers: views into head (stable: head is not appended to again) */
+    const char *path, *query;
+    size_t path_len, query_len;
+    /* body (buffered routes) */
+    struct buf body;
+    uint64_t body_seen;             /* body bytes received so far */
+    uint64_t body_limit;
+    /* routing */
+    struct route_match match;
+    const struct route *route;
+    int early_status;               /* an answer decided before the body is read */
+    const char *early_code;
+    char early_msg[160];
+    /* response */
+    int status;
+    uint64_t bytes_out;
+    struct buf resp_hdrs;           /* extra header lines, each "Name: value\r\n" */
+    char rid[65];
+    uint64_t t_start_ns;
+    /* handler state */
+    void *ctx;
+    void (*ctx_free)(void *ctx);
+    void (*on_abort)(struct http_req *r);      /* client left mid-request */
+    void (*on_drain)(struct http_req *r);      /* stream queue below low water */
+    size_t drain_low;
+    /* streaming bodies (ROUTE_STREAM_BODY): called on the loop per piece;
+     * return 0 to continue or 1 to pause reading until http_body_resume() */
+    int (*on_body)(struct http_req *r, const char *data, size_t len);
+    void (*on_body_end)(struct http_req *r);
+};
+
+/* Header lookup (case-insensitive). Returns the value or NULL; *len set. */
+const char *http_header(const struct http_req *r, const char *name, size_t *len);
+/* Query parameter (first occurrence), percent-decoded into out. Returns the
+ * decoded length, -1 if absent, -2 if malformed or too long. */
+long http_query(const struct http_req *r, const char *name, char *out, size_t cap);
+
+/* Adds a response header line. */
+void http_add_header(struct http_req *r, const char *name, const char *fmt, ...) PRINTF_LIKE(3, 4);
+
+/* Whole responses. body ownership per own; ctype NULL means JSON. */
+void http_send(struct http_req *r, int status, const char *ctype, const void *body, size_t len,
+               enum http_body_own own);
+/* JSON body from a buffer (taken over); gzip-encoded in a worker when large
+ * and accepted. */
+void http_send_json(struct http_req *r, int status, struct buf *body);
+/* {"error":code,"message":...} plus optional extra members (JSON text
+ * without braces, e.g. "\"current_rev\":\"3-ab\"" or NULL). */
+void http_send_error(struct http_req *r, int status, const char *code, const char *extra,
+                     const char *fmt, ...) PRINTF_LIKE(5, 6);
+void http_send_empty(struct http_req *r, int status);
+
+/* Streaming responses. chunked=false means the body ends with the
+ * connection (only for responses that end the connection). */
+void http_stream_begin(struct http_req *r, int status, const char *ctype, bool chunked);
+void http_stream_write(struct http_req *r, const void *data, size_t len);
+void http_stream_write_rbuf(struct http_req *r, struct rbuf *rb);     /* takes a ref */
+size_t http_stream_queued(const struct http_req *r);                  /* bytes not yet sent */
+void http_stream_end(struct http_req *r);
+
+/* Streaming request bodies: resume after on_body returned 1. */
+void http_body_resume(struct http_req *r);
+
+void http_req_ref(struct http_req *r);
+void http_req_unref(struct http_req *r);
+
+/* For server.c */
+extern const llhttp_settings_t http_parser_settings;
+struct http_req *http_req_new(struct conn *c);
+void http_dispatch(struct http_req *r);
+void http_on_write_drained(struct conn *c);
+/* Answers a request that failed in the parser (status 400/413/431...) */
+void http_reject(struct conn *c, int status, const char *code, const char *msg);
+const char *http_status_text(int status);
+
+/* Registered routes (api_*.c add theirs). */
+void http_routes_init(struct server *srv);
+
+#endif

@@ -1,0 +1,45 @@
+/* json.h - writing JSON into a struct buf, and parsing client JSON.
+ *
+ * Responses are written directly as text (no DOM) so a handler appends what
+ * it knows in one pass; client bodies are parsed with jansson, with depth and
+ * shape checks and an error message that says where the input went wrong.
+ */
+#ifndef SNAPSYNC_JSON_H
+#define SNAPSYNC_JSON_H
+
+#include <jansson.h>
+#include "util.h"
+
+#define JSON_MAX_DEPTH 64
+
+/* Appends s as a JSON string literal (quotes included). Invalid UTF-8 bytes
+ * are replaced by U+FFFD so the output is always valid JSON. */
+void json_str(struct buf *b, const char *s, size_t len);
+static inline void json_cstr(struct buf *b, const char *s) { json_str(b, s, strlen(s)); }
+/* Appends "key": (with a leading comma unless b ends with '{' or '['). */
+void json_key(struct buf *b, const char *key);
+void json_kv_str(struct buf *b, const char *key, const char *s);
+void json_kv_strn(struct buf *b, const char *key, const char *s, size_t len);
+void json_kv_u64(struct buf *b, const char *key, uint64_t v);
+void json_kv_i64(struct buf *b, const char *key, int64_t v);
+void json_kv_bool(struct buf *b, const char *key, bool v);
+void json_kv_null(struct buf *b, const char *key);
+void json_kv_time(struct buf *b, const char *key, uint64_t ms_epoch);  /* 0 -> null */
+/* Appends a comma if b's last byte is not '{', '[' or ':' (list items). */
+void json_sep(struct buf *b);
+
+/* Parse failure details for a 400 body. */
+struct json_err {
+    char code[32];      /* "invalid_json", "too_deep", "not_an_object" */
+    char message[200];
+};
+
+/* Parses text (len bytes) into a new reference; on failure returns NULL and
+ * fills err. Rejects nesting deeper than JSON_MAX_DEPTH and, when
+ * want_object, anything but an object at the top. */
+json_t *json_parse(const char *text, size_t len, bool want_object, struct json_err *err);
+
+/* Depth of a parsed value (1 for a scalar). */
+int json_depth(const json_t *v);
+
+#endif

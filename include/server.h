@@ -1,0 +1,122 @@
+/* server.h - the listener, connections, timeouts and shutdown.
+ *
+ * Threads: everything here runs on the loop thread. A connection is a
+ * uv_tcp_t and an llhttp parser; it holds no read buffer while idle (reads go
+ * through one shared 64 KiB buffer and are parsed at once), so an idle
+ * keep-alive connection costs a few hundred bytes. Requests on a connection
+ * are handled one at a time, in order: the parser pauses at the end of each
+ * message and resumes once its response is queued, so pipelined responses
+ * can never overtake each other. Input that arrives meanwhile is kept (up to
+ * a cap, then reading pauses).
+ *
+ * Timeouts live in ordered lists (every entry of a list has the same
+ * timeout, so appending keeps them sorted) swept by one timer: O(1) per
+ * request and no timer handle per connection.
+ */
+#ifndef SNAPSYNC_SERVER_H
+#define SNAPSYNC_SERVER_H
+
+#include <llhttp.h>
+#include <stdatomic.h>
+#include <uv.h>
+
+#include "cli.h"
+#include "router.h"
+#include "util.h"
+
+struct http_req;
+struct store;
+
+enum conn_state {
+    CONN_IDLE,          /* waiting for the first byte of a request */
+    CONN_HEADERS,       /* reading a request line and headers */
+    CONN_BODY,          /* reading a body */
+    CONN_HANDLING,      /* a handler owns the request (parser paused) */
+    CONN_STREAMING,     /* a streaming response (download, SSE) is open */
+    CONN_LINGER,        /* response sent, write side shut, draining input */
+    CONN_CLOSING,       /* uv_close called; freed in its callback */
+};
+
+enum timeout_kind { TO_NONE, TO_HEADER, TO_IDLE, TO_LINGER, TO_COUNT };
+
+struct tlist {
+    struct list head;
+    uint64_t timeout_ms;
+};
+
+struct conn {
+    uv_tcp_t tcp;                /* first: handle->data unused, container_of */
+    llhttp_t parser;
+    struct server *srv;
+    struct list link;            /* srv->conns */
+    struct list tlink;           /* a timeout list, or unlinked */
+    uint64_t deadline;
+    struct http_req *req;        /* request being parsed or handled */
+    char *pending;               /* input received while a request is handled */
+    uint32_t pending_len, pending_off;
+    uint32_t nrequests;
+    uint8_t state;               /* enum conn_state */
+    uint8_t tkind;               /* enum timeout_kind */
+    unsigned reading : 1;        /* uv_read_start active */
+    unsigned eof : 1;            /* the client shut its write side */
+    unsigned close_after : 1;    /* close once the current response is sent */
+    unsigned in_process : 1;     /* conn_process on the stack (no re-entry) */
+    unsigned wait_drain : 1;     /* too much queued output: parse later */
+    char peer[48];               /* "ip:port" for logs and rate limits */
+};
+
+/* Counters read by /metrics and the benchmarks. Loop thread. */
+struct server_stats {
+    uint64_t accepted, rejected, requests, open_conns, bytes_out;
+    uint64_t timeouts_header, timeouts_idle, parse_errors;
+};
+
+typedef void (*server_hook)(struct server *srv, void *arg);
+
+struct server {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    struct router router;
+    struct store *store;
+    uv_tcp_t listener;
+    uv_timer_t sweep;
+    uint64_t sweep_due;
+    uv_timer_t shutdown_timer;
+    uv_signal_t sigterm, sigint;
+    struct list conns;
+    struct tlist tl[TO_COUNT];
+    struct server_stats stats;
+    char *read_buf;                 /* shared by every read, 64 KiB */
+    uint32_t rid_prefix;            /* X-Request-Id: prefix + counter */
+    uint64_t rid_counter;
+    uint64_t jobs_inflight;         /* threadpool jobs not yet completed */
+    atomic_bool stopping;           /* workers poll this to cut long jobs short */
+    bool shutting_down;
+    bool listener_open;
+    char bound_addr[64];
+    int bound_port;
+    uint64_t started_ms;
+    char date[40];                  /* cached "Date: ..." value */
+    uint64_t date_sec;
+    /* hooks run once when shutdown starts (SSE hub: send event: shutdown) */
+    struct { server_hook fn; void *arg; } on_shutdown[8];
+    int n_on_shutdown;
+};
+
+/* Binds the listener, logs the `listening` line. Returns 0 or a UV error. */
+int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg);
+/* Starts a graceful shutdown (idempotent): stop accepting, let in-flight
+ * requests finish, close idle connections, force-close at the timeout. */
+void server_shutdown(struct server *srv);
+void server_free(struct server *srv);
+void server_add_shutdown_hook(struct server *srv, server_hook fn, void *arg);
+
+/* For http.c: connection transitions. */
+void conn_set_timeout(struct conn *c, enum timeout_kind kind);
+void conn_close(struct conn *c);              /* immediate, idempotent */
+void conn_finish_request(struct conn *c);     /* the current request is done */
+void conn_shutdown_linger(struct conn *c);    /* shut writes, drain, close */
+const char *server_date(struct server *srv);  /* "Tue, 24 Nov 2026 13:24:33 GMT" */
+void server_request_id(struct server *srv, char out[17]);
+
+#endif

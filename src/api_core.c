@@ -1,0 +1,37 @@
+/* api_core.c - SPEC §3: health and status. Both answer from memory on the
+ * loop thread (no SQL, no threadpool hop): they are what load balancers
+ * and dashboards poll. */
+#include <stdio.h>
+
+#include "api.h"
+#include "http.h"
+#include "json.h"
+#include "store.h"
+#include "config.h"
+
+void api_healthz(struct http_req *r)
+{
+    static const char body[] = "{\"status\":\"ok\"}";
+    http_send(r, 200, NULL, body, sizeof body - 1, HTTP_BODY_STATIC);
+}
+
+void api_status(struct http_req *r)
+{
+    struct server *srv = r->srv;
+    struct buf b;
+    buf_init(&b);
+    buf_reserve(&b, 160);
+    buf_puts(&b, "{\"name\":\"snapsync\"");
+    json_kv_str(&b, "version", SNAPSYNC_VERSION);
+    json_kv_str(&b, "instance_id", store_instance_id(srv->store));
+    json_kv_u64(&b, "uptime_s", (now_ms_wall() - srv->started_ms) / 1000);
+    json_kv_u64(&b, "spaces", store_space_count(srv->store));
+    buf_putc(&b, '}');
+    http_send_json(r, 200, &b);
+}
+
+void api_not_implemented(struct http_req *r)
+{
+    http_send_error(r, 501, "not_implemented", NULL, "%s is not implemented in this version",
+                    r->route ? r->route->name : "this route");
+}

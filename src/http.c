@@ -1,0 +1,904 @@
+/* http.c - llhttp glue, request objects, the response writer.
+ *
+ * Parsing: request line and header bytes are copied into req->head as
+ * llhttp hands them over (the read buffer is shared and reused), with the
+ * --max-header-bytes limit counted as they arrive. At the end of the headers
+ * the request is routed, so 404/405/400/413 are decided before any body is
+ * read; the body is buffered up to the route's limit, or handed to the
+ * handler piece by piece (ROUTE_STREAM_BODY).
+ *
+ * Writing: a whole response is one writev of head + body, tried at once
+ * with uv_try_write (no allocation when the socket takes it all), with the
+ * remainder queued with uv_write. Streaming responses are chunked writes;
+ * the producer watches http_stream_queued() and gets on_drain when the
+ * queue runs low. Large JSON is gzip-encoded on the threadpool.
+ *
+ * Loop thread only.
+ */
+#include "http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <zlib.h>
+
+#include "jobs.h"
+#include "json.h"
+#include "log.h"
+#include "names.h"
+
+#define REQ_FREELIST_MAX 64
+#define HEAD_STACK 2048
+
+static struct http_req *req_freelist[REQ_FREELIST_MAX];
+static int req_freelist_n;
+
+static void access_log(struct http_req *r);
+
+/* ---- request objects ---------------------------------------------------- */
+
+struct http_req *http_req_new(struct conn *c)
+{
+    struct http_req *r;
+    if (req_freelist_n > 0) {
+        r = req_freelist[--req_freelist_n];
+        struct buf head = r->head, body = r->body, rh = r->resp_hdrs;
+        memset(r, 0, offsetof(struct http_req, hdrs));
+        memset(&r->nhdrs, 0, sizeof *r - offsetof(struct http_req, nhdrs));
+        buf_reset(&head);
+        buf_reset(&body);
+        buf_reset(&rh);
+        r->head = head;
+        r->body = body;
+        r->resp_hdrs = rh;
+    } else {
+        r = xcalloc(1, sizeof *r);
+    }
+    r->refs = 1;
+    r->conn = c;
+    r->srv = c->srv;
+    r->t_start_ns = now_ns_mono();
+    return r;
+}
+
+void http_req_ref(struct http_req *r) { r->refs++; }
+
+void http_req_unref(struct http_req *r)
+{
+    if (!r || --r->refs > 0) return;
+    if (r->ctx_free) r->ctx_free(r->ctx);
+    /* keep small buffers for reuse; give big ones back */
+    if (req_freelist_n < REQ_FREELIST_MAX && r->head.cap <= 8192 && r->body.cap <= 65536 &&
+        r->resp_hdrs.cap <= 4096) {
+        req_freelist[req_freelist_n++] = r;
+        return;
+    }
+    buf_free(&r->head);
+    buf_free(&r->body);
+    buf_free(&r->resp_hdrs);
+    free(r);
+}
+
+/* Called when the response is fully queued or the stream has ended. */
+static void req_finish(struct http_req *r)
+{
+    access_log(r);
+    struct conn *c = r->conn;
+    if (c && c->req == r) {
+        conn_finish_request(c);
+        http_req_unref(r);   /* the connection's reference */
+    }
+}
+
+/* ---- header access ------------------------------------------------------ */
+
+const char *http_header(const struct http_req *r, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (int i = 0; i < r->nhdrs; i++) {
+        const struct http_hdr *h = &r->hdrs[i];
+        if (h->name_len == nl && strncasecmp(r->head.data + h->name_off, name, nl) == 0) {
+            const char *v = r->head.data + h->value_off;
+            size_t vl = h->value_len;
+            while (vl && (*v == ' ' || *v == '\t')) { v++; vl--; }
+            while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
+            if (len) *len = vl;
+            return v;
+        }
+    }
+    if (len) *len = 0;
+    return NULL;
+}
+
+long http_query(const struct http_req *r, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    const char *q = r->query, *end = r->query + r->query_len;
+    if (!q) return -1;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *pe = amp ? amp : end;
+        const char *eq = memchr(q, '=', (size_t)(pe - q));
+        const char *ke = eq ? eq : pe;
+        if ((size_t)(ke - q) == nl && memcmp(q, name, nl) == 0) {
+            const char *v = eq ? eq + 1 : pe;
+            size_t j = 0;
+            for (const char *p = v; p < pe; p++) {
+                char ch = *p;
+                if (ch == '+') ch = ' ';
+                else if (ch == '%') {
+                    char tmp[2];
+                    if (pe - p < 3 || name_pct_decode(p, 3, tmp, 1) != 1) {
+                        /* %2F is fine inside a query value */
+                        if (pe - p >= 3 && (p[1] == '2') && (p[2] == 'F' || p[2] == 'f')) { ch = '/'; p += 2; goto put; }
+                        return -2;
+                    }
+                    ch = tmp[0];
+                    p += 2;
+                }
+            put:
+                if (j + 1 >= cap) return -2;
+                out[j++] = ch;
+            }
+            out[j] = '\0';
+            return (long)j;
+        }
+        q = pe + 1;
+    }
+    return -1;
+}
+
+void http_add_header(struct http_req *r, const char *name, const char *fmt, ...)
+{
+    va_list ap;
+    buf_puts(&r->resp_hdrs, name);
+    buf_append(&r->resp_hdrs, ": ", 2);
+    va_start(ap, fmt);
+    buf_vprintf(&r->resp_hdrs, fmt, ap);
+    va_end(ap);
+    buf_append(&r->resp_hdrs, "\r\n", 2);
+}
+
+/* ---- parser callbacks --------------------------------------------------- */
+
+static int limit_headers(struct http_req *r, size_t more)
+{
+    r->head_bytes += more;
+    if (r->head_bytes > r->srv->cfg->max_header_bytes) {
+        r->early_status = 431;
+        r->early_code = "headers_too_large";
+        snprintf(r->early_msg, sizeof r->early_msg, "request line and headers exceed %llu bytes",
+                 (unsigned long long)r->srv->cfg->max_header_bytes);
+        return HPE_USER;
+    }
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    c->state = CONN_HEADERS;
+    conn_set_timeout(c, TO_HEADER);
+    c->req = http_req_new(c);
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct http_req *r = ((struct conn *)p->data)->req;
+    if (limit_headers(r, len)) return HPE_USER;
+    if (r->url_len == 0) r->url_off = (uint32_t)r->head.len;
+    buf_append(&r->head, at, len);
+    r->url_len += (uint32_t)len;
+    return 0;
+}
+
+static bool headers_done(const struct http_req *r) { return r->path != NULL; }
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct http_req *r = ((struct conn *)p->data)->req;
+    if (limit_headers(r, len + 4)) return HPE_USER;
+    if (headers_done(r)) return 0;                  /* trailers: ignored */
+    if (!r->in_field) {
+        if (r->nhdrs == HTTP_MAX_HEADERS) {
+            r->early_status = 431;
+            r->early_code = "headers_too_large";
+            snprintf(r->early_msg, sizeof r->early_msg, "more than %d header fields", HTTP_MAX_HEADERS);
+            return HPE_USER;
+        }
+        struct http_hdr *h = &r->hdrs[r->nhdrs++];
+        h->name_off = (uint32_t)r->head.len;
+        h->name_len = 0;
+        h->value_off = 0;
+        h->value_len = 0;
+        r->in_field = true;
+    }
+    buf_append(&r->head, at, len);
+    r->hdrs[r->nhdrs - 1].name_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct http_req *r = ((struct conn *)p->data)->req;
+    if (limit_headers(r, len)) return HPE_USER;
+    if (headers_done(r)) return 0;
+    struct http_hdr *h = &r->hdrs[r->nhdrs - 1];
+    if (r->in_field) {
+        r->in_field = false;
+        h->value_off = (uint32_t)r->head.len;
+    }
+    buf_append(&r->head, at, len);
+    h->value_len += (uint32_t)len;
+    return 0;
+}
+
+static void early(struct http_req *r, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
+static void early(struct http_req *r, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    r->early_status = status;
+    r->early_code = code;
+    va_start(ap, fmt);
+    vsnprintf(r->early_msg, sizeof r->early_msg, fmt, ap);
+    va_end(ap);
+}
+
+static void send_raw(struct conn *c, const char *data, size_t len);
+
+/* Splits the URL, picks the request id, routes, and decides what to do
+ * with the body -- all before the first body byte is read. */
+static int on_headers_complete(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    struct http_req *r = c->req;
+    struct server *srv = c->srv;
+    const struct config *cfg = srv->cfg;
+    size_t vlen;
+    const char *v;
+
+    r->in_field = false;
+    r->method = llhttp_get_method(p);
+    r->keepalive = llhttp_should_keep_alive(p);
+    if (!r->keepalive) c->close_after = 1;
+    r->head_only = r->method == HTTP_HEAD;
+
+    /* URL: origin-form "/path?query", or absolute-form "http://host/path" */
+    const char *url = r->head.data ? r->head.data + r->url_off : "";
+    size_t ulen = r->url_len;
+    if (ulen > 7 && (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0)) {
+        const char *s = memchr(url + 8, '/', ulen - 8);
+        if (s) { ulen -= (size_t)(s - url); url = s; }
+        else { url = "/"; ulen = 1; }
+    }
+    const char *qm = memchr(url, '?', ulen);
+    r->path = url;
+    r->path_len = qm ? (size_t)(qm - url) : ulen;
+    r->query = qm ? qm + 1 : NULL;
+    r->query_len = qm ? ulen - r->path_len - 1 : 0;
+    if (r->path_len == 0) { r->path = "/"; r->path_len = 1; }
+
+    v = http_header(r, "X-Request-Id", &vlen);
+    if (v && name_request_id_valid(v, vlen)) {
+        memcpy(r->rid, v, vlen);
+        r->rid[vlen] = '\0';
+    } else {
+        server_request_id(srv, r->rid);
+    }
+    v = http_header(r, "Accept-Encoding", &vlen);
+    r->accept_gzip = v && header_has_token(v, vlen, "gzip");
+
+    bool has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+    v = http_header(r, "Expect", &vlen);
+    if (v) {
+        if (str_ieq(v, vlen, "100-continue") && llhttp_get_http_minor(p) >= 1 && llhttp_get_http_major(p) == 1)
+            r->expect_continue = has_body;
+        else
+            early(r, 417, "expectation_failed", "only 'Expect: 100-continue' is supported");
+    }
+
+    /* routing */
+    if (!r->early_status) {
+        int m = r->method == HTTP_OPTIONS ? HTTP_GET : r->method;
+        enum route_result rr = router_match(&srv->router, m, r->path, r->path_len, &r->match);
+        if (r->method == HTTP_OPTIONS && rr == ROUTE_BAD_METHOD) rr = ROUTE_OK;  /* preflight any route */
+        switch (rr) {
+        case ROUTE_OK:
+            r->route = r->match.route;
+            break;
+        case ROUTE_NOT_FOUND:
+            early(r, 404, "not_found", "no route for %s %.*s", llhttp_method_name((llhttp_method_t)r->method),
+                  (int)MIN(r->path_len, 100), r->path);
+            break;
+        case ROUTE_BAD_METHOD:
+            early(r, 405, "method_not_allowed", "%s is not allowed here; allowed: %s",
+                  llhttp_method_name((llhttp_method_t)r->method), r->match.allow);
+            break;
+        case ROUTE_BAD_NAME:
+            early(r, 400, "invalid_name", "invalid %s in path (see the naming rules)", r->match.bad_param);
+            break;
+        case ROUTE_BAD_ID:
+            early(r, 404, "not_found", "no such %s", r->match.bad_param);
+            break;
+        }
+    }
+
+    /* body limits */
+    unsigned flags = r->route ? r->route->flags : 0;
+    r->body_limit = (flags & ROUTE_STREAM_BODY) ? cfg->max_blob_bytes : cfg->max_body_bytes;
+    if (has_body && (p->flags & F_CONTENT_LENGTH) && p->content_length > r->body_limit) {
+        early(r, 413, "body_too_large", "request body of %llu bytes exceeds the limit of %llu bytes",
+              (unsigned long long)p->content_length, (unsigned long long)r->body_limit);
+        return -1;                                  /* answer now, close */
+    }
+    if (has_body && r->early_status && r->expect_continue) return -1;   /* never send 100 for it */
+    /* other early answers read and discard a body within the limit, so the
+     * connection stays usable */
+    if (r->expect_continue && !r->early_status) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        send_raw(c, cont, sizeof cont - 1);
+    }
+    if (has_body) {
+        c->state = CONN_BODY;
+        conn_set_timeout(c, TO_IDLE);
+    }
+    if (r->route && (flags & ROUTE_STREAM_BODY) && !r->early_status && r->method != HTTP_OPTIONS) {
+        /* the handler takes the body as it arrives; it answers at on_body_end */
+        http_req_ref(r);
+        r->route->handler(r);
+        if (!r->conn) { http_req_unref(r); return HPE_USER; }
+        http_req_unref(r);
+    }
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    struct http_req *r = c->req;
+    if (!r || r->responded) return 0;          /* answered early: discard */
+    r->body_seen += len;
+    if (r->body_seen > r->body_limit) {
+        early(r, 413, "body_too_large", "request body exceeds the limit of %llu bytes",
+              (unsigned long long)r->body_limit);
+        return HPE_USER;
+    }
+    conn_set_timeout(c, TO_IDLE);
+    if (r->early_status) return 0;             /* counted, discarded */
+    if (r->on_body) {
+        if (r->on_body(r, at, len) == 1 && c->reading) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = 0;
+        }
+        return 0;
+    }
+    buf_append(&r->body, at, len);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    UNUSED(p);
+    return HPE_PAUSED;               /* conn_feed dispatches the request */
+}
+
+const llhttp_settings_t http_parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void http_body_resume(struct http_req *r)
+{
+    struct conn *c = r->conn;
+    if (!c || c->reading || c->eof || c->state == CONN_CLOSING) return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, NULL, NULL) == 0) c->reading = 1;
+}
+
+/* ---- CORS --------------------------------------------------------------- */
+
+static const char *cors_origin(const struct http_req *r, size_t *len)
+{
+    const struct config *cfg = r->srv->cfg;
+    if (!cfg->cors_any && cfg->n_cors_origins == 0) return NULL;
+    const char *o = http_header(r, "Origin", len);
+    if (!o || !cfg_origin_allowed(cfg, o, *len)) return NULL;
+    return o;
+}
+
+static void preflight(struct http_req *r)
+{
+    size_t olen;
+    const char *o = cors_origin(r, &olen);
+    const char *want = http_header(r, "Access-Control-Request-Method", NULL);
+    http_add_header(r, "Allow", "%s, OPTIONS", r->match.allow[0] ? r->match.allow : "GET, HEAD");
+    if (o && want) {
+        http_add_header(r, "Access-Control-Allow-Methods", "%s", r->match.allow[0] ? r->match.allow : "GET, HEAD");
+        http_add_header(r, "Access-Control-Allow-Headers",
+                        "Authorization, Content-Type, If-Match, If-None-Match, Last-Event-ID, Prefer, "
+                        "X-Request-Id, Range, Accept-Encoding");
+        http_add_header(r, "Access-Control-Max-Age", "600");
+    }
+    http_send_empty(r, 204);
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+void http_dispatch(struct http_req *r)
+{
+    if (!r || r->responded) return;            /* answered while reading */
+    struct conn *c = r->conn;
+    c->state = CONN_HANDLING;
+    conn_set_timeout(c, TO_NONE);
+    if (r->early_status) {
+        http_send_error(r, r->early_status, r->early_code, NULL, "%s", r->early_msg);
+        return;
+    }
+    if (r->method == HTTP_OPTIONS) {
+        preflight(r);
+        return;
+    }
+    if (r->route->flags & ROUTE_STREAM_BODY) {
+        if (r->on_body_end) r->on_body_end(r);
+        return;
+    }
+    r->route->handler(r);
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+struct wreq {
+    uv_write_t w;
+    struct conn *c;
+    struct rbuf *rb;             /* shared payload, or NULL */
+    size_t nbufs;
+    uv_buf_t bufs[3];
+    char data[];                 /* copied bytes the bufs point into */
+};
+
+static void on_write(uv_write_t *w, int status)
+{
+    struct wreq *wr = container_of(w, struct wreq, w);
+    struct conn *c = wr->c;
+    if (wr->rb) rbuf_unref(wr->rb);
+    free(wr);
+    if (status < 0 || c->state == CONN_CLOSING) {
+        if (status < 0 && status != UV_ECANCELED) conn_close(c);
+        return;
+    }
+    if (c->state == CONN_IDLE || c->state == CONN_STREAMING) {
+        if (c->tcp.write_queue_size > 0 || c->state == CONN_STREAMING) conn_set_timeout(c, TO_IDLE);
+    }
+    if (c->state == CONN_STREAMING && c->req && c->req->on_drain &&
+        c->tcp.write_queue_size <= c->req->drain_low)
+        c->req->on_drain(c->req);
+    http_on_write_drained(c);
+}
+
+/* Writes bufs now if the socket takes them; queues a copy of the rest.
+ * rb (optional) backs bufs[rbi] and is referenced instead of copied. */
+static void write_bufs(struct conn *c, uv_buf_t *bufs, size_t n, struct rbuf *rb, size_t rbi)
+{
+    size_t total = 0, off = 0;
+    for (size_t i = 0; i < n; i++) total += bufs[i].len;
+    c->srv->stats.bytes_out += total;
+    if (c->tcp.write_queue_size == 0) {
+        int w = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)n);
+        if (w > 0) off = (size_t)w;
+        else if (w != UV_EAGAIN && w != UV_ENOSYS) {
+            conn_close(c);
+            return;
+        }
+    }
+    if (off == total) return;
+    /* skip what was written; copy the rest (rb's part is referenced) */
+    size_t copy = 0;
+    size_t skip = off;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = bufs[i].len;
+        size_t s = MIN(skip, l);
+        skip -= s;
+        if (!(rb && i == rbi)) copy += l - s;
+    }
+    struct wreq *wr = xmalloc(sizeof *wr + copy);
+    wr->c = c;
+    wr->rb = NULL;
+    wr->nbufs = 0;
+    char *d = wr->data;
+    skip = off;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = bufs[i].len;
+        size_t s = MIN(skip, l);
+        skip -= s;
+        if (l - s == 0) continue;
+        if (rb && i == rbi) {
+            wr->rb = rbuf_ref(rb);
+            wr->bufs[wr->nbufs++] = uv_buf_init(bufs[i].base + s, (unsigned)(l - s));
+        } else {
+            memcpy(d, bufs[i].base + s, l - s);
+            wr->bufs[wr->nbufs++] = uv_buf_init(d, (unsigned)(l - s));
+            d += l - s;
+        }
+    }
+    if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, wr->bufs, (unsigned)wr->nbufs, on_write) < 0) {
+        if (wr->rb) rbuf_unref(wr->rb);
+        free(wr);
+        conn_close(c);
+    }
+}
+
+static void send_raw(struct conn *c, const char *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    write_bufs(c, &b, 1, NULL, 0);
+}
+
+const char *http_status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+static inline char *put(char *p, const char *s, size_t n) { memcpy(p, s, n); return p + n; }
+#define PUTS(p, lit) put(p, lit, sizeof(lit) - 1)
+
+static char *put_u64(char *p, uint64_t v)
+{
+    char tmp[24];
+    int i = (int)sizeof tmp;
+    do { tmp[--i] = (char)('0' + v % 10); v /= 10; } while (v);
+    return put(p, tmp + i, sizeof tmp - (size_t)i);
+}
+
+/* Composes the status line and headers into out (cap bytes, which the
+ * caller sized from resp_hdrs). len < 0: no Content-Length (streams). */
+enum body_framing { FRAME_LENGTH, FRAME_NONE, FRAME_CHUNKED, FRAME_EOF };
+
+static size_t compose_head(struct http_req *r, char *out, int status, const char *ctype,
+                           enum body_framing framing, uint64_t len, const char *encoding)
+{
+    struct conn *c = r->conn;
+    char *p = out;
+    const char *st = http_status_text(status);
+    p = PUTS(p, "HTTP/1.1 ");
+    p = put_u64(p, (uint64_t)status);
+    *p++ = ' ';
+    p = put(p, st, strlen(st));
+    p = PUTS(p, "\r\nServer: snapsync\r\nDate: ");
+    const char *d = server_date(r->srv);
+    p = put(p, d, strlen(d));
+    if (ctype) {
+        p = PUTS(p, "\r\nContent-Type: ");
+        p = put(p, ctype, strlen(ctype));
+    }
+    if (framing == FRAME_LENGTH) {
+        p = PUTS(p, "\r\nContent-Length: ");
+        p = put_u64(p, len);
+    } else if (framing == FRAME_CHUNKED) {
+        p = PUTS(p, "\r\nTransfer-Encoding: chunked");
+    }
+    if (encoding) {
+        p = PUTS(p, "\r\nContent-Encoding: ");
+        p = put(p, encoding, strlen(encoding));
+    }
+    p = PUTS(p, "\r\nX-Request-Id: ");
+    p = put(p, r->rid, strlen(r->rid));
+    /* answering before the whole request was read: the rest can't be trusted */
+    if (c->state == CONN_HEADERS || c->state == CONN_BODY) c->close_after = 1;
+    bool closing = c->close_after || r->srv->shutting_down || framing == FRAME_EOF;
+    if (closing) {
+        c->close_after = 1;
+        p = PUTS(p, "\r\nConnection: close");
+    } else if (llhttp_get_http_minor(&c->parser) == 0) {
+        p = PUTS(p, "\r\nConnection: keep-alive");
+    }
+    size_t olen;
+    const char *o = cors_origin(r, &olen);
+    if (o) {
+        p = PUTS(p, "\r\nAccess-Control-Allow-Origin: ");
+        p = put(p, o, olen);
+        p = PUTS(p, "\r\nVary: Origin\r\nAccess-Control-Expose-Headers: ETag, Location, X-Request-Id, "
+                    "Retry-After, SSE-Replay-From, Content-Encoding");
+    }
+    p = PUTS(p, "\r\n");
+    if (r->resp_hdrs.len) p = put(p, r->resp_hdrs.data, r->resp_hdrs.len);
+    p = PUTS(p, "\r\n");
+    return (size_t)(p - out);
+}
+
+#define HEAD_FIXED 640               /* everything compose_head adds but resp_hdrs and the origin */
+
+static size_t head_cap(const struct http_req *r, const char *ctype, const char *enc)
+{
+    return HEAD_FIXED + r->resp_hdrs.len + (ctype ? strlen(ctype) : 0) + (enc ? strlen(enc) : 0) + 300;
+}
+
+static void send_whole(struct http_req *r, int status, const char *ctype, const void *body, size_t len,
+                       enum http_body_own own, const char *encoding)
+{
+    struct conn *c = r->conn;
+    if (r->responded || !c || c->state == CONN_CLOSING) {
+        if (own == HTTP_BODY_FREE) free((void *)body);
+        return;
+    }
+    r->responded = true;
+    r->status = status;
+    bool no_body = r->head_only || status == 204 || status == 304;
+    char stack[HEAD_STACK], *head = stack;
+    size_t cap = head_cap(r, ctype, encoding);
+    if (cap > sizeof stack) head = xmalloc(cap);
+    enum body_framing fr = (status == 204 || status == 304) ? FRAME_NONE : FRAME_LENGTH;
+    size_t hl = compose_head(r, head, status, ctype, fr, len, encoding);
+    uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)hl), uv_buf_init((char *)body, (unsigned)len)};
+    size_t nb = (no_body || len == 0) ? 1 : 2;
+    r->bytes_out = hl + (nb == 2 ? len : 0);
+    write_bufs(c, bufs, nb, NULL, 0);
+    if (head != stack) free(head);
+    if (own == HTTP_BODY_FREE) free((void *)body);
+    req_finish(r);
+}
+
+void http_send(struct http_req *r, int status, const char *ctype, const void *body, size_t len,
+               enum http_body_own own)
+{
+    send_whole(r, status, ctype ? ctype : "application/json; charset=utf-8", body, len, own, NULL);
+}
+
+void http_send_empty(struct http_req *r, int status)
+{
+    send_whole(r, status, NULL, "", 0, HTTP_BODY_STATIC, NULL);
+}
+
+/* gzip on the threadpool */
+struct gzip_job {
+    struct job job;
+    int status;
+    char *in;
+    size_t in_len;
+    char *out;
+    size_t out_len;
+    int err;
+};
+
+static void gzip_work(struct job *j)
+{
+    struct gzip_job *g = container_of(j, struct gzip_job, job);
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (deflateInit2(&zs, 5, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        g->err = -1;
+        return;
+    }
+    size_t cap = deflateBound(&zs, g->in_len);
+    g->out = xmalloc(cap);
+    zs.next_in = (Bytef *)g->in;
+    zs.avail_in = (uInt)g->in_len;
+    zs.next_out = (Bytef *)g->out;
+    zs.avail_out = (uInt)cap;
+    int rc = deflate(&zs, Z_FINISH);
+    g->out_len = zs.total_out;
+    deflateEnd(&zs);
+    g->err = rc == Z_STREAM_END ? 0 : -1;
+}
+
+static void gzip_done(struct job *j, struct http_req *r)
+{
+    struct gzip_job *g = container_of(j, struct gzip_job, job);
+    if (r) {
+        if (g->err == 0) {
+            send_whole(r, g->status, "application/json; charset=utf-8", g->out, g->out_len, HTTP_BODY_FREE, "gzip");
+            g->out = NULL;
+        } else {
+            send_whole(r, g->status, "application/json; charset=utf-8", g->in, g->in_len, HTTP_BODY_FREE, NULL);
+            g->in = NULL;
+        }
+    }
+    free(g->in);
+    free(g->out);
+    free(g);
+}
+
+void http_send_json(struct http_req *r, int status, struct buf *body)
+{
+    size_t len;
+    char *data = buf_steal(body, &len);
+    if (len >= HTTP_GZIP_MIN) http_add_header(r, "Vary", "Accept-Encoding");
+    if (r->accept_gzip && !r->head_only && len >= HTTP_GZIP_MIN && r->conn) {
+        struct gzip_job *g = xcalloc(1, sizeof *g);
+        g->status = status;
+        g->in = data;
+        g->in_len = len;
+        job_submit(r->srv, &g->job, r, gzip_work, gzip_done);
+        return;
+    }
+    send_whole(r, status, "application/json; charset=utf-8", data, len, HTTP_BODY_FREE, NULL);
+}
+
+static void error_body(struct buf *b, const char *code, const char *extra, const char *msg)
+{
+    buf_puts(b, "{\"error\":");
+    json_cstr(b, code);
+    buf_puts(b, ",\"message\":");
+    json_cstr(b, msg);
+    if (extra && *extra) {
+        buf_putc(b, ',');
+        buf_puts(b, extra);
+    }
+    buf_putc(b, '}');
+}
+
+void http_send_error(struct http_req *r, int status, const char *code, const char *extra, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct buf b;
+    buf_init(&b);
+    error_body(&b, code, extra, msg);
+    if (status == 405 && r->match.allow[0]) http_add_header(r, "Allow", "%s", r->match.allow);
+    http_send_json(r, status, &b);
+}
+
+/* A response the connection sends on its own, then closes: parse errors,
+ * limits, timeouts, --max-connections. Works with or without a request. */
+void http_reject(struct conn *c, int status, const char *code, const char *msg)
+{
+    struct http_req *r = c->req;
+    if (c->state == CONN_CLOSING || c->state == CONN_LINGER) return;
+    c->close_after = 1;
+    if (!r || r->responded) {
+        if (r && r->responded) { conn_close(c); return; }
+        r = c->req = http_req_new(c);
+    }
+    if (!r->rid[0]) server_request_id(c->srv, r->rid);
+    c->state = CONN_HANDLING;
+    struct buf b;
+    buf_init(&b);
+    error_body(&b, code, NULL, msg);
+    r->accept_gzip = false;
+    if (status == 503) http_add_header(r, "Retry-After", "1");
+    send_whole(r, status, "application/json; charset=utf-8", b.data, b.len, HTTP_BODY_FREE, NULL);
+}
+
+/* ---- streaming ---------------------------------------------------------- */
+
+void http_stream_begin(struct http_req *r, int status, const char *ctype, bool chunked)
+{
+    struct conn *c = r->conn;
+    if (r->responded || !c || c->state == CONN_CLOSING) return;
+    r->responded = true;
+    r->streaming = true;
+    r->status = status;
+    r->stream_chunked = chunked && !r->head_only;
+    char stack[HEAD_STACK], *head = stack;
+    size_t cap = head_cap(r, ctype, NULL);
+    if (cap > sizeof stack) head = xmalloc(cap);
+    enum body_framing fr = r->head_only ? FRAME_NONE : r->stream_chunked ? FRAME_CHUNKED : FRAME_EOF;
+    size_t hl = compose_head(r, head, status, ctype, fr, 0, NULL);
+    r->bytes_out = hl;
+    c->state = CONN_STREAMING;
+    conn_set_timeout(c, TO_IDLE);
+    send_raw(c, head, hl);
+    if (head != stack) free(head);
+}
+
+static void stream_put(struct http_req *r, const void *data, size_t len, struct rbuf *rb)
+{
+    struct conn *c = r->conn;
+    if (!c || !r->streaming || r->head_only || c->state != CONN_STREAMING || len == 0) return;
+    r->bytes_out += len;
+    if (!r->stream_chunked) {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        write_bufs(c, &b, 1, rb, 0);
+        return;
+    }
+    char hdr[24];
+    int hl = snprintf(hdr, sizeof hdr, "%zx\r\n", len);
+    uv_buf_t b[3] = {uv_buf_init(hdr, (unsigned)hl), uv_buf_init((char *)data, (unsigned)len),
+                     uv_buf_init((char *)"\r\n", 2)};
+    write_bufs(c, b, 3, rb, 1);
+}
+
+void http_stream_write(struct http_req *r, const void *data, size_t len) { stream_put(r, data, len, NULL); }
+
+void http_stream_write_rbuf(struct http_req *r, struct rbuf *rb) { stream_put(r, rb->data, rb->len, rb); }
+
+size_t http_stream_queued(const struct http_req *r)
+{
+    return r->conn ? r->conn->tcp.write_queue_size : 0;
+}
+
+void http_stream_end(struct http_req *r)
+{
+    struct conn *c = r->conn;
+    if (!r->streaming) return;
+    r->streaming = false;
+    if (c && c->state == CONN_STREAMING && r->stream_chunked) send_raw(c, "0\r\n\r\n", 5);
+    if (c && c->state == CONN_STREAMING) c->state = CONN_HANDLING;
+    req_finish(r);
+}
+
+/* ---- access log --------------------------------------------------------- */
+
+/* Path and query for the log, with token-like query values redacted. */
+static void log_target(struct buf *b, const struct http_req *r)
+{
+    struct buf t;
+    buf_init(&t);
+    buf_append(&t, r->path, MIN(r->path_len, 512));
+    if (r->query) {
+        buf_putc(&t, '?');
+        const char *q = r->query, *end = r->query + MIN(r->query_len, 1024);
+        while (q < end) {
+            const char *amp = memchr(q, '&', (size_t)(end - q));
+            const char *pe = amp ? amp : end;
+            const char *eq = memchr(q, '=', (size_t)(pe - q));
+            if (eq && ((eq - q == 12 && !memcmp(q, "access_token", 12)) || (eq - q == 5 && !memcmp(q, "token", 5)) ||
+                       (eq - q == 10 && !memcmp(q, "peer_token", 10)))) {
+                buf_append(&t, q, (size_t)(eq - q + 1));
+                buf_puts(&t, "REDACTED");
+            } else {
+                buf_append(&t, q, (size_t)(pe - q));
+            }
+            if (amp) buf_putc(&t, '&');
+            q = pe + 1;
+        }
+    }
+    json_str(b, t.data, t.len);
+    buf_free(&t);
+}
+
+static void access_log(struct http_req *r)
+{
+    if (!r->srv->cfg->access_log) return;
+    static struct buf f;
+    buf_reset(&f);
+    uint64_t dur_us = (now_ns_mono() - r->t_start_ns) / 1000;
+    buf_puts(&f, "\"rid\":");
+    json_cstr(&f, r->rid);
+    buf_puts(&f, ",\"method\":\"");
+    buf_puts(&f, r->path ? llhttp_method_name((llhttp_method_t)r->method) : "-");
+    buf_puts(&f, "\",\"path\":");
+    if (r->path) log_target(&f, r);
+    else buf_puts(&f, "null");
+    buf_puts(&f, ",\"route\":");
+    if (r->route) json_cstr(&f, r->route->name);
+    else buf_puts(&f, "null");
+    buf_printf(&f, ",\"status\":%d,\"bytes\":%llu,\"dur_ms\":%llu.%03llu,\"client\":", r->status,
+               (unsigned long long)r->bytes_out, (unsigned long long)(dur_us / 1000),
+               (unsigned long long)(dur_us % 1000));
+    json_cstr(&f, r->conn ? r->conn->peer : "-");
+    log_raw(LOG_INFO, "access", f.data, f.len);
+}

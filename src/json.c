@@ -1,0 +1,180 @@
+/* json.c - see json.h. Thread-safe: no shared state. */
+#include "json.h"
+
+#include <stdio.h>
+
+static const char hexd[] = "0123456789abcdef";
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return (n >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (n < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
+        if (c == 0xE0 && p[1] < 0xA0) return 0;        /* overlong */
+        if (c == 0xED && p[1] >= 0xA0) return 0;       /* surrogates */
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (n < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
+        if (c == 0xF0 && p[1] < 0x90) return 0;
+        if (c == 0xF4 && p[1] >= 0x90) return 0;
+        return 4;
+    }
+    return 0;
+}
+
+void json_str(struct buf *b, const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    buf_reserve(b, len + 2);
+    buf_putc(b, '"');
+    while (p < end) {
+        const unsigned char *run = p;
+        while (p < end && *p >= 0x20 && *p != '"' && *p != '\\' && *p < 0x80) p++;
+        if (p > run) buf_append(b, run, (size_t)(p - run));
+        if (p >= end) break;
+        unsigned c = *p;
+        if (c >= 0x80) {
+            size_t n = utf8_seq(p, (size_t)(end - p));
+            if (n) { buf_append(b, p, n); p += n; }
+            else { buf_append(b, "\xEF\xBF\xBD", 3); p++; }
+            continue;
+        }
+        p++;
+        switch (c) {
+        case '"': buf_append(b, "\\\"", 2); break;
+        case '\\': buf_append(b, "\\\\", 2); break;
+        case '\n': buf_append(b, "\\n", 2); break;
+        case '\r': buf_append(b, "\\r", 2); break;
+        case '\t': buf_append(b, "\\t", 2); break;
+        case '\b': buf_append(b, "\\b", 2); break;
+        case '\f': buf_append(b, "\\f", 2); break;
+        default: {
+            char u[6] = {'\\', 'u', '0', '0', hexd[c >> 4], hexd[c & 15]};
+            buf_append(b, u, 6);
+        }
+        }
+    }
+    buf_putc(b, '"');
+}
+
+void json_sep(struct buf *b)
+{
+    if (b->len == 0) return;
+    char last = b->data[b->len - 1];
+    if (last != '{' && last != '[' && last != ':') buf_putc(b, ',');
+}
+
+void json_key(struct buf *b, const char *key)
+{
+    json_sep(b);
+    buf_putc(b, '"');
+    buf_puts(b, key);           /* keys are our own literals */
+    buf_append(b, "\":", 2);
+}
+
+void json_kv_str(struct buf *b, const char *key, const char *s)
+{
+    json_key(b, key);
+    if (s) json_cstr(b, s);
+    else buf_append(b, "null", 4);
+}
+
+void json_kv_strn(struct buf *b, const char *key, const char *s, size_t len)
+{
+    json_key(b, key);
+    json_str(b, s, len);
+}
+
+void json_kv_u64(struct buf *b, const char *key, uint64_t v) { json_key(b, key); buf_put_u64(b, v); }
+void json_kv_i64(struct buf *b, const char *key, int64_t v) { json_key(b, key); buf_put_i64(b, v); }
+void json_kv_bool(struct buf *b, const char *key, bool v) { json_key(b, key); buf_puts(b, v ? "true" : "false"); }
+void json_kv_null(struct buf *b, const char *key) { json_key(b, key); buf_append(b, "null", 4); }
+
+void json_kv_time(struct buf *b, const char *key, uint64_t ms)
+{
+    json_key(b, key);
+    if (!ms) { buf_append(b, "null", 4); return; }
+    char ts[32];
+    size_t n = fmt_time_ms(ts, ms);
+    buf_putc(b, '"');
+    buf_append(b, ts, n);
+    buf_putc(b, '"');
+}
+
+int json_depth(const json_t *v)
+{
+    int max = 0;
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)v, k, x) { int d = json_depth(x); if (d > max) max = d; }
+        return max + 1;
+    }
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) { int d = json_depth(x); if (d > max) max = d; }
+        return max + 1;
+    }
+    return 1;
+}
+
+/* Nesting depth from the raw text, so a 100,000-deep body is refused before
+ * jansson's recursive parser sees it. Strings are skipped properly. */
+static int text_depth(const char *s, size_t len, size_t *where)
+{
+    int depth = 0, max = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = false;
+            continue;
+        }
+        if (c == '"') in_str = true;
+        else if (c == '{' || c == '[') {
+            if (++depth > max) {
+                max = depth;
+                if (max > JSON_MAX_DEPTH) { *where = i; return max; }
+            }
+        } else if (c == '}' || c == ']') depth--;
+    }
+    return max;
+}
+
+json_t *json_parse(const char *text, size_t len, bool want_object, struct json_err *err)
+{
+    size_t where = 0;
+    if (len == 0) {
+        snprintf(err->code, sizeof err->code, "invalid_json");
+        snprintf(err->message, sizeof err->message, "request body is empty; a JSON %s is expected",
+                 want_object ? "object" : "value");
+        return NULL;
+    }
+    if (text_depth(text, len, &where) > JSON_MAX_DEPTH) {
+        snprintf(err->code, sizeof err->code, "too_deep");
+        snprintf(err->message, sizeof err->message,
+                 "JSON nested deeper than %d levels (at byte %zu)", JSON_MAX_DEPTH, where);
+        return NULL;
+    }
+    json_error_t je;
+    json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    if (!v) {
+        snprintf(err->code, sizeof err->code, "invalid_json");
+        snprintf(err->message, sizeof err->message, "invalid JSON at line %d column %d (byte %d): %.100s",
+                 je.line, je.column, je.position, je.text);
+        return NULL;
+    }
+    if (want_object && !json_is_object(v)) {
+        json_decref(v);
+        snprintf(err->code, sizeof err->code, "not_an_object");
+        snprintf(err->message, sizeof err->message, "the request body must be a JSON object");
+        return NULL;
+    }
+    return v;
+}

@@ -1,0 +1,71 @@
+/* routes.c - every route of the server in one table: method, pattern,
+ * handler, who may call it (enum route_access) and body handling. The auth
+ * check and the metrics labels read this table; nothing else decides
+ * access. Literal routes come before parameter routes of the same shape
+ * (the first match wins). */
+#include <llhttp.h>
+
+#include "api.h"
+#include "http.h"
+#include "router.h"
+#include "server.h"
+
+#define S "/api/v1/spaces/{space}"
+#define R(m, pat, fn, acc, fl, nm) \
+    {.method = (m), .pattern = (pat), .handler = (fn), .access = (acc), .flags = (fl), .name = (nm)}
+
+static const struct route table[] = {
+    /* SPEC §3 */
+    R(HTTP_GET, "/healthz", api_healthz, ACCESS_PUBLIC, ROUTE_NO_BODY, "healthz"),
+    R(HTTP_GET, "/api/v1/status", api_status, ACCESS_READ, ROUTE_NO_BODY, "status"),
+    R(HTTP_GET, "/metrics", api_not_implemented, ACCESS_METRICS, ROUTE_NO_BODY, "metrics"),
+    /* SPEC §4 */
+    R(HTTP_POST, "/api/v1/keys", api_not_implemented, ACCESS_ADMIN, 0, "keys_create"),
+    R(HTTP_GET, "/api/v1/keys", api_not_implemented, ACCESS_ADMIN, ROUTE_NO_BODY, "keys_list"),
+    R(HTTP_DELETE, "/api/v1/keys/{key}", api_not_implemented, ACCESS_ADMIN, ROUTE_NO_BODY, "keys_revoke"),
+    R(HTTP_GET, "/api/v1/audit", api_not_implemented, ACCESS_ADMIN, ROUTE_NO_BODY, "audit"),
+    /* SPEC §5 */
+    R(HTTP_GET, "/api/v1/spaces", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "spaces_list"),
+    R(HTTP_PUT, S, api_not_implemented, ACCESS_ADMIN, 0, "space_put"),
+    R(HTTP_GET, S, api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "space_get"),
+    R(HTTP_DELETE, S, api_not_implemented, ACCESS_ADMIN, ROUTE_NO_BODY, "space_delete"),
+    R(HTTP_GET, S "/collections", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "collections"),
+    R(HTTP_GET, S "/collections/{collection}/entities", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "entity_list"),
+    R(HTTP_PUT, S "/collections/{collection}/entities/{entity}", api_not_implemented, ACCESS_WRITE, 0, "entity_put"),
+    R(HTTP_GET, S "/collections/{collection}/entities/{entity}", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "entity_get"),
+    R(HTTP_DELETE, S "/collections/{collection}/entities/{entity}", api_not_implemented, ACCESS_WRITE, ROUTE_NO_BODY, "entity_delete"),
+    /* SPEC §6 */
+    R(HTTP_GET, S "/sync/status", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "sync_status"),
+    R(HTTP_GET, S "/changes", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "changes_get"),
+    R(HTTP_POST, S "/changes", api_not_implemented, ACCESS_WRITE, 0, "changes_post"),
+    R(HTTP_GET, S "/conflicts", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "conflicts"),
+    R(HTTP_POST, S "/conflicts/{id}/resolve", api_not_implemented, ACCESS_WRITE, 0, "conflict_resolve"),
+    /* SPEC §7 */
+    R(HTTP_POST, S "/snapshots/import", api_not_implemented, ACCESS_OPERATE, ROUTE_STREAM_BODY, "snapshot_import"),
+    R(HTTP_POST, S "/snapshots", api_not_implemented, ACCESS_OPERATE, 0, "snapshot_create"),
+    R(HTTP_GET, S "/snapshots", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "snapshot_list"),
+    R(HTTP_GET, S "/snapshots/{id}", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "snapshot_get"),
+    R(HTTP_DELETE, S "/snapshots/{id}", api_not_implemented, ACCESS_OPERATE, ROUTE_NO_BODY, "snapshot_delete"),
+    R(HTTP_GET, S "/snapshots/{id}/download", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "snapshot_download"),
+    R(HTTP_GET, S "/snapshots/{id}/preview", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "snapshot_preview"),
+    R(HTTP_POST, S "/snapshots/{id}/restore", api_not_implemented, ACCESS_OPERATE, 0, "snapshot_restore"),
+    /* SPEC §8 */
+    R(HTTP_GET, "/api/v1/events", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "events"),
+    /* SPEC §9 */
+    R(HTTP_POST, S "/sync", api_not_implemented, ACCESS_OPERATE, 0, "sync_start"),
+    R(HTTP_GET, S "/sync/jobs", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "sync_jobs"),
+    R(HTTP_GET, S "/sync/jobs/{id}", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "sync_job"),
+    R(HTTP_GET, S "/peers", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "peers_list"),
+    R(HTTP_PUT, S "/peers/{peer}", api_not_implemented, ACCESS_OPERATE, 0, "peer_put"),
+    R(HTTP_DELETE, S "/peers/{peer}", api_not_implemented, ACCESS_OPERATE, ROUTE_NO_BODY, "peer_delete"),
+    R(HTTP_POST, S "/replicate", api_not_implemented, ACCESS_WRITE, 0, "replicate"),
+    R(HTTP_POST, S "/blobs/missing", api_not_implemented, ACCESS_READ, 0, "blobs_missing"),
+    R(HTTP_PUT, S "/blobs/{sha256}", api_not_implemented, ACCESS_WRITE, ROUTE_STREAM_BODY, "blob_put"),
+    R(HTTP_GET, S "/blobs/{sha256}", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "blob_get"),
+};
+
+void http_routes_init(struct server *srv)
+{
+    router_init(&srv->router);
+    for (size_t i = 0; i < ARRAY_SIZE(table); i++) router_add(&srv->router, &table[i]);
+}

@@ -1,0 +1,214 @@
+/* store.c - see store.h.
+ *
+ * Migrations are an ordered list of SQL scripts; schema_version holds the
+ * number applied. Each runs in its own transaction, so a crash mid-way
+ * leaves the database at the previous version, and start-up simply tries
+ * again. Later subsystems append their migrations; never edit an old one.
+ */
+#include "store.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define READER_POOL 8
+
+struct store {
+    char path[1100];
+    enum durability durability;
+    sqlite3 *db;                     /* read-write connection: startup, then the writer path */
+    char instance_id[27];
+    int schema_version;
+    uint64_t spaces;
+    pthread_mutex_t lock;
+    sqlite3 *readers[READER_POOL];
+    int nreaders;
+};
+
+static const char *const migrations[] = {
+    /* 1: bookkeeping */
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE spaces ("
+    "  name TEXT PRIMARY KEY,"
+    "  uid TEXT NOT NULL UNIQUE,"
+    "  created_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;",
+};
+
+int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,
+                  size_t errlen)
+{
+    sqlite3 *db = NULL;
+    int flags = readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    flags |= SQLITE_OPEN_NOMUTEX;    /* one owner thread at a time */
+    int rc = sqlite3_open_v2(path, &db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    char pragmas[256];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON;"
+             "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16000;",
+             durability == DURABILITY_FULL ? "FULL" : "NORMAL");
+    char *msg = NULL;
+    if (sqlite3_exec(db, readonly ? "PRAGMA temp_store=MEMORY;" : pragmas, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot configure %s: %s", path, msg ? msg : "?");
+        sqlite3_free(msg);
+        sqlite3_close(db);
+        return -1;
+    }
+    *out = db;
+    return 0;
+}
+
+static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "%s", msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int migrate(struct store *st, char *err, size_t errlen)
+{
+    sqlite3 *db = st->db;
+    sqlite3_stmt *q = NULL;
+    if (exec(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);", err, errlen) < 0)
+        return -1;
+    int version = 0;
+    if (sqlite3_prepare_v2(db, "SELECT max(version) FROM schema_version", -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        version = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    int latest = (int)ARRAY_SIZE(migrations);
+    if (version > latest) {
+        snprintf(err, errlen, "database schema version %d is newer than this binary knows (%d)", version, latest);
+        return -1;
+    }
+    for (int v = version + 1; v <= latest; v++) {
+        char bump[96];
+        snprintf(bump, sizeof bump, "INSERT INTO schema_version(version) VALUES (%d);", v);
+        if (exec(db, "BEGIN IMMEDIATE;", err, errlen) < 0) return -1;
+        if (exec(db, migrations[v - 1], err, errlen) < 0 || exec(db, bump, err, errlen) < 0) {
+            sqlite3_exec(db, "ROLLBACK;", NULL, NULL, NULL);
+            char tmp[256];
+            snprintf(tmp, sizeof tmp, "%s", err);
+            snprintf(err, errlen, "migration %d failed: %s", v, tmp);
+            return -1;
+        }
+        if (exec(db, "COMMIT;", err, errlen) < 0) return -1;
+    }
+    st->schema_version = latest;
+    return 0;
+}
+
+static int load_meta(struct store *st, char *err, size_t errlen)
+{
+    sqlite3 *db = st->db;
+    sqlite3_stmt *q = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key='instance_id'", -1, &q, NULL) != SQLITE_OK)
+        goto out;
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        const unsigned char *v = sqlite3_column_text(q, 0);
+        if (v && ulid_valid((const char *)v, strlen((const char *)v))) {
+            memcpy(st->instance_id, v, 27);
+            rc = 0;
+        }
+    }
+    sqlite3_finalize(q);
+    q = NULL;
+    if (rc != 0) {
+        ulid_make(st->instance_id, now_ms_wall());
+        if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO meta(key, value) VALUES ('instance_id', ?)", -1, &q,
+                               NULL) != SQLITE_OK)
+            goto out;
+        sqlite3_bind_text(q, 1, st->instance_id, 26, SQLITE_STATIC);
+        if (sqlite3_step(q) != SQLITE_DONE) goto out;
+        sqlite3_finalize(q);
+        q = NULL;
+    }
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM spaces", -1, &q, NULL) != SQLITE_OK) goto out;
+    if (sqlite3_step(q) != SQLITE_ROW) goto out;
+    st->spaces = (uint64_t)sqlite3_column_int64(q, 0);
+    rc = 0;
+out:
+    if (rc != 0) snprintf(err, errlen, "reading metadata: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int store_open(const char *data_dir, enum durability durability, struct store **out, char *err, size_t errlen)
+{
+    struct store *st = xcalloc(1, sizeof *st);
+    pthread_mutex_init(&st->lock, NULL);
+    st->durability = durability;
+    snprintf(st->path, sizeof st->path, "%s/snapsync.db", data_dir);
+    if (store_connect(st->path, false, durability, &st->db, err, errlen) < 0) goto fail;
+    char jm[16] = "";
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode", -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+        snprintf(jm, sizeof jm, "%s", (const char *)sqlite3_column_text(q, 0));
+    sqlite3_finalize(q);
+    if (strcmp(jm, "wal") != 0) {
+        snprintf(err, errlen, "%s: cannot switch to WAL mode (journal_mode=%s)", st->path, jm);
+        goto fail;
+    }
+    if (migrate(st, err, errlen) < 0 || load_meta(st, err, errlen) < 0) goto fail;
+    *out = st;
+    return 0;
+fail:
+    store_close(st);
+    return -1;
+}
+
+void store_close(struct store *st)
+{
+    if (!st) return;
+    for (int i = 0; i < st->nreaders; i++) sqlite3_close(st->readers[i]);
+    if (st->db) {
+        sqlite3_exec(st->db, "PRAGMA optimize;", NULL, NULL, NULL);
+        sqlite3_close(st->db);
+    }
+    pthread_mutex_destroy(&st->lock);
+    free(st);
+}
+
+const char *store_instance_id(const struct store *st) { return st->instance_id; }
+const char *store_db_path(const struct store *st) { return st->path; }
+int store_schema_version(const struct store *st) { return st->schema_version; }
+uint64_t store_space_count(const struct store *st) { return st->spaces; }
+
+sqlite3 *store_reader_get(struct store *st)
+{
+    sqlite3 *db = NULL;
+    pthread_mutex_lock(&st->lock);
+    if (st->nreaders > 0) db = st->readers[--st->nreaders];
+    pthread_mutex_unlock(&st->lock);
+    if (!db) {
+        char err[256];
+        if (store_connect(st->path, true, st->durability, &db, err, sizeof err) < 0) return NULL;
+    }
+    return db;
+}
+
+void store_reader_put(struct store *st, sqlite3 *db)
+{
+    if (!db) return;
+    pthread_mutex_lock(&st->lock);
+    if (st->nreaders < READER_POOL) {
+        st->readers[st->nreaders++] = db;
+        db = NULL;
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (db) sqlite3_close(db);
+}

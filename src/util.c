@@ -1,0 +1,329 @@
+/* util.c - memory, buffers, time, randomness and small parsers.
+ * Everything here is thread-safe except rbuf (loop thread only). */
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static void oom(size_t n)
+{
+    char msg[128];
+    int len = snprintf(msg, sizeof msg,
+                       "{\"level\":\"fatal\",\"msg\":\"out_of_memory\",\"bytes\":%zu}\n", n);
+    if (write(2, msg, (size_t)len) < 0) { /* nothing left to do */ }
+    abort();
+}
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (UNLIKELY(!p)) oom(n);
+    return p;
+}
+
+void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (UNLIKELY(!p)) oom(n * size);
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (UNLIKELY(!q)) oom(n);
+    return q;
+}
+
+char *xstrdup(const char *s) { return xstrndup(s, strlen(s)); }
+
+char *xstrndup(const char *s, size_t n)
+{
+    char *p = xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+    struct buf b;
+    va_list ap;
+    buf_init(&b);
+    va_start(ap, fmt);
+    buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    return buf_steal(&b, NULL);
+}
+
+void buf_init(struct buf *b) { b->data = NULL; b->len = b->cap = 0; }
+
+void buf_free(struct buf *b)
+{
+    free(b->data);
+    buf_init(b);
+}
+
+void buf_reserve(struct buf *b, size_t extra)
+{
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need) cap *= 2;
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+}
+
+void buf_append(struct buf *b, const void *data, size_t len)
+{
+    buf_reserve(b, len);
+    if (len) memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+}
+
+void buf_puts(struct buf *b, const char *s) { buf_append(b, s, strlen(s)); }
+
+void buf_putc(struct buf *b, char c)
+{
+    buf_reserve(b, 1);
+    b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+}
+
+void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    buf_reserve(b, 64);
+    int n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
+    if (n >= 0 && (size_t)n >= b->cap - b->len) {
+        buf_reserve(b, (size_t)n);
+        n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap2);
+    }
+    va_end(ap2);
+    if (n > 0) b->len += (size_t)n;
+}
+
+void buf_printf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(b, fmt, ap);
+    va_end(ap);
+}
+
+void buf_put_u64(struct buf *b, uint64_t v)
+{
+    char tmp[24];
+    int i = (int)sizeof tmp;
+    do { tmp[--i] = (char)('0' + v % 10); v /= 10; } while (v);
+    buf_append(b, tmp + i, sizeof tmp - (size_t)i);
+}
+
+void buf_put_i64(struct buf *b, int64_t v)
+{
+    if (v < 0) { buf_putc(b, '-'); buf_put_u64(b, (uint64_t)0 - (uint64_t)v); }
+    else buf_put_u64(b, (uint64_t)v);
+}
+
+char *buf_steal(struct buf *b, size_t *len)
+{
+    char *p = b->data ? b->data : xstrdup("");
+    if (len) *len = b->len;
+    buf_init(b);
+    return p;
+}
+
+struct rbuf *rbuf_new(const void *data, size_t len)
+{
+    struct rbuf *r = xmalloc(sizeof *r + len + 1);
+    r->refs = 1;
+    r->len = len;
+    if (len) memcpy(r->data, data, len);
+    r->data[len] = '\0';
+    return r;
+}
+
+struct rbuf *rbuf_from_buf(struct buf *b)
+{
+    struct rbuf *r = rbuf_new(b->data, b->len);
+    buf_free(b);
+    return r;
+}
+
+void rbuf_unref(struct rbuf *r)
+{
+    if (r && --r->refs == 0) free(r);
+}
+
+uint64_t now_ms_wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t now_ns_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+size_t fmt_time_ms(char *out, uint64_t ms)
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    return (size_t)snprintf(out, 25, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ",
+                            tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                            tm.tm_min, tm.tm_sec, (unsigned)(ms % 1000));
+}
+
+void random_bytes(void *out, size_t n)
+{
+    unsigned char *p = out;
+    while (n > 0) {
+        ssize_t r = getrandom(p, n, 0);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            abort();
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+}
+
+static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+void ulid_make(char out[27], uint64_t ms)
+{
+    unsigned char rnd[10];
+    random_bytes(rnd, sizeof rnd);
+    for (int i = 9; i >= 0; i--) {           /* 48-bit time, 10 chars */
+        out[i] = crockford[ms & 31];
+        ms >>= 5;
+    }
+    /* 80 bits of randomness, 16 chars of 5 bits each */
+    uint64_t hi = 0, lo = 0;
+    for (int i = 0; i < 5; i++) hi = (hi << 8) | rnd[i];
+    for (int i = 5; i < 10; i++) lo = (lo << 8) | rnd[i];
+    for (int i = 0; i < 8; i++) out[10 + i] = crockford[(hi >> (35 - 5 * i)) & 31];
+    for (int i = 0; i < 8; i++) out[18 + i] = crockford[(lo >> (35 - 5 * i)) & 31];
+    out[26] = '\0';
+}
+
+bool ulid_valid(const char *s, size_t len)
+{
+    if (len != 26) return false;
+    if (s[0] > '7') return false;           /* 48-bit timestamp overflow */
+    for (size_t i = 0; i < len; i++)
+        if (!memchr(crockford, s[i], sizeof crockford - 1)) return false;
+    return true;
+}
+
+void hex_encode(char *out, const unsigned char *in, size_t n)
+{
+    static const char hx[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hx[in[i] >> 4];
+        out[2 * i + 1] = hx[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+bool ct_equal(const void *a, const void *b, size_t n)
+{
+    const volatile unsigned char *x = a, *y = b;
+    unsigned char d = 0;
+    for (size_t i = 0; i < n; i++) d |= x[i] ^ y[i];
+    return d == 0;
+}
+
+bool str_ieq(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    return alen == blen && strncasecmp(a, b, alen) == 0;
+}
+
+bool header_has_token(const char *v, size_t vlen, const char *token)
+{
+    size_t tlen = strlen(token), i = 0;
+    while (i < vlen) {
+        while (i < vlen && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+        size_t start = i;
+        while (i < vlen && v[i] != ',' && v[i] != ';') i++;
+        size_t end = i;
+        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t')) end--;
+        if (end - start == tlen && strncasecmp(v + start, token, tlen) == 0) {
+            /* "gzip;q=0" means not acceptable */
+            if (i < vlen && v[i] == ';') {
+                size_t j = i + 1;
+                while (j < vlen && v[j] == ' ') j++;
+                if (j + 2 < vlen + 1 && (v[j] == 'q' || v[j] == 'Q') && j + 1 < vlen && v[j + 1] == '=') {
+                    double q = strtod(v + j + 2, NULL);
+                    if (q <= 0.0) return false;
+                }
+            }
+            return true;
+        }
+        while (i < vlen && v[i] != ',') i++;
+    }
+    return false;
+}
+
+int parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0 || len > 20) return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    if (v > max) return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_size(const char *s, uint64_t *out)
+{
+    size_t n = 0;
+    while (s[n] >= '0' && s[n] <= '9') n++;
+    uint64_t v, mult = 1;
+    if (parse_u64(s, n, UINT64_MAX, &v) < 0) return -1;
+    const char *u = s + n;
+    if (*u == '\0' || strcasecmp(u, "b") == 0) mult = 1;
+    else if (strcasecmp(u, "k") == 0 || strcasecmp(u, "kb") == 0 || strcasecmp(u, "kib") == 0) mult = 1ull << 10;
+    else if (strcasecmp(u, "m") == 0 || strcasecmp(u, "mb") == 0 || strcasecmp(u, "mib") == 0) mult = 1ull << 20;
+    else if (strcasecmp(u, "g") == 0 || strcasecmp(u, "gb") == 0 || strcasecmp(u, "gib") == 0) mult = 1ull << 30;
+    else return -1;
+    if (v > UINT64_MAX / mult) return -1;
+    *out = v * mult;
+    return 0;
+}
+
+int mkdir_p(const char *path, unsigned mode)
+{
+    char tmp[4096];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof tmp) return -ENAMETOOLONG;
+    memcpy(tmp, path, len + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -errno;
+    return 0;
+}

@@ -1,0 +1,152 @@
+/* Unit tests: util.c, names.c, json.c */
+#include "test.h"
+#include "util.h"
+#include "names.h"
+#include "json.h"
+
+static void test_sizes(void)
+{
+    uint64_t v;
+    CHECK_INT(parse_size("16384", &v), 0); CHECK_INT(v, 16384);
+    CHECK_INT(parse_size("8MiB", &v), 0); CHECK_INT(v, 8u << 20);
+    CHECK_INT(parse_size("512k", &v), 0); CHECK_INT(v, 512u << 10);
+    CHECK_INT(parse_size("1GiB", &v), 0); CHECK_INT(v, 1u << 30);
+    CHECK_INT(parse_size("abc", &v), -1);
+    CHECK_INT(parse_size("", &v), -1);
+    CHECK_INT(parse_size("12XB", &v), -1);
+    CHECK_INT(parse_size("99999999999999999999999", &v), -1);
+    CHECK_INT(parse_size("18446744073709551615G", &v), -1);
+    CHECK_INT(parse_u64("42", 2, 100, &v), 0); CHECK_INT(v, 42);
+    CHECK_INT(parse_u64("420", 3, 100, &v), -1);
+    CHECK_INT(parse_u64("-1", 2, 100, &v), -1);
+}
+
+static void test_names(void)
+{
+    CHECK(name_space_valid("a", 1));
+    CHECK(name_space_valid("team-1_x", 8));
+    CHECK(!name_space_valid("Team", 4));
+    CHECK(!name_space_valid("-a", 2));
+    CHECK(!name_space_valid("", 0));
+    char big[80];
+    memset(big, 'a', sizeof big);
+    CHECK(name_space_valid(big, 63));
+    CHECK(!name_space_valid(big, 64));
+    CHECK(name_collection_valid("issues", 6));
+    CHECK(!name_collection_valid("1issues", 7));
+    CHECK(!name_collection_valid("is-sues", 7));
+    CHECK(name_entity_id_valid("ISS-1", 5));
+    CHECK(name_entity_id_valid("a.b:c~d_e-f", 11));
+    CHECK(!name_entity_id_valid("..", 2));
+    CHECK(!name_entity_id_valid(".hidden", 7));
+    CHECK(!name_entity_id_valid("a/b", 3));
+    CHECK(name_entity_id_valid(big, 80));
+    CHECK(name_sha256_valid("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", 64));
+    CHECK(!name_sha256_valid("E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", 64));
+    CHECK(name_request_id_valid("abc-123", 7));
+    CHECK(!name_request_id_valid("a b", 3));
+
+    char out[64];
+    CHECK_INT(name_pct_decode("a%2Db", 5, out, sizeof out), 3);
+    CHECK(memcmp(out, "a-b", 3) == 0);
+    CHECK_INT(name_pct_decode("a%2Fb", 5, out, sizeof out), -1);   /* no '/' smuggling */
+    CHECK_INT(name_pct_decode("a%00b", 5, out, sizeof out), -1);
+    CHECK_INT(name_pct_decode("a%2", 3, out, sizeof out), -1);
+    CHECK_INT(name_pct_decode("a%zz", 4, out, sizeof out), -1);
+    CHECK_INT(name_pct_decode("abc", 3, out, 2), -1);
+}
+
+static void test_ulid(void)
+{
+    char a[27], b[27];
+    ulid_make(a, 1700000000000ull);
+    ulid_make(b, 1700000000001ull);
+    CHECK_INT(strlen(a), 26);
+    CHECK(ulid_valid(a, 26));
+    CHECK(strcmp(a, b) < 0);                  /* time-sortable */
+    CHECK(!ulid_valid("0123456789ABCDEFGHJKMNPQRI", 26));    /* I is not Crockford */
+    CHECK(!ulid_valid("8ZZZZZZZZZZZZZZZZZZZZZZZZZ", 26));    /* overflow */
+    CHECK(!ulid_valid(a, 25));
+}
+
+static void test_json_writer(void)
+{
+    struct buf b;
+    buf_init(&b);
+    json_str(&b, "a\"b\\c\n\x01", 7);
+    CHECK_STR(b.data, "\"a\\\"b\\\\c\\n\\u0001\"");
+    buf_reset(&b);
+    json_str(&b, "caf\xc3\xa9 \xff", 7);             /* valid UTF-8 kept, invalid byte replaced */
+    CHECK_STR(b.data, "\"caf\xc3\xa9 \xef\xbf\xbd\"");
+    buf_reset(&b);
+    buf_putc(&b, '{');
+    json_kv_str(&b, "a", "x");
+    json_kv_u64(&b, "n", 18446744073709551615ull);
+    json_kv_bool(&b, "t", true);
+    json_kv_null(&b, "z");
+    buf_putc(&b, '}');
+    CHECK_STR(b.data, "{\"a\":\"x\",\"n\":18446744073709551615,\"t\":true,\"z\":null}");
+    buf_free(&b);
+
+    char ts[32];
+    fmt_time_ms(ts, 1795958673123ull);
+    CHECK_STR(ts, "2026-11-29T13:24:33.123Z");
+    fmt_time_ms(ts, 951782400000ull);          /* leap day 2000 */
+    CHECK_STR(ts, "2000-02-29T00:00:00.000Z");
+}
+
+static void test_json_parse(void)
+{
+    struct json_err e;
+    json_t *v = json_parse("{\"a\":1}", 7, true, &e);
+    CHECK(v != NULL);
+    json_decref(v);
+    CHECK(json_parse("[1]", 3, true, &e) == NULL);
+    CHECK_STR(e.code, "not_an_object");
+    CHECK(json_parse("{\"a\":", 5, true, &e) == NULL);
+    CHECK_STR(e.code, "invalid_json");
+    CHECK(strstr(e.message, "line 1") != NULL);
+    CHECK(json_parse("", 0, true, &e) == NULL);
+    CHECK(json_parse("{\"a\":1,\"a\":2}", 13, true, &e) == NULL);   /* duplicate keys */
+    char deep[400];
+    size_t n = 0;
+    deep[n++] = '{'; deep[n++] = '"'; deep[n++] = 'a'; deep[n++] = '"'; deep[n++] = ':';
+    for (int i = 0; i < 100; i++) deep[n++] = '[';
+    for (int i = 0; i < 100; i++) deep[n++] = ']';
+    deep[n++] = '}';
+    CHECK(json_parse(deep, n, true, &e) == NULL);
+    CHECK_STR(e.code, "too_deep");
+    /* brackets inside strings do not count */
+    const char *s = "{\"a\":\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"}";
+    v = json_parse(s, strlen(s), true, &e);
+    CHECK(v != NULL);
+    json_decref(v);
+}
+
+static void test_header_tokens(void)
+{
+    CHECK(header_has_token("gzip, deflate, br", 17, "gzip"));
+    CHECK(header_has_token("deflate, GZIP", 13, "gzip"));
+    CHECK(!header_has_token("gzip;q=0", 8, "gzip"));
+    CHECK(header_has_token("gzip;q=0.5", 10, "gzip"));
+    CHECK(!header_has_token("x-gzip", 6, "gzip"));
+    CHECK(!header_has_token("", 0, "gzip"));
+}
+
+static void test_ct_equal(void)
+{
+    CHECK(ct_equal("abcdef", "abcdef", 6));
+    CHECK(!ct_equal("abcdef", "abcdeg", 6));
+}
+
+int main(void)
+{
+    test_sizes();
+    test_names();
+    test_ulid();
+    test_json_writer();
+    test_json_parse();
+    test_header_tokens();
+    test_ct_equal();
+    TEST_MAIN_END();
+}
