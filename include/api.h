@@ -9,4 +9,8 @@ void api_status(struct http_req *r);
 /* Routes of the contract whose subsystem has not landed yet: 501. */
 void api_not_implemented(struct http_req *r);
 
+struct router;
+/* Test-only routes (SNAPSYNC_TEST_HOOKS=1), see api_test.c. */
+void api_test_routes(struct router *rt);
+
 #endif

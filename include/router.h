@@ -29,7 +29,7 @@ enum route_access {
 
 enum route_flags {
     ROUTE_STREAM_BODY = 1 << 0,   /* body delivered to the handler as it arrives */
-    ROUTE_NO_BODY = 1 << 1,       /* a request body is refused (413) */
+    ROUTE_NO_BODY = 1 << 1,       /* a request body is read and discarded, never buffered */
 };
 
 #define ROUTE_MAX_SEGS 12

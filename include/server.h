@@ -62,7 +62,7 @@ struct conn {
     unsigned close_after : 1;    /* close once the current response is sent */
     unsigned in_process : 1;     /* conn_process on the stack (no re-entry) */
     unsigned wait_drain : 1;     /* too much queued output: parse later */
-    char peer[48];               /* "ip:port" for logs and rate limits */
+    char peer[56];               /* "ip:port" for logs and rate limits */
 };
 
 /* Counters read by /metrics and the benchmarks. Loop thread. */

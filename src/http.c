@@ -364,7 +364,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         return HPE_USER;
     }
     conn_set_timeout(c, TO_IDLE);
-    if (r->early_status) return 0;             /* counted, discarded */
+    if (r->early_status || (r->route->flags & ROUTE_NO_BODY)) return 0;   /* counted, discarded */
     if (r->on_body) {
         if (r->on_body(r, at, len) == 1 && c->reading) {
             uv_read_stop((uv_stream_t *)&c->tcp);
