@@ -1,0 +1,51 @@
+/* entity.h - the entity model of SPEC §5/§6: canonical bodies, revs and the
+ * space digest. Pure functions, any thread.
+ *
+ * Canonical body: the client's JSON object parsed, keys sorted, minified
+ * (jansson JSON_COMPACT | JSON_SORT_KEYS, reals as %.17g). It is what is
+ * stored, hashed, streamed in feeds and snapshots, and compared, so the same
+ * content always has the same bytes.
+ *
+ * Rev "N-h": N the edit count, h 16 hex digits of
+ *   sha256(parent_rev "\n" deleted "\n" canonical_body)
+ * so one edit applied twice to the same parent gives the same rev.
+ *
+ * Digest: XOR of sha256(collection \0 id \0 rev \0 deleted) over every
+ * entity of a space. Each (collection, id) counts once, so XOR is order-
+ * independent and updated in O(1): remove the old item, add the new one.
+ */
+#ifndef SNAPSYNC_ENTITY_H
+#define SNAPSYNC_ENTITY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "json.h"
+
+#define REV_MAX 40                 /* "N-" + 16 hex + NUL, N up to 20 digits */
+#define REV_HISTORY 64             /* revs kept per entity (SPEC: at least 50) */
+
+/* Parses text and returns its canonical form (malloc'd, *out_len bytes,
+ * NUL-terminated), or NULL with err filled. want_object: the top level must
+ * be an object. */
+char *entity_canonical(const char *text, size_t len, bool want_object, size_t *out_len, struct json_err *err);
+/* Canonical text of an already parsed value. */
+char *entity_canonical_value(const json_t *v, size_t *out_len);
+
+/* Makes the rev that follows parent (NULL for a first write). */
+void rev_make(const char *parent, bool deleted, const char *body, size_t len, char out[REV_MAX]);
+/* Splits "N-h". Returns 0, or -1 if rev is malformed. */
+int rev_parse(const char *rev, uint64_t *n, const char **hash);
+/* Orders two revs by the SPEC §9 winner rule: higher N, then higher hash.
+ * (Live-beats-deleted is the caller's first criterion.) <0, 0, >0. */
+int rev_cmp(const char *a, const char *b);
+bool rev_valid(const char *rev);
+
+struct digest { uint8_t b[32]; };
+void digest_item(struct digest *out, const char *collection, const char *id, const char *rev, bool deleted);
+void digest_xor(struct digest *acc, const struct digest *item);
+void digest_hex(const struct digest *d, char out[65]);
+int digest_from_hex(struct digest *d, const char *hex);
+
+#endif

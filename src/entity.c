@@ -1,0 +1,121 @@
+/* entity.c - see entity.h. */
+#include "entity.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static EVP_MD_CTX *md_ctx(void)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx) abort();
+    if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) abort();
+    return ctx;
+}
+
+static void md_put(EVP_MD_CTX *ctx, const void *p, size_t n)
+{
+    if (n && EVP_DigestUpdate(ctx, p, n) != 1) abort();
+}
+
+static void md_end(EVP_MD_CTX *ctx, unsigned char out[32])
+{
+    unsigned int l = 32;
+    if (EVP_DigestFinal_ex(ctx, out, &l) != 1) abort();
+    EVP_MD_CTX_free(ctx);
+}
+
+char *entity_canonical_value(const json_t *v, size_t *out_len)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+    if (!s) abort();                 /* only on out-of-memory */
+    *out_len = strlen(s);
+    return s;
+}
+
+char *entity_canonical(const char *text, size_t len, bool want_object, size_t *out_len, struct json_err *err)
+{
+    json_t *v = json_parse(text, len, want_object, err);
+    if (!v) return NULL;
+    char *s = entity_canonical_value(v, out_len);
+    json_decref(v);
+    return s;
+}
+
+void rev_make(const char *parent, bool deleted, const char *body, size_t len, char out[REV_MAX])
+{
+    uint64_t n = 0;
+    const char *h;
+    if (parent && rev_parse(parent, &n, &h) < 0) n = 0;
+    EVP_MD_CTX *ctx = md_ctx();
+    unsigned char md[32];
+    if (parent) md_put(ctx, parent, strlen(parent));
+    md_put(ctx, deleted ? "\n1\n" : "\n0\n", 3);
+    if (body) md_put(ctx, body, len);
+    md_end(ctx, md);
+    char hex[17];
+    hex_encode(hex, md, 8);
+    snprintf(out, REV_MAX, "%llu-%s", (unsigned long long)(n + 1), hex);
+}
+
+int rev_parse(const char *rev, uint64_t *n, const char **hash)
+{
+    const char *dash = rev ? strchr(rev, '-') : NULL;
+    if (!dash || dash == rev) return -1;
+    if (parse_u64(rev, (size_t)(dash - rev), UINT64_MAX, n) < 0 || *n == 0) return -1;
+    const char *h = dash + 1;
+    size_t hl = strlen(h);
+    if (hl < 1 || hl > 64) return -1;
+    for (size_t i = 0; i < hl; i++)
+        if (!((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f'))) return -1;
+    *hash = h;
+    return 0;
+}
+
+bool rev_valid(const char *rev)
+{
+    uint64_t n;
+    const char *h;
+    return rev && strlen(rev) < REV_MAX && rev_parse(rev, &n, &h) == 0;
+}
+
+int rev_cmp(const char *a, const char *b)
+{
+    uint64_t na = 0, nb = 0;
+    const char *ha = "", *hb = "";
+    rev_parse(a, &na, &ha);
+    rev_parse(b, &nb, &hb);
+    if (na != nb) return na < nb ? -1 : 1;
+    return strcmp(ha, hb);
+}
+
+void digest_item(struct digest *out, const char *collection, const char *id, const char *rev, bool deleted)
+{
+    EVP_MD_CTX *ctx = md_ctx();
+    md_put(ctx, collection, strlen(collection) + 1);
+    md_put(ctx, id, strlen(id) + 1);
+    md_put(ctx, rev, strlen(rev) + 1);
+    md_put(ctx, deleted ? "1" : "0", 1);
+    md_end(ctx, out->b);
+}
+
+void digest_xor(struct digest *acc, const struct digest *item)
+{
+    for (int i = 0; i < 32; i++) acc->b[i] ^= item->b[i];
+}
+
+void digest_hex(const struct digest *d, char out[65]) { hex_encode(out, d->b, 32); }
+
+int digest_from_hex(struct digest *d, const char *hex)
+{
+    if (!hex || strlen(hex) != 64) return -1;
+    for (int i = 0; i < 32; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1) return -1;
+        d->b[i] = (uint8_t)v;
+    }
+    return 0;
+}
