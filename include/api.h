@@ -6,6 +6,27 @@ struct http_req;
 
 void api_healthz(struct http_req *r);
 void api_status(struct http_req *r);
+/* api_entities.c */
+void api_spaces_list(struct http_req *r);
+void api_space_get(struct http_req *r);
+void api_space_put(struct http_req *r);
+void api_space_delete(struct http_req *r);
+void api_sync_status(struct http_req *r);
+void api_entity_get(struct http_req *r);
+void api_entity_list(struct http_req *r);
+void api_entity_put(struct http_req *r);
+void api_entity_delete(struct http_req *r);
+void api_collections(struct http_req *r);
+/* api_changes.c */
+void api_changes_get(struct http_req *r);
+void api_changes_post(struct http_req *r);
+void api_conflicts(struct http_req *r);
+void api_conflict_resolve(struct http_req *r);
+/* api_keys.c */
+void api_keys_create(struct http_req *r);
+void api_keys_list(struct http_req *r);
+void api_keys_revoke(struct http_req *r);
+void api_audit(struct http_req *r);
 /* Routes of the contract whose subsystem has not landed yet: 501. */
 void api_not_implemented(struct http_req *r);
 

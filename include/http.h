@@ -22,6 +22,8 @@
 #define HTTP_MAX_HEADERS 100
 #define HTTP_GZIP_MIN 1024           /* compress JSON bodies from this size */
 
+struct key;
+
 struct http_hdr {
     uint32_t name_off, name_len, value_off, value_len;   /* into req->head */
 };
@@ -57,6 +59,12 @@ struct http_req {
     /* routing */
     struct route_match match;
     const struct route *route;
+    /* auth (auth.c) */
+    const struct key *key;          /* the caller's key, once known */
+    bool auth_unknown;              /* token not in the cache: reload, decide at dispatch */
+    bool auth_denied;               /* early_status came from auth */
+    unsigned char token_hash[32];
+    uint64_t retry_after;           /* seconds, for 429/503 */
     int early_status;               /* an answer decided before the body is read */
     const char *early_code;
     char early_msg[160];

@@ -26,6 +26,9 @@
 
 struct http_req;
 struct store;
+struct writer;
+struct spaces;
+struct auth;
 
 enum conn_state {
     CONN_IDLE,          /* waiting for the first byte of a request */
@@ -78,6 +81,9 @@ struct server {
     const struct config *cfg;
     struct router router;
     struct store *store;
+    struct writer *writer;          /* the group-commit write path */
+    struct spaces *spaces;          /* loop-side registry of spaces */
+    struct auth *auth;              /* keys cache, limiters */
     uv_tcp_t listener;
     uv_timer_t sweep;
     uint64_t sweep_due;

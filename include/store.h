@@ -27,6 +27,10 @@ int store_schema_version(const struct store *st);
 /* Counts read at open (later kept current by the writer's completions). */
 uint64_t store_space_count(const struct store *st);
 
+/* The read-write connection used at startup (main thread, before the loop
+ * runs and before the writer starts): CLI commands and bootstrap only. */
+sqlite3 *store_startup_db(struct store *st);
+
 /* Read connections for worker threads (WAL: readers never block writers). */
 sqlite3 *store_reader_get(struct store *st);
 void store_reader_put(struct store *st, sqlite3 *db);

@@ -6,6 +6,7 @@
 #include "api.h"
 #include "http.h"
 #include "json.h"
+#include "spaces.h"
 #include "store.h"
 #include "config.h"
 
@@ -25,7 +26,7 @@ void api_status(struct http_req *r)
     json_kv_str(&b, "version", SNAPSYNC_VERSION);
     json_kv_str(&b, "instance_id", store_instance_id(srv->store));
     json_kv_u64(&b, "uptime_s", (now_ms_wall() - srv->started_ms) / 1000);
-    json_kv_u64(&b, "spaces", store_space_count(srv->store));
+    json_kv_u64(&b, "spaces", spaces_count(srv));
     buf_putc(&b, '}');
     http_send_json(r, 200, &b);
 }

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <zlib.h>
 
+#include "auth.h"
 #include "jobs.h"
 #include "json.h"
 #include "log.h"
@@ -194,6 +195,15 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 
 static bool headers_done(const struct http_req *r) { return r->path != NULL; }
 
+/* RFC 9110 token characters */
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static void early(struct http_req *r, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct http_req *r = ((struct conn *)p->data)->req;
@@ -212,6 +222,12 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
         h->value_off = 0;
         h->value_len = 0;
         r->in_field = true;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!is_tchar((unsigned char)at[i])) {
+            early(r, 400, "bad_request", "malformed HTTP request: invalid character in a header name");
+            return HPE_USER;
+        }
     }
     buf_append(&r->head, at, len);
     r->hdrs[r->nhdrs - 1].name_len += (uint32_t)len;
@@ -233,7 +249,6 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static void early(struct http_req *r, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
 static void early(struct http_req *r, int status, const char *code, const char *fmt, ...)
 {
     va_list ap;
@@ -323,6 +338,16 @@ static int on_headers_complete(llhttp_t *p)
         }
     }
 
+    if (!r->early_status && r->route && r->method != HTTP_OPTIONS) {
+        auth_check_request(r);
+        /* a streamed upload cannot wait for a key reload: unknown is unknown */
+        if (r->auth_unknown && (r->route->flags & ROUTE_STREAM_BODY)) {
+            r->auth_unknown = false;
+            early(r, 401, "unauthorized", "unknown token");
+            r->auth_denied = true;
+        }
+    }
+
     /* body limits */
     unsigned flags = r->route ? r->route->flags : 0;
     r->body_limit = (flags & ROUTE_STREAM_BODY) ? cfg->max_blob_bytes : cfg->max_body_bytes;
@@ -342,7 +367,8 @@ static int on_headers_complete(llhttp_t *p)
         c->state = CONN_BODY;
         conn_set_timeout(c, TO_IDLE);
     }
-    if (r->route && (flags & ROUTE_STREAM_BODY) && !r->early_status && r->method != HTTP_OPTIONS) {
+    if (r->route && (flags & ROUTE_STREAM_BODY) && !r->early_status && !r->auth_unknown &&
+        r->method != HTTP_OPTIONS) {
         /* the handler takes the body as it arrives; it answers at on_body_end */
         http_req_ref(r);
         r->route->handler(r);
@@ -434,7 +460,13 @@ void http_dispatch(struct http_req *r)
     struct conn *c = r->conn;
     c->state = CONN_HANDLING;
     conn_set_timeout(c, TO_NONE);
+    if (r->auth_unknown && !r->early_status) {
+        auth_resolve_unknown(r);     /* comes back here once the key is known */
+        return;
+    }
     if (r->early_status) {
+        if (r->auth_denied) auth_audit_denied(r, r->early_status);
+        if (r->retry_after) http_add_header(r, "Retry-After", "%llu", (unsigned long long)r->retry_after);
         http_send_error(r, r->early_status, r->early_code, NULL, "%s", r->early_msg);
         return;
     }
@@ -444,7 +476,7 @@ void http_dispatch(struct http_req *r)
     }
     if (r->route->flags & ROUTE_STREAM_BODY) {
         if (r->on_body_end) r->on_body_end(r);
-        return;
+            return;
     }
     r->route->handler(r);
 }

@@ -65,7 +65,7 @@ void json_sep(struct buf *b)
 {
     if (b->len == 0) return;
     char last = b->data[b->len - 1];
-    if (last != '{' && last != '[' && last != ':') buf_putc(b, ',');
+    if (last != '{' && last != '[' && last != ':' && last != ',') buf_putc(b, ',');
 }
 
 void json_key(struct buf *b, const char *key)

@@ -14,7 +14,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "auth.h"
 #include "cli.h"
+#include "json.h"
+#include "names.h"
+#include "spaces.h"
+#include "writer.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -28,6 +33,9 @@ static void usage(FILE *f)
             "usage:\n"
             "  snapsync serve [--listen 127.0.0.1:7420] [--data ./snapsync-data] [options]\n"
             "  snapsync serve --help        all serve options and their environment variables\n"
+            "  snapsync keys create --data DIR --role admin|operator|writer|reader [--space S]... [--name N]\n"
+            "  snapsync keys list --data DIR\n"
+            "  snapsync keys revoke ID --data DIR\n"
             "  snapsync --version\n"
             "  snapsync --help\n",
             SNAPSYNC_VERSION);
@@ -81,12 +89,34 @@ static int cmd_serve(int argc, char **argv)
     log_info("store_open", "\"path\":\"%s\",\"schema_version\":%d,\"instance_id\":\"%s\",\"durability\":\"%s\"",
              store_db_path(st), store_schema_version(st), store_instance_id(st),
              cfg.durability == DURABILITY_FULL ? "full" : "normal");
+    char keypath[1200];
+    rc = auth_bootstrap_admin(store_startup_db(st), cfg.data_dir, keypath, sizeof keypath, err, sizeof err);
+    if (rc < 0) {
+        log_error("admin_key_failed", "\"error\":\"%s\"", err);
+        store_close(st);
+        return 1;
+    }
+    if (rc == 1) log_info("admin_key_created", "\"path\":\"%s\",\"mode\":\"0600\"", keypath);
+    struct key *keys = NULL;
+    size_t nkeys = 0;
+    if (keys_load(store_startup_db(st), &keys, &nkeys) < 0) {
+        log_error("keys_load_failed", "\"error\":\"%s\"", sqlite3_errmsg(store_startup_db(st)));
+        store_close(st);
+        return 1;
+    }
 
     uv_loop_t loop;
     uv_loop_init(&loop);
     log_attach_loop(&loop);
     srv.store = st;
-    if (server_start(&srv, &loop, &cfg) < 0) {
+    srv.loop = &loop;
+    srv.cfg = &cfg;
+    auth_init(&srv, keys, nkeys);
+    spaces_init(&srv);
+    if (writer_start(&srv, store_db_path(st), cfg.durability, err, sizeof err) < 0) {
+        log_error("writer_start_failed", "\"error\":\"%s\"", err);
+        rc = 1;
+    } else if (server_start(&srv, &loop, &cfg) < 0) {
         server_shutdown(&srv);
         uv_run(&loop, UV_RUN_DEFAULT);
         rc = 1;
@@ -95,6 +125,7 @@ static int cmd_serve(int argc, char **argv)
         rc = 0;
         log_info("stopped", "\"requests\":%llu", (unsigned long long)srv.stats.requests);
     }
+    writer_stop(&srv);
     log_detach_loop();
     uv_run(&loop, UV_RUN_NOWAIT);
     if (uv_loop_close(&loop) == UV_EBUSY) {
@@ -103,6 +134,112 @@ static int cmd_serve(int argc, char **argv)
         uv_loop_close(&loop);
     }
     server_free(&srv);
+    spaces_free(&srv);
+    auth_free(&srv);
+    store_close(st);
+    return rc;
+}
+
+/* ---- snapsync keys ------------------------------------------------------ */
+
+static int keys_usage(void)
+{
+    fprintf(stderr, "usage: snapsync keys create --data DIR --role admin|operator|writer|reader [--space S]... [--name N]\n"
+                    "       snapsync keys list --data DIR\n"
+                    "       snapsync keys revoke ID --data DIR\n");
+    return 2;
+}
+
+static int cmd_keys(int argc, char **argv)
+{
+    if (argc < 1) return keys_usage();
+    const char *sub = argv[0], *data = NULL, *role = NULL, *name = "", *id = NULL;
+    const char *spaces[KEY_MAX_SPACES];
+    int nspaces = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--data") && v) { data = v; i++; }
+        else if (!strcmp(a, "--role") && v) { role = v; i++; }
+        else if (!strcmp(a, "--name") && v) { name = v; i++; }
+        else if (!strcmp(a, "--space") && v) {
+            if (nspaces == KEY_MAX_SPACES) { fprintf(stderr, "snapsync: at most %d --space\n", KEY_MAX_SPACES); return 2; }
+            if (strcmp(v, "*") && !name_space_valid(v, strlen(v))) {
+                fprintf(stderr, "snapsync: invalid space name '%s'\n", v);
+                return 2;
+            }
+            spaces[nspaces++] = v;
+            i++;
+        } else if (a[0] != '-' && !id) id = a;
+        else { fprintf(stderr, "snapsync: unexpected argument '%s'\n", a); return keys_usage(); }
+    }
+    if (!data) { fprintf(stderr, "snapsync: --data DIR is required\n"); return 2; }
+    char path[1100], err[512];
+    snprintf(path, sizeof path, "%s/snapsync.db", data);
+    struct stat sb;
+    if (strcmp(sub, "create") && stat(path, &sb) < 0) {
+        fprintf(stderr, "snapsync: no database at %s\n", path);
+        return 1;
+    }
+    if (prepare_data_dir(data) < 0) return 1;
+    struct store *st = NULL;
+    if (store_open(data, DURABILITY_FULL, &st, err, sizeof err) < 0) {
+        fprintf(stderr, "snapsync: %s\n", err);
+        return 1;
+    }
+    sqlite3 *db = store_startup_db(st);
+    int rc = 0;
+    if (!strcmp(sub, "create")) {
+        struct key k;
+        memset(&k, 0, sizeof k);
+        if (role_parse(role, &k.role) < 0) {
+            fprintf(stderr, "snapsync: --role must be admin, operator, writer or reader\n");
+            rc = 2;
+            goto out;
+        }
+        if (strlen(name) > 64) { fprintf(stderr, "snapsync: --name is at most 64 bytes\n"); rc = 2; goto out; }
+        snprintf(k.name, sizeof k.name, "%s", name);
+        if (nspaces == 0 || k.role == ROLE_ADMIN) k.all_spaces = true;
+        for (int i = 0; i < nspaces; i++) {
+            if (!strcmp(spaces[i], "*")) k.all_spaces = true;
+            else if (!k.all_spaces) snprintf(k.spaces[k.nspaces++], 64, "%s", spaces[i]);
+        }
+        if (k.all_spaces) k.nspaces = 0;
+        char token[TOKEN_LEN + 1];
+        token_make(token, k.hash);
+        if (key_insert(db, &k, err, sizeof err) < 0) { fprintf(stderr, "snapsync: %s\n", err); rc = 1; goto out; }
+        struct buf b;
+        buf_init(&b);
+        key_json(&b, &k);
+        b.len--;                                     /* reopen the object to add the token */
+        buf_puts(&b, ",\"token\":");
+        json_cstr(&b, token);
+        buf_puts(&b, "}\n");
+        fwrite(b.data, 1, b.len, stdout);
+        buf_free(&b);
+    } else if (!strcmp(sub, "list")) {
+        struct key *keys = NULL;
+        size_t n = 0;
+        if (keys_load(db, &keys, &n) < 0) { fprintf(stderr, "snapsync: cannot read keys\n"); rc = 1; goto out; }
+        struct buf b;
+        buf_init(&b);
+        for (size_t i = 0; i < n; i++) {
+            key_json(&b, &keys[i]);
+            buf_putc(&b, '\n');
+        }
+        fwrite(b.data ? b.data : "", 1, b.len, stdout);
+        buf_free(&b);
+        free(keys);
+    } else if (!strcmp(sub, "revoke")) {
+        if (!id || !ulid_valid(id, strlen(id))) { fprintf(stderr, "snapsync: keys revoke needs a key id\n"); rc = 2; goto out; }
+        int r = key_revoke_sql(db, id, now_ms_wall(), err, sizeof err);
+        if (r < 0) { fprintf(stderr, "snapsync: %s\n", err); rc = 1; }
+        else if (r == 0) { fprintf(stderr, "snapsync: no active key %s\n", id); rc = 1; }
+        else printf("{\"id\":\"%s\",\"revoked\":true}\n", id);
+    } else {
+        rc = keys_usage();
+    }
+out:
     store_close(st);
     return rc;
 }
@@ -123,6 +260,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "keys")) return cmd_keys(argc - 2, argv + 2);
     fprintf(stderr, "snapsync: unknown command '%s' (see snapsync --help)\n", cmd);
     return 2;
 }

@@ -36,6 +36,69 @@ static const char *const migrations[] = {
     "  uid TEXT NOT NULL UNIQUE,"
     "  created_at INTEGER NOT NULL"
     ") WITHOUT ROWID;",
+    /* 2: spaces with counters, entities and their change log, conflicts,
+     * keys, audit. (Version 1's spaces table could hold no rows yet.) */
+    "DROP TABLE spaces;"
+    "CREATE TABLE spaces ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  uid TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  version INTEGER NOT NULL DEFAULT 0,"
+    "  entity_count INTEGER NOT NULL DEFAULT 0,"
+    "  tombstone_count INTEGER NOT NULL DEFAULT 0,"
+    "  conflict_count INTEGER NOT NULL DEFAULT 0,"
+    "  digest TEXT NOT NULL"
+    ");"
+    /* one row per entity: its latest state; version orders the change feed */
+    "CREATE TABLE entities ("
+    "  space_id INTEGER NOT NULL,"
+    "  collection TEXT NOT NULL,"
+    "  id TEXT NOT NULL,"
+    "  rev TEXT NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  deleted INTEGER NOT NULL DEFAULT 0,"
+    "  body TEXT,"
+    "  revs TEXT NOT NULL DEFAULT ''"
+    ");"
+    "CREATE UNIQUE INDEX entities_key ON entities(space_id, collection, id);"
+    "CREATE UNIQUE INDEX entities_feed ON entities(space_id, version);"
+    "CREATE TABLE conflicts ("
+    "  id TEXT PRIMARY KEY,"
+    "  space_id INTEGER NOT NULL,"
+    "  collection TEXT NOT NULL,"
+    "  entity_id TEXT NOT NULL,"
+    "  current_rev TEXT NOT NULL,"
+    "  conflicting_rev TEXT NOT NULL,"
+    "  conflicting_body TEXT,"
+    "  deleted INTEGER NOT NULL DEFAULT 0,"
+    "  origin TEXT NOT NULL,"
+    "  detected_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX conflicts_entity ON conflicts(space_id, collection, entity_id);"
+    "CREATE TABLE keys ("
+    "  id TEXT PRIMARY KEY,"
+    "  name TEXT NOT NULL DEFAULT '',"
+    "  role TEXT NOT NULL,"
+    "  spaces TEXT NOT NULL,"
+    "  hash BLOB NOT NULL UNIQUE,"
+    "  created_at INTEGER NOT NULL,"
+    "  revoked_at INTEGER"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE audit ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  at INTEGER NOT NULL,"
+    "  actor TEXT NOT NULL,"
+    "  action TEXT NOT NULL,"
+    "  space TEXT,"
+    "  target TEXT,"
+    "  meta TEXT,"
+    "  remote_addr TEXT"
+    ");"
+    "CREATE INDEX audit_space ON audit(space, id);"
+    "CREATE INDEX audit_action ON audit(action, id);",
 };
 
 int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,
@@ -187,6 +250,7 @@ const char *store_instance_id(const struct store *st) { return st->instance_id; 
 const char *store_db_path(const struct store *st) { return st->path; }
 int store_schema_version(const struct store *st) { return st->schema_version; }
 uint64_t store_space_count(const struct store *st) { return st->spaces; }
+sqlite3 *store_startup_db(struct store *st) { return st->db; }
 
 sqlite3 *store_reader_get(struct store *st)
 {

@@ -1,0 +1,68 @@
+/* api_util.h - what the handlers share: reading on the threadpool with a
+ * pooled read connection, submitting write ops, list paging, and small
+ * request helpers. Loop thread unless noted. */
+#ifndef SNAPSYNC_API_UTIL_H
+#define SNAPSYNC_API_UTIL_H
+
+#include <sqlite3.h>
+
+#include "entity.h"
+#include "http.h"
+#include "jobs.h"
+#include "spaces.h"
+#include "writer.h"
+
+#define LIST_DEFAULT 100
+#define LIST_MAX 1000
+
+struct read_job;
+/* Runs on a worker with a read connection; fills rj->out, or fails with
+ * read_fail(). Return value is ignored. */
+typedef void (*read_fn)(sqlite3 *db, struct read_job *rj);
+typedef void (*read_done_fn)(struct read_job *rj, struct http_req *r);
+
+struct read_job {
+    struct job job;
+    read_fn fn;
+    read_done_fn done;               /* NULL: send out as JSON with 200 */
+    /* inputs (owned copies) */
+    int64_t space_id;
+    char space[64], collection[64], id[129];
+    char cursor[256];
+    uint64_t since, limit;
+    bool flag;                       /* handler-specific switch */
+    char *text;                      /* handler-specific, freed */
+    void *arg;                       /* handler-specific, freed */
+    /* outputs */
+    int status;                      /* 0 = ok */
+    char code[40], msg[200];
+    struct buf out;
+    char etag[REV_MAX];
+    uint64_t n;
+};
+
+struct read_job *read_job_new(void);
+void read_submit(struct http_req *r, struct read_job *rj, read_fn fn, read_done_fn done);
+void read_fail(struct read_job *rj, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
+
+/* Parses ?limit= (default 100, max 1000) and ?cursor=. Answers 400 and
+ * returns -1 on a bad value. */
+int api_paging(struct http_req *r, uint64_t *limit, char *cursor, size_t cap);
+/* The space of the route, or NULL after answering 404 space_not_found. */
+struct space *api_space(struct http_req *r);
+/* Parses the body as a JSON object, or answers 400 and returns NULL. */
+json_t *api_body_object(struct http_req *r);
+/* The caller, for audit rows: key id, or "anonymous". */
+const char *api_actor(const struct http_req *r);
+/* Writes an entity row as SPEC §5 JSON. body may be NULL (tombstone). */
+void entity_json(struct buf *b, const char *coll, const char *id, const char *rev, uint64_t version,
+                 uint64_t created, uint64_t updated, bool deleted, const char *body, size_t body_len);
+/* Submits a write op; answers 503 overloaded and returns -1 when the queue
+ * is full (op not queued: the caller frees it). */
+int api_write(struct http_req *r, struct wop *op, wop_apply_fn apply, wop_done_fn done);
+/* Sends a failed op's error. */
+void api_send_wop_error(struct http_req *r, const struct wop *op);
+/* Reads "If-Match: \"rev\"" or If-None-Match into out (quotes and W/ off). */
+bool api_etag_header(struct http_req *r, const char *name, char *out, size_t cap);
+
+#endif

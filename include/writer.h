@@ -1,0 +1,109 @@
+/* writer.h - the one write path: a thread that owns the read-write SQLite
+ * connection and applies queued write operations in group commits.
+ *
+ * The loop thread queues a struct wop (embedded in a struct of the
+ * caller's, like struct job) with writer_submit(). The writer thread takes
+ * everything queued at that moment (up to WRITER_BATCH), opens one
+ * transaction, runs each op's apply() inside its own savepoint (a failing op
+ * rolls back alone), writes the touched spaces' counters, and commits once:
+ * one fsync for the whole batch with --durability full. Then the batch goes
+ * back to the loop (uv_async), which updates the space registry and calls
+ * each op's done() in submission order.
+ *
+ * apply() runs on the writer thread and touches only its op, the wtx
+ * helpers and SQLite. done() runs on the loop thread; r is NULL when the
+ * client left. An op that fails sets status/code/msg (wop_fail).
+ *
+ * The queue is capped (WRITER_QUEUE_MAX): past it writer_submit refuses
+ * and the caller answers 503 overloaded.
+ */
+#ifndef SNAPSYNC_WRITER_H
+#define SNAPSYNC_WRITER_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "entity.h"
+#include "util.h"
+
+#define WRITER_BATCH 2048
+#define WRITER_QUEUE_MAX 20000
+
+struct server;
+struct http_req;
+struct wtx;
+struct wop;
+
+typedef int (*wop_apply_fn)(struct wtx *tx, struct wop *op);
+typedef void (*wop_done_fn)(struct wop *op, struct http_req *r);
+
+struct wop {
+    struct list link;
+    wop_apply_fn apply;
+    wop_done_fn done;
+    struct http_req *req;            /* reference held, or NULL */
+    int status;                      /* 0 = applied; else the HTTP status */
+    char code[40];
+    char msg[240];
+    char extra[160];                 /* extra error members (JSON, no braces) */
+};
+
+/* A space as the writer knows it; copies go to the loop after commit. */
+struct space_stats {
+    int64_t id;
+    char name[64];
+    char uid[27];
+    uint64_t created_at;
+    uint64_t version;
+    uint64_t entities, tombstones, conflicts;
+    struct digest digest;
+    bool removed;                    /* the space was deleted */
+};
+
+struct writer;
+
+int writer_start(struct server *srv, const char *db_path, int durability, char *err, size_t errlen);
+/* Stops after the queue is drained; joins the thread. After uv_run ends. */
+void writer_stop(struct server *srv);
+/* Returns 0, or -1 when the queue is full (nothing queued). */
+int writer_submit(struct server *srv, struct wop *op, struct http_req *r, wop_apply_fn apply, wop_done_fn done);
+uint64_t writer_queue_len(struct server *srv);
+
+/* Fails the op (returns -1 for apply to return). */
+int wop_fail(struct wop *op, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
+
+/* ---- helpers for apply() (writer thread) ---- */
+sqlite3 *wtx_db(struct wtx *tx);
+uint64_t wtx_now(struct wtx *tx);          /* ms since the epoch, fixed per batch */
+/* Prepared statement cache keyed by the SQL text's address (use literals). */
+sqlite3_stmt *wtx_stmt(struct wtx *tx, const char *sql);
+struct space_stats *wtx_space(struct wtx *tx, const char *name);      /* NULL if absent */
+struct space_stats *wtx_space_create(struct wtx *tx, const char *name, int *created);
+int wtx_space_delete(struct wtx *tx, struct space_stats *sp);
+void wtx_space_touch(struct wtx *tx, struct space_stats *sp);
+/* Records an audit row in the batch transaction. meta: JSON text or NULL. */
+int wtx_audit(struct wtx *tx, const char *actor, const char *action, const char *space, const char *target,
+              const char *meta, const char *remote_addr);
+
+/* The stored state of one entity. Strings point into the struct. */
+struct ent_row {
+    bool exists;
+    char rev[REV_MAX];
+    uint64_t version, created_at, updated_at;
+    bool deleted;
+    char *body;                      /* malloc'd canonical text or NULL */
+    size_t body_len;
+    char revs[REV_HISTORY * REV_MAX];  /* earlier revs, newest first, space-separated */
+};
+void ent_row_free(struct ent_row *e);
+int wtx_entity_get(struct wtx *tx, struct space_stats *sp, const char *coll, const char *id, struct ent_row *out);
+/* Writes the new state of an entity: takes the space's next version, keeps
+ * the old rev in the history, and updates counters and digest. body is the
+ * canonical text (NULL for a tombstone). Memory state changes only if the
+ * SQL succeeded. Returns 0 or -1 (op failed with 500). */
+int wtx_entity_put(struct wtx *tx, struct wop *op, struct space_stats *sp, const char *coll, const char *id,
+                   struct ent_row *cur, const char *rev, bool deleted, const char *body, size_t body_len,
+                   const char *revs_after);
+
+#endif

@@ -1,0 +1,587 @@
+/* api_changes.c - SPEC §6: the change feed, pushes with conflict
+ * detection, conflict records and their resolution.
+ *
+ * The feed is the entities table read in version order (one row per
+ * entity, its latest state), so a client that pulls since V gets every
+ * entity changed after V exactly once. Bodies are stored canonical and are
+ * copied into the response verbatim. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "api.h"
+#include "api_util.h"
+#include "json.h"
+#include "log.h"
+#include "names.h"
+#include "server.h"
+
+#define PUSH_MAX_ITEMS 1000
+
+/* ---- GET /changes ------------------------------------------------------- */
+
+struct changes_arg {
+    int ncoll;
+    char coll[16][64];
+};
+
+static void changes_work(sqlite3 *db, struct read_job *rj)
+{
+    struct changes_arg *ca = rj->arg;
+    char sql[1024];
+    size_t n = (size_t)snprintf(sql, sizeof sql,
+                                "SELECT collection, id, rev, version, created_at, updated_at, deleted, body"
+                                " FROM entities WHERE space_id = ?1 AND version > ?2");
+    if (ca->ncoll) {
+        n += (size_t)snprintf(sql + n, sizeof sql - n, " AND collection IN (");
+        for (int i = 0; i < ca->ncoll; i++) n += (size_t)snprintf(sql + n, sizeof sql - n, "%s?%d", i ? "," : "", 4 + i);
+        n += (size_t)snprintf(sql + n, sizeof sql - n, ")");
+    }
+    snprintf(sql + n, sizeof sql - n, " ORDER BY version LIMIT ?3");
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
+        read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
+        return;
+    }
+    sqlite3_bind_int64(q, 1, rj->space_id);
+    sqlite3_bind_int64(q, 2, (sqlite3_int64)rj->since);
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->limit + 1);
+    for (int i = 0; i < ca->ncoll; i++) sqlite3_bind_text(q, 4 + i, ca->coll[i], -1, SQLITE_STATIC);
+    struct buf *b = &rj->out;
+    buf_puts(b, "{\"changes\":[");
+    uint64_t count = 0, last = rj->since;
+    bool more = false;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        if (count == rj->limit) { more = true; break; }
+        if (count++) buf_putc(b, ',');
+        last = (uint64_t)sqlite3_column_int64(q, 3);
+        bool bodies = rj->flag;
+        entity_json(b, (const char *)sqlite3_column_text(q, 0), (const char *)sqlite3_column_text(q, 1),
+                    (const char *)sqlite3_column_text(q, 2), last, (uint64_t)sqlite3_column_int64(q, 4),
+                    (uint64_t)sqlite3_column_int64(q, 5), sqlite3_column_int(q, 6) != 0,
+                    bodies ? (const char *)sqlite3_column_text(q, 7) : NULL,
+                    bodies ? (size_t)sqlite3_column_bytes(q, 7) : 0);
+    }
+    sqlite3_finalize(q);
+    if (!more) {
+        /* the end of the feed: report the space's version in this same read
+         * snapshot, so a filtered feed does not make the client rescan */
+        if (sqlite3_prepare_v2(db, "SELECT version FROM spaces WHERE id = ?", -1, &q, NULL) == SQLITE_OK) {
+            sqlite3_bind_int64(q, 1, rj->space_id);
+            if (sqlite3_step(q) == SQLITE_ROW) {
+                uint64_t v = (uint64_t)sqlite3_column_int64(q, 0);
+                if (v > last) last = v;
+            }
+            sqlite3_finalize(q);
+        }
+    }
+    buf_puts(b, "],");
+    json_kv_u64(b, "last_version", last);
+    json_kv_bool(b, "more", more);
+    buf_putc(b, '}');
+    rj->n = count;
+}
+
+void api_changes_get(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    char v[1100];
+    long l;
+    struct read_job *rj = read_job_new();
+    struct changes_arg *ca = xcalloc(1, sizeof *ca);
+    rj->arg = ca;
+    rj->space_id = sp->st.id;
+    rj->flag = true;
+    if ((l = http_query(r, "since", v, sizeof v)) >= 0 && parse_u64(v, (size_t)l, INT64_MAX, &rj->since) < 0) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "since must be a version number (0 or more)");
+        goto fail;
+    }
+    if ((l = http_query(r, "limit", v, sizeof v)) >= 0) {
+        if (parse_u64(v, (size_t)l, LIST_MAX, &rj->limit) < 0 || rj->limit == 0) {
+            http_send_error(r, 400, "invalid_parameter", NULL, "limit must be a whole number from 1 to %d", LIST_MAX);
+            goto fail;
+        }
+    } else {
+        rj->limit = LIST_DEFAULT;
+    }
+    if ((l = http_query(r, "bodies", v, sizeof v)) >= 0) {
+        if (!strcmp(v, "true") || !strcmp(v, "1")) rj->flag = true;
+        else if (!strcmp(v, "false") || !strcmp(v, "0")) rj->flag = false;
+        else {
+            http_send_error(r, 400, "invalid_parameter", NULL, "bodies must be true or false");
+            goto fail;
+        }
+    }
+    if ((l = http_query(r, "collections", v, sizeof v)) > 0) {
+        char *save = NULL;
+        for (char *t = strtok_r(v, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            if (!name_collection_valid(t, strlen(t))) {
+                http_send_error(r, 400, "invalid_name", NULL, "invalid collection name in collections");
+                goto fail;
+            }
+            if (ca->ncoll == 16) {
+                http_send_error(r, 400, "invalid_parameter", NULL, "at most 16 collections");
+                goto fail;
+            }
+            snprintf(ca->coll[ca->ncoll++], 64, "%s", t);
+        }
+    } else if (l == -2) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "collections is malformed");
+        goto fail;
+    }
+    if ((l = http_query(r, "feed", v, sizeof v)) >= 0 && strcmp(v, "normal") != 0) {
+        http_send_error(r, 501, "not_implemented", NULL, "feed=%s arrives with the live-feed (SSE) issue", v);
+        goto fail;
+    }
+    read_submit(r, rj, changes_work, NULL);
+    return;
+fail:
+    free(ca);
+    free(rj);
+}
+
+/* ---- conflicts ---------------------------------------------------------- */
+
+static const char SQL_CONFLICT_INSERT[] =
+    "INSERT INTO conflicts(id, space_id, collection, entity_id, current_rev, conflicting_rev, conflicting_body,"
+    " deleted, origin, detected_at) VALUES (?,?,?,?,?,?,?,?,?,?)";
+
+/* Records a version the server did not take. Writer thread. */
+static int conflict_record(struct wtx *tx, struct wop *op, struct space_stats *sp, const char *coll,
+                           const char *id, const char *current_rev, const char *rev, bool deleted,
+                           const char *body, size_t blen, const char *origin, char out_id[27])
+{
+    ulid_make(out_id, wtx_now(tx));
+    sqlite3_stmt *st = wtx_stmt(tx, SQL_CONFLICT_INSERT);
+    sqlite3_bind_text(st, 1, out_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, sp->id);
+    sqlite3_bind_text(st, 3, coll, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, current_rev, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, rev, -1, SQLITE_STATIC);
+    if (body && !deleted) sqlite3_bind_text(st, 7, body, (int)blen, SQLITE_STATIC);
+    sqlite3_bind_int(st, 8, deleted ? 1 : 0);
+    sqlite3_bind_text(st, 9, origin, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 10, (sqlite3_int64)wtx_now(tx));
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return wop_fail(op, 500, "storage_error", "recording the conflict failed");
+    sp->conflicts++;
+    wtx_space_touch(tx, sp);
+    return 0;
+}
+
+static void conflict_json(struct buf *b, sqlite3_stmt *q)
+{
+    /* columns: id, collection, entity_id, current_rev, conflicting_rev, conflicting_body, deleted, origin, detected_at */
+    buf_puts(b, "{\"id\":");
+    json_cstr(b, (const char *)sqlite3_column_text(q, 0));
+    json_kv_str(b, "collection", (const char *)sqlite3_column_text(q, 1));
+    json_kv_str(b, "entity_id", (const char *)sqlite3_column_text(q, 2));
+    json_kv_str(b, "current_rev", (const char *)sqlite3_column_text(q, 3));
+    json_kv_str(b, "conflicting_rev", (const char *)sqlite3_column_text(q, 4));
+    buf_puts(b, ",\"conflicting_body\":");
+    if (sqlite3_column_type(q, 5) == SQLITE_NULL) buf_puts(b, "null");
+    else buf_append(b, sqlite3_column_text(q, 5), (size_t)sqlite3_column_bytes(q, 5));
+    json_kv_bool(b, "deleted", sqlite3_column_int(q, 6) != 0);
+    json_kv_str(b, "origin", (const char *)sqlite3_column_text(q, 7));
+    json_kv_time(b, "detected_at", (uint64_t)sqlite3_column_int64(q, 8));
+    buf_putc(b, '}');
+}
+
+static void conflicts_work(sqlite3 *db, struct read_job *rj)
+{
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, collection, entity_id, current_rev, conflicting_rev, conflicting_body,"
+                           " deleted, origin, detected_at FROM conflicts WHERE space_id = ? AND id > ?"
+                           " ORDER BY id LIMIT ?",
+                           -1, &q, NULL) != SQLITE_OK) {
+        read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
+        return;
+    }
+    sqlite3_bind_int64(q, 1, rj->space_id);
+    sqlite3_bind_text(q, 2, rj->cursor, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->limit + 1);
+    buf_putc(&rj->out, '[');
+    uint64_t n = 0;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        if (n == rj->limit) {
+            rj->flag = true;
+            break;
+        }
+        if (n++) buf_putc(&rj->out, ',');
+        snprintf(rj->cursor, sizeof rj->cursor, "%s", (const char *)sqlite3_column_text(q, 0));
+        conflict_json(&rj->out, q);
+    }
+    buf_putc(&rj->out, ']');
+    sqlite3_finalize(q);
+}
+
+static void conflicts_done(struct read_job *rj, struct http_req *r)
+{
+    /* SPEC §6 shows a bare array; the next page's cursor goes in a header */
+    if (rj->flag) http_add_header(r, "X-Next-Cursor", "%s", rj->cursor);
+    http_send_json(r, 200, &rj->out);
+}
+
+void api_conflicts(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    struct read_job *rj = read_job_new();
+    rj->space_id = sp->st.id;
+    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor) < 0) {
+        free(rj);
+        return;
+    }
+    read_submit(r, rj, conflicts_work, conflicts_done);
+}
+
+/* ---- POST /changes ------------------------------------------------------ */
+
+struct push_item {
+    char collection[64], id[129];
+    bool has_base;
+    char base_rev[REV_MAX];
+    bool deleted;
+    char *body;                      /* canonical, or NULL */
+    size_t body_len;
+    /* pre-validation failure */
+    const char *err_code;
+    char err_msg[160];
+};
+
+struct push_op {
+    struct wop op;
+    char space[64];
+    char origin[64];
+    size_t n;
+    struct push_item *items;
+    struct buf out;
+};
+
+static void push_result_error(struct buf *b, const char *code, const char *msg)
+{
+    buf_puts(b, "{\"status\":\"error\",\"error\":");
+    json_cstr(b, code);
+    buf_puts(b, ",\"message\":");
+    json_cstr(b, msg);
+    buf_putc(b, '}');
+}
+
+static int push_apply(struct wtx *tx, struct wop *op)
+{
+    struct push_op *p = container_of(op, struct push_op, op);
+    struct space_stats *sp = wtx_space(tx, p->space);
+    if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", p->space);
+    struct buf *b = &p->out;
+    buf_puts(b, "{\"results\":[");
+    for (size_t i = 0; i < p->n; i++) {
+        struct push_item *it = &p->items[i];
+        if (i) buf_putc(b, ',');
+        if (it->err_code) {
+            push_result_error(b, it->err_code, it->err_msg);
+            continue;
+        }
+        struct ent_row cur;
+        if (wtx_entity_get(tx, sp, it->collection, it->id, &cur) < 0) {
+            push_result_error(b, "storage_error", "reading the entity failed");
+            continue;
+        }
+        const char *parent = it->has_base ? it->base_rev : NULL;
+        char rev[REV_MAX];
+        rev_make(parent, it->deleted, it->body, it->body_len, rev);
+        bool base_matches = it->has_base ? (cur.exists && !strcmp(cur.rev, it->base_rev))
+                                         : (!cur.exists || cur.deleted);
+        if (cur.exists && !strcmp(cur.rev, rev)) {
+            /* the same edit already applied (a retried push) */
+            buf_puts(b, "{\"status\":\"applied\",\"rev\":");
+            json_cstr(b, cur.rev);
+            json_kv_u64(b, "version", cur.version);
+            buf_putc(b, '}');
+        } else if (base_matches || (!cur.exists && it->has_base)) {
+            if (!it->has_base && cur.exists) rev_make(cur.rev, it->deleted, it->body, it->body_len, rev);
+            if (it->deleted && (!cur.exists || cur.deleted)) {
+                push_result_error(b, "not_found", "nothing to delete");
+            } else if (wtx_entity_put(tx, op, sp, it->collection, it->id, &cur, rev, it->deleted, it->body,
+                                      it->body_len, NULL) < 0) {
+                op->status = 0;
+                push_result_error(b, "storage_error", "writing the entity failed");
+            } else {
+                buf_puts(b, "{\"status\":\"applied\",\"rev\":");
+                json_cstr(b, cur.rev);
+                json_kv_u64(b, "version", cur.version);
+                buf_putc(b, '}');
+            }
+        } else {
+            char cid[27];
+            if (conflict_record(tx, op, sp, it->collection, it->id, cur.exists ? cur.rev : "", rev, it->deleted,
+                                it->body, it->body_len, p->origin, cid) < 0) {
+                op->status = 0;
+                push_result_error(b, "storage_error", "recording the conflict failed");
+            } else {
+                buf_puts(b, "{\"status\":\"conflict\",\"current_rev\":");
+                json_cstr(b, cur.rev);
+                json_kv_str(b, "conflict_id", cid);
+                buf_putc(b, '}');
+            }
+        }
+        ent_row_free(&cur);
+    }
+    buf_puts(b, "],");
+    json_kv_u64(b, "server_version", sp->version);
+    buf_putc(b, '}');
+    return 0;
+}
+
+static void push_free(struct push_op *p)
+{
+    for (size_t i = 0; i < p->n; i++) free(p->items[i].body);
+    free(p->items);
+    buf_free(&p->out);
+    free(p);
+}
+
+static void push_done(struct wop *op, struct http_req *r)
+{
+    struct push_op *p = container_of(op, struct push_op, op);
+    if (r) {
+        if (op->status) api_send_wop_error(r, op);
+        else http_send_json(r, 200, &p->out);
+    }
+    push_free(p);
+}
+
+static void item_err(struct push_item *it, const char *code, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static void item_err(struct push_item *it, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    it->err_code = code;
+    va_start(ap, fmt);
+    vsnprintf(it->err_msg, sizeof it->err_msg, fmt, ap);
+    va_end(ap);
+}
+
+static void push_item_parse(struct push_item *it, json_t *v)
+{
+    if (!json_is_object(v)) { item_err(it, "invalid_item", "each change must be an object"); return; }
+    const char *c = json_string_value(json_object_get(v, "collection"));
+    const char *id = json_string_value(json_object_get(v, "id"));
+    if (!c || !name_collection_valid(c, strlen(c))) { item_err(it, "invalid_name", "invalid or missing collection"); return; }
+    if (!id || !name_entity_id_valid(id, strlen(id))) { item_err(it, "invalid_name", "invalid or missing id"); return; }
+    snprintf(it->collection, sizeof it->collection, "%s", c);
+    snprintf(it->id, sizeof it->id, "%s", id);
+    json_t *base = json_object_get(v, "base_rev");
+    if (base && !json_is_null(base)) {
+        const char *br = json_string_value(base);
+        if (!br || !rev_valid(br)) { item_err(it, "invalid_rev", "base_rev must be null or a rev like \"3-9f2c4a1b7d3e0c55\""); return; }
+        it->has_base = true;
+        snprintf(it->base_rev, sizeof it->base_rev, "%s", br);
+    }
+    json_t *del = json_object_get(v, "deleted");
+    if (del && !json_is_boolean(del)) { item_err(it, "invalid_item", "deleted must be true or false"); return; }
+    it->deleted = del && json_is_true(del);
+    json_t *body = json_object_get(v, "body");
+    if (!it->deleted) {
+        if (!json_is_object(body)) { item_err(it, "invalid_item", "body must be a JSON object"); return; }
+        it->body = entity_canonical_value(body, &it->body_len);
+    }
+}
+
+void api_changes_post(struct http_req *r)
+{
+    if (!api_space(r)) return;
+    json_t *root = api_body_object(r);
+    if (!root) return;
+    json_t *arr = json_object_get(root, "changes");
+    if (!json_is_array(arr)) {
+        json_decref(root);
+        http_send_error(r, 400, "invalid_body", NULL, "expected {\"changes\":[...]}");
+        return;
+    }
+    size_t n = json_array_size(arr);
+    if (n > PUSH_MAX_ITEMS) {
+        json_decref(root);
+        http_send_error(r, 413, "too_many_changes", NULL, "at most %d changes per push", PUSH_MAX_ITEMS);
+        return;
+    }
+    struct push_op *p = xcalloc(1, sizeof *p);
+    snprintf(p->space, sizeof p->space, "%s", r->match.params.space);
+    snprintf(p->origin, sizeof p->origin, "push:%s", api_actor(r));
+    p->n = n;
+    p->items = xcalloc(n ? n : 1, sizeof *p->items);
+    for (size_t i = 0; i < n; i++) push_item_parse(&p->items[i], json_array_get(arr, i));
+    json_decref(root);
+    if (api_write(r, &p->op, push_apply, push_done) < 0) push_free(p);
+}
+
+/* ---- POST /conflicts/{id}/resolve --------------------------------------- */
+
+enum strategy { LOCAL_WINS, REMOTE_WINS, KEEP_BOTH, MERGE };
+
+struct resolve_op {
+    struct wop op;
+    char space[64], conflict[27], actor[32], remote[56];
+    enum strategy strategy;
+    char *merge_body;
+    size_t merge_len;
+    struct buf out;
+};
+
+static const char SQL_CONFLICT_GET[] =
+    "SELECT collection, entity_id, conflicting_rev, conflicting_body, deleted FROM conflicts"
+    " WHERE id = ? AND space_id = ?";
+static const char SQL_CONFLICT_DEL[] = "DELETE FROM conflicts WHERE id = ?";
+
+static const char *strategy_names[] = {"local_wins", "remote_wins", "keep_both", "merge"};
+
+static int resolve_apply(struct wtx *tx, struct wop *op)
+{
+    struct resolve_op *rs = container_of(op, struct resolve_op, op);
+    struct space_stats *sp = wtx_space(tx, rs->space);
+    if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", rs->space);
+    sqlite3_stmt *st = wtx_stmt(tx, SQL_CONFLICT_GET);
+    sqlite3_bind_text(st, 1, rs->conflict, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, sp->id);
+    if (sqlite3_step(st) != SQLITE_ROW) return wop_fail(op, 404, "not_found", "no conflict %s", rs->conflict);
+    char coll[64], id[129];
+    snprintf(coll, sizeof coll, "%s", (const char *)sqlite3_column_text(st, 0));
+    snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(st, 1));
+    bool cdeleted = sqlite3_column_int(st, 4) != 0;
+    size_t cblen = (size_t)sqlite3_column_bytes(st, 3);
+    char *cbody = sqlite3_column_type(st, 3) == SQLITE_NULL ? NULL : xstrndup((const char *)sqlite3_column_text(st, 3), cblen);
+    sqlite3_reset(st);
+
+    struct ent_row cur;
+    int rc = -1;
+    if (wtx_entity_get(tx, sp, coll, id, &cur) < 0) {
+        wop_fail(op, 500, "storage_error", "reading the entity failed");
+        goto out;
+    }
+    const char *body = NULL;
+    size_t blen = 0;
+    bool deleted = false;
+    char target[140];
+    snprintf(target, sizeof target, "%s", id);
+    struct ent_row *row = &cur;
+    struct ent_row extra;
+    memset(&extra, 0, sizeof extra);
+    switch (rs->strategy) {
+    case LOCAL_WINS:
+        body = cur.body; blen = cur.body_len; deleted = !cur.exists || cur.deleted;
+        break;
+    case REMOTE_WINS:
+        body = cbody; blen = cblen; deleted = cdeleted;
+        break;
+    case MERGE:
+        body = rs->merge_body; blen = rs->merge_len;
+        break;
+    case KEEP_BOTH:
+        if (cdeleted || !cbody) {
+            wop_fail(op, 422, "nothing_to_keep", "the conflicting version is a deletion; use local_wins or remote_wins");
+            goto out;
+        }
+        for (int k = 1; k < 1000; k++) {
+            char nid[160];
+            snprintf(nid, sizeof nid, "%s~conflict-%d", id, k);
+            if (strlen(nid) > 128) {
+                wop_fail(op, 422, "id_too_long", "the entity id is too long for a ~conflict-N copy");
+                goto out;
+            }
+            if (wtx_entity_get(tx, sp, coll, nid, &extra) < 0) goto out;
+            if (!extra.exists || extra.deleted) {
+                snprintf(target, sizeof target, "%s", nid);
+                break;
+            }
+            ent_row_free(&extra);
+        }
+        row = &extra;
+        body = cbody; blen = cblen;
+        break;
+    }
+    if (deleted && (!row->exists || row->deleted)) {
+        /* already gone: resolving leaves it gone, still as a change */
+    }
+    char rev[REV_MAX];
+    rev_make(row->exists ? row->rev : NULL, deleted, body, blen, rev);
+    char *bcopy = body ? xstrndup(body, blen) : NULL;    /* row->body is replaced by the put */
+    int prc = wtx_entity_put(tx, op, sp, coll, target, row, rev, deleted, bcopy, blen, NULL);
+    free(bcopy);
+    if (prc < 0) goto out;
+    st = wtx_stmt(tx, SQL_CONFLICT_DEL);
+    sqlite3_bind_text(st, 1, rs->conflict, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        wop_fail(op, 500, "storage_error", "clearing the conflict failed");
+        goto out;
+    }
+    if (sp->conflicts) sp->conflicts--;
+    char meta[64];
+    snprintf(meta, sizeof meta, "{\"strategy\":\"%s\"}", strategy_names[rs->strategy]);
+    char audit_target[200];
+    snprintf(audit_target, sizeof audit_target, "%s/%s", coll, id);
+    if (wtx_audit(tx, rs->actor, "conflict.resolve", rs->space, audit_target, meta, rs->remote) < 0) {
+        wop_fail(op, 500, "storage_error", "audit failed");
+        goto out;
+    }
+    struct buf *b = &rs->out;
+    buf_puts(b, "{\"resolved\":");
+    json_cstr(b, rs->conflict);
+    json_kv_str(b, "strategy", strategy_names[rs->strategy]);
+    buf_puts(b, ",\"entity\":");
+    entity_json(b, coll, target, row->rev, row->version, row->created_at, row->updated_at, row->deleted, row->body,
+                row->body_len);
+    buf_putc(b, '}');
+    rc = 0;
+out:
+    free(cbody);
+    ent_row_free(&cur);
+    ent_row_free(&extra);
+    return rc;
+}
+
+static void resolve_done(struct wop *op, struct http_req *r)
+{
+    struct resolve_op *rs = container_of(op, struct resolve_op, op);
+    if (r) {
+        if (op->status) api_send_wop_error(r, op);
+        else http_send_json(r, 200, &rs->out);
+    }
+    buf_free(&rs->out);
+    free(rs->merge_body);
+    free(rs);
+}
+
+void api_conflict_resolve(struct http_req *r)
+{
+    if (!api_space(r)) return;
+    json_t *root = api_body_object(r);
+    if (!root) return;
+    const char *s = json_string_value(json_object_get(root, "strategy"));
+    int strategy = -1;
+    for (int i = 0; s && i < 4; i++)
+        if (!strcmp(s, strategy_names[i])) strategy = i;
+    if (strategy < 0) {
+        json_decref(root);
+        http_send_error(r, 400, "invalid_strategy", NULL,
+                        "strategy must be local_wins, remote_wins, keep_both or merge");
+        return;
+    }
+    json_t *body = json_object_get(root, "body");
+    if (strategy == MERGE && !json_is_object(body)) {
+        json_decref(root);
+        http_send_error(r, 400, "invalid_body", NULL, "merge needs \"body\": the merged JSON object");
+        return;
+    }
+    struct resolve_op *rs = xcalloc(1, sizeof *rs);
+    snprintf(rs->space, sizeof rs->space, "%s", r->match.params.space);
+    snprintf(rs->conflict, sizeof rs->conflict, "%s", r->match.params.id);
+    snprintf(rs->actor, sizeof rs->actor, "%s", api_actor(r));
+    if (r->conn) snprintf(rs->remote, sizeof rs->remote, "%s", r->conn->peer);
+    rs->strategy = (enum strategy)strategy;
+    if (strategy == MERGE) rs->merge_body = entity_canonical_value(body, &rs->merge_len);
+    json_decref(root);
+    if (api_write(r, &rs->op, resolve_apply, resolve_done) < 0) {
+        free(rs->merge_body);
+        free(rs);
+    }
+}

@@ -1,0 +1,148 @@
+/* api_util.c - see api_util.h. */
+#include "api_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "auth.h"
+#include "json.h"
+#include "log.h"
+#include "server.h"
+#include "store.h"
+
+struct read_job *read_job_new(void) { return xcalloc(1, sizeof(struct read_job)); }
+
+void read_fail(struct read_job *rj, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    rj->status = status;
+    snprintf(rj->code, sizeof rj->code, "%s", code);
+    va_start(ap, fmt);
+    vsnprintf(rj->msg, sizeof rj->msg, fmt, ap);
+    va_end(ap);
+}
+
+static void read_work(struct job *j)
+{
+    struct read_job *rj = container_of(j, struct read_job, job);
+    sqlite3 *db = store_reader_get(j->srv->store);
+    if (!db) {
+        read_fail(rj, 500, "storage_error", "no database connection");
+        return;
+    }
+    /* one read transaction: everything the job reads is one snapshot */
+    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    rj->fn(db, rj);
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    store_reader_put(j->srv->store, db);
+}
+
+static void read_job_free(struct read_job *rj)
+{
+    buf_free(&rj->out);
+    free(rj->text);
+    free(rj->arg);
+    free(rj);
+}
+
+static void read_after(struct job *j, struct http_req *r)
+{
+    struct read_job *rj = container_of(j, struct read_job, job);
+    if (r) {
+        if (rj->status) http_send_error(r, rj->status, rj->code, NULL, "%s", rj->msg);
+        else if (rj->done) rj->done(rj, r);
+        else http_send_json(r, 200, &rj->out);
+    }
+    read_job_free(rj);
+}
+
+void read_submit(struct http_req *r, struct read_job *rj, read_fn fn, read_done_fn done)
+{
+    rj->fn = fn;
+    rj->done = done;
+    job_submit(r->srv, &rj->job, r, read_work, read_after);
+}
+
+int api_paging(struct http_req *r, uint64_t *limit, char *cursor, size_t cap)
+{
+    char v[32];
+    long l = http_query(r, "limit", v, sizeof v);
+    *limit = LIST_DEFAULT;
+    if (l >= 0 && (l == 0 || parse_u64(v, (size_t)l, LIST_MAX, limit) < 0 || *limit == 0)) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "limit must be a whole number from 1 to %d", LIST_MAX);
+        return -1;
+    }
+    cursor[0] = '\0';
+    l = http_query(r, "cursor", cursor, cap);
+    if (l == -2) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "cursor is malformed");
+        return -1;
+    }
+    if (l < 0) cursor[0] = '\0';
+    return 0;
+}
+
+struct space *api_space(struct http_req *r)
+{
+    struct space *sp = spaces_get(r->srv, r->match.params.space);
+    if (!sp) http_send_error(r, 404, "space_not_found", NULL, "no space named '%s'", r->match.params.space);
+    return sp;
+}
+
+json_t *api_body_object(struct http_req *r)
+{
+    struct json_err e;
+    json_t *v = json_parse(r->body.data ? r->body.data : "", r->body.len, true, &e);
+    if (!v) http_send_error(r, 400, e.code, NULL, "%s", e.message);
+    return v;
+}
+
+const char *api_actor(const struct http_req *r) { return r->key ? r->key->id : "anonymous"; }
+
+void entity_json(struct buf *b, const char *coll, const char *id, const char *rev, uint64_t version,
+                 uint64_t created, uint64_t updated, bool deleted, const char *body, size_t body_len)
+{
+    buf_reserve(b, body_len + 200);
+    buf_puts(b, "{\"collection\":");
+    json_cstr(b, coll);
+    buf_puts(b, ",\"id\":");
+    json_cstr(b, id);
+    buf_puts(b, ",\"rev\":");
+    json_cstr(b, rev);
+    json_kv_u64(b, "version", version);
+    json_kv_time(b, "created_at", created);
+    json_kv_time(b, "updated_at", updated);
+    json_kv_bool(b, "deleted", deleted);
+    buf_puts(b, ",\"body\":");
+    if (body && !deleted) buf_append(b, body, body_len);     /* canonical JSON, verbatim */
+    else buf_puts(b, "null");
+    buf_putc(b, '}');
+}
+
+int api_write(struct http_req *r, struct wop *op, wop_apply_fn apply, wop_done_fn done)
+{
+    if (writer_submit(r->srv, op, r, apply, done) < 0) {
+        http_add_header(r, "Retry-After", "1");
+        http_send_error(r, 503, "overloaded", NULL, "the write queue is full; retry shortly");
+        return -1;
+    }
+    return 0;
+}
+
+void api_send_wop_error(struct http_req *r, const struct wop *op)
+{
+    http_send_error(r, op->status, op->code[0] ? op->code : "error", op->extra[0] ? op->extra : NULL, "%s", op->msg);
+}
+
+bool api_etag_header(struct http_req *r, const char *name, char *out, size_t cap)
+{
+    size_t l;
+    const char *v = http_header(r, name, &l);
+    if (!v) return false;
+    if (l >= 2 && v[0] == 'W' && v[1] == '/') { v += 2; l -= 2; }
+    if (l >= 2 && v[0] == '"' && v[l - 1] == '"') { v++; l -= 2; }
+    if (l >= cap) l = cap - 1;
+    memcpy(out, v, l);
+    out[l] = '\0';
+    return true;
+}

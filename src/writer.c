@@ -1,0 +1,552 @@
+/* writer.c - see writer.h.
+ *
+ * Threads: writer_submit and on_async run on the loop thread; writer_main
+ * is the writer thread. They meet in two lists guarded by one mutex: the
+ * queue (loop -> writer) and the finished batches (writer -> loop).
+ *
+ * The writer keeps every space's counters and digest in memory (loaded at
+ * start) and writes the touched ones back in the same transaction as the
+ * batch, so /sync/status never scans. If a commit fails, the batch is
+ * failed whole and the counters are reloaded from the database.
+ */
+#include "writer.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "http.h"
+#include "log.h"
+#include "server.h"
+#include "spaces.h"
+#include "store.h"
+
+#define STMT_CACHE 64
+
+struct batch {
+    struct list link;
+    struct list ops;
+    struct space_stats *spaces;      /* touched spaces after commit */
+    size_t nspaces;
+};
+
+struct wtx {
+    struct writer *w;
+    uint64_t now;
+    struct space_stats **touched;
+    size_t ntouched, cap_touched;
+};
+
+struct writer {
+    struct server *srv;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct list queue;               /* struct wop */
+    uint64_t queued;
+    struct list finished;            /* struct batch */
+    bool stop;
+    uv_async_t async;
+    uint64_t inflight;               /* loop thread: submitted, not yet done */
+    /* writer thread only */
+    sqlite3 *db;
+    struct { const char *sql; sqlite3_stmt *st; } stmts[STMT_CACHE];
+    int nstmts;
+    struct space_stats **spaces;
+    size_t nspaces, capspaces;
+};
+
+
+int wop_fail(struct wop *op, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    op->status = status;
+    snprintf(op->code, sizeof op->code, "%s", code);
+    va_start(ap, fmt);
+    vsnprintf(op->msg, sizeof op->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* ---- statement cache and spaces (writer thread) ------------------------- */
+
+sqlite3 *wtx_db(struct wtx *tx) { return tx->w->db; }
+uint64_t wtx_now(struct wtx *tx) { return tx->now; }
+
+sqlite3_stmt *wtx_stmt(struct wtx *tx, const char *sql)
+{
+    struct writer *w = tx->w;
+    for (int i = 0; i < w->nstmts; i++)
+        if (w->stmts[i].sql == sql) {
+            sqlite3_reset(w->stmts[i].st);
+            sqlite3_clear_bindings(w->stmts[i].st);
+            return w->stmts[i].st;
+        }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(w->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+        fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"prepare_failed\",\"error\":\"%s\"}\n", sqlite3_errmsg(w->db));
+        abort();                     /* our SQL is program text: a bug */
+    }
+    if (w->nstmts < STMT_CACHE) {
+        w->stmts[w->nstmts].sql = sql;
+        w->stmts[w->nstmts].st = st;
+        w->nstmts++;
+    } else {
+        abort();                     /* raise STMT_CACHE */
+    }
+    return st;
+}
+
+static int load_spaces(struct writer *w)
+{
+    for (size_t i = 0; i < w->nspaces; i++) free(w->spaces[i]);
+    w->nspaces = 0;
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(w->db,
+                           "SELECT id, name, uid, created_at, version, entity_count, tombstone_count, "
+                           "conflict_count, digest FROM spaces ORDER BY name",
+                           -1, &q, NULL) != SQLITE_OK)
+        return -1;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        struct space_stats *sp = xcalloc(1, sizeof *sp);
+        sp->id = sqlite3_column_int64(q, 0);
+        snprintf(sp->name, sizeof sp->name, "%s", (const char *)sqlite3_column_text(q, 1));
+        snprintf(sp->uid, sizeof sp->uid, "%s", (const char *)sqlite3_column_text(q, 2));
+        sp->created_at = (uint64_t)sqlite3_column_int64(q, 3);
+        sp->version = (uint64_t)sqlite3_column_int64(q, 4);
+        sp->entities = (uint64_t)sqlite3_column_int64(q, 5);
+        sp->tombstones = (uint64_t)sqlite3_column_int64(q, 6);
+        sp->conflicts = (uint64_t)sqlite3_column_int64(q, 7);
+        digest_from_hex(&sp->digest, (const char *)sqlite3_column_text(q, 8));
+        if (w->nspaces == w->capspaces) {
+            w->capspaces = w->capspaces ? w->capspaces * 2 : 16;
+            w->spaces = xrealloc(w->spaces, w->capspaces * sizeof *w->spaces);
+        }
+        w->spaces[w->nspaces++] = sp;
+    }
+    return sqlite3_finalize(q) == SQLITE_OK ? 0 : -1;
+}
+
+struct space_stats *wtx_space(struct wtx *tx, const char *name)
+{
+    struct writer *w = tx->w;
+    for (size_t i = 0; i < w->nspaces; i++)
+        if (!strcmp(w->spaces[i]->name, name)) return w->spaces[i];
+    return NULL;
+}
+
+void wtx_space_touch(struct wtx *tx, struct space_stats *sp)
+{
+    for (size_t i = 0; i < tx->ntouched; i++)
+        if (tx->touched[i] == sp) return;
+    if (tx->ntouched == tx->cap_touched) {
+        tx->cap_touched = tx->cap_touched ? tx->cap_touched * 2 : 8;
+        tx->touched = xrealloc(tx->touched, tx->cap_touched * sizeof *tx->touched);
+    }
+    tx->touched[tx->ntouched++] = sp;
+}
+
+static const char SQL_SPACE_INSERT[] =
+    "INSERT INTO spaces(name, uid, created_at, version, entity_count, tombstone_count, conflict_count, digest)"
+    " VALUES (?, ?, ?, 0, 0, 0, 0, ?)";
+
+struct space_stats *wtx_space_create(struct wtx *tx, const char *name, int *created)
+{
+    struct space_stats *sp = wtx_space(tx, name);
+    *created = 0;
+    if (sp) return sp;
+    struct space_stats tmp;
+    memset(&tmp, 0, sizeof tmp);
+    snprintf(tmp.name, sizeof tmp.name, "%s", name);
+    ulid_make(tmp.uid, tx->now);
+    tmp.created_at = tx->now;
+    char hex[65];
+    digest_hex(&tmp.digest, hex);
+    sqlite3_stmt *st = wtx_stmt(tx, SQL_SPACE_INSERT);
+    sqlite3_bind_text(st, 1, tmp.name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, tmp.uid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)tmp.created_at);
+    sqlite3_bind_text(st, 4, hex, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) return NULL;
+    tmp.id = sqlite3_last_insert_rowid(tx->w->db);
+    struct writer *w = tx->w;
+    sp = xmalloc(sizeof *sp);
+    *sp = tmp;
+    if (w->nspaces == w->capspaces) {
+        w->capspaces = w->capspaces ? w->capspaces * 2 : 16;
+        w->spaces = xrealloc(w->spaces, w->capspaces * sizeof *w->spaces);
+    }
+    w->spaces[w->nspaces++] = sp;
+    wtx_space_touch(tx, sp);
+    *created = 1;
+    return sp;
+}
+
+static const char SQL_SPACE_DEL_ENT[] = "DELETE FROM entities WHERE space_id = ?";
+static const char SQL_SPACE_DEL_CONF[] = "DELETE FROM conflicts WHERE space_id = ?";
+static const char SQL_SPACE_DEL[] = "DELETE FROM spaces WHERE id = ?";
+
+int wtx_space_delete(struct wtx *tx, struct space_stats *sp)
+{
+    const char *sqls[] = {SQL_SPACE_DEL_ENT, SQL_SPACE_DEL_CONF, SQL_SPACE_DEL};
+    for (size_t i = 0; i < ARRAY_SIZE(sqls); i++) {
+        sqlite3_stmt *st = wtx_stmt(tx, sqls[i]);
+        sqlite3_bind_int64(st, 1, sp->id);
+        if (sqlite3_step(st) != SQLITE_DONE) return -1;
+    }
+    sp->removed = true;
+    wtx_space_touch(tx, sp);
+    return 0;
+}
+
+static const char SQL_AUDIT[] =
+    "INSERT INTO audit(at, actor, action, space, target, meta, remote_addr) VALUES (?, ?, ?, ?, ?, ?, ?)";
+
+int wtx_audit(struct wtx *tx, const char *actor, const char *action, const char *space, const char *target,
+              const char *meta, const char *remote_addr)
+{
+    sqlite3_stmt *st = wtx_stmt(tx, SQL_AUDIT);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)tx->now);
+    sqlite3_bind_text(st, 2, actor ? actor : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, action, -1, SQLITE_STATIC);
+    if (space && *space) sqlite3_bind_text(st, 4, space, -1, SQLITE_STATIC);
+    if (target && *target) sqlite3_bind_text(st, 5, target, -1, SQLITE_STATIC);
+    if (meta && *meta) sqlite3_bind_text(st, 6, meta, -1, SQLITE_STATIC);
+    if (remote_addr && *remote_addr) sqlite3_bind_text(st, 7, remote_addr, -1, SQLITE_STATIC);
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+}
+
+/* ---- entities (writer thread) ------------------------------------------- */
+
+void ent_row_free(struct ent_row *e)
+{
+    free(e->body);
+    e->body = NULL;
+}
+
+static const char SQL_ENT_GET[] =
+    "SELECT rev, version, created_at, updated_at, deleted, body, revs FROM entities"
+    " WHERE space_id = ? AND collection = ? AND id = ?";
+
+int wtx_entity_get(struct wtx *tx, struct space_stats *sp, const char *coll, const char *id, struct ent_row *out)
+{
+    memset(out, 0, offsetof(struct ent_row, revs));
+    out->revs[0] = '\0';
+    sqlite3_stmt *st = wtx_stmt(tx, SQL_ENT_GET);
+    sqlite3_bind_int64(st, 1, sp->id);
+    sqlite3_bind_text(st, 2, coll, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) return 0;
+    if (rc != SQLITE_ROW) return -1;
+    out->exists = true;
+    snprintf(out->rev, sizeof out->rev, "%s", (const char *)sqlite3_column_text(st, 0));
+    out->version = (uint64_t)sqlite3_column_int64(st, 1);
+    out->created_at = (uint64_t)sqlite3_column_int64(st, 2);
+    out->updated_at = (uint64_t)sqlite3_column_int64(st, 3);
+    out->deleted = sqlite3_column_int(st, 4) != 0;
+    if (sqlite3_column_type(st, 5) != SQLITE_NULL) {
+        out->body_len = (size_t)sqlite3_column_bytes(st, 5);
+        out->body = xstrndup((const char *)sqlite3_column_text(st, 5), out->body_len);
+    }
+    const unsigned char *revs = sqlite3_column_text(st, 6);
+    snprintf(out->revs, sizeof out->revs, "%s", revs ? (const char *)revs : "");
+    sqlite3_reset(st);
+    return 0;
+}
+
+static const char SQL_ENT_INSERT[] =
+    "INSERT INTO entities(space_id, collection, id, rev, version, created_at, updated_at, deleted, body, revs)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)";
+static const char SQL_ENT_UPDATE[] =
+    "UPDATE entities SET rev = ?4, version = ?5, updated_at = ?6, deleted = ?7, body = ?8, revs = ?9"
+    " WHERE space_id = ?1 AND collection = ?2 AND id = ?3";
+
+/* history after a local edit: the old rev in front, capped */
+static void history_push(char *out, size_t cap, const char *rev, const char *old)
+{
+    size_t n = (size_t)snprintf(out, cap, "%s", rev);
+    int count = 1;
+    const char *p = old;
+    while (*p && count < REV_HISTORY - 1) {
+        const char *sp = strchr(p, ' ');
+        size_t l = sp ? (size_t)(sp - p) : strlen(p);
+        if (n + l + 2 >= cap) break;
+        out[n++] = ' ';
+        memcpy(out + n, p, l);
+        n += l;
+        out[n] = '\0';
+        count++;
+        if (!sp) break;
+        p = sp + 1;
+    }
+}
+
+int wtx_entity_put(struct wtx *tx, struct wop *op, struct space_stats *sp, const char *coll, const char *id,
+                   struct ent_row *cur, const char *rev, bool deleted, const char *body, size_t body_len,
+                   const char *revs_after)
+{
+    char hist[sizeof cur->revs];
+    if (revs_after) snprintf(hist, sizeof hist, "%s", revs_after);
+    else if (cur->exists) history_push(hist, sizeof hist, cur->rev, cur->revs);
+    else hist[0] = '\0';
+    uint64_t version = sp->version + 1;
+    sqlite3_stmt *st = wtx_stmt(tx, cur->exists ? SQL_ENT_UPDATE : SQL_ENT_INSERT);
+    sqlite3_bind_int64(st, 1, sp->id);
+    sqlite3_bind_text(st, 2, coll, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, rev, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)version);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)tx->now);
+    sqlite3_bind_int(st, 7, deleted ? 1 : 0);
+    if (body) sqlite3_bind_text(st, 8, body, (int)body_len, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 8);
+    sqlite3_bind_text(st, 9, hist, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return wop_fail(op, 500, "storage_error", "writing the entity failed: %s", sqlite3_errmsg(tx->w->db));
+    /* the statement succeeded: now the memory state follows */
+    struct digest d;
+    if (cur->exists) {
+        digest_item(&d, coll, id, cur->rev, cur->deleted);
+        digest_xor(&sp->digest, &d);
+        if (cur->deleted) sp->tombstones--;
+        else sp->entities--;
+    } else {
+        cur->created_at = tx->now;
+    }
+    digest_item(&d, coll, id, rev, deleted);
+    digest_xor(&sp->digest, &d);
+    if (deleted) sp->tombstones++;
+    else sp->entities++;
+    sp->version = version;
+    wtx_space_touch(tx, sp);
+    /* cur now describes the new state */
+    snprintf(cur->revs, sizeof cur->revs, "%s", hist);
+    snprintf(cur->rev, sizeof cur->rev, "%s", rev);
+    cur->exists = true;
+    cur->version = version;
+    cur->updated_at = tx->now;
+    cur->deleted = deleted;
+    free(cur->body);
+    cur->body = body ? xstrndup(body, body_len) : NULL;
+    cur->body_len = body ? body_len : 0;
+    return 0;
+}
+
+/* ---- the writer thread ------------------------------------------------ */
+
+static const char SQL_SPACE_SAVE[] =
+    "UPDATE spaces SET version = ?2, entity_count = ?3, tombstone_count = ?4, conflict_count = ?5, digest = ?6"
+    " WHERE id = ?1";
+
+static int save_spaces(struct wtx *tx)
+{
+    for (size_t i = 0; i < tx->ntouched; i++) {
+        struct space_stats *sp = tx->touched[i];
+        if (sp->removed) continue;
+        char hex[65];
+        digest_hex(&sp->digest, hex);
+        sqlite3_stmt *st = wtx_stmt(tx, SQL_SPACE_SAVE);
+        sqlite3_bind_int64(st, 1, sp->id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)sp->version);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)sp->entities);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)sp->tombstones);
+        sqlite3_bind_int64(st, 5, (sqlite3_int64)sp->conflicts);
+        sqlite3_bind_text(st, 6, hex, -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(st) != SQLITE_DONE) return -1;
+    }
+    return 0;
+}
+
+static int run(sqlite3 *db, const char *sql) { return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1; }
+
+static void run_batch(struct writer *w, struct batch *b)
+{
+    struct wtx tx = {.w = w, .now = now_ms_wall()};
+    struct list *pos, *tmp;
+    bool ok = run(w->db, "BEGIN IMMEDIATE") == 0;
+    if (ok) {
+        list_foreach_safe(pos, tmp, &b->ops) {
+            struct wop *op = container_of(pos, struct wop, link);
+            run(w->db, "SAVEPOINT op");
+            op->status = 0;
+            if (op->apply(&tx, op) == 0) {
+                run(w->db, "RELEASE op");
+            } else {
+                if (!op->status) wop_fail(op, 500, "storage_error", "the write failed");
+                run(w->db, "ROLLBACK TO op");
+                run(w->db, "RELEASE op");
+            }
+        }
+        ok = save_spaces(&tx) == 0 && run(w->db, "COMMIT") == 0;
+    }
+    if (!ok) {
+        const char *why = sqlite3_errmsg(w->db);
+        run(w->db, "ROLLBACK");
+        list_foreach_safe(pos, tmp, &b->ops) {
+            struct wop *op = container_of(pos, struct wop, link);
+            wop_fail(op, 500, "storage_error", "the transaction failed: %s", why);
+        }
+        load_spaces(w);              /* memory back to what is stored */
+        tx.ntouched = 0;
+    }
+    b->nspaces = tx.ntouched;
+    b->spaces = b->nspaces ? xmalloc(b->nspaces * sizeof *b->spaces) : NULL;
+    for (size_t i = 0; i < tx.ntouched; i++) b->spaces[i] = *tx.touched[i];
+    /* forget removed spaces now that the loop gets their last copy */
+    for (size_t i = 0; i < w->nspaces;) {
+        if (w->spaces[i]->removed) {
+            free(w->spaces[i]);
+            w->spaces[i] = w->spaces[--w->nspaces];
+        } else {
+            i++;
+        }
+    }
+    free(tx.touched);
+}
+
+static void *writer_main(void *arg)
+{
+    struct writer *w = arg;
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        while (list_empty(&w->queue) && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
+        if (list_empty(&w->queue) && w->stop) {
+            pthread_mutex_unlock(&w->mu);
+            break;
+        }
+        struct batch *b = xcalloc(1, sizeof *b);
+        list_init(&b->ops);
+        for (int n = 0; n < WRITER_BATCH && !list_empty(&w->queue); n++) {
+            struct list *l = w->queue.next;
+            list_remove(l);
+            list_insert_tail(&b->ops, l);
+            w->queued--;
+        }
+        pthread_mutex_unlock(&w->mu);
+
+        run_batch(w, b);
+
+        pthread_mutex_lock(&w->mu);
+        list_insert_tail(&w->finished, &b->link);
+        pthread_mutex_unlock(&w->mu);
+        uv_async_send(&w->async);
+    }
+    return NULL;
+}
+
+/* ---- loop side --------------------------------------------------------- */
+
+static void on_async(uv_async_t *a)
+{
+    struct writer *w = container_of(a, struct writer, async);
+    struct list done;
+    list_init(&done);
+    pthread_mutex_lock(&w->mu);
+    while (!list_empty(&w->finished)) {
+        struct list *l = w->finished.next;
+        list_remove(l);
+        list_insert_tail(&done, l);
+    }
+    pthread_mutex_unlock(&w->mu);
+    struct list *bpos, *btmp, *pos, *tmp;
+    list_foreach_safe(bpos, btmp, &done) {
+        struct batch *b = container_of(bpos, struct batch, link);
+        for (size_t i = 0; i < b->nspaces; i++) spaces_update(w->srv, &b->spaces[i]);
+        list_foreach_safe(pos, tmp, &b->ops) {
+            struct wop *op = container_of(pos, struct wop, link);
+            struct http_req *r = op->req;
+            list_remove(pos);
+            w->inflight--;
+            op->done(op, (r && r->conn) ? r : NULL);    /* may free op */
+            if (r) http_req_unref(r);
+        }
+        free(b->spaces);
+        free(b);
+    }
+    if (w->inflight == 0) uv_unref((uv_handle_t *)&w->async);
+}
+
+int writer_submit(struct server *srv, struct wop *op, struct http_req *r, wop_apply_fn apply, wop_done_fn done)
+{
+    struct writer *w = srv->writer;
+    op->apply = apply;
+    op->done = done;
+    op->req = r;
+    op->status = 0;
+    pthread_mutex_lock(&w->mu);
+    if (w->queued >= WRITER_QUEUE_MAX) {
+        pthread_mutex_unlock(&w->mu);
+        return -1;
+    }
+    list_insert_tail(&w->queue, &op->link);
+    w->queued++;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    if (r) http_req_ref(r);
+    if (w->inflight++ == 0) uv_ref((uv_handle_t *)&w->async);
+    return 0;
+}
+
+uint64_t writer_queue_len(struct server *srv)
+{
+    return srv->writer ? srv->writer->inflight : 0;
+}
+
+int writer_start(struct server *srv, const char *db_path, int durability, char *err, size_t errlen)
+{
+    struct writer *w = xcalloc(1, sizeof *w);
+    w->srv = srv;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    list_init(&w->queue);
+    list_init(&w->finished);
+    if (store_connect(db_path, false, (enum durability)durability, &w->db, err, errlen) < 0) goto fail;
+    if (load_spaces(w) < 0) {
+        snprintf(err, errlen, "loading spaces: %s", sqlite3_errmsg(w->db));
+        goto fail;
+    }
+    /* hand the loop its first copy of every space */
+    for (size_t i = 0; i < w->nspaces; i++) spaces_update(srv, w->spaces[i]);
+    uv_async_init(srv->loop, &w->async, on_async);
+    uv_unref((uv_handle_t *)&w->async);
+    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        snprintf(err, errlen, "cannot start the writer thread");
+        uv_close((uv_handle_t *)&w->async, NULL);
+        goto fail;
+    }
+    srv->writer = w;
+    return 0;
+fail:
+    if (w->db) sqlite3_close(w->db);
+    free(w);
+    return -1;
+}
+
+static void on_async_closed(uv_handle_t *h)
+{
+    free(container_of((uv_async_t *)h, struct writer, async));
+}
+
+void writer_stop(struct server *srv)
+{
+    struct writer *w = srv->writer;
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    on_async(&w->async);             /* answer nobody, free what came back */
+    for (int i = 0; i < w->nstmts; i++) sqlite3_finalize(w->stmts[i].st);
+    for (size_t i = 0; i < w->nspaces; i++) free(w->spaces[i]);
+    free(w->spaces);
+    sqlite3_close(w->db);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    srv->writer = NULL;
+    uv_close((uv_handle_t *)&w->async, on_async_closed);    /* frees w */
+}
