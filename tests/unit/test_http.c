@@ -5,6 +5,7 @@
 #include "test.h"
 #include "http.h"
 #include "server.h"
+#include "auth.h"
 
 static struct server srv;
 static struct config cfg;
@@ -34,6 +35,7 @@ int main(void)
     for (int k = 0; k < TO_COUNT; k++) list_init(&srv.tl[k].head);
     uv_timer_init(&loop, &srv.sweep);
     http_routes_init(&srv);
+    auth_init(&srv, NULL, 0);
 
     int err;
     struct http_req *r = parse("GET /api/v1/status?access_token=abc%20d&limit=5&x HTTP/1.1\r\n"
@@ -44,6 +46,7 @@ int main(void)
     CHECK_STR(r->rid, "my-id");
     CHECK(r->accept_gzip);
     CHECK_STR(r->route->name, "status");
+    CHECK_INT(r->early_status, 401);              /* no token: decided before any body */
     size_t len;
     const char *v = http_header(r, "host", &len);
     CHECK(v && len == 1 && v[0] == 'a');
@@ -89,6 +92,7 @@ int main(void)
     CHECK_INT(r->early_status, 431);
     http_req_unref(r);
 
+    auth_free(&srv);
     router_free(&srv.router);
     uv_close((uv_handle_t *)&srv.sweep, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
