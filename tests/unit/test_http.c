@@ -46,7 +46,7 @@ int main(void)
     CHECK_STR(r->rid, "my-id");
     CHECK(r->accept_gzip);
     CHECK_STR(r->route->name, "status");
-    CHECK_INT(r->early_status, 401);              /* no token: decided before any body */
+    CHECK(r->auth_unknown);                       /* ?access_token= not in the cache: decided at dispatch */
     size_t len;
     const char *v = http_header(r, "host", &len);
     CHECK(v && len == 1 && v[0] == 'a');
@@ -63,6 +63,11 @@ int main(void)
     CHECK_INT(http_query(r, "x", q, sizeof q), 0);
     CHECK_INT(http_query(r, "nope", q, sizeof q), -1);
     CHECK_INT(http_query(r, "access_token", q, 3), -2);
+    http_req_unref(r);
+
+    /* no token at all: 401 decided before any body is read */
+    r = parse("GET /api/v1/status HTTP/1.1\r\nHost: a\r\n\r\n", &err);
+    CHECK_INT(r->early_status, 401);
     http_req_unref(r);
 
     /* routing decisions made at the end of the headers */
