@@ -14,8 +14,9 @@
  * helpers and SQLite. done() runs on the loop thread; r is NULL when the
  * client left. An op that fails sets status/code/msg (wop_fail).
  *
- * The queue is capped (WRITER_QUEUE_MAX): past it writer_submit refuses
- * and the caller answers 503 overloaded.
+ * The queue is capped at WRITER_QUEUE_MAX ops and WRITER_QUEUE_BYTES of
+ * request bodies (one op is always admitted): past either, writer_submit
+ * refuses and the caller answers 503 overloaded with Retry-After.
  */
 #ifndef SNAPSYNC_WRITER_H
 #define SNAPSYNC_WRITER_H
@@ -29,6 +30,7 @@
 
 #define WRITER_BATCH 2048
 #define WRITER_QUEUE_MAX 20000
+#define WRITER_QUEUE_BYTES (256u << 20)  /* request bodies waiting in the queue */
 
 struct server;
 struct http_req;
@@ -43,6 +45,7 @@ struct wop {
     wop_apply_fn apply;
     wop_done_fn done;
     struct http_req *req;            /* reference held, or NULL */
+    uint64_t bytes;                  /* body bytes it holds, for the queue cap */
     int status;                      /* 0 = applied; else the HTTP status */
     char code[40];
     char msg[240];

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "canon.h"
 #include "util.h"
 
 static EVP_MD_CTX *md_ctx(void)
@@ -38,11 +39,7 @@ char *entity_canonical_value(const json_t *v, size_t *out_len)
 
 char *entity_canonical(const char *text, size_t len, bool want_object, size_t *out_len, struct json_err *err)
 {
-    json_t *v = json_parse(text, len, want_object, err);
-    if (!v) return NULL;
-    char *s = entity_canonical_value(v, out_len);
-    json_decref(v);
-    return s;
+    return json_canonical(text, len, want_object, out_len, err);
 }
 
 void rev_make(const char *parent, bool deleted, const char *body, size_t len, char out[REV_MAX])

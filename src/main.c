@@ -25,6 +25,7 @@
 #include "log.h"
 #include "server.h"
 #include "store.h"
+#include <sqlite3.h>
 
 static void usage(FILE *f)
 {
@@ -246,6 +247,8 @@ out:
 
 int main(int argc, char **argv)
 {
+    /* no global allocation statistics: they take a mutex on every malloc */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -178,14 +178,44 @@ uint64_t now_ns_mono(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static void put2(char *p, unsigned v) { p[0] = (char)('0' + v / 10); p[1] = (char)('0' + v % 10); }
+
+/* Days since 1970-01-01 -> civil date (Howard Hinnant's algorithm): no
+ * gmtime_r, no snprintf on the hot path of every entity written. */
 size_t fmt_time_ms(char *out, uint64_t ms)
 {
-    time_t secs = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    return (size_t)snprintf(out, 25, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ",
-                            tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                            tm.tm_min, tm.tm_sec, (unsigned)(ms % 1000));
+    int64_t secs = (int64_t)(ms / 1000);
+    int64_t days = secs / 86400;
+    unsigned sod = (unsigned)(secs % 86400);
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = (int64_t)yoe + era * 400;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    unsigned d = doy - (153 * mp + 2) / 5 + 1;
+    unsigned m = mp < 10 ? mp + 3 : mp - 9;
+    if (m <= 2) y++;
+    unsigned yy = (unsigned)y, msr = (unsigned)(ms % 1000);
+    put2(out, yy / 100);
+    put2(out + 2, yy % 100);
+    out[4] = '-';
+    put2(out + 5, m);
+    out[7] = '-';
+    put2(out + 8, d);
+    out[10] = 'T';
+    put2(out + 11, sod / 3600);
+    out[13] = ':';
+    put2(out + 14, sod / 60 % 60);
+    out[16] = ':';
+    put2(out + 17, sod % 60);
+    out[19] = '.';
+    out[20] = (char)('0' + msr / 100);
+    put2(out + 21, msr % 100);
+    out[23] = 'Z';
+    out[24] = '\0';
+    return 24;
 }
 
 void random_bytes(void *out, size_t n)

@@ -11,7 +11,10 @@
  */
 #include "writer.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +26,7 @@
 #include "server.h"
 #include "spaces.h"
 #include "store.h"
+#include "cli.h"
 
 #define STMT_CACHE 64
 
@@ -47,10 +51,27 @@ struct writer {
     pthread_cond_t cv;
     struct list queue;               /* struct wop */
     uint64_t queued;
+    uint64_t queued_bytes;           /* request bodies held by queued ops */
     struct list finished;            /* struct batch */
+    /* --durability full: committed batches wait here for the syncer's
+     * fdatasync of the WAL before anyone is told they are done */
+    bool full;
+    struct list committed;
+    pthread_cond_t sync_cv;
+    pthread_t sync_thread;
+    int wal_fd;
+    char wal_path[1200];
+    uint64_t syncs;
     bool stop;
     uv_async_t async;
     uint64_t inflight;               /* loop thread: submitted, not yet done */
+    /* checkpointer: its own thread and connection, so a checkpoint's
+     * fsyncs never stall a commit */
+    pthread_t ckpt_thread;
+    pthread_cond_t ckpt_cv;
+    bool ckpt_wanted;
+    sqlite3 *ckpt_db;
+    uint64_t checkpoints;
     /* writer thread only */
     sqlite3 *db;
     struct { const char *sql; sqlite3_stmt *st; } stmts[STMT_CACHE];
@@ -363,6 +384,19 @@ static int save_spaces(struct wtx *tx)
 
 static int run(sqlite3 *db, const char *sql) { return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1; }
 
+static const char SQL_SAVEPOINT[] = "SAVEPOINT op";
+static const char SQL_RELEASE[] = "RELEASE op";
+static const char SQL_ROLLBACK_TO[] = "ROLLBACK TO op";
+
+/* Savepoint statements run once per op: prepared once, not re-parsed. */
+static int step_stmt(struct wtx *tx, const char *sql)
+{
+    sqlite3_stmt *st = wtx_stmt(tx, sql);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
 static void run_batch(struct writer *w, struct batch *b)
 {
     struct wtx tx = {.w = w, .now = now_ms_wall()};
@@ -371,14 +405,14 @@ static void run_batch(struct writer *w, struct batch *b)
     if (ok) {
         list_foreach_safe(pos, tmp, &b->ops) {
             struct wop *op = container_of(pos, struct wop, link);
-            run(w->db, "SAVEPOINT op");
+            step_stmt(&tx, SQL_SAVEPOINT);
             op->status = 0;
             if (op->apply(&tx, op) == 0) {
-                run(w->db, "RELEASE op");
+                step_stmt(&tx, SQL_RELEASE);
             } else {
                 if (!op->status) wop_fail(op, 500, "storage_error", "the write failed");
-                run(w->db, "ROLLBACK TO op");
-                run(w->db, "RELEASE op");
+                step_stmt(&tx, SQL_ROLLBACK_TO);
+                step_stmt(&tx, SQL_RELEASE);
             }
         }
         ok = save_spaces(&tx) == 0 && run(w->db, "COMMIT") == 0;
@@ -408,9 +442,51 @@ static void run_batch(struct writer *w, struct batch *b)
     free(tx.touched);
 }
 
+#define CKPT_FRAMES 4000                 /* WAL frames that trigger a checkpoint */
+
+/* Runs in the writer thread after each commit. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    struct writer *w = arg;
+    UNUSED(db);
+    UNUSED(name);
+    if (frames >= CKPT_FRAMES) {
+        pthread_mutex_lock(&w->mu);
+        if (!w->ckpt_wanted) {
+            w->ckpt_wanted = true;
+            pthread_cond_signal(&w->ckpt_cv);
+        }
+        pthread_mutex_unlock(&w->mu);
+    }
+    return SQLITE_OK;
+}
+
+static void *ckpt_main(void *arg)
+{
+    struct writer *w = arg;
+    pthread_setname_np(pthread_self(), "snapsync-ckpt");
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->ckpt_wanted && !w->stop) pthread_cond_wait(&w->ckpt_cv, &w->mu);
+        if (w->stop) break;
+        w->ckpt_wanted = false;
+        pthread_mutex_unlock(&w->mu);
+        /* PASSIVE: copies what no reader still needs, never blocks the
+         * writer; the writer restarts the WAL from its start once a
+         * checkpoint has copied everything */
+        int nlog = 0, nckpt = 0;
+        sqlite3_wal_checkpoint_v2(w->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+        pthread_mutex_lock(&w->mu);
+        w->checkpoints++;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
 static void *writer_main(void *arg)
 {
     struct writer *w = arg;
+    pthread_setname_np(pthread_self(), "snapsync-writer");
     for (;;) {
         pthread_mutex_lock(&w->mu);
         while (list_empty(&w->queue) && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
@@ -425,16 +501,70 @@ static void *writer_main(void *arg)
             list_remove(l);
             list_insert_tail(&b->ops, l);
             w->queued--;
+            w->queued_bytes -= container_of(l, struct wop, link)->bytes;
         }
         pthread_mutex_unlock(&w->mu);
 
         run_batch(w, b);
 
         pthread_mutex_lock(&w->mu);
-        list_insert_tail(&w->finished, &b->link);
+        if (w->full) {
+            list_insert_tail(&w->committed, &b->link);
+            pthread_cond_signal(&w->sync_cv);
+            pthread_mutex_unlock(&w->mu);
+        } else {
+            list_insert_tail(&w->finished, &b->link);
+            pthread_mutex_unlock(&w->mu);
+            uv_async_send(&w->async);
+        }
+    }
+    return NULL;
+}
+
+/* Group fsync for --durability full. Every batch committed before the
+ * fdatasync started has its WAL frames on disk when it returns (fsync is
+ * per file, whatever descriptor wrote the bytes), so it is then safe to
+ * acknowledge. Meanwhile the writer already builds the next batch: commits
+ * and fsyncs overlap instead of alternating. */
+static void *sync_main(void *arg)
+{
+    struct writer *w = arg;
+    pthread_setname_np(pthread_self(), "snapsync-sync");
+    struct list local;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (list_empty(&w->committed) && !w->stop) pthread_cond_wait(&w->sync_cv, &w->mu);
+        if (list_empty(&w->committed) && w->stop) break;
+        list_init(&local);
+        while (!list_empty(&w->committed)) {
+            struct list *l = w->committed.next;
+            list_remove(l);
+            list_insert_tail(&local, l);
+        }
         pthread_mutex_unlock(&w->mu);
+        int err = 0;
+        if (w->wal_fd < 0) w->wal_fd = open(w->wal_path, O_RDONLY | O_CLOEXEC);
+        if (w->wal_fd < 0 || fdatasync(w->wal_fd) < 0) err = errno ? errno : EIO;
+        if (err) {
+            struct list *bp, *bt, *pos, *tmp;
+            list_foreach_safe(bp, bt, &local) {
+                struct batch *b = container_of(bp, struct batch, link);
+                list_foreach_safe(pos, tmp, &b->ops) {
+                    struct wop *op = container_of(pos, struct wop, link);
+                    if (!op->status) wop_fail(op, 500, "storage_error", "fsync of the log failed: %s", strerror(err));
+                }
+            }
+        }
+        pthread_mutex_lock(&w->mu);
+        w->syncs++;
+        while (!list_empty(&local)) {
+            struct list *l = local.next;
+            list_remove(l);
+            list_insert_tail(&w->finished, l);
+        }
         uv_async_send(&w->async);
     }
+    pthread_mutex_unlock(&w->mu);
     return NULL;
 }
 
@@ -477,13 +607,15 @@ int writer_submit(struct server *srv, struct wop *op, struct http_req *r, wop_ap
     op->done = done;
     op->req = r;
     op->status = 0;
+    op->bytes = r ? r->body_seen : 0;
     pthread_mutex_lock(&w->mu);
-    if (w->queued >= WRITER_QUEUE_MAX) {
+    if (w->queued >= WRITER_QUEUE_MAX || (w->queued && w->queued_bytes + op->bytes > WRITER_QUEUE_BYTES)) {
         pthread_mutex_unlock(&w->mu);
         return -1;
     }
     list_insert_tail(&w->queue, &op->link);
     w->queued++;
+    w->queued_bytes += op->bytes;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     if (r) http_req_ref(r);
@@ -504,7 +636,18 @@ int writer_start(struct server *srv, const char *db_path, int durability, char *
     pthread_cond_init(&w->cv, NULL);
     list_init(&w->queue);
     list_init(&w->finished);
-    if (store_connect(db_path, false, (enum durability)durability, &w->db, err, errlen) < 0) goto fail;
+    pthread_cond_init(&w->ckpt_cv, NULL);
+    pthread_cond_init(&w->sync_cv, NULL);
+    list_init(&w->committed);
+    w->wal_fd = -1;
+    w->full = durability == DURABILITY_FULL;
+    snprintf(w->wal_path, sizeof w->wal_path, "%s-wal", db_path);
+    /* the writer commits with synchronous=NORMAL; with --durability full the
+     * syncer makes each batch durable before it is acknowledged */
+    if (store_connect(db_path, false, DURABILITY_NORMAL, &w->db, err, errlen) < 0) goto fail;
+    if (store_connect(db_path, false, (enum durability)durability, &w->ckpt_db, err, errlen) < 0) goto fail;
+    sqlite3_wal_autocheckpoint(w->db, 0);          /* the checkpointer does it */
+    sqlite3_wal_hook(w->db, wal_hook, w);
     if (load_spaces(w) < 0) {
         snprintf(err, errlen, "loading spaces: %s", sqlite3_errmsg(w->db));
         goto fail;
@@ -518,10 +661,13 @@ int writer_start(struct server *srv, const char *db_path, int durability, char *
         uv_close((uv_handle_t *)&w->async, NULL);
         goto fail;
     }
+    if (pthread_create(&w->ckpt_thread, NULL, ckpt_main, w) != 0) abort();
+    if (w->full && pthread_create(&w->sync_thread, NULL, sync_main, w) != 0) abort();
     srv->writer = w;
     return 0;
 fail:
     if (w->db) sqlite3_close(w->db);
+    if (w->ckpt_db) sqlite3_close(w->ckpt_db);
     free(w);
     return -1;
 }
@@ -538,8 +684,16 @@ void writer_stop(struct server *srv)
     pthread_mutex_lock(&w->mu);
     w->stop = true;
     pthread_cond_signal(&w->cv);
+    pthread_cond_signal(&w->ckpt_cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
+    pthread_mutex_lock(&w->mu);
+    pthread_cond_signal(&w->sync_cv);
+    pthread_mutex_unlock(&w->mu);
+    if (w->full) pthread_join(w->sync_thread, NULL);
+    pthread_join(w->ckpt_thread, NULL);
+    if (w->wal_fd >= 0) close(w->wal_fd);
+    sqlite3_close(w->ckpt_db);
     on_async(&w->async);             /* answer nobody, free what came back */
     for (int i = 0; i < w->nstmts; i++) sqlite3_finalize(w->stmts[i].st);
     for (size_t i = 0; i < w->nspaces; i++) free(w->spaces[i]);
@@ -547,6 +701,8 @@ void writer_stop(struct server *srv)
     sqlite3_close(w->db);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
+    pthread_cond_destroy(&w->ckpt_cv);
+    pthread_cond_destroy(&w->sync_cv);
     srv->writer = NULL;
     uv_close((uv_handle_t *)&w->async, on_async_closed);    /* frees w */
 }

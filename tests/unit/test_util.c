@@ -93,6 +93,12 @@ static void test_json_writer(void)
     CHECK_STR(ts, "2026-11-29T13:24:33.123Z");
     fmt_time_ms(ts, 951782400000ull);          /* leap day 2000 */
     CHECK_STR(ts, "2000-02-29T00:00:00.000Z");
+    fmt_time_ms(ts, 0);
+    CHECK_STR(ts, "1970-01-01T00:00:00.000Z");
+    fmt_time_ms(ts, 4102444799999ull);         /* last ms of 2099 */
+    CHECK_STR(ts, "2099-12-31T23:59:59.999Z");
+    fmt_time_ms(ts, 1709251199000ull + 1);       /* 2024-02-29T23:59:59.001Z */
+    CHECK_STR(ts, "2024-02-29T23:59:59.001Z");
 }
 
 static void test_json_parse(void)

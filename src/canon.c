@@ -1,0 +1,481 @@
+/* canon.c - canonical JSON without building a DOM of malloc'd nodes.
+ *
+ * Parses RFC 8259 JSON into a flat array of nodes (one allocation), then
+ * writes it minified with object keys sorted (strcmp order). The output is
+ * byte-for-byte what jansson's json_dumps(JSON_COMPACT | JSON_SORT_KEYS |
+ * JSON_REAL_PRECISION(17)) makes of the same input -- integers printed as
+ * int64, reals as "%.17g" with jansson's touches, strings re-escaped the
+ * same way -- so bodies canonicalized here (PUT, the hot path) and through
+ * jansson (pushes) agree. tests/unit/test_canon.c checks that on a corpus.
+ * Pure function, any thread.
+ */
+#include "canon.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+enum ntype { N_NULL, N_TRUE, N_FALSE, N_INT, N_REAL, N_STR, N_ARR, N_OBJ };
+
+struct node {
+    uint8_t type;
+    uint32_t off, len;               /* N_STR: decoded bytes in sbuf; numbers: raw text in input */
+    uint32_t first;                  /* containers: first child, 0 = none (node 0 is the root) */
+    uint32_t next;                   /* next sibling, 0 = none */
+    uint32_t count;                  /* containers: children (objects: key+value pairs count as 2) */
+    int64_t i;                       /* N_INT */
+    double d;                        /* N_REAL */
+};
+
+struct parser {
+    const char *s, *end, *p;
+    struct node *n;
+    uint32_t nn, cap;
+    struct buf sbuf;                 /* decoded strings */
+    int depth;
+    struct json_err *err;
+    const char *start;
+};
+
+static int fail(struct parser *ps, const char *code, const char *what)
+{
+    if (!ps->err->code[0]) {
+        size_t pos = (size_t)(ps->p - ps->start);
+        size_t line = 1, col = 1;
+        for (const char *q = ps->start; q < ps->p && q < ps->end; q++) {
+            if (*q == '\n') { line++; col = 1; }
+            else col++;
+        }
+        snprintf(ps->err->code, sizeof ps->err->code, "%s", code);
+        snprintf(ps->err->message, sizeof ps->err->message, "invalid JSON at line %zu column %zu (byte %zu): %s",
+                 line, col, pos, what);
+    }
+    return -1;
+}
+
+static uint32_t new_node(struct parser *ps, uint8_t type)
+{
+    if (ps->nn == ps->cap) {
+        ps->cap = ps->cap ? ps->cap * 2 : 64;
+        ps->n = xrealloc(ps->n, ps->cap * sizeof *ps->n);
+    }
+    struct node *n = &ps->n[ps->nn];
+    memset(n, 0, sizeof *n);
+    n->type = type;
+    return ps->nn++;
+}
+
+static void ws(struct parser *ps)
+{
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r')) ps->p++;
+}
+
+static int hex4(const char *p, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void put_utf8(struct buf *b, unsigned cp)
+{
+    char u[4];
+    size_t n;
+    if (cp < 0x80) { u[0] = (char)cp; n = 1; }
+    else if (cp < 0x800) { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 63)); n = 2; }
+    else if (cp < 0x10000) {
+        u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 63)); u[2] = (char)(0x80 | (cp & 63)); n = 3;
+    } else {
+        u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 63));
+        u[2] = (char)(0x80 | ((cp >> 6) & 63)); u[3] = (char)(0x80 | (cp & 63)); n = 4;
+    }
+    buf_append(b, u, n);
+}
+
+/* length of a valid UTF-8 sequence at p, 0 if invalid */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return (n >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (n < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
+        if (c == 0xE0 && p[1] < 0xA0) return 0;
+        if (c == 0xED && p[1] >= 0xA0) return 0;
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (n < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
+        if (c == 0xF0 && p[1] < 0x90) return 0;
+        if (c == 0xF4 && p[1] >= 0x90) return 0;
+        return 4;
+    }
+    return 0;
+}
+
+static int parse_string(struct parser *ps, uint32_t *off, uint32_t *len)
+{
+    ps->p++;                         /* opening quote */
+    *off = (uint32_t)ps->sbuf.len;
+    for (;;) {
+        const char *run = ps->p;
+        while (ps->p < ps->end && *ps->p != '"' && *ps->p != '\\' && (unsigned char)*ps->p >= 0x20 &&
+               (unsigned char)*ps->p < 0x80)
+            ps->p++;
+        if (ps->p > run) buf_append(&ps->sbuf, run, (size_t)(ps->p - run));
+        if (ps->p >= ps->end) return fail(ps, "invalid_json", "unterminated string");
+        unsigned char c = (unsigned char)*ps->p;
+        if (c == '"') { ps->p++; break; }
+        if (c < 0x20) return fail(ps, "invalid_json", "control character in a string");
+        if (c >= 0x80) {
+            size_t l = utf8_len((const unsigned char *)ps->p, (size_t)(ps->end - ps->p));
+            if (!l) return fail(ps, "invalid_json", "invalid UTF-8 in a string");
+            buf_append(&ps->sbuf, ps->p, l);
+            ps->p += l;
+            continue;
+        }
+        /* escape */
+        if (ps->end - ps->p < 2) return fail(ps, "invalid_json", "unterminated escape");
+        char e = ps->p[1];
+        ps->p += 2;
+        switch (e) {
+        case '"': buf_putc(&ps->sbuf, '"'); break;
+        case '\\': buf_putc(&ps->sbuf, '\\'); break;
+        case '/': buf_putc(&ps->sbuf, '/'); break;
+        case 'b': buf_putc(&ps->sbuf, '\b'); break;
+        case 'f': buf_putc(&ps->sbuf, '\f'); break;
+        case 'n': buf_putc(&ps->sbuf, '\n'); break;
+        case 'r': buf_putc(&ps->sbuf, '\r'); break;
+        case 't': buf_putc(&ps->sbuf, '\t'); break;
+        case 'u': {
+            unsigned cp, lo;
+            if (ps->end - ps->p < 4 || hex4(ps->p, &cp) < 0) return fail(ps, "invalid_json", "invalid \\u escape");
+            ps->p += 4;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (ps->end - ps->p < 6 || ps->p[0] != '\\' || ps->p[1] != 'u' || hex4(ps->p + 2, &lo) < 0 ||
+                    lo < 0xDC00 || lo > 0xDFFF)
+                    return fail(ps, "invalid_json", "invalid UTF-16 surrogate pair");
+                ps->p += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                return fail(ps, "invalid_json", "invalid UTF-16 surrogate");
+            }
+            put_utf8(&ps->sbuf, cp);
+            break;
+        }
+        default: return fail(ps, "invalid_json", "invalid escape");
+        }
+    }
+    *len = (uint32_t)(ps->sbuf.len - *off);
+    buf_append(&ps->sbuf, "", 1);   /* NUL after each string: keys sort with strcmp */
+    return 0;
+}
+
+static int parse_number(struct parser *ps, uint32_t idx)
+{
+    const char *s = ps->p;
+    const char *p = s;
+    bool real = false;
+    if (p < ps->end && *p == '-') p++;
+    if (p >= ps->end) return fail(ps, "invalid_json", "invalid number");
+    if (*p == '0') p++;
+    else if (*p >= '1' && *p <= '9') while (p < ps->end && *p >= '0' && *p <= '9') p++;
+    else return fail(ps, "invalid_json", "invalid number");
+    if (p < ps->end && *p == '.') {
+        real = true;
+        p++;
+        if (p >= ps->end || *p < '0' || *p > '9') return fail(ps, "invalid_json", "invalid number");
+        while (p < ps->end && *p >= '0' && *p <= '9') p++;
+    }
+    if (p < ps->end && (*p == 'e' || *p == 'E')) {
+        real = true;
+        p++;
+        if (p < ps->end && (*p == '+' || *p == '-')) p++;
+        if (p >= ps->end || *p < '0' || *p > '9') return fail(ps, "invalid_json", "invalid number");
+        while (p < ps->end && *p >= '0' && *p <= '9') p++;
+    }
+    char tmp[512];
+    size_t l = (size_t)(p - s);
+    if (l >= sizeof tmp) return fail(ps, "invalid_json", "number too long");
+    memcpy(tmp, s, l);
+    tmp[l] = '\0';
+    struct node *n = &ps->n[idx];
+    errno = 0;
+    if (!real) {
+        n->type = N_INT;
+        n->i = strtoll(tmp, NULL, 10);
+        if (errno == ERANGE) return fail(ps, "invalid_json", "too big integer");
+    } else {
+        n->type = N_REAL;
+        n->d = strtod(tmp, NULL);
+        if (isinf(n->d)) return fail(ps, "invalid_json", "real number overflow");
+    }
+    ps->p = p;
+    return 0;
+}
+
+static int parse_value(struct parser *ps, uint32_t idx);
+
+static int parse_container(struct parser *ps, uint32_t idx, bool obj)
+{
+    if (++ps->depth > CANON_MAX_DEPTH) return fail(ps, "too_deep", "nested too deeply");
+    ps->p++;
+    ws(ps);
+    uint32_t prev = 0;
+    char close = obj ? '}' : ']';
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        ps->depth--;
+        return 0;
+    }
+    for (;;) {
+        ws(ps);
+        if (obj) {
+            if (ps->p >= ps->end || *ps->p != '"') return fail(ps, "invalid_json", "expected a string key");
+            uint32_t k = new_node(ps, N_STR);
+            uint32_t off, len;
+            if (parse_string(ps, &off, &len) < 0) return -1;
+            ps->n[k].off = off;
+            ps->n[k].len = len;
+            if (prev) ps->n[prev].next = k;
+            else ps->n[idx].first = k;
+            prev = k;
+            ps->n[idx].count++;
+            ws(ps);
+            if (ps->p >= ps->end || *ps->p != ':') return fail(ps, "invalid_json", "expected ':'");
+            ps->p++;
+            ws(ps);
+        }
+        uint32_t v = new_node(ps, N_NULL);
+        if (parse_value(ps, v) < 0) return -1;
+        if (prev) ps->n[prev].next = v;
+        else ps->n[idx].first = v;
+        prev = v;
+        ps->n[idx].count++;
+        ws(ps);
+        if (ps->p >= ps->end) return fail(ps, "invalid_json", obj ? "unterminated object" : "unterminated array");
+        if (*ps->p == ',') { ps->p++; continue; }
+        if (*ps->p == close) { ps->p++; break; }
+        return fail(ps, "invalid_json", obj ? "expected ',' or '}'" : "expected ',' or ']'");
+    }
+    ps->depth--;
+    return 0;
+}
+
+static int parse_value(struct parser *ps, uint32_t idx)
+{
+    if (ps->p >= ps->end) return fail(ps, "invalid_json", "unexpected end of input");
+    char c = *ps->p;
+    switch (c) {
+    case '{': ps->n[idx].type = N_OBJ; return parse_container(ps, idx, true);
+    case '[': ps->n[idx].type = N_ARR; return parse_container(ps, idx, false);
+    case '"': {
+        uint32_t off, len;
+        if (parse_string(ps, &off, &len) < 0) return -1;
+        ps->n[idx].type = N_STR;
+        ps->n[idx].off = off;
+        ps->n[idx].len = len;
+        return 0;
+    }
+    case 't':
+        if (ps->end - ps->p >= 4 && !memcmp(ps->p, "true", 4)) { ps->n[idx].type = N_TRUE; ps->p += 4; return 0; }
+        break;
+    case 'f':
+        if (ps->end - ps->p >= 5 && !memcmp(ps->p, "false", 5)) { ps->n[idx].type = N_FALSE; ps->p += 5; return 0; }
+        break;
+    case 'n':
+        if (ps->end - ps->p >= 4 && !memcmp(ps->p, "null", 4)) { ps->n[idx].type = N_NULL; ps->p += 4; return 0; }
+        break;
+    default:
+        if (c == '-' || (c >= '0' && c <= '9')) return parse_number(ps, idx);
+    }
+    return fail(ps, "invalid_json", "unexpected character");
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+static void emit_string(struct buf *b, const char *s, size_t len)
+{
+    static const char hx[] = "0123456789ABCDEF";
+    buf_reserve(b, len + 2);
+    buf_putc(b, '"');
+    const char *end = s + len;
+    while (s < end) {
+        const char *run = s;
+        while (s < end && *s != '"' && *s != '\\' && (unsigned char)*s >= 0x20) s++;
+        if (s > run) buf_append(b, run, (size_t)(s - run));
+        if (s >= end) break;
+        unsigned char c = (unsigned char)*s++;
+        switch (c) {
+        case '"': buf_append(b, "\\\"", 2); break;
+        case '\\': buf_append(b, "\\\\", 2); break;
+        case '\b': buf_append(b, "\\b", 2); break;
+        case '\f': buf_append(b, "\\f", 2); break;
+        case '\n': buf_append(b, "\\n", 2); break;
+        case '\r': buf_append(b, "\\r", 2); break;
+        case '\t': buf_append(b, "\\t", 2); break;
+        default: {
+            char u[6] = {'\\', 'u', '0', '0', hx[c >> 4], hx[c & 15]};
+            buf_append(b, u, 6);
+        }
+        }
+    }
+    buf_putc(b, '"');
+}
+
+/* jansson's jsonp_dtostr with precision 17 */
+static void emit_real(struct buf *b, double d)
+{
+    char tmp[64];
+    int n = snprintf(tmp, sizeof tmp, "%.17g", d);
+    if (n < 0) n = 0;
+    if (!strchr(tmp, '.') && !strchr(tmp, 'e')) {
+        tmp[n++] = '.';
+        tmp[n++] = '0';
+        tmp[n] = '\0';
+    }
+    char *e = strchr(tmp, 'e');
+    if (e) {
+        char *p = e + 1;
+        char *q = p;
+        if (*q == '-') { q++; p++; }
+        else if (*q == '+') q++;
+        while (*q == '0' && q[1]) q++;
+        memmove(p, q, strlen(q) + 1);
+    }
+    buf_puts(b, tmp);
+}
+
+struct member { const char *k; uint32_t klen; uint32_t key, val; };
+
+static int member_cmp(const void *a, const void *b)
+{
+    const struct member *x = a, *y = b;
+    return strcmp(x->k, y->k);       /* jansson's order: strcmp on the NUL-terminated keys */
+}
+
+static void emit(struct parser *ps, uint32_t idx, struct buf *b)
+{
+    const struct node *n = &ps->n[idx];
+    switch (n->type) {
+    case N_NULL: buf_append(b, "null", 4); return;
+    case N_TRUE: buf_append(b, "true", 4); return;
+    case N_FALSE: buf_append(b, "false", 5); return;
+    case N_INT: buf_put_i64(b, n->i); return;
+    case N_REAL: emit_real(b, n->d); return;
+    case N_STR: emit_string(b, ps->sbuf.data + n->off, n->len); return;
+    case N_ARR: {
+        buf_putc(b, '[');
+        bool first = true;
+        for (uint32_t c = n->first; c; c = ps->n[c].next) {
+            if (!first) buf_putc(b, ',');
+            first = false;
+            emit(ps, c, b);
+        }
+        buf_putc(b, ']');
+        return;
+    }
+    case N_OBJ: {
+        uint32_t pairs = n->count / 2;
+        struct member stackm[16], *m = pairs <= 16 ? stackm : xmalloc(pairs * sizeof *m);
+        uint32_t i = 0;
+        for (uint32_t c = n->first; c; c = ps->n[ps->n[c].next].next, i++) {
+            m[i].key = c;
+            m[i].val = ps->n[c].next;
+            m[i].k = ps->sbuf.data + ps->n[c].off;
+            m[i].klen = ps->n[c].len;
+        }
+        qsort(m, pairs, sizeof *m, member_cmp);
+        buf_putc(b, '{');
+        for (i = 0; i < pairs; i++) {
+            if (i) buf_putc(b, ',');
+            emit_string(b, m[i].k, m[i].klen);
+            buf_putc(b, ':');
+            emit(ps, m[i].val, b);
+        }
+        buf_putc(b, '}');
+        if (m != stackm) free(m);
+        return;
+    }
+    }
+}
+
+/* Strings are stored NUL-terminated in sbuf so keys compare with strcmp;
+ * a duplicate key is an error (as with JSON_REJECT_DUPLICATES). */
+static int check_dups(struct parser *ps)
+{
+    for (uint32_t i = 0; i < ps->nn; i++) {
+        const struct node *n = &ps->n[i];
+        if (n->type != N_OBJ || n->count < 4) continue;
+        uint32_t pairs = n->count / 2;
+        struct member *m = xmalloc(pairs * sizeof *m);
+        uint32_t j = 0;
+        for (uint32_t c = n->first; c; c = ps->n[ps->n[c].next].next, j++) {
+            m[j].k = ps->sbuf.data + ps->n[c].off;
+            m[j].klen = ps->n[c].len;
+        }
+        qsort(m, pairs, sizeof *m, member_cmp);
+        for (j = 1; j < pairs; j++)
+            if (!strcmp(m[j - 1].k, m[j].k)) {
+                free(m);
+                return -1;
+            }
+        free(m);
+    }
+    return 0;
+}
+
+char *json_canonical(const char *in, size_t len, bool want_object, size_t *out_len, struct json_err *err)
+{
+    struct parser ps;
+    memset(&ps, 0, sizeof ps);
+    memset(err, 0, sizeof *err);
+    ps.s = ps.p = ps.start = in;
+    ps.end = in + len;
+    ps.err = err;
+    buf_init(&ps.sbuf);
+    char *out = NULL;
+    uint32_t root = new_node(&ps, N_NULL);
+    ws(&ps);
+    if (len == 0 || ps.p == ps.end) {
+        fail(&ps, "invalid_json", "empty input");
+        goto done;
+    }
+    if (parse_value(&ps, root) < 0) goto done;
+    ws(&ps);
+    if (ps.p != ps.end) {
+        fail(&ps, "invalid_json", "end of file expected");
+        goto done;
+    }
+    if (want_object && ps.n[root].type != N_OBJ) {
+        snprintf(err->code, sizeof err->code, "not_an_object");
+        snprintf(err->message, sizeof err->message, "the request body must be a JSON object");
+        goto done;
+    }
+    if (check_dups(&ps) < 0) {
+        snprintf(err->code, sizeof err->code, "invalid_json");
+        snprintf(err->message, sizeof err->message, "duplicate object key");
+        goto done;
+    }
+    struct buf b;
+    buf_init(&b);
+    buf_reserve(&b, len);
+    emit(&ps, root, &b);
+    out = buf_steal(&b, out_len);
+done:
+    free(ps.n);
+    buf_free(&ps.sbuf);
+    return out;
+}
