@@ -98,6 +98,10 @@ void ulid_make(char out[27], uint64_t ms_epoch);
 bool ulid_valid(const char *s, size_t len);
 void hex_encode(char *out, const unsigned char *in, size_t n);   /* out >= 2n+1 */
 
+/* Length (1..4) of the valid UTF-8 sequence at p (n bytes left), 0 if
+ * invalid (overlong, surrogate, past U+10FFFF, truncated). */
+size_t utf8_seq_len(const unsigned char *p, size_t n);
+
 /* Constant-time comparison of n bytes. */
 bool ct_equal(const void *a, const void *b, size_t n);
 

@@ -490,7 +490,7 @@ static int resolve_apply(struct wtx *tx, struct wop *op)
             }
             if (wtx_entity_get(tx, sp, coll, nid, &extra) < 0) goto out;
             if (!extra.exists || extra.deleted) {
-                snprintf(target, sizeof target, "%s", nid);
+                memcpy(target, nid, strlen(nid) + 1);     /* checked: <= 128 */
                 break;
             }
             ent_row_free(&extra);

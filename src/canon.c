@@ -104,27 +104,6 @@ static void put_utf8(struct buf *b, unsigned cp)
     buf_append(b, u, n);
 }
 
-/* length of a valid UTF-8 sequence at p, 0 if invalid */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) return (n >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
-    if (c >= 0xE0 && c <= 0xEF) {
-        if (n < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
-        if (c == 0xE0 && p[1] < 0xA0) return 0;
-        if (c == 0xED && p[1] >= 0xA0) return 0;
-        return 3;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        if (n < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
-        if (c == 0xF0 && p[1] < 0x90) return 0;
-        if (c == 0xF4 && p[1] >= 0x90) return 0;
-        return 4;
-    }
-    return 0;
-}
-
 static int parse_string(struct parser *ps, uint32_t *off, uint32_t *len)
 {
     ps->p++;                         /* opening quote */
@@ -140,7 +119,7 @@ static int parse_string(struct parser *ps, uint32_t *off, uint32_t *len)
         if (c == '"') { ps->p++; break; }
         if (c < 0x20) return fail(ps, "invalid_json", "control character in a string");
         if (c >= 0x80) {
-            size_t l = utf8_len((const unsigned char *)ps->p, (size_t)(ps->end - ps->p));
+            size_t l = utf8_seq_len((const unsigned char *)ps->p, (size_t)(ps->end - ps->p));
             if (!l) return fail(ps, "invalid_json", "invalid UTF-8 in a string");
             buf_append(&ps->sbuf, ps->p, l);
             ps->p += l;

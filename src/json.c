@@ -5,27 +5,6 @@
 
 static const char hexd[] = "0123456789abcdef";
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) return (n >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
-    if (c >= 0xE0 && c <= 0xEF) {
-        if (n < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
-        if (c == 0xE0 && p[1] < 0xA0) return 0;        /* overlong */
-        if (c == 0xED && p[1] >= 0xA0) return 0;       /* surrogates */
-        return 3;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        if (n < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
-        if (c == 0xF0 && p[1] < 0x90) return 0;
-        if (c == 0xF4 && p[1] >= 0x90) return 0;
-        return 4;
-    }
-    return 0;
-}
-
 void json_str(struct buf *b, const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
@@ -38,7 +17,7 @@ void json_str(struct buf *b, const char *s, size_t len)
         if (p >= end) break;
         unsigned c = *p;
         if (c >= 0x80) {
-            size_t n = utf8_seq(p, (size_t)(end - p));
+            size_t n = utf8_seq_len(p, (size_t)(end - p));
             if (n) { buf_append(b, p, n); p += n; }
             else { buf_append(b, "\xEF\xBF\xBD", 3); p++; }
             continue;
