@@ -2,6 +2,9 @@
 #ifndef SNAPSYNC_API_H
 #define SNAPSYNC_API_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 struct http_req;
 
 void api_healthz(struct http_req *r);
@@ -18,6 +21,14 @@ void api_entity_put(struct http_req *r);
 void api_entity_delete(struct http_req *r);
 void api_collections(struct http_req *r);
 /* api_changes.c */
+struct read_job;
+typedef struct sqlite3 sqlite3;
+void *changes_filter_copy(const void *filter);
+/* read_fn: SSE frames of the changes after rj->since; sets rj->since to how
+ * far it got and rj->flag when there is more. */
+void changes_sse_work(sqlite3 *db, struct read_job *rj);
+/* Answers a normal /changes page (takes filter). */
+void changes_respond(struct http_req *r, int64_t space_id, uint64_t since, uint64_t limit, bool bodies, void *filter);
 void api_changes_get(struct http_req *r);
 void api_changes_post(struct http_req *r);
 void api_conflicts(struct http_req *r);

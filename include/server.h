@@ -29,6 +29,7 @@ struct store;
 struct writer;
 struct spaces;
 struct auth;
+struct sse_hub;
 
 enum conn_state {
     CONN_IDLE,          /* waiting for the first byte of a request */
@@ -84,6 +85,7 @@ struct server {
     struct writer *writer;          /* the group-commit write path */
     struct spaces *spaces;          /* loop-side registry of spaces */
     struct auth *auth;              /* keys cache, limiters */
+    struct sse_hub *sse;            /* SSE subscribers, replay ring, live feeds */
     uv_tcp_t listener;
     uv_timer_t sweep;
     uint64_t sweep_due;

@@ -64,6 +64,16 @@ struct space_stats {
     bool removed;                    /* the space was deleted */
 };
 
+/* One committed entity change, handed to the loop (SSE, live feeds). */
+struct change_rec {
+    char space[64];
+    char collection[64];
+    char id[129];
+    char rev[REV_MAX];
+    uint64_t version;
+    bool deleted;
+};
+
 struct writer;
 
 int writer_start(struct server *srv, const char *db_path, int durability, char *err, size_t errlen);

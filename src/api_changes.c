@@ -14,6 +14,7 @@
 #include "log.h"
 #include "names.h"
 #include "server.h"
+#include "sse.h"
 
 #define PUSH_MAX_ITEMS 1000
 
@@ -24,61 +25,121 @@ struct changes_arg {
     char coll[16][64];
 };
 
-static void changes_work(sqlite3 *db, struct read_job *rj)
+void *changes_filter_copy(const void *filter)
+{
+    struct changes_arg *c = xcalloc(1, sizeof *c);
+    if (filter) *c = *(const struct changes_arg *)filter;
+    return c;
+}
+
+/* Calls row() for each change after rj->since (up to rj->limit), in version
+ * order; returns the count, sets *more and *last. Worker thread. */
+typedef void (*change_row_fn)(struct read_job *rj, sqlite3_stmt *q, uint64_t n);
+
+static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row, bool *more, uint64_t *last)
 {
     struct changes_arg *ca = rj->arg;
     char sql[1024];
     size_t n = (size_t)snprintf(sql, sizeof sql,
                                 "SELECT collection, id, rev, version, created_at, updated_at, deleted, body"
                                 " FROM entities WHERE space_id = ?1 AND version > ?2");
-    if (ca->ncoll) {
+    if (ca && ca->ncoll) {
         n += (size_t)snprintf(sql + n, sizeof sql - n, " AND collection IN (");
         for (int i = 0; i < ca->ncoll; i++) n += (size_t)snprintf(sql + n, sizeof sql - n, "%s?%d", i ? "," : "", 4 + i);
         n += (size_t)snprintf(sql + n, sizeof sql - n, ")");
     }
     snprintf(sql + n, sizeof sql - n, " ORDER BY version LIMIT ?3");
     sqlite3_stmt *q;
+    *more = false;
+    *last = rj->since;
     if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
         read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
-        return;
+        return 0;
     }
     sqlite3_bind_int64(q, 1, rj->space_id);
     sqlite3_bind_int64(q, 2, (sqlite3_int64)rj->since);
     sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->limit + 1);
-    for (int i = 0; i < ca->ncoll; i++) sqlite3_bind_text(q, 4 + i, ca->coll[i], -1, SQLITE_STATIC);
-    struct buf *b = &rj->out;
-    buf_puts(b, "{\"changes\":[");
-    uint64_t count = 0, last = rj->since;
-    bool more = false;
+    for (int i = 0; ca && i < ca->ncoll; i++) sqlite3_bind_text(q, 4 + i, ca->coll[i], -1, SQLITE_STATIC);
+    uint64_t count = 0;
     while (sqlite3_step(q) == SQLITE_ROW) {
-        if (count == rj->limit) { more = true; break; }
-        if (count++) buf_putc(b, ',');
-        last = (uint64_t)sqlite3_column_int64(q, 3);
-        bool bodies = rj->flag;
-        entity_json(b, (const char *)sqlite3_column_text(q, 0), (const char *)sqlite3_column_text(q, 1),
-                    (const char *)sqlite3_column_text(q, 2), last, (uint64_t)sqlite3_column_int64(q, 4),
-                    (uint64_t)sqlite3_column_int64(q, 5), sqlite3_column_int(q, 6) != 0,
-                    bodies ? (const char *)sqlite3_column_text(q, 7) : NULL,
-                    bodies ? (size_t)sqlite3_column_bytes(q, 7) : 0);
+        if (count == rj->limit) { *more = true; break; }
+        *last = (uint64_t)sqlite3_column_int64(q, 3);
+        row(rj, q, count++);
     }
     sqlite3_finalize(q);
-    if (!more) {
+    if (!*more) {
         /* the end of the feed: report the space's version in this same read
          * snapshot, so a filtered feed does not make the client rescan */
         if (sqlite3_prepare_v2(db, "SELECT version FROM spaces WHERE id = ?", -1, &q, NULL) == SQLITE_OK) {
             sqlite3_bind_int64(q, 1, rj->space_id);
             if (sqlite3_step(q) == SQLITE_ROW) {
                 uint64_t v = (uint64_t)sqlite3_column_int64(q, 0);
-                if (v > last) last = v;
+                if (v > *last) *last = v;
             }
             sqlite3_finalize(q);
         }
     }
-    buf_puts(b, "],");
-    json_kv_u64(b, "last_version", last);
-    json_kv_bool(b, "more", more);
-    buf_putc(b, '}');
-    rj->n = count;
+    return count;
+}
+
+static void row_entity(struct read_job *rj, sqlite3_stmt *q, struct buf *b)
+{
+    bool bodies = rj->flag;
+    entity_json(b, (const char *)sqlite3_column_text(q, 0), (const char *)sqlite3_column_text(q, 1),
+                (const char *)sqlite3_column_text(q, 2), (uint64_t)sqlite3_column_int64(q, 3),
+                (uint64_t)sqlite3_column_int64(q, 4), (uint64_t)sqlite3_column_int64(q, 5),
+                sqlite3_column_int(q, 6) != 0, bodies ? (const char *)sqlite3_column_text(q, 7) : NULL,
+                bodies ? (size_t)sqlite3_column_bytes(q, 7) : 0);
+}
+
+static void row_json(struct read_job *rj, sqlite3_stmt *q, uint64_t n)
+{
+    if (n) buf_putc(&rj->out, ',');
+    row_entity(rj, q, &rj->out);
+}
+
+static void changes_work(sqlite3 *db, struct read_job *rj)
+{
+    bool more;
+    uint64_t last;
+    buf_puts(&rj->out, "{\"changes\":[");
+    rj->n = changes_iter(db, rj, row_json, &more, &last);
+    buf_puts(&rj->out, "],");
+    json_kv_u64(&rj->out, "last_version", last);
+    json_kv_bool(&rj->out, "more", more);
+    buf_putc(&rj->out, '}');
+}
+
+/* one SSE frame per change: id is the version, so Last-Event-ID resumes */
+static void row_sse(struct read_job *rj, sqlite3_stmt *q, uint64_t n)
+{
+    UNUSED(n);
+    buf_puts(&rj->out, "id: ");
+    buf_put_u64(&rj->out, (uint64_t)sqlite3_column_int64(q, 3));
+    buf_puts(&rj->out, "\nevent: change\ndata: ");
+    row_entity(rj, q, &rj->out);
+    buf_puts(&rj->out, "\n\n");
+}
+
+void changes_sse_work(sqlite3 *db, struct read_job *rj)
+{
+    bool more;
+    uint64_t last;
+    rj->n = changes_iter(db, rj, row_sse, &more, &last);
+    /* outputs: since = how far this read got, flag = more to read */
+    rj->since = last;
+    rj->flag = more;
+}
+
+void changes_respond(struct http_req *r, int64_t space_id, uint64_t since, uint64_t limit, bool bodies, void *filter)
+{
+    struct read_job *rj = read_job_new();
+    rj->arg = filter;
+    rj->space_id = space_id;
+    rj->since = since;
+    rj->limit = limit;
+    rj->flag = bodies;
+    read_submit(r, rj, changes_work, NULL);
 }
 
 void api_changes_get(struct http_req *r)
@@ -87,26 +148,21 @@ void api_changes_get(struct http_req *r)
     if (!sp) return;
     char v[1100];
     long l;
-    struct read_job *rj = read_job_new();
+    uint64_t since = 0, limit = LIST_DEFAULT, timeout_ms = 30000;
+    bool bodies = true;
     struct changes_arg *ca = xcalloc(1, sizeof *ca);
-    rj->arg = ca;
-    rj->space_id = sp->st.id;
-    rj->flag = true;
-    if ((l = http_query(r, "since", v, sizeof v)) >= 0 && parse_u64(v, (size_t)l, INT64_MAX, &rj->since) < 0) {
+    if ((l = http_query(r, "since", v, sizeof v)) >= 0 && parse_u64(v, (size_t)l, INT64_MAX, &since) < 0) {
         http_send_error(r, 400, "invalid_parameter", NULL, "since must be a version number (0 or more)");
         goto fail;
     }
-    if ((l = http_query(r, "limit", v, sizeof v)) >= 0) {
-        if (parse_u64(v, (size_t)l, LIST_MAX, &rj->limit) < 0 || rj->limit == 0) {
-            http_send_error(r, 400, "invalid_parameter", NULL, "limit must be a whole number from 1 to %d", LIST_MAX);
-            goto fail;
-        }
-    } else {
-        rj->limit = LIST_DEFAULT;
+    if ((l = http_query(r, "limit", v, sizeof v)) >= 0 &&
+        (parse_u64(v, (size_t)l, LIST_MAX, &limit) < 0 || limit == 0)) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "limit must be a whole number from 1 to %d", LIST_MAX);
+        goto fail;
     }
     if ((l = http_query(r, "bodies", v, sizeof v)) >= 0) {
-        if (!strcmp(v, "true") || !strcmp(v, "1")) rj->flag = true;
-        else if (!strcmp(v, "false") || !strcmp(v, "0")) rj->flag = false;
+        if (!strcmp(v, "true") || !strcmp(v, "1")) bodies = true;
+        else if (!strcmp(v, "false") || !strcmp(v, "0")) bodies = false;
         else {
             http_send_error(r, 400, "invalid_parameter", NULL, "bodies must be true or false");
             goto fail;
@@ -129,15 +185,24 @@ void api_changes_get(struct http_req *r)
         http_send_error(r, 400, "invalid_parameter", NULL, "collections is malformed");
         goto fail;
     }
-    if ((l = http_query(r, "feed", v, sizeof v)) >= 0 && strcmp(v, "normal") != 0) {
-        http_send_error(r, 501, "not_implemented", NULL, "feed=%s arrives with the live-feed (SSE) issue", v);
+    if ((l = http_query(r, "timeout_ms", v, sizeof v)) >= 0 && parse_u64(v, (size_t)l, 300000, &timeout_ms) < 0) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "timeout_ms must be from 0 to 300000");
         goto fail;
     }
-    read_submit(r, rj, changes_work, NULL);
+    l = http_query(r, "feed", v, sizeof v);
+    if (l < 0 || !strcmp(v, "normal")) {
+        changes_respond(r, sp->st.id, since, limit, bodies, ca);
+    } else if (!strcmp(v, "longpoll")) {
+        feed_longpoll(r, sp->st.id, since, timeout_ms, ca);
+    } else if (!strcmp(v, "sse") || !strcmp(v, "eventsource")) {
+        feed_sse(r, sp->st.id, since, ca);
+    } else {
+        http_send_error(r, 400, "invalid_parameter", NULL, "feed must be normal, longpoll or sse");
+        goto fail;
+    }
     return;
 fail:
     free(ca);
-    free(rj);
 }
 
 /* ---- conflicts ---------------------------------------------------------- */

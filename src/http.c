@@ -851,6 +851,7 @@ static void stream_put(struct http_req *r, const void *data, size_t len, struct 
     struct conn *c = r->conn;
     if (!c || !r->streaming || r->head_only || c->state != CONN_STREAMING || len == 0) return;
     r->bytes_out += len;
+    if (c->tkind == TO_IDLE) conn_set_timeout(c, TO_IDLE);   /* progress: restart the send timeout */
     if (!r->stream_chunked) {
         uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
         write_bufs(c, &b, 1, rb, 0);

@@ -19,6 +19,7 @@
 #include "json.h"
 #include "names.h"
 #include "spaces.h"
+#include "sse.h"
 #include "writer.h"
 #include "config.h"
 #include "http.h"
@@ -117,7 +118,7 @@ static int cmd_serve(int argc, char **argv)
     if (writer_start(&srv, store_db_path(st), cfg.durability, err, sizeof err) < 0) {
         log_error("writer_start_failed", "\"error\":\"%s\"", err);
         rc = 1;
-    } else if (server_start(&srv, &loop, &cfg) < 0) {
+    } else if (sse_init(&srv), server_start(&srv, &loop, &cfg) < 0) {
         server_shutdown(&srv);
         uv_run(&loop, UV_RUN_DEFAULT);
         rc = 1;
@@ -127,6 +128,7 @@ static int cmd_serve(int argc, char **argv)
         log_info("stopped", "\"requests\":%llu", (unsigned long long)srv.stats.requests);
     }
     writer_stop(&srv);
+    sse_free(&srv);
     log_detach_loop();
     uv_run(&loop, UV_RUN_NOWAIT);
     if (uv_loop_close(&loop) == UV_EBUSY) {

@@ -11,6 +11,7 @@
 #include "http.h"
 #include "router.h"
 #include "server.h"
+#include "sse.h"
 
 #define S "/api/v1/spaces/{space}"
 #define R(m, pat, fn, acc, fl, nm) \
@@ -52,7 +53,7 @@ static const struct route table[] = {
     R(HTTP_GET, S "/snapshots/{id}/preview", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "snapshot_preview"),
     R(HTTP_POST, S "/snapshots/{id}/restore", api_not_implemented, ACCESS_OPERATE, 0, "snapshot_restore"),
     /* SPEC §8 */
-    R(HTTP_GET, "/api/v1/events", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "events"),
+    R(HTTP_GET, "/api/v1/events", api_events, ACCESS_READ, ROUTE_NO_BODY, "events"),
     /* SPEC §9 */
     R(HTTP_POST, S "/sync", api_not_implemented, ACCESS_OPERATE, 0, "sync_start"),
     R(HTTP_GET, S "/sync/jobs", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "sync_jobs"),

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "server.h"
 #include "spaces.h"
+#include "sse.h"
 #include "store.h"
 #include "cli.h"
 
@@ -35,6 +36,8 @@ struct batch {
     struct list ops;
     struct space_stats *spaces;      /* touched spaces after commit */
     size_t nspaces;
+    struct change_rec *changes;      /* entity changes, in commit order */
+    size_t nchanges;
 };
 
 struct wtx {
@@ -42,6 +45,9 @@ struct wtx {
     uint64_t now;
     struct space_stats **touched;
     size_t ntouched, cap_touched;
+    struct change_rec *changes;
+    size_t nchanges, cap_changes;
+    size_t op_changes;               /* changes[] length when the current op began */
 };
 
 struct writer {
@@ -344,6 +350,17 @@ int wtx_entity_put(struct wtx *tx, struct wop *op, struct space_stats *sp, const
     else sp->entities++;
     sp->version = version;
     wtx_space_touch(tx, sp);
+    if (tx->nchanges == tx->cap_changes) {
+        tx->cap_changes = tx->cap_changes ? tx->cap_changes * 2 : 64;
+        tx->changes = xrealloc(tx->changes, tx->cap_changes * sizeof *tx->changes);
+    }
+    struct change_rec *ch = &tx->changes[tx->nchanges++];
+    snprintf(ch->space, sizeof ch->space, "%s", sp->name);
+    snprintf(ch->collection, sizeof ch->collection, "%s", coll);
+    snprintf(ch->id, sizeof ch->id, "%s", id);
+    snprintf(ch->rev, sizeof ch->rev, "%s", rev);
+    ch->version = version;
+    ch->deleted = deleted;
     /* cur now describes the new state */
     snprintf(cur->revs, sizeof cur->revs, "%s", hist);
     snprintf(cur->rev, sizeof cur->rev, "%s", rev);
@@ -407,12 +424,14 @@ static void run_batch(struct writer *w, struct batch *b)
             struct wop *op = container_of(pos, struct wop, link);
             step_stmt(&tx, SQL_SAVEPOINT);
             op->status = 0;
+            tx.op_changes = tx.nchanges;
             if (op->apply(&tx, op) == 0) {
                 step_stmt(&tx, SQL_RELEASE);
             } else {
                 if (!op->status) wop_fail(op, 500, "storage_error", "the write failed");
                 step_stmt(&tx, SQL_ROLLBACK_TO);
                 step_stmt(&tx, SQL_RELEASE);
+                tx.nchanges = tx.op_changes;     /* its changes never happened */
             }
         }
         ok = save_spaces(&tx) == 0 && run(w->db, "COMMIT") == 0;
@@ -426,7 +445,10 @@ static void run_batch(struct writer *w, struct batch *b)
         }
         load_spaces(w);              /* memory back to what is stored */
         tx.ntouched = 0;
+        tx.nchanges = 0;
     }
+    b->changes = tx.changes;
+    b->nchanges = tx.nchanges;
     b->nspaces = tx.ntouched;
     b->spaces = b->nspaces ? xmalloc(b->nspaces * sizeof *b->spaces) : NULL;
     for (size_t i = 0; i < tx.ntouched; i++) b->spaces[i] = *tx.touched[i];
@@ -586,6 +608,7 @@ static void on_async(uv_async_t *a)
     list_foreach_safe(bpos, btmp, &done) {
         struct batch *b = container_of(bpos, struct batch, link);
         for (size_t i = 0; i < b->nspaces; i++) spaces_update(w->srv, &b->spaces[i]);
+        if (b->nchanges) sse_changes_committed(w->srv, b->changes, b->nchanges);
         list_foreach_safe(pos, tmp, &b->ops) {
             struct wop *op = container_of(pos, struct wop, link);
             struct http_req *r = op->req;
@@ -595,6 +618,7 @@ static void on_async(uv_async_t *a)
             if (r) http_req_unref(r);
         }
         free(b->spaces);
+        free(b->changes);
         free(b);
     }
     if (w->inflight == 0) uv_unref((uv_handle_t *)&w->async);

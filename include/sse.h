@@ -1,0 +1,42 @@
+/* sse.h - the Server-Sent Events hub (SPEC §8) and the live change feeds
+ * (SPEC §6 feed=longpoll / feed=sse).
+ *
+ * Loop thread only. An event is encoded once into a reference-counted
+ * frame ("id: N\nevent: T\ndata: {...}\n\n") that every subscriber's socket
+ * shares (no copy per subscriber), and kept in a ring of the last
+ * --sse-replay-events for Last-Event-ID replay. A subscriber whose unsent
+ * bytes would pass --sse-queue-bytes gets `event: overflow` and is closed,
+ * so a slow client never grows memory or blocks the loop.
+ */
+#ifndef SNAPSYNC_SSE_H
+#define SNAPSYNC_SSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct server;
+struct http_req;
+struct change_rec;
+
+enum sse_topic { SSE_CHANGE = 1, SSE_SNAPSHOT = 2, SSE_SYNC = 4 };
+
+void sse_init(struct server *srv);
+void sse_free(struct server *srv);
+
+/* Publishes an event of topic for space (data: a JSON object, copied). */
+void sse_publish(struct server *srv, enum sse_topic topic, const char *space, const char *data, size_t len);
+/* A write batch committed: change events, and wake the live feeds. */
+void sse_changes_committed(struct server *srv, const struct change_rec *c, size_t n);
+
+/* GET /api/v1/events */
+void api_events(struct http_req *r);
+/* GET /changes?feed=longpoll|sse (called by api_changes_get). */
+void feed_longpoll(struct http_req *r, int64_t space_id, uint64_t since, uint64_t timeout_ms, void *changes_arg);
+void feed_sse(struct http_req *r, int64_t space_id, uint64_t since, void *changes_arg);
+
+struct sse_stats {
+    uint64_t subscribers, dropped, published, feeds, longpolls;
+};
+void sse_get_stats(struct server *srv, struct sse_stats *out);
+
+#endif
