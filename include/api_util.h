@@ -62,6 +62,9 @@ void entity_json(struct buf *b, const char *coll, const char *id, const char *re
 int api_write(struct http_req *r, struct wop *op, wop_apply_fn apply, wop_done_fn done);
 /* Sends a failed op's error. */
 void api_send_wop_error(struct http_req *r, const struct wop *op);
+/* Does an If-Match / If-None-Match value match rev (NULL: nothing there)?
+ * Lists, "*" (any current representation) and W/ tags (only if weak_ok). */
+int etag_list_match(const char *v, size_t l, const char *rev, bool weak_ok);
 /* Reads "If-Match: \"rev\"" or If-None-Match into out (quotes and W/ off). */
 bool api_etag_header(struct http_req *r, const char *name, char *out, size_t cap);
 

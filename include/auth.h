@@ -61,6 +61,7 @@ void key_spaces_json(struct buf *b, const struct key *k);
 
 /* Loop thread. */
 void auth_init(struct server *srv, struct key *keys, size_t n);   /* takes keys */
+void auth_start_refresh(struct server *srv);   /* loop running: periodic reload */
 void auth_free(struct server *srv);
 void auth_put_key(struct server *srv, const struct key *k);       /* add or replace */
 void auth_revoke_cached(struct server *srv, const char *id, uint64_t at);

@@ -30,8 +30,8 @@
  * NUL-terminated), or NULL with err filled. want_object: the top level must
  * be an object. */
 char *entity_canonical(const char *text, size_t len, bool want_object, size_t *out_len, struct json_err *err);
-/* Canonical text of an already parsed value. */
-char *entity_canonical_value(const json_t *v, size_t *out_len);
+/* Canonical text of an already parsed value, or NULL with err. */
+char *entity_canonical_value(const json_t *v, size_t *out_len, struct json_err *err);
 
 /* Makes the rev that follows parent (NULL for a first write). */
 void rev_make(const char *parent, bool deleted, const char *body, size_t len, char out[REV_MAX]);

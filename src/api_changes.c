@@ -73,8 +73,7 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
         if (sqlite3_prepare_v2(db, "SELECT version FROM spaces WHERE id = ?", -1, &q, NULL) == SQLITE_OK) {
             sqlite3_bind_int64(q, 1, rj->space_id);
             if (sqlite3_step(q) == SQLITE_ROW) {
-                uint64_t v = (uint64_t)sqlite3_column_int64(q, 0);
-                if (v > *last) *last = v;
+                *last = (uint64_t)sqlite3_column_int64(q, 0);   /* even when since is ahead */
             }
             sqlite3_finalize(q);
         }
@@ -242,7 +241,8 @@ static void conflict_json(struct buf *b, sqlite3_stmt *q)
     json_cstr(b, (const char *)sqlite3_column_text(q, 0));
     json_kv_str(b, "collection", (const char *)sqlite3_column_text(q, 1));
     json_kv_str(b, "entity_id", (const char *)sqlite3_column_text(q, 2));
-    json_kv_str(b, "current_rev", (const char *)sqlite3_column_text(q, 3));
+    const char *cur = (const char *)sqlite3_column_text(q, 3);
+    json_kv_str(b, "current_rev", cur && *cur ? cur : NULL);      /* "" = there was none */
     json_kv_str(b, "conflicting_rev", (const char *)sqlite3_column_text(q, 4));
     buf_puts(b, ",\"conflicting_body\":");
     if (sqlite3_column_type(q, 5) == SQLITE_NULL) buf_puts(b, "null");
@@ -364,7 +364,7 @@ static int push_apply(struct wtx *tx, struct wop *op)
             json_cstr(b, cur.rev);
             json_kv_u64(b, "version", cur.version);
             buf_putc(b, '}');
-        } else if (base_matches || (!cur.exists && it->has_base)) {
+        } else if (base_matches) {
             if (!it->has_base && cur.exists) rev_make(cur.rev, it->deleted, it->body, it->body_len, rev);
             if (it->deleted && (!cur.exists || cur.deleted)) {
                 push_result_error(b, "not_found", "nothing to delete");
@@ -386,7 +386,8 @@ static int push_apply(struct wtx *tx, struct wop *op)
                 push_result_error(b, "storage_error", "recording the conflict failed");
             } else {
                 buf_puts(b, "{\"status\":\"conflict\",\"current_rev\":");
-                json_cstr(b, cur.rev);
+                if (cur.exists) json_cstr(b, cur.rev);
+                else buf_puts(b, "null");
                 json_kv_str(b, "conflict_id", cid);
                 buf_putc(b, '}');
             }
@@ -449,7 +450,9 @@ static void push_item_parse(struct push_item *it, json_t *v)
     json_t *body = json_object_get(v, "body");
     if (!it->deleted) {
         if (!json_is_object(body)) { item_err(it, "invalid_item", "body must be a JSON object"); return; }
-        it->body = entity_canonical_value(body, &it->body_len);
+        struct json_err je;
+        it->body = entity_canonical_value(body, &it->body_len, &je);
+        if (!it->body) { item_err(it, je.code, "%s", je.message); return; }
     }
 }
 
@@ -643,7 +646,16 @@ void api_conflict_resolve(struct http_req *r)
     snprintf(rs->actor, sizeof rs->actor, "%s", api_actor(r));
     if (r->conn) snprintf(rs->remote, sizeof rs->remote, "%s", r->conn->peer);
     rs->strategy = (enum strategy)strategy;
-    if (strategy == MERGE) rs->merge_body = entity_canonical_value(body, &rs->merge_len);
+    if (strategy == MERGE) {
+        struct json_err je;
+        rs->merge_body = entity_canonical_value(body, &rs->merge_len, &je);
+        if (!rs->merge_body) {
+            json_decref(root);
+            free(rs);
+            http_send_error(r, 400, je.code, NULL, "%s", je.message);
+            return;
+        }
+    }
     json_decref(root);
     if (api_write(r, &rs->op, resolve_apply, resolve_done) < 0) {
         free(rs->merge_body);

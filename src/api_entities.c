@@ -219,9 +219,10 @@ static void entity_get_work(sqlite3 *db, struct read_job *rj)
 
 static void entity_get_done(struct read_job *rj, struct http_req *r)
 {
-    char inm[REV_MAX + 8];
+    size_t il;
+    const char *inm = http_header(r, "If-None-Match", &il);
     http_add_header(r, "ETag", "\"%s\"", rj->etag);
-    if (api_etag_header(r, "If-None-Match", inm, sizeof inm) && (!strcmp(inm, rj->etag) || !strcmp(inm, "*"))) {
+    if (inm && etag_list_match(inm, il, rj->etag, true)) {
         http_send_empty(r, 304);
         return;
     }
@@ -339,7 +340,7 @@ struct entity_op {
     size_t raw_len;
     bool remove;
     bool has_if_match, if_none_match_star;
-    char if_match[REV_MAX + 8];
+    char if_match[512];
     /* out */
     int status_ok;                   /* 200 or 201 */
     struct buf out;
@@ -365,10 +366,10 @@ static int entity_apply(struct wtx *tx, struct wop *op)
         goto out;
     }
     bool live = cur.exists && !cur.deleted;
-    if (e->has_if_match && (!live || strcmp(cur.rev, e->if_match) != 0)) {
+    if (e->has_if_match && !etag_list_match(e->if_match, strlen(e->if_match), live ? cur.rev : NULL, false)) {
         snprintf(op->extra, sizeof op->extra, "\"current_rev\":%s%s%s", live ? "\"" : "", live ? cur.rev : "null",
                  live ? "\"" : "");
-        wop_fail(op, 409, "conflict", "If-Match %s does not match the current revision", e->if_match);
+        wop_fail(op, 409, "conflict", "If-Match does not match the current revision");
         goto out;
     }
     if (e->if_none_match_star && live) {
@@ -422,7 +423,12 @@ static struct entity_op *entity_op_new(struct http_req *r)
     snprintf(e->space, sizeof e->space, "%s", r->match.params.space);
     snprintf(e->collection, sizeof e->collection, "%s", r->match.params.collection);
     snprintf(e->id, sizeof e->id, "%s", r->match.params.entity);
-    e->has_if_match = api_etag_header(r, "If-Match", e->if_match, sizeof e->if_match);
+    size_t l;
+    const char *im = http_header(r, "If-Match", &l);
+    if (im) {
+        e->has_if_match = true;
+        snprintf(e->if_match, sizeof e->if_match, "%.*s", (int)MIN(l, sizeof e->if_match - 1), im);
+    }
     return e;
 }
 
@@ -434,9 +440,10 @@ void api_entity_put(struct http_req *r)
         return;
     }
     struct entity_op *e = entity_op_new(r);
-    char inm[16];
-    if (api_etag_header(r, "If-None-Match", inm, sizeof inm)) {
-        if (strcmp(inm, "*") != 0) {
+    size_t il;
+    const char *inm = http_header(r, "If-None-Match", &il);
+    if (inm) {
+        if (!(il == 1 && inm[0] == '*')) {
             free(e);
             http_send_error(r, 400, "invalid_header", NULL, "If-None-Match on a PUT only takes *");
             return;

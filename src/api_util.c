@@ -134,6 +134,37 @@ void api_send_wop_error(struct http_req *r, const struct wop *op)
     http_send_error(r, op->status, op->code[0] ? op->code : "error", op->extra[0] ? op->extra : NULL, "%s", op->msg);
 }
 
+int etag_list_match(const char *v, size_t l, const char *rev, bool weak_ok)
+{
+    size_t rl = rev ? strlen(rev) : 0;
+    size_t i = 0;
+    while (i < l) {
+        while (i < l && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+        if (i >= l) break;
+        if (v[i] == '*') {
+            if (rev) return 1;
+            i++;
+            continue;
+        }
+        bool weak = false;
+        if (i + 1 < l && v[i] == 'W' && v[i + 1] == '/') { weak = true; i += 2; }
+        const char *t;
+        size_t tl;
+        if (i < l && v[i] == '"') {
+            t = v + ++i;
+            while (i < l && v[i] != '"') i++;
+            tl = (size_t)(v + i - t);
+            i++;
+        } else {                     /* a bare tag: taken as written */
+            t = v + i;
+            while (i < l && v[i] != ',' && v[i] != ' ') i++;
+            tl = (size_t)(v + i - t);
+        }
+        if (rev && tl == rl && !memcmp(t, rev, rl) && (!weak || weak_ok)) return 1;
+    }
+    return 0;
+}
+
 bool api_etag_header(struct http_req *r, const char *name, char *out, size_t cap)
 {
     size_t l;

@@ -28,6 +28,9 @@ struct auth {
     struct ratelimit snapshots;      /* snapshot creations per key and space */
     uint64_t last_reload_ms;
     bool reloading;
+    uv_timer_t refresh;              /* picks up keys revoked or made offline */
+    bool refresh_started;
+    struct server *srv;
 };
 
 /* ---- roles ------------------------------------------------------------ */
@@ -266,7 +269,25 @@ void auth_init(struct server *srv, struct key *keys, size_t n)
     rl_init(&a->denied_audit, 10, 120);         /* at most ~2 audit rows a second */
     rl_init(&a->snapshots, (double)(srv->cfg->snapshot_rate ? srv->cfg->snapshot_rate : 1),
             (double)srv->cfg->snapshot_rate);
+    a->srv = srv;
     srv->auth = a;
+}
+
+static void on_refresh(uv_timer_t *t);
+
+void auth_start_refresh(struct server *srv)
+{
+    struct auth *a = srv->auth;
+    uv_timer_init(srv->loop, &a->refresh);
+    a->refresh.data = a;
+    uv_timer_start(&a->refresh, on_refresh, 2000, 2000);
+    uv_unref((uv_handle_t *)&a->refresh);
+    a->refresh_started = true;
+}
+
+static void refresh_closed(uv_handle_t *h)
+{
+    free(((uv_timer_t *)h)->data);
 }
 
 void auth_free(struct server *srv)
@@ -278,8 +299,9 @@ void auth_free(struct server *srv)
     rl_free(&a->failed);
     rl_free(&a->denied_audit);
     rl_free(&a->snapshots);
-    free(a);
     srv->auth = NULL;
+    if (a->refresh_started) uv_close((uv_handle_t *)&a->refresh, refresh_closed);   /* frees a */
+    else free(a);
 }
 
 void auth_put_key(struct server *srv, const struct key *k)
@@ -427,12 +449,27 @@ static void reload_done(struct job *j, struct http_req *r)
 {
     struct reload_job *rj = container_of(j, struct reload_job, job);
     struct server *srv = j->srv;
-    srv->auth->reloading = false;
-    if (rj->rc == 0)
-        for (size_t i = 0; i < rj->n; i++) auth_put_key(srv, &rj->keys[i]);
+    if (srv->auth) {
+        srv->auth->reloading = false;
+        if (rj->rc == 0)
+            for (size_t i = 0; i < rj->n; i++) auth_put_key(srv, &rj->keys[i]);
+    }
     free(rj->keys);
     free(rj);
     if (r) finish_unknown(r);
+}
+
+/* Every 2 s: keys revoked with `snapsync keys revoke` while the server runs
+ * stop working within that time. A few hundred rows: cheap. */
+static void on_refresh(uv_timer_t *t)
+{
+    struct auth *a = t->data;
+    struct server *srv = a->srv;
+    if (a->reloading || srv->shutting_down) return;
+    a->reloading = true;
+    a->last_reload_ms = uv_now(srv->loop);
+    struct reload_job *rj = xcalloc(1, sizeof *rj);
+    job_submit(srv, &rj->job, NULL, reload_work, reload_done);
 }
 
 void auth_resolve_unknown(struct http_req *r)

@@ -1,12 +1,12 @@
 /* canon.c - canonical JSON without building a DOM of malloc'd nodes.
  *
  * Parses RFC 8259 JSON into a flat array of nodes (one allocation), then
- * writes it minified with object keys sorted (strcmp order). The output is
- * byte-for-byte what jansson's json_dumps(JSON_COMPACT | JSON_SORT_KEYS |
- * JSON_REAL_PRECISION(17)) makes of the same input -- integers printed as
- * int64, reals as "%.17g" with jansson's touches, strings re-escaped the
- * same way -- so bodies canonicalized here (PUT, the hot path) and through
- * jansson (pushes) agree. tests/unit/test_canon.c checks that on a corpus.
+ * writes it minified with object keys sorted (byte order, then length).
+ * Integers print as int64, reals in their shortest round-trip form, strings
+ * re-escaped minimally (as jansson does). Bodies that arrive inside a
+ * larger document (pushes) are dumped by jansson and passed through here
+ * again, so every path gives the same bytes for the same content:
+ * tests/unit/test_canon.c checks canon(x) == canon(jansson(x)) on a corpus.
  * Pure function, any thread.
  */
 #include "canon.h"
@@ -226,6 +226,8 @@ static int parse_container(struct parser *ps, uint32_t idx, bool obj)
             uint32_t k = new_node(ps, N_STR);
             uint32_t off, len;
             if (parse_string(ps, &off, &len) < 0) return -1;
+            if (memchr(ps->sbuf.data + off, '\0', len))
+                return fail(ps, "invalid_json", "object keys may not contain \\u0000");
             ps->n[k].off = off;
             ps->n[k].len = len;
             if (prev) ps->n[prev].next = k;
@@ -314,35 +316,42 @@ static void emit_string(struct buf *b, const char *s, size_t len)
     buf_putc(b, '"');
 }
 
-/* jansson's jsonp_dtostr with precision 17 */
+/* Shortest round-trip digits, laid out like Python's repr: fixed notation
+ * for exponents -4..15 (with ".0" when integral), else d.ddde[-]x. A
+ * function of the value alone, so every path that canonicalizes the same
+ * number agrees. */
 static void emit_real(struct buf *b, double d)
 {
-    char tmp[64];
-    int n = snprintf(tmp, sizeof tmp, "%.17g", d);
-    if (n < 0) n = 0;
-    if (!strchr(tmp, '.') && !strchr(tmp, 'e')) {
-        tmp[n++] = '.';
-        tmp[n++] = '0';
-        tmp[n] = '\0';
+    char sci[64], out[400];
+    int prec = 1;
+    for (; prec <= 17; prec++) {
+        snprintf(sci, sizeof sci, "%.*e", prec - 1, d);
+        if (strtod(sci, NULL) == d) break;
     }
-    char *e = strchr(tmp, 'e');
-    if (e) {
-        char *p = e + 1;
-        char *q = p;
-        if (*q == '-') { q++; p++; }
-        else if (*q == '+') q++;
-        while (*q == '0' && q[1]) q++;
-        memmove(p, q, strlen(q) + 1);
+    if (prec > 17) prec = 17;
+    char *e = strchr(sci, 'e');
+    int exp = e ? atoi(e + 1) : 0;
+    if (exp < -4 || exp >= 16) {
+        *e = '\0';
+        snprintf(out, sizeof out, "%se%d", sci, exp);
+    } else {
+        int decimals = prec - 1 - exp;
+        snprintf(out, sizeof out, "%.*f", decimals > 0 ? decimals : 0, d);
+        if (!strchr(out, '.')) strcat(out, ".0");
     }
-    buf_puts(b, tmp);
+    buf_puts(b, out);
 }
 
 struct member { const char *k; uint32_t klen; uint32_t key, val; };
 
+/* byte order, then length (jansson 2.14's order; keys may hold NUL) */
 static int member_cmp(const void *a, const void *b)
 {
     const struct member *x = a, *y = b;
-    return strcmp(x->k, y->k);       /* jansson's order: strcmp on the NUL-terminated keys */
+    uint32_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->k, y->k, n);
+    if (c) return c;
+    return x->klen < y->klen ? -1 : x->klen > y->klen;
 }
 
 static void emit(struct parser *ps, uint32_t idx, struct buf *b)
@@ -407,7 +416,7 @@ static int check_dups(struct parser *ps)
         }
         qsort(m, pairs, sizeof *m, member_cmp);
         for (j = 1; j < pairs; j++)
-            if (!strcmp(m[j - 1].k, m[j].k)) {
+            if (member_cmp(&m[j - 1], &m[j]) == 0) {
                 free(m);
                 return -1;
             }

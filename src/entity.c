@@ -29,12 +29,14 @@ static void md_end(EVP_MD_CTX *ctx, unsigned char out[32])
     EVP_MD_CTX_free(ctx);
 }
 
-char *entity_canonical_value(const json_t *v, size_t *out_len)
+char *entity_canonical_value(const json_t *v, size_t *out_len, struct json_err *err)
 {
+    /* jansson's text, then the one canonicalizer: same bytes as a PUT */
     char *s = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
     if (!s) abort();                 /* only on out-of-memory */
-    *out_len = strlen(s);
-    return s;
+    char *c = json_canonical(s, strlen(s), false, out_len, err);
+    free(s);
+    return c;                        /* NULL: a key with \u0000, which jansson lets through */
 }
 
 char *entity_canonical(const char *text, size_t len, bool want_object, size_t *out_len, struct json_err *err)

@@ -118,7 +118,7 @@ static int cmd_serve(int argc, char **argv)
     if (writer_start(&srv, store_db_path(st), cfg.durability, err, sizeof err) < 0) {
         log_error("writer_start_failed", "\"error\":\"%s\"", err);
         rc = 1;
-    } else if (sse_init(&srv), server_start(&srv, &loop, &cfg) < 0) {
+    } else if (sse_init(&srv), auth_start_refresh(&srv), server_start(&srv, &loop, &cfg) < 0) {
         server_shutdown(&srv);
         uv_run(&loop, UV_RUN_DEFAULT);
         rc = 1;
@@ -129,6 +129,7 @@ static int cmd_serve(int argc, char **argv)
     }
     writer_stop(&srv);
     sse_free(&srv);
+    auth_free(&srv);
     log_detach_loop();
     uv_run(&loop, UV_RUN_NOWAIT);
     if (uv_loop_close(&loop) == UV_EBUSY) {
@@ -138,7 +139,6 @@ static int cmd_serve(int argc, char **argv)
     }
     server_free(&srv);
     spaces_free(&srv);
-    auth_free(&srv);
     store_close(st);
     return rc;
 }

@@ -99,6 +99,28 @@ static const char *const migrations[] = {
     ");"
     "CREATE INDEX audit_space ON audit(space, id);"
     "CREATE INDEX audit_action ON audit(action, id);",
+    /* 3: snapshots */
+    "CREATE TABLE snapshots ("
+    "  id TEXT PRIMARY KEY,"
+    "  space_id INTEGER NOT NULL,"
+    "  space TEXT NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  server_version INTEGER NOT NULL DEFAULT 0,"
+    "  created_at INTEGER NOT NULL,"
+    "  completed_at INTEGER,"
+    "  entity_counts TEXT NOT NULL DEFAULT '{}',"
+    "  entity_total INTEGER NOT NULL DEFAULT 0,"
+    "  raw_bytes INTEGER NOT NULL DEFAULT 0,"
+    "  size_bytes INTEGER NOT NULL DEFAULT 0,"
+    "  sha256 TEXT,"
+    "  level INTEGER NOT NULL,"
+    "  created_by TEXT NOT NULL,"
+    "  note TEXT,"
+    "  error TEXT,"
+    "  blobs TEXT NOT NULL DEFAULT '[]'"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX snapshots_space ON snapshots(space_id, id);",
 };
 
 int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,

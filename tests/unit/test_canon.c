@@ -6,6 +6,7 @@
 #include "canon.h"
 #include "util.h"
 
+/* the push path: jansson parses and dumps, then the canonicalizer again */
 static char *via_jansson(const char *s, size_t len)
 {
     json_error_t e;
@@ -13,7 +14,11 @@ static char *via_jansson(const char *s, size_t len)
     if (!v) return NULL;
     char *out = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
     json_decref(v);
-    return out;
+    struct json_err je;
+    size_t n;
+    char *c = json_canonical(out, strlen(out), false, &n, &je);
+    free(out);
+    return c;
 }
 
 static int mismatches;
@@ -85,6 +90,8 @@ int main(void)
         "{}", "[]", "{\"b\":1,\"a\":2}", "{\"a\":{\"d\":[3,2,1],\"c\":null}}", "\"\\u00e9\"", "{\"\\u00e9\":1,\"e\":2,\"z\":3}",
         "[1.0, 1e2, -0.0, 0.5, 1e-7, 123.456e5]", "{\"k\":\"\\ud83d\\ude00\"}", "[\"\\u0000\"]", "{\"x\":\"\\u001F\"}",
         "  {  \"a\" :  [ true , false , null ] }  ", "[9223372036854775807]",
+        "{\"\":1,\"\\u0000k\":2}", "{\"a\":1,\"a\\u0000b\":2}", "{\"o\":{\"x\\u0000y\":1,\"x\":2}}",
+        "[0.1, 0.30000000000000004, 1e21, 123.456, -1.5e-7]",
         /* errors: both must refuse */
         "{\"a\":1,\"a\":2}", "{\"a\":}", "[1,]", "{\"a\" 1}", "[01]", "[1.]", "[.5]", "[-]", "[\"\\ud800\"]",
         "[\"\\x\"]", "[\"a\nb\"]", "[9223372036854775808]", "[1e999]", "tru", "[\"\xff\"]", "{} {}", "",
@@ -100,9 +107,19 @@ int main(void)
     }
     buf_free(&b);
 
-    /* error codes and positions */
+    /* reals: shortest form that reads back */
     struct json_err e;
     size_t n;
+    char *c = json_canonical("[0.1,2.50,1e3,-0.0]", 19, false, &n, &e);
+    CHECK_STR(c, "[0.1,2.5,1000.0,-0.0]");
+    free(c);
+    c = json_canonical("[1e21,1.5e-7,0.30000000000000004,123.456]", 41, false, &n, &e);
+    CHECK_STR(c, "[1e21,1.5e-7,0.30000000000000004,123.456]");
+    free(c);
+    CHECK(json_canonical("{\"a\\u0000\":2}", 14, true, &n, &e) == NULL);   /* NUL in a key */
+    CHECK_STR(e.code, "invalid_json");
+
+    /* error codes and positions */
     CHECK(json_canonical("[1]", 3, true, &n, &e) == NULL);
     CHECK_STR(e.code, "not_an_object");
     CHECK(json_canonical("{\"a\":\n  x}", 10, true, &n, &e) == NULL);

@@ -1,0 +1,1045 @@
+/* snapshot.c - see snapshot.h.
+ *
+ * Life of a snapshot (create):
+ *   loop     api_snapshot_create: space not busy (409), rate limit (429),
+ *            mark busy, queue a writer op that inserts the row (running)
+ *   writer   snap_insert_apply: row + audit in one transaction
+ *   pool     snap_work: read transaction, counts, rows -> gzip -> tmp file,
+ *            sha256 as written, fsync, rename, fsync dir
+ *   loop     snap_after: queue the op that marks the row completed/failed
+ *   writer   snap_finish_apply
+ *   loop     snap_finished: clear busy, last_snapshot, SSE, answer, retention
+ * Restore runs verify (pool) -> pre_restore snapshot (as above) -> the
+ * restore op on the writer thread, which merges the snapshot file with the
+ * live entities in key order (both sorted by collection, id) so memory stays
+ * flat, all in one transaction.
+ */
+#include "snapshot.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "api.h"
+#include "api_util.h"
+#include "auth.h"
+#include "canon.h"
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "server.h"
+#include "spaces.h"
+#include "sse.h"
+#include "store.h"
+
+#define CHUNK (64 * 1024)
+#define SNAP_COLS \
+    "id, space, kind, status, server_version, created_at, completed_at, entity_counts, entity_total," \
+    " raw_bytes, size_bytes, sha256, level, created_by, note, error"
+
+static void snap_dir(const struct server *srv, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/snapshots", srv->cfg->data_dir);
+}
+
+static void snap_file(const char *data_dir, const char *id, bool tmp, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/snapshots/%s.ndjson.gz%s", data_dir, id, tmp ? ".tmp" : "");
+}
+
+/* ---- metadata ---------------------------------------------------------- */
+
+static void meta_json(struct buf *b, sqlite3_stmt *q)
+{
+#define TXT(i) ((const char *)sqlite3_column_text(q, i))
+    buf_puts(b, "{\"id\":");
+    json_cstr(b, TXT(0));
+    json_kv_str(b, "space", TXT(1));
+    json_kv_str(b, "kind", TXT(2));
+    json_kv_str(b, "status", TXT(3));
+    json_kv_u64(b, "server_version", (uint64_t)sqlite3_column_int64(q, 4));
+    json_kv_time(b, "created_at", (uint64_t)sqlite3_column_int64(q, 5));
+    json_kv_time(b, "completed_at", (uint64_t)sqlite3_column_int64(q, 6));
+    buf_puts(b, ",\"entity_counts\":");
+    buf_puts(b, TXT(7) ? TXT(7) : "{}");
+    json_kv_u64(b, "entity_total", (uint64_t)sqlite3_column_int64(q, 8));
+    json_kv_u64(b, "raw_bytes", (uint64_t)sqlite3_column_int64(q, 9));
+    json_kv_u64(b, "size_bytes", (uint64_t)sqlite3_column_int64(q, 10));
+    json_kv_str(b, "sha256", TXT(11));
+    json_kv_u64(b, "level", (uint64_t)sqlite3_column_int64(q, 12));
+    json_kv_str(b, "created_by", TXT(13));
+    json_kv_str(b, "note", TXT(14));
+    json_kv_str(b, "error", TXT(15));
+    buf_putc(b, '}');
+#undef TXT
+}
+
+/* One snapshot's row as the loop needs it. */
+struct snap_row {
+    bool found;
+    char id[27], kind[16], status[16], sha256[65];
+    uint64_t server_version, size_bytes, entity_total;
+    struct buf meta;                 /* JSON */
+};
+
+static int row_load(sqlite3 *db, int64_t space_id, const char *id, struct snap_row *row)
+{
+    sqlite3_stmt *q;
+    memset(row, 0, sizeof *row);
+    if (sqlite3_prepare_v2(db, "SELECT " SNAP_COLS " FROM snapshots WHERE id = ? AND space_id = ?", -1, &q, NULL) !=
+        SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, space_id);
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        row->found = true;
+        snprintf(row->id, sizeof row->id, "%s", (const char *)sqlite3_column_text(q, 0));
+        snprintf(row->kind, sizeof row->kind, "%s", (const char *)sqlite3_column_text(q, 2));
+        snprintf(row->status, sizeof row->status, "%s", (const char *)sqlite3_column_text(q, 3));
+        row->server_version = (uint64_t)sqlite3_column_int64(q, 4);
+        row->entity_total = (uint64_t)sqlite3_column_int64(q, 8);
+        row->size_bytes = (uint64_t)sqlite3_column_int64(q, 10);
+        const unsigned char *sha = sqlite3_column_text(q, 11);
+        snprintf(row->sha256, sizeof row->sha256, "%s", sha ? (const char *)sha : "");
+        meta_json(&row->meta, q);
+    }
+    sqlite3_finalize(q);
+    return 0;
+}
+
+/* ---- busy spaces (loop) --------------------------------------------------- */
+
+static bool space_busy(struct server *srv, const char *space)
+{
+    struct space *sp = spaces_get(srv, space);
+    return sp && sp->busy;
+}
+
+static void set_busy(struct server *srv, const char *space, bool busy)
+{
+    struct space *sp = spaces_get(srv, space);
+    if (sp) sp->busy = busy;
+}
+
+/* ---- the engine (threadpool) ------------------------------------------- */
+
+struct snap_job;
+typedef void (*snap_then_fn)(struct snap_job *sj, struct http_req *r);
+
+struct snap_job {
+    struct job job;
+    struct server *srv;
+    /* in */
+    char id[27], space[64], kind[16], created_by[32], remote[56];
+    char *note;
+    int64_t space_id;
+    int level;
+    char data_dir[1024];
+    bool respond;                    /* answer the request with the metadata */
+    snap_then_fn then;               /* continue (restore) instead of answering */
+    void *then_arg;
+    /* progress, written by the worker */
+    _Atomic uint64_t done, total, bytes;
+    uv_async_t progress;
+    int last_decile;
+    /* out */
+    int err;
+    char msg[200];
+    uint64_t server_version, entity_total, raw_bytes, size_bytes;
+    char sha256[65];
+    struct buf counts;               /* {"issues":3,...} */
+};
+
+/* Test hook: SNAPSYNC_TEST_SNAPSHOT_FAIL_AFTER=N makes every snapshot file
+ * write fail with ENOSPC once N bytes are written (disk-full simulation). */
+static uint64_t fail_after(void)
+{
+    const char *v = getenv("SNAPSYNC_TEST_SNAPSHOT_FAIL_AFTER");
+    uint64_t n;
+    if (!v || parse_u64(v, strlen(v), UINT64_MAX, &n) < 0) return 0;
+    return n;
+}
+
+struct gz_out {
+    int fd;
+    z_stream zs;
+    EVP_MD_CTX *md;
+    unsigned char out[CHUNK];
+    uint64_t written, limit;
+    int err;
+};
+
+static int gz_emit(struct gz_out *g, size_t n)
+{
+    if (g->limit && g->written + n > g->limit) {
+        g->err = ENOSPC;
+        return -1;
+    }
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(g->fd, g->out + off, n - off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            g->err = errno;
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    EVP_DigestUpdate(g->md, g->out, n);
+    g->written += n;
+    return 0;
+}
+
+static int gz_put(struct gz_out *g, const char *data, size_t len, int flush)
+{
+    g->zs.next_in = (Bytef *)data;
+    g->zs.avail_in = (uInt)len;
+    do {
+        g->zs.next_out = g->out;
+        g->zs.avail_out = CHUNK;
+        int rc = deflate(&g->zs, flush);
+        if (rc == Z_STREAM_ERROR) { g->err = EIO; return -1; }
+        size_t have = CHUNK - g->zs.avail_out;
+        if (have && gz_emit(g, have) < 0) return -1;
+    } while (g->zs.avail_out == 0 || (flush == Z_FINISH && g->zs.avail_in > 0));
+    return 0;
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int rc = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+static void fail_job(struct snap_job *sj, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static void fail_job(struct snap_job *sj, const char *fmt, ...)
+{
+    va_list ap;
+    sj->err = -1;
+    va_start(ap, fmt);
+    vsnprintf(sj->msg, sizeof sj->msg, fmt, ap);
+    va_end(ap);
+}
+
+static void snap_work(struct job *j)
+{
+    struct snap_job *sj = container_of(j, struct snap_job, job);
+    char tmp[1200], path[1200], dir[1100];
+    snap_file(sj->data_dir, sj->id, true, tmp, sizeof tmp);
+    snap_file(sj->data_dir, sj->id, false, path, sizeof path);
+    snprintf(dir, sizeof dir, "%s/snapshots", sj->data_dir);
+    mkdir(dir, 0700);
+    struct gz_out g;
+    memset(&g, 0, sizeof g);
+    g.fd = -1;
+    g.limit = fail_after();
+    struct buf line;
+    buf_init(&line);
+    sqlite3_stmt *q = NULL;
+    sqlite3 *db = store_reader_get(sj->srv->store);
+    if (!db) { fail_job(sj, "no database connection"); return; }
+    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+
+    /* the version and counts, in the same read transaction as the rows */
+    if (sqlite3_prepare_v2(db, "SELECT version, uid FROM spaces WHERE id = ?", -1, &q, NULL) != SQLITE_OK) goto sqlfail;
+    sqlite3_bind_int64(q, 1, sj->space_id);
+    if (sqlite3_step(q) != SQLITE_ROW) { fail_job(sj, "the space is gone"); goto out; }
+    sj->server_version = (uint64_t)sqlite3_column_int64(q, 0);
+    char uid[27];
+    snprintf(uid, sizeof uid, "%s", (const char *)sqlite3_column_text(q, 1));
+    sqlite3_finalize(q);
+    q = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT collection, count(*) FROM entities WHERE space_id = ? AND deleted = 0"
+                           " GROUP BY collection ORDER BY collection",
+                           -1, &q, NULL) != SQLITE_OK)
+        goto sqlfail;
+    sqlite3_bind_int64(q, 1, sj->space_id);
+    buf_putc(&sj->counts, '{');
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        json_key(&sj->counts, (const char *)sqlite3_column_text(q, 0));   /* collection names are [a-z0-9_] */
+        uint64_t c = (uint64_t)sqlite3_column_int64(q, 1);
+        buf_put_u64(&sj->counts, c);
+        sj->entity_total += c;
+    }
+    buf_putc(&sj->counts, '}');
+    sqlite3_finalize(q);
+    q = NULL;
+    atomic_store(&sj->total, sj->entity_total);
+
+    g.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (g.fd < 0) { fail_job(sj, "cannot create %s: %s", tmp, strerror(errno)); goto out; }
+    if (deflateInit2(&g.zs, sj->level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        fail_job(sj, "zlib init failed");
+        goto out;
+    }
+    g.md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(g.md, EVP_sha256(), NULL);
+
+    /* header line */
+    buf_puts(&line, "{\"format\":\"" SNAP_FORMAT "\"");
+    json_kv_str(&line, "space", sj->space);
+    json_kv_str(&line, "space_uid", uid);
+    json_kv_u64(&line, "server_version", sj->server_version);
+    json_kv_time(&line, "created_at", now_ms_wall());
+    json_kv_str(&line, "instance_id", store_instance_id(sj->srv->store));
+    buf_puts(&line, ",\"entity_counts\":");
+    buf_append(&line, sj->counts.data, sj->counts.len);
+    json_kv_u64(&line, "entity_total", sj->entity_total);
+    json_kv_str(&line, "snapshot", sj->id);
+    buf_puts(&line, "}\n");
+
+    if (sqlite3_prepare_v2(db,
+                           "SELECT collection, id, rev, version, created_at, updated_at, body FROM entities"
+                           " WHERE space_id = ? AND deleted = 0 ORDER BY collection, id",
+                           -1, &q, NULL) != SQLITE_OK)
+        goto sqlfail;
+    sqlite3_bind_int64(q, 1, sj->space_id);
+    uint64_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        entity_json(&line, (const char *)sqlite3_column_text(q, 0), (const char *)sqlite3_column_text(q, 1),
+                    (const char *)sqlite3_column_text(q, 2), (uint64_t)sqlite3_column_int64(q, 3),
+                    (uint64_t)sqlite3_column_int64(q, 4), (uint64_t)sqlite3_column_int64(q, 5), false,
+                    (const char *)sqlite3_column_text(q, 6), (size_t)sqlite3_column_bytes(q, 6));
+        buf_putc(&line, '\n');
+        if (line.len >= CHUNK) {
+            sj->raw_bytes += line.len;
+            if (gz_put(&g, line.data, line.len, Z_NO_FLUSH) < 0) goto ioerr;
+            buf_reset(&line);
+        }
+        if (++n % 512 == 0) {
+            atomic_store(&sj->done, n);
+            atomic_store(&sj->bytes, g.written);
+            uv_async_send(&sj->progress);
+            if (atomic_load(&sj->srv->stopping)) { fail_job(sj, "interrupted by shutdown"); goto out; }
+        }
+    }
+    if (rc != SQLITE_DONE) goto sqlfail;
+    sj->raw_bytes += line.len;
+    if (gz_put(&g, line.data ? line.data : "", line.len, Z_FINISH) < 0) goto ioerr;
+    atomic_store(&sj->done, n);
+    if (n != sj->entity_total) { fail_job(sj, "row count changed during the read"); goto out; }
+    unsigned char md[32];
+    unsigned int mdl = 32;
+    EVP_DigestFinal_ex(g.md, md, &mdl);
+    hex_encode(sj->sha256, md, 32);
+    sj->size_bytes = g.written;
+    atomic_store(&sj->bytes, g.written);
+    if (fsync(g.fd) < 0) { g.err = errno; goto ioerr; }
+    if (close(g.fd) < 0) { g.fd = -1; g.err = errno; goto ioerr; }
+    g.fd = -1;
+    if (rename(tmp, path) < 0) { g.err = errno; goto ioerr; }
+    fsync_dir(dir);
+    goto out;
+ioerr:
+    fail_job(sj, "writing the snapshot file failed: %s", strerror(g.err ? g.err : EIO));
+    goto out;
+sqlfail:
+    fail_job(sj, "reading the space failed: %s", sqlite3_errmsg(db));
+out:
+    sqlite3_finalize(q);
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    store_reader_put(sj->srv->store, db);
+    if (g.fd >= 0) close(g.fd);
+    if (g.zs.state) deflateEnd(&g.zs);
+    if (g.md) EVP_MD_CTX_free(g.md);
+    buf_free(&line);
+    if (sj->err) unlink(tmp);
+}
+
+/* ---- loop side: progress events, rows, completion ----------------------- */
+
+static void publish_snapshot(struct snap_job *sj, const char *status)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "{\"space\":");
+    json_cstr(&b, sj->space);
+    json_kv_str(&b, "snapshot", sj->id);
+    json_kv_str(&b, "kind", sj->kind);
+    json_kv_str(&b, "status", status);
+    json_kv_u64(&b, "entities_done", atomic_load(&sj->done));
+    json_kv_u64(&b, "entities_total", atomic_load(&sj->total));
+    json_kv_u64(&b, "bytes", atomic_load(&sj->bytes));
+    if (sj->err) json_kv_str(&b, "error", sj->msg);
+    buf_putc(&b, '}');
+    sse_publish(sj->srv, SSE_SNAPSHOT, sj->space, b.data, b.len);
+    buf_free(&b);
+}
+
+static void on_progress(uv_async_t *a)
+{
+    struct snap_job *sj = container_of(a, struct snap_job, progress);
+    uint64_t total = atomic_load(&sj->total), done = atomic_load(&sj->done);
+    int decile = total ? (int)(done * 10 / total) : 10;
+    if (decile > sj->last_decile && decile < 10) {
+        sj->last_decile = decile;
+        publish_snapshot(sj, "running");
+    }
+}
+
+static void snap_job_free(struct snap_job *sj)
+{
+    buf_free(&sj->counts);
+    free(sj->note);
+    free(sj);
+}
+
+static void progress_closed(uv_handle_t *h)
+{
+    snap_job_free(container_of((uv_async_t *)h, struct snap_job, progress));
+}
+
+struct finish_op {
+    struct wop op;
+    struct snap_job *sj;
+    struct buf meta;                 /* out: the row as JSON */
+};
+
+static int snap_finish_apply(struct wtx *tx, struct wop *op)
+{
+    struct finish_op *f = container_of(op, struct finish_op, op);
+    struct snap_job *sj = f->sj;
+    sqlite3_stmt *st = wtx_stmt(tx,
+                                "UPDATE snapshots SET status = ?2, server_version = ?3, completed_at = ?4,"
+                                " entity_counts = ?5, entity_total = ?6, raw_bytes = ?7, size_bytes = ?8,"
+                                " sha256 = ?9, error = ?10 WHERE id = ?1");
+    sqlite3_bind_text(st, 1, sj->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, sj->err ? "failed" : "completed", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)sj->server_version);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)wtx_now(tx));
+    sqlite3_bind_text(st, 5, sj->counts.len ? sj->counts.data : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)sj->entity_total);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)sj->raw_bytes);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)sj->size_bytes);
+    if (!sj->err) sqlite3_bind_text(st, 9, sj->sha256, -1, SQLITE_STATIC);
+    if (sj->err) sqlite3_bind_text(st, 10, sj->msg, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "updating the snapshot failed");
+    st = wtx_stmt(tx, "SELECT " SNAP_COLS " FROM snapshots WHERE id = ?");
+    sqlite3_bind_text(st, 1, sj->id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) meta_json(&f->meta, st);
+    sqlite3_reset(st);
+    return 0;
+}
+
+static void retention(struct server *srv, const char *space, int64_t space_id, const char *kind);
+
+static void snap_finished(struct wop *op, struct http_req *r)
+{
+    struct finish_op *f = container_of(op, struct finish_op, op);
+    struct snap_job *sj = f->sj;
+    struct server *srv = sj->srv;
+    bool ok = !sj->err && !op->status;
+    publish_snapshot(sj, ok ? "completed" : "failed");
+    if (ok) {
+        struct space *sp = spaces_get(srv, sj->space);
+        if (sp) {
+            snprintf(sp->last_snapshot, sizeof sp->last_snapshot, "%s", sj->id);
+            sp->last_snapshot_version = sj->server_version;
+        }
+        log_info("snapshot_done", "\"space\":\"%s\",\"snapshot\":\"%s\",\"kind\":\"%s\",\"entities\":%llu,\"bytes\":%llu",
+                 sj->space, sj->id, sj->kind, (unsigned long long)sj->entity_total,
+                 (unsigned long long)sj->size_bytes);
+    } else {
+        log_error("snapshot_failed", "\"space\":\"%s\",\"snapshot\":\"%s\",\"kind\":\"%s\",\"error\":\"%s\"", sj->space,
+                  sj->id, sj->kind, sj->err ? sj->msg : op->msg);
+    }
+    if (sj->then) {
+        sj->then(sj, r);             /* restore goes on (or fails) holding busy */
+    } else {
+        set_busy(srv, sj->space, false);
+        if (r && sj->respond) {
+            if (op->status) api_send_wop_error(r, op);
+            else if (sj->err) http_send_error(r, 500, "snapshot_failed", NULL, "%s", sj->msg);
+            else {
+                http_add_header(r, "Location", "/api/v1/spaces/%s/snapshots/%s", sj->space, sj->id);
+                http_send_json(r, 201, &f->meta);
+            }
+        }
+    }
+    if (ok && (!strcmp(sj->kind, "scheduled") || !strcmp(sj->kind, "pre_restore")))
+        retention(srv, sj->space, sj->space_id, sj->kind);
+    buf_free(&f->meta);
+    free(f);
+    uv_close((uv_handle_t *)&sj->progress, progress_closed);    /* frees sj */
+}
+
+static void snap_after(struct job *j, struct http_req *r)
+{
+    struct snap_job *sj = container_of(j, struct snap_job, job);
+    struct finish_op *f = xcalloc(1, sizeof *f);
+    f->sj = sj;
+    on_progress(&sj->progress);
+    if (writer_submit(sj->srv, &f->op, r, snap_finish_apply, snap_finished) < 0) {
+        /* the queue is full: try the bookkeeping again without a client */
+        f->op.status = 503;
+        snprintf(f->op.code, sizeof f->op.code, "overloaded");
+        snprintf(f->op.msg, sizeof f->op.msg, "the write queue is full");
+        snap_finished(&f->op, r);
+    }
+}
+
+struct insert_op {
+    struct wop op;
+    struct snap_job *sj;
+    struct buf meta;
+};
+
+static int snap_insert_apply(struct wtx *tx, struct wop *op)
+{
+    struct insert_op *ins = container_of(op, struct insert_op, op);
+    struct snap_job *sj = ins->sj;
+    struct space_stats *sp = wtx_space(tx, sj->space);
+    if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", sj->space);
+    sqlite3_stmt *st = wtx_stmt(tx,
+                                "INSERT INTO snapshots(id, space_id, space, kind, status, server_version, created_at,"
+                                " level, created_by, note) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)");
+    sqlite3_bind_text(st, 1, sj->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, sp->id);
+    sqlite3_bind_text(st, 3, sj->space, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, sj->kind, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)sp->version);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)wtx_now(tx));
+    sqlite3_bind_int(st, 7, sj->level);
+    sqlite3_bind_text(st, 8, sj->created_by, -1, SQLITE_STATIC);
+    if (sj->note) sqlite3_bind_text(st, 9, sj->note, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "recording the snapshot failed");
+    sj->space_id = sp->id;
+    char meta[48];
+    snprintf(meta, sizeof meta, "{\"kind\":\"%s\"}", sj->kind);
+    if (wtx_audit(tx, sj->created_by, "snapshot.create", sj->space, sj->id, meta, sj->remote) < 0)
+        return wop_fail(op, 500, "storage_error", "audit failed");
+    st = wtx_stmt(tx, "SELECT " SNAP_COLS " FROM snapshots WHERE id = ?");
+    sqlite3_bind_text(st, 1, sj->id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) meta_json(&ins->meta, st);
+    sqlite3_reset(st);
+    return 0;
+}
+
+static void snap_inserted(struct wop *op, struct http_req *r)
+{
+    struct insert_op *ins = container_of(op, struct insert_op, op);
+    struct snap_job *sj = ins->sj;
+    struct server *srv = sj->srv;
+    if (op->status) {
+        if (sj->then) sj->then(sj, r);       /* the restore learns the pre-restore snapshot failed */
+        else set_busy(srv, sj->space, false);
+        if (r && !sj->then) api_send_wop_error(r, op);
+        buf_free(&ins->meta);
+        free(ins);
+        snap_job_free(sj);
+        return;
+    }
+    publish_snapshot(sj, "running");
+    if (r && !sj->respond && !sj->then) {
+        /* Prefer: respond-async */
+        http_add_header(r, "Location", "/api/v1/spaces/%s/snapshots/%s", sj->space, sj->id);
+        http_add_header(r, "Preference-Applied", "respond-async");
+        http_send_json(r, 202, &ins->meta);
+    }
+    buf_free(&ins->meta);
+    free(ins);
+    uv_async_init(srv->loop, &sj->progress, on_progress);
+    job_submit(srv, &sj->job, (sj->respond || sj->then) ? r : NULL, snap_work, snap_after);
+}
+
+/* Starts a snapshot of space (busy must already be set by the caller). */
+static int snap_start(struct server *srv, struct http_req *r, const char *space, const char *kind, const char *actor,
+                      const char *note, bool respond, snap_then_fn then, void *then_arg)
+{
+    struct snap_job *sj = xcalloc(1, sizeof *sj);
+    sj->srv = srv;
+    ulid_make(sj->id, now_ms_wall());
+    snprintf(sj->space, sizeof sj->space, "%s", space);
+    snprintf(sj->kind, sizeof sj->kind, "%s", kind);
+    snprintf(sj->created_by, sizeof sj->created_by, "%s", actor);
+    if (r && r->conn) snprintf(sj->remote, sizeof sj->remote, "%s", r->conn->peer);
+    snprintf(sj->data_dir, sizeof sj->data_dir, "%s", srv->cfg->data_dir);
+    sj->note = note ? xstrdup(note) : NULL;
+    sj->level = (int)srv->cfg->snapshot_level;
+    sj->respond = respond;
+    sj->then = then;
+    sj->then_arg = then_arg;
+    sj->last_decile = 0;
+    struct insert_op *ins = xcalloc(1, sizeof *ins);
+    ins->sj = sj;
+    if (writer_submit(srv, &ins->op, r, snap_insert_apply, snap_inserted) < 0) {
+        free(ins);
+        snap_job_free(sj);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- API: create, list, get, delete ------------------------------------- */
+
+void api_snapshot_create(struct http_req *r)
+{
+    struct server *srv = r->srv;
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    char note[256] = "";
+    if (r->body.len) {
+        json_t *v = api_body_object(r);
+        if (!v) return;
+        json_t *n = json_object_get(v, "note");
+        if (n && !json_is_null(n)) {
+            if (!json_is_string(n) || json_string_length(n) > 255) {
+                json_decref(v);
+                http_send_error(r, 400, "invalid_note", NULL, "note must be a string of at most 255 bytes");
+                return;
+            }
+            snprintf(note, sizeof note, "%s", json_string_value(n));
+        }
+        json_decref(v);
+    }
+    if (sp->busy) {
+        http_send_error(r, 409, "snapshot_in_progress", NULL, "a snapshot or restore of '%s' is running",
+                        sp->st.name);
+        return;
+    }
+    uint64_t retry;
+    if (!auth_snapshot_rate(r, &retry)) {
+        http_add_header(r, "Retry-After", "%llu", (unsigned long long)retry);
+        http_send_error(r, 429, "rate_limited", NULL, "at most %llu snapshots a minute per key and space",
+                        (unsigned long long)srv->cfg->snapshot_rate);
+        return;
+    }
+    size_t pl;
+    const char *prefer = http_header(r, "Prefer", &pl);
+    bool async = prefer && header_has_token(prefer, pl, "respond-async");
+    sp->busy = true;
+    if (snap_start(srv, r, sp->st.name, "manual", api_actor(r), note[0] ? note : NULL, !async, NULL, NULL) < 0) {
+        sp->busy = false;
+        http_add_header(r, "Retry-After", "1");
+        http_send_error(r, 503, "overloaded", NULL, "the write queue is full; retry shortly");
+    }
+}
+
+struct list_arg {
+    char kind[16], status[16];
+};
+
+static void list_work(sqlite3 *db, struct read_job *rj)
+{
+    struct list_arg *a = rj->arg;
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT " SNAP_COLS " FROM snapshots WHERE space_id = ?1 AND id < ?2%s%s"
+             " ORDER BY id DESC LIMIT ?3",
+             a->kind[0] ? " AND kind = ?4" : "", a->status[0] ? " AND status = ?5" : "");
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
+        read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
+        return;
+    }
+    sqlite3_bind_int64(q, 1, rj->space_id);
+    sqlite3_bind_text(q, 2, rj->cursor[0] ? rj->cursor : "~", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->limit + 1);
+    if (a->kind[0]) sqlite3_bind_text(q, 4, a->kind, -1, SQLITE_STATIC);
+    if (a->status[0]) sqlite3_bind_text(q, 5, a->status, -1, SQLITE_STATIC);
+    buf_puts(&rj->out, "{\"snapshots\":[");
+    uint64_t n = 0;
+    char last[27] = "";
+    bool more = false;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        if (n == rj->limit) { more = true; break; }
+        if (n++) buf_putc(&rj->out, ',');
+        snprintf(last, sizeof last, "%s", (const char *)sqlite3_column_text(q, 0));
+        meta_json(&rj->out, q);
+    }
+    sqlite3_finalize(q);
+    buf_puts(&rj->out, "],\"next_cursor\":");
+    if (more) json_cstr(&rj->out, last);
+    else buf_puts(&rj->out, "null");
+    buf_putc(&rj->out, '}');
+}
+
+void api_snapshot_list(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    struct read_job *rj = read_job_new();
+    struct list_arg *a = xcalloc(1, sizeof *a);
+    rj->arg = a;
+    rj->space_id = sp->st.id;
+    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor) < 0) goto fail;
+    long l = http_query(r, "kind", a->kind, sizeof a->kind);
+    if (l >= 0 && strcmp(a->kind, "manual") && strcmp(a->kind, "scheduled") && strcmp(a->kind, "pre_restore") &&
+        strcmp(a->kind, "imported")) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "kind is manual, scheduled, pre_restore or imported");
+        goto fail;
+    }
+    if (l < 0) a->kind[0] = '\0';
+    l = http_query(r, "status", a->status, sizeof a->status);
+    if (l >= 0 && strcmp(a->status, "pending") && strcmp(a->status, "running") && strcmp(a->status, "completed") &&
+        strcmp(a->status, "failed")) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "status is pending, running, completed or failed");
+        goto fail;
+    }
+    if (l < 0) a->status[0] = '\0';
+    read_submit(r, rj, list_work, NULL);
+    return;
+fail:
+    free(a);
+    free(rj);
+}
+
+static void get_work(sqlite3 *db, struct read_job *rj)
+{
+    struct snap_row row;
+    if (row_load(db, rj->space_id, rj->id, &row) < 0) {
+        read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
+        return;
+    }
+    if (!row.found) read_fail(rj, 404, "not_found", "no snapshot %s in this space", rj->id);
+    else buf_append(&rj->out, row.meta.data, row.meta.len);
+    buf_free(&row.meta);
+}
+
+static struct read_job *snap_read_job(struct http_req *r, struct space *sp)
+{
+    struct read_job *rj = read_job_new();
+    rj->space_id = sp->st.id;
+    snprintf(rj->space, sizeof rj->space, "%s", sp->st.name);
+    snprintf(rj->id, sizeof rj->id, "%s", r->match.params.id);
+    return rj;
+}
+
+void api_snapshot_get(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    read_submit(r, snap_read_job(r, sp), get_work, NULL);
+}
+
+/* -- delete -- */
+
+struct delete_op {
+    struct wop op;
+    char id[27], space[64], actor[32], remote[56], data_dir[1024];
+    int64_t space_id;
+};
+
+static int delete_apply(struct wtx *tx, struct wop *op)
+{
+    struct delete_op *d = container_of(op, struct delete_op, op);
+    sqlite3_stmt *st = wtx_stmt(tx, "SELECT status FROM snapshots WHERE id = ? AND space_id = ?");
+    sqlite3_bind_text(st, 1, d->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, d->space_id);
+    if (sqlite3_step(st) != SQLITE_ROW) return wop_fail(op, 404, "not_found", "no snapshot %s in this space", d->id);
+    bool running = !strcmp((const char *)sqlite3_column_text(st, 0), "running") ||
+                   !strcmp((const char *)sqlite3_column_text(st, 0), "pending");
+    sqlite3_reset(st);
+    if (running) return wop_fail(op, 409, "snapshot_in_progress", "the snapshot is still being written");
+    st = wtx_stmt(tx, "DELETE FROM snapshots WHERE id = ?");
+    sqlite3_bind_text(st, 1, d->id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "deleting the snapshot failed");
+    if (wtx_audit(tx, d->actor, "snapshot.delete", d->space, d->id, NULL, d->remote) < 0)
+        return wop_fail(op, 500, "storage_error", "audit failed");
+    /* the row is gone in this transaction; the file goes after commit (a
+     * file without a row is removed at the next start if this one fails) */
+    return 0;
+}
+
+struct unlink_job {
+    struct job job;
+    char path[1200];
+};
+
+static void unlink_work(struct job *j)
+{
+    struct unlink_job *u = container_of(j, struct unlink_job, job);
+    unlink(u->path);
+}
+
+static void unlink_done(struct job *j, struct http_req *r)
+{
+    UNUSED(r);
+    free(container_of(j, struct unlink_job, job));
+}
+
+static void unlink_later(struct server *srv, const char *id)
+{
+    struct unlink_job *u = xcalloc(1, sizeof *u);
+    snap_file(srv->cfg->data_dir, id, false, u->path, sizeof u->path);
+    job_submit(srv, &u->job, NULL, unlink_work, unlink_done);
+}
+
+static void delete_done(struct wop *op, struct http_req *r)
+{
+    struct delete_op *d = container_of(op, struct delete_op, op);
+    if (!op->status) {
+        struct server *srv = r ? r->srv : NULL;
+        if (srv) {
+            unlink_later(srv, d->id);
+            struct space *sp = spaces_get(srv, d->space);
+            if (sp && !strcmp(sp->last_snapshot, d->id)) sp->last_snapshot[0] = '\0';
+        }
+    }
+    if (r) {
+        if (op->status) api_send_wop_error(r, op);
+        else http_send_empty(r, 204);
+    }
+    free(d);
+}
+
+void api_snapshot_delete(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    struct delete_op *d = xcalloc(1, sizeof *d);
+    snprintf(d->id, sizeof d->id, "%s", r->match.params.id);
+    snprintf(d->space, sizeof d->space, "%s", sp->st.name);
+    snprintf(d->actor, sizeof d->actor, "%s", api_actor(r));
+    if (r->conn) snprintf(d->remote, sizeof d->remote, "%s", r->conn->peer);
+    d->space_id = sp->st.id;
+    if (api_write(r, &d->op, delete_apply, delete_done) < 0) free(d);
+}
+
+/* -- retention: keep the newest N of a kind -- */
+
+struct retention_job {
+    struct job job;
+    int64_t space_id;
+    char kind[16], space[64];
+    uint64_t keep;
+    char (*ids)[27];
+    size_t n;
+};
+
+static void retention_work(struct job *j)
+{
+    struct retention_job *rj = container_of(j, struct retention_job, job);
+    sqlite3 *db = store_reader_get(j->srv->store);
+    if (!db) return;
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id FROM snapshots WHERE space_id = ? AND kind = ? AND status = 'completed'"
+                           " ORDER BY id DESC LIMIT -1 OFFSET ?",
+                           -1, &q, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, rj->space_id);
+        sqlite3_bind_text(q, 2, rj->kind, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->keep);
+        size_t cap = 0;
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            if (rj->n == cap) {
+                cap = cap ? cap * 2 : 8;
+                rj->ids = xrealloc(rj->ids, cap * sizeof *rj->ids);
+            }
+            snprintf(rj->ids[rj->n++], 27, "%s", (const char *)sqlite3_column_text(q, 0));
+        }
+        sqlite3_finalize(q);
+    }
+    store_reader_put(j->srv->store, db);
+}
+
+struct retire_op {
+    struct wop op;
+    struct server *srv;
+    char id[27], space[64];
+    int64_t space_id;
+};
+
+static int retire_apply(struct wtx *tx, struct wop *op)
+{
+    struct retire_op *d = container_of(op, struct retire_op, op);
+    sqlite3_stmt *st = wtx_stmt(tx, "DELETE FROM snapshots WHERE id = ? AND status = 'completed'");
+    sqlite3_bind_text(st, 1, d->id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "retention delete failed");
+    if (sqlite3_changes(wtx_db(tx)) == 0) return wop_fail(op, 404, "not_found", "already gone");
+    return wtx_audit(tx, "retention", "snapshot.delete", d->space, d->id, "{\"reason\":\"retention\"}", NULL) < 0 ? -1 : 0;
+}
+
+static void retire_done(struct wop *op, struct http_req *r)
+{
+    struct retire_op *d = container_of(op, struct retire_op, op);
+    UNUSED(r);
+    if (!op->status) unlink_later(d->srv, d->id);
+    free(d);
+}
+
+static void retention_done(struct job *j, struct http_req *r)
+{
+    struct retention_job *rj = container_of(j, struct retention_job, job);
+    UNUSED(r);
+    for (size_t i = 0; i < rj->n; i++) {
+        struct retire_op *d = xcalloc(1, sizeof *d);
+        d->srv = j->srv;
+        snprintf(d->id, sizeof d->id, "%s", rj->ids[i]);
+        snprintf(d->space, sizeof d->space, "%s", rj->space);
+        if (writer_submit(j->srv, &d->op, NULL, retire_apply, retire_done) < 0) free(d);
+    }
+    free(rj->ids);
+    free(rj);
+}
+
+static void retention(struct server *srv, const char *space, int64_t space_id, const char *kind)
+{
+    struct retention_job *rj = xcalloc(1, sizeof *rj);
+    rj->space_id = space_id;
+    snprintf(rj->kind, sizeof rj->kind, "%s", kind);
+    snprintf(rj->space, sizeof rj->space, "%s", space);
+    rj->keep = !strcmp(kind, "scheduled") ? srv->cfg->snapshot_keep_scheduled : srv->cfg->snapshot_keep_pre_restore;
+    job_submit(srv, &rj->job, NULL, retention_work, retention_done);
+}
+
+/* ---- download: the file streamed in chunks read on the threadpool ------- */
+
+struct dl {
+    struct job job;
+    struct server *srv;
+    int fd;
+    bool inflate;
+    z_stream zs;
+    bool zs_init, eof, busy, failed;
+    uint64_t off;
+    unsigned char in[CHUNK];
+    struct buf out;
+};
+
+static void dl_read(struct http_req *r);
+
+static void dl_work(struct job *j)
+{
+    struct dl *d = container_of(j, struct dl, job);
+    buf_reset(&d->out);
+    ssize_t n = pread(d->fd, d->in, CHUNK, (off_t)d->off);
+    if (n < 0) { d->failed = true; return; }
+    if (n == 0) { d->eof = true; return; }
+    d->off += (uint64_t)n;
+    if (!d->inflate) {
+        buf_append(&d->out, d->in, (size_t)n);
+        return;
+    }
+    d->zs.next_in = d->in;
+    d->zs.avail_in = (uInt)n;
+    while (d->zs.avail_in > 0) {
+        buf_reserve(&d->out, CHUNK);
+        d->zs.next_out = (Bytef *)d->out.data + d->out.len;
+        d->zs.avail_out = CHUNK;
+        int rc = inflate(&d->zs, Z_NO_FLUSH);
+        d->out.len += CHUNK - d->zs.avail_out;
+        if (rc == Z_STREAM_END) {
+            /* gzip members may follow one another */
+            if (d->zs.avail_in == 0) break;
+            inflateReset(&d->zs);
+        } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+            d->failed = true;
+            return;
+        }
+    }
+}
+
+static void dl_free(void *p)
+{
+    struct dl *d = p;
+    if (d->fd >= 0) close(d->fd);
+    if (d->zs_init) inflateEnd(&d->zs);
+    buf_free(&d->out);
+    free(d);
+}
+
+static void dl_done(struct job *j, struct http_req *r)
+{
+    struct dl *d = container_of(j, struct dl, job);
+    d->busy = false;
+    if (!r) return;                  /* the client left: ctx_free cleans up */
+    if (d->failed) {
+        log_error("download_failed", "\"error\":\"read or inflate failed\"");
+        if (r->conn) conn_close(r->conn);
+        return;
+    }
+    if (d->out.len) http_stream_write(r, d->out.data, d->out.len);
+    if (d->eof) {
+        r->on_drain = NULL;
+        http_stream_end(r);
+        return;
+    }
+    if (http_stream_queued(r) < 256 * 1024) dl_read(r);
+    /* else on_drain continues */
+}
+
+static void dl_read(struct http_req *r)
+{
+    struct dl *d = r->ctx;
+    if (d->busy || d->eof) return;
+    d->busy = true;
+    job_submit(r->srv, &d->job, r, dl_work, dl_done);
+}
+
+static void dl_start(struct read_job *rj, struct http_req *r)
+{
+    struct snap_row *row = rj->arg;
+    if (!row->found) {
+        http_send_error(r, 404, "not_found", NULL, "no snapshot %s in this space", rj->id);
+        return;
+    }
+    if (strcmp(row->status, "completed") != 0) {
+        http_send_error(r, 409, "snapshot_not_ready", NULL, "the snapshot is %s", row->status);
+        return;
+    }
+    char inm[80];
+    http_add_header(r, "ETag", "\"%s\"", row->sha256);
+    if (api_etag_header(r, "If-None-Match", inm, sizeof inm) && !strcmp(inm, row->sha256)) {
+        http_send_empty(r, 304);
+        return;
+    }
+    char path[1200];
+    snap_file(r->srv->cfg->data_dir, row->id, false, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);    /* a single open(2); the reads go to the pool */
+    if (fd < 0) {
+        http_send_error(r, 410, "snapshot_file_missing", NULL, "the snapshot's file is gone");
+        return;
+    }
+    struct dl *d = xcalloc(1, sizeof *d);
+    d->fd = fd;
+    d->srv = r->srv;
+    d->inflate = !r->accept_gzip;
+    if (d->inflate) {
+        if (inflateInit2(&d->zs, 15 + 16) != Z_OK) abort();
+        d->zs_init = true;
+    }
+    r->ctx = d;
+    r->ctx_free = dl_free;
+    r->on_drain = dl_read;
+    r->drain_low = 64 * 1024;
+    http_add_header(r, "Content-Disposition", "attachment; filename=\"%s-%s.ndjson%s\"", rj->space, row->id,
+                    d->inflate ? "" : ".gz");
+    if (!d->inflate) {
+        http_add_header(r, "Content-Encoding", "gzip");
+        http_stream_begin_length(r, 200, "application/x-ndjson", row->size_bytes);
+    } else {
+        http_stream_begin(r, 200, "application/x-ndjson", true);
+    }
+    if (r->head_only) {
+        http_stream_end(r);
+        return;
+    }
+    dl_read(r);
+}
+
+static void row_work(sqlite3 *db, struct read_job *rj)
+{
+    struct snap_row *row = xcalloc(1, sizeof *row);
+    rj->arg = row;
+    if (row_load(db, rj->space_id, rj->id, row) < 0) read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
+    buf_free(&row->meta);
+}
+
+void api_snapshot_download(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    read_submit(r, snap_read_job(r, sp), row_work, dl_start);
+}
