@@ -42,6 +42,7 @@ struct http_req {
     bool responded;                 /* a response has been queued or begun */
     bool streaming;
     bool stream_chunked;
+    bool stream_length;             /* Content-Length framing: the stream keeps the connection */
     bool accept_gzip;
     /* raw request line pieces and headers */
     struct buf head;
@@ -110,6 +111,8 @@ void http_send_empty(struct http_req *r, int status);
 /* Streaming responses. chunked=false means the body ends with the
  * connection (only for responses that end the connection). */
 void http_stream_begin(struct http_req *r, int status, const char *ctype, bool chunked);
+/* A streamed body of known length (Content-Length, no chunking). */
+void http_stream_begin_length(struct http_req *r, int status, const char *ctype, uint64_t len);
 void http_stream_write(struct http_req *r, const void *data, size_t len);
 void http_stream_write_rbuf(struct http_req *r, struct rbuf *rb);     /* takes a ref */
 size_t http_stream_queued(const struct http_req *r);                  /* bytes not yet sent */

@@ -36,6 +36,7 @@ struct snap_summary {
     char space[64], space_uid[27], instance_id[27];
     uint64_t server_version, entity_total, lines, raw_bytes, size_bytes;
     char sha256[65];
+    char *counts_json;               /* the header's entity_counts (malloc'd; caller frees) */
 };
 int snap_verify_file(const char *path, struct snap_summary *sum, char *err, size_t errlen);
 

@@ -14,6 +14,8 @@ struct server;
 struct space {
     struct space_stats st;
     char last_snapshot[27];          /* id of the newest completed snapshot, or "" */
+    uint64_t last_snapshot_version;  /* its server_version (the schedule skips when unchanged) */
+    bool busy;                       /* a snapshot, restore or import of it is running */
     uint64_t changes_seen;           /* for the change rate */
 };
 

@@ -846,6 +846,26 @@ void http_stream_begin(struct http_req *r, int status, const char *ctype, bool c
     if (head != stack) free(head);
 }
 
+void http_stream_begin_length(struct http_req *r, int status, const char *ctype, uint64_t len)
+{
+    struct conn *c = r->conn;
+    if (r->responded || !c || c->state == CONN_CLOSING) return;
+    r->responded = true;
+    r->streaming = true;
+    r->status = status;
+    r->stream_chunked = false;
+    r->stream_length = true;
+    char stack[HEAD_STACK], *head = stack;
+    size_t cap = head_cap(r, ctype, NULL);
+    if (cap > sizeof stack) head = xmalloc(cap);
+    size_t hl = compose_head(r, head, status, ctype, FRAME_LENGTH, len, NULL);
+    r->bytes_out = hl;
+    c->state = CONN_STREAMING;
+    conn_set_timeout(c, TO_IDLE);
+    send_raw(c, head, hl);
+    if (head != stack) free(head);
+}
+
 static void stream_put(struct http_req *r, const void *data, size_t len, struct rbuf *rb)
 {
     struct conn *c = r->conn;

@@ -11,6 +11,7 @@
 #include "http.h"
 #include "router.h"
 #include "server.h"
+#include "snapshot.h"
 #include "sse.h"
 
 #define S "/api/v1/spaces/{space}"
@@ -44,14 +45,14 @@ static const struct route table[] = {
     R(HTTP_GET, S "/conflicts", api_conflicts, ACCESS_READ, ROUTE_NO_BODY, "conflicts"),
     R(HTTP_POST, S "/conflicts/{id}/resolve", api_conflict_resolve, ACCESS_WRITE, 0, "conflict_resolve"),
     /* SPEC §7 */
-    R(HTTP_POST, S "/snapshots/import", api_not_implemented, ACCESS_OPERATE, ROUTE_STREAM_BODY, "snapshot_import"),
-    R(HTTP_POST, S "/snapshots", api_not_implemented, ACCESS_OPERATE, 0, "snapshot_create"),
-    R(HTTP_GET, S "/snapshots", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "snapshot_list"),
-    R(HTTP_GET, S "/snapshots/{id}", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "snapshot_get"),
-    R(HTTP_DELETE, S "/snapshots/{id}", api_not_implemented, ACCESS_OPERATE, ROUTE_NO_BODY, "snapshot_delete"),
-    R(HTTP_GET, S "/snapshots/{id}/download", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "snapshot_download"),
-    R(HTTP_GET, S "/snapshots/{id}/preview", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "snapshot_preview"),
-    R(HTTP_POST, S "/snapshots/{id}/restore", api_not_implemented, ACCESS_OPERATE, 0, "snapshot_restore"),
+    R(HTTP_POST, S "/snapshots/import", api_snapshot_import, ACCESS_OPERATE, ROUTE_STREAM_BODY, "snapshot_import"),
+    R(HTTP_POST, S "/snapshots", api_snapshot_create, ACCESS_OPERATE, 0, "snapshot_create"),
+    R(HTTP_GET, S "/snapshots", api_snapshot_list, ACCESS_READ, ROUTE_NO_BODY, "snapshot_list"),
+    R(HTTP_GET, S "/snapshots/{id}", api_snapshot_get, ACCESS_READ, ROUTE_NO_BODY, "snapshot_get"),
+    R(HTTP_DELETE, S "/snapshots/{id}", api_snapshot_delete, ACCESS_OPERATE, ROUTE_NO_BODY, "snapshot_delete"),
+    R(HTTP_GET, S "/snapshots/{id}/download", api_snapshot_download, ACCESS_READ, ROUTE_NO_BODY, "snapshot_download"),
+    R(HTTP_GET, S "/snapshots/{id}/preview", api_snapshot_preview, ACCESS_READ, ROUTE_NO_BODY, "snapshot_preview"),
+    R(HTTP_POST, S "/snapshots/{id}/restore", api_snapshot_restore, ACCESS_OPERATE, 0, "snapshot_restore"),
     /* SPEC §8 */
     R(HTTP_GET, "/api/v1/events", api_events, ACCESS_READ, ROUTE_NO_BODY, "events"),
     /* SPEC §9 */

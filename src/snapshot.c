@@ -34,6 +34,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "names.h"
 #include "server.h"
 #include "spaces.h"
 #include "sse.h"
@@ -43,11 +44,6 @@
 #define SNAP_COLS \
     "id, space, kind, status, server_version, created_at, completed_at, entity_counts, entity_total," \
     " raw_bytes, size_bytes, sha256, level, created_by, note, error"
-
-static void snap_dir(const struct server *srv, char *out, size_t cap)
-{
-    snprintf(out, cap, "%s/snapshots", srv->cfg->data_dir);
-}
 
 static void snap_file(const char *data_dir, const char *id, bool tmp, char *out, size_t cap)
 {
@@ -115,12 +111,6 @@ static int row_load(sqlite3 *db, int64_t space_id, const char *id, struct snap_r
 }
 
 /* ---- busy spaces (loop) --------------------------------------------------- */
-
-static bool space_busy(struct server *srv, const char *space)
-{
-    struct space *sp = spaces_get(srv, space);
-    return sp && sp->busy;
-}
 
 static void set_busy(struct server *srv, const char *space, bool busy)
 {
@@ -1042,4 +1032,1121 @@ void api_snapshot_download(struct http_req *r)
     struct space *sp = api_space(r);
     if (!sp) return;
     read_submit(r, snap_read_job(r, sp), row_work, dl_start);
+}
+
+/* ---- reading snapshot files (any thread) --------------------------------- */
+
+/* A streaming line reader over a gzip file, hashing the compressed bytes. */
+struct snap_reader {
+    int fd;
+    z_stream zs;
+    bool zs_init, eof;
+    EVP_MD_CTX *md;
+    unsigned char in[CHUNK];
+    struct buf pending;              /* decompressed bytes not yet returned */
+    size_t pos;
+    uint64_t compressed, raw;
+    int err;                         /* 0, or an errno / -1 for corrupt data */
+    char errmsg[160];
+};
+
+static int sr_open(struct snap_reader *sr, const char *path)
+{
+    memset(sr, 0, sizeof *sr);
+    sr->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (sr->fd < 0) {
+        snprintf(sr->errmsg, sizeof sr->errmsg, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    if (inflateInit2(&sr->zs, 15 + 16) != Z_OK) abort();
+    sr->zs_init = true;
+    sr->md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(sr->md, EVP_sha256(), NULL);
+    return 0;
+}
+
+static void sr_close(struct snap_reader *sr)
+{
+    if (sr->fd >= 0) close(sr->fd);
+    if (sr->zs_init) inflateEnd(&sr->zs);
+    if (sr->md) EVP_MD_CTX_free(sr->md);
+    buf_free(&sr->pending);
+    sr->fd = -1;
+}
+
+/* Refills pending; 0 ok, 1 at the end, -1 on error. */
+static int sr_fill(struct snap_reader *sr)
+{
+    if (sr->pos > 0) {
+        size_t rest = sr->pending.len - sr->pos;
+        memmove(sr->pending.data, sr->pending.data + sr->pos, rest);
+        sr->pending.len = rest;
+        sr->pos = 0;
+    }
+    for (;;) {
+        if (sr->zs.avail_in == 0) {
+            if (sr->eof) return 1;
+            ssize_t n = read(sr->fd, sr->in, CHUNK);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                snprintf(sr->errmsg, sizeof sr->errmsg, "read failed: %s", strerror(errno));
+                return -1;
+            }
+            if (n == 0) {
+                sr->eof = true;
+                snprintf(sr->errmsg, sizeof sr->errmsg, "the file is truncated (gzip stream not finished)");
+                return sr->zs_init && sr->zs.total_in > 0 && sr->zs.avail_out != 0 && sr->raw && sr->pending.len == 0 ? 1 : -1;
+            }
+            EVP_DigestUpdate(sr->md, sr->in, (size_t)n);
+            sr->compressed += (uint64_t)n;
+            sr->zs.next_in = sr->in;
+            sr->zs.avail_in = (uInt)n;
+        }
+        buf_reserve(&sr->pending, CHUNK);
+        sr->zs.next_out = (Bytef *)sr->pending.data + sr->pending.len;
+        sr->zs.avail_out = CHUNK;
+        int rc = inflate(&sr->zs, Z_NO_FLUSH);
+        size_t got = CHUNK - sr->zs.avail_out;
+        sr->pending.len += got;
+        sr->raw += got;
+        if (rc == Z_STREAM_END) {
+            /* drain what is left of the file into the hash; trailing
+             * members are allowed (concatenated gzip) */
+            if (sr->zs.avail_in > 0) {
+                inflateReset(&sr->zs);
+            } else {
+                ssize_t n;
+                while ((n = read(sr->fd, sr->in, CHUNK)) > 0) {
+                    EVP_DigestUpdate(sr->md, sr->in, (size_t)n);
+                    sr->compressed += (uint64_t)n;
+                    sr->zs.next_in = sr->in;
+                    sr->zs.avail_in = (uInt)n;
+                    inflateReset(&sr->zs);
+                    break;
+                }
+                if (n == 0) sr->eof = true;
+                if (n < 0) return -1;
+                if (sr->eof && sr->zs.avail_in == 0) return got ? 0 : 1;
+            }
+        } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+            snprintf(sr->errmsg, sizeof sr->errmsg, "gzip data is corrupt: %s", sr->zs.msg ? sr->zs.msg : "inflate failed");
+            return -1;
+        }
+        if (got) return 0;
+    }
+}
+
+/* Next line (without '\n') into line and len, valid until the next call.
+ * Returns 1 for a line, 0 at the end, -1 on error. */
+static int sr_line(struct snap_reader *sr, const char **line, size_t *len)
+{
+    for (;;) {
+        char *start = sr->pending.data ? sr->pending.data + sr->pos : NULL;
+        size_t avail = sr->pending.len - sr->pos;
+        char *nl = start ? memchr(start, '\n', avail) : NULL;
+        if (nl) {
+            *line = start;
+            *len = (size_t)(nl - start);
+            sr->pos += *len + 1;
+            return 1;
+        }
+        if (avail > (64u << 20)) {
+            snprintf(sr->errmsg, sizeof sr->errmsg, "a line is longer than 64 MiB");
+            return -1;
+        }
+        int rc = sr_fill(sr);
+        if (rc < 0) return -1;
+        if (rc == 1) {
+            if (sr->pending.len - sr->pos > 0) {
+                snprintf(sr->errmsg, sizeof sr->errmsg, "the last line has no newline (truncated file?)");
+                return -1;
+            }
+            if (!sr->eof || sr->zs.avail_in) return 0;
+            return 0;
+        }
+    }
+}
+
+static void sr_sha(struct snap_reader *sr, char out[65])
+{
+    unsigned char md[32];
+    unsigned int l = 32;
+    EVP_DigestFinal_ex(sr->md, md, &l);
+    hex_encode(out, md, 32);
+}
+
+/* One parsed entity line. */
+struct snap_ent {
+    json_t *doc;
+    const char *collection, *id, *rev;
+    json_t *body;
+};
+
+static int ent_parse(const char *line, size_t len, struct snap_ent *e, char *err, size_t errlen)
+{
+    json_error_t je;
+    memset(e, 0, sizeof *e);
+    e->doc = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+    if (!e->doc) {
+        snprintf(err, errlen, "invalid JSON: %.120s", je.text);
+        return -1;
+    }
+    e->collection = json_string_value(json_object_get(e->doc, "collection"));
+    e->id = json_string_value(json_object_get(e->doc, "id"));
+    e->rev = json_string_value(json_object_get(e->doc, "rev"));
+    e->body = json_object_get(e->doc, "body");
+    if (!e->collection || !name_collection_valid(e->collection, strlen(e->collection)) || !e->id ||
+        !name_entity_id_valid(e->id, strlen(e->id)) || !e->rev || !rev_valid(e->rev) || !json_is_object(e->body) ||
+        json_is_true(json_object_get(e->doc, "deleted"))) {
+        snprintf(err, errlen, "not a live entity line (collection, id, rev, body)");
+        json_decref(e->doc);
+        e->doc = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static int key_cmp(const char *c1, const char *i1, const char *c2, const char *i2)
+{
+    int c = strcmp(c1, c2);
+    return c ? c : strcmp(i1, i2);
+}
+
+static const char *str_or(const char *s) { return s ? s : ""; }
+
+int snap_verify_file(const char *path, struct snap_summary *sum, char *err, size_t errlen)
+{
+    struct snap_reader sr;
+    memset(sum, 0, sizeof *sum);
+    if (sr_open(&sr, path) < 0) {
+        snprintf(err, errlen, "%s: %s", path, sr.errmsg);
+        return -1;
+    }
+    int rc = -1;
+    const char *line;
+    size_t len;
+    json_t *hdr = NULL, *counts = NULL, *seen = json_object();
+    char prev_c[64] = "", prev_i[130] = "";
+    int r = sr_line(&sr, &line, &len);
+    if (r <= 0) {
+        snprintf(err, errlen, "%s", r < 0 ? sr.errmsg : "the file is empty");
+        goto out;
+    }
+    json_error_t je;
+    hdr = json_loadb(line, len, 0, &je);
+    const char *fmt = hdr ? json_string_value(json_object_get(hdr, "format")) : NULL;
+    if (!fmt || strcmp(fmt, SNAP_FORMAT) != 0) {
+        snprintf(err, errlen, "line 1 is not a %s header", SNAP_FORMAT);
+        goto out;
+    }
+    snprintf(sum->space, sizeof sum->space, "%s", str_or(json_string_value(json_object_get(hdr, "space"))));
+    snprintf(sum->space_uid, sizeof sum->space_uid, "%s", str_or(json_string_value(json_object_get(hdr, "space_uid"))));
+    snprintf(sum->instance_id, sizeof sum->instance_id, "%s", str_or(json_string_value(json_object_get(hdr, "instance_id"))));
+    sum->server_version = (uint64_t)json_integer_value(json_object_get(hdr, "server_version"));
+    counts = json_object_get(hdr, "entity_counts");
+    json_t *total = json_object_get(hdr, "entity_total");
+    if (!json_is_object(counts) || !json_is_integer(total) || !name_space_valid(sum->space, strlen(sum->space))) {
+        snprintf(err, errlen, "the header lacks space, entity_counts or entity_total");
+        goto out;
+    }
+    sum->lines = 1;
+    while ((r = sr_line(&sr, &line, &len)) == 1) {
+        struct snap_ent e;
+        char why[160];
+        sum->lines++;
+        if (ent_parse(line, len, &e, why, sizeof why) < 0) {
+            snprintf(err, errlen, "line %llu: %s", (unsigned long long)sum->lines, why);
+            goto out;
+        }
+        if (key_cmp(prev_c, prev_i, e.collection, e.id) >= 0 && prev_c[0]) {
+            snprintf(err, errlen, "line %llu: entities are not in (collection, id) order", (unsigned long long)sum->lines);
+            json_decref(e.doc);
+            goto out;
+        }
+        snprintf(prev_c, sizeof prev_c, "%s", e.collection);
+        snprintf(prev_i, sizeof prev_i, "%s", e.id);
+        json_t *n = json_object_get(seen, e.collection);
+        json_object_set_new(seen, e.collection, json_integer((n ? json_integer_value(n) : 0) + 1));
+        sum->entity_total++;
+        json_decref(e.doc);
+    }
+    if (r < 0) {
+        snprintf(err, errlen, "line %llu: %s", (unsigned long long)sum->lines + 1, sr.errmsg);
+        goto out;
+    }
+    if ((uint64_t)json_integer_value(total) != sum->entity_total || !json_equal(counts, seen)) {
+        snprintf(err, errlen, "the header counts %lld entities but the file holds %llu (or per-collection counts differ)",
+                 (long long)json_integer_value(total), (unsigned long long)sum->entity_total);
+        goto out;
+    }
+    sum->raw_bytes = sr.raw;
+    sum->size_bytes = sr.compressed;
+    sr_sha(&sr, sum->sha256);
+    sum->counts_json = json_dumps(counts, JSON_COMPACT | JSON_SORT_KEYS);
+    rc = 0;
+out:
+    json_decref(hdr);
+    json_decref(seen);
+    sr_close(&sr);
+    return rc;
+}
+
+/* ---- the merge of a snapshot with the live state ------------------------ */
+
+/* Current rows of a space in (collection, id) order, read in pages so the
+ * same connection may write between pages (the restore does). */
+struct cur_rows {
+    sqlite3 *db;
+    int64_t space_id;
+    char after_c[64], after_i[130];
+    bool started, done;
+    struct cur_row { char c[64], i[130], rev[REV_MAX]; bool deleted; char *body; size_t blen; } *v;
+    size_t n, pos, cap;
+};
+
+static void cur_clear(struct cur_rows *cr)
+{
+    for (size_t k = 0; k < cr->n; k++) free(cr->v[k].body);
+    cr->n = cr->pos = 0;
+}
+
+static int cur_page(struct cur_rows *cr)
+{
+    cur_clear(cr);
+    if (cr->done) return 0;
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(cr->db,
+                           "SELECT collection, id, rev, deleted, body FROM entities WHERE space_id = ?1 AND"
+                           " (collection > ?2 OR (collection = ?2 AND id > ?3)) ORDER BY collection, id LIMIT 512",
+                           -1, &q, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(q, 1, cr->space_id);
+    sqlite3_bind_text(q, 2, cr->after_c, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, cr->after_i, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (cr->n == cr->cap) {
+            cr->cap = cr->cap ? cr->cap * 2 : 512;
+            cr->v = xrealloc(cr->v, cr->cap * sizeof *cr->v);
+        }
+        struct cur_row *r = &cr->v[cr->n++];
+        snprintf(r->c, sizeof r->c, "%s", (const char *)sqlite3_column_text(q, 0));
+        snprintf(r->i, sizeof r->i, "%s", (const char *)sqlite3_column_text(q, 1));
+        snprintf(r->rev, sizeof r->rev, "%s", (const char *)sqlite3_column_text(q, 2));
+        r->deleted = sqlite3_column_int(q, 3) != 0;
+        r->blen = (size_t)sqlite3_column_bytes(q, 4);
+        r->body = sqlite3_column_type(q, 4) == SQLITE_NULL ? NULL : xstrndup((const char *)sqlite3_column_text(q, 4), r->blen);
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE) return -1;
+    if (cr->n < 512) cr->done = true;
+    if (cr->n) {
+        snprintf(cr->after_c, sizeof cr->after_c, "%s", cr->v[cr->n - 1].c);
+        snprintf(cr->after_i, sizeof cr->after_i, "%s", cr->v[cr->n - 1].i);
+    }
+    return 0;
+}
+
+/* The current row under the cursor, or NULL at the end. */
+static struct cur_row *cur_peek(struct cur_rows *cr, int *err)
+{
+    if (cr->pos < cr->n) return &cr->v[cr->pos];
+    if (cr->done && cr->started) return NULL;
+    cr->started = true;
+    if (cur_page(cr) < 0) { *err = 1; return NULL; }
+    return cr->pos < cr->n ? &cr->v[cr->pos] : NULL;
+}
+
+struct delta_coll {
+    char name[64];
+    uint64_t added, modified, deleted;
+};
+
+struct merge {
+    /* callbacks: NULL to only count */
+    int (*put)(void *arg, const char *c, const char *i, struct cur_row *cur, const char *body, size_t blen);
+    int (*del)(void *arg, struct cur_row *cur);
+    void *arg;
+    uint64_t puts, dels;
+    /* per-collection delta, "the current state against the snapshot" */
+    struct delta_coll *d;
+    size_t nd;
+};
+
+static struct delta_coll *delta_for(struct merge *m, const char *c)
+{
+    for (size_t k = 0; k < m->nd; k++)
+        if (!strcmp(m->d[k].name, c)) return &m->d[k];
+    m->d = xrealloc(m->d, (m->nd + 1) * sizeof *m->d);
+    struct delta_coll *d = &m->d[m->nd++];
+    memset(d, 0, sizeof *d);
+    snprintf(d->name, sizeof d->name, "%s", c);
+    return d;
+}
+
+/* Walks the snapshot file and the live rows in key order. For a restore:
+ * put() the snapshot's version where the live state differs, del() what
+ * the snapshot does not have. For a preview the same walk only counts.
+ * Returns 0, or -1 with err. */
+static int merge_run(const char *path, const char *want_sha, sqlite3 *db, int64_t space_id, struct merge *m,
+                     char *err, size_t errlen)
+{
+    struct snap_reader sr;
+    if (sr_open(&sr, path) < 0) {
+        snprintf(err, errlen, "%s", sr.errmsg);
+        return -1;
+    }
+    struct cur_rows cr = {.db = db, .space_id = space_id};
+    int rc = -1, dberr = 0;
+    const char *line;
+    size_t len;
+    if (sr_line(&sr, &line, &len) != 1) {
+        snprintf(err, errlen, "no header line");
+        goto out;
+    }
+    struct snap_ent e = {0};
+    int r;
+    for (;;) {
+        r = sr_line(&sr, &line, &len);
+        if (r < 0) {
+            snprintf(err, errlen, "%s", sr.errmsg);
+            goto out;
+        }
+        bool have = r == 1;
+        char why[160];
+        if (have && ent_parse(line, len, &e, why, sizeof why) < 0) {
+            snprintf(err, errlen, "%s", why);
+            goto out;
+        }
+        /* live rows before this snapshot entity are not in the snapshot */
+        struct cur_row *cur;
+        while ((cur = cur_peek(&cr, &dberr)) && (!have || key_cmp(cur->c, cur->i, e.collection, e.id) < 0)) {
+            if (!cur->deleted) {
+                delta_for(m, cur->c)->added++;
+                m->dels++;
+                if (m->del && m->del(m->arg, cur) < 0) { snprintf(err, errlen, "deleting %.63s/%.100s failed", cur->c, cur->i); goto out_e; }
+            }
+            cr.pos++;
+        }
+        if (dberr) { snprintf(err, errlen, "reading live entities failed: %s", sqlite3_errmsg(db)); goto out_e; }
+        if (!have) break;
+        size_t blen;
+        struct json_err je;
+        char *body = entity_canonical_value(e.body, &blen, &je);
+        if (!body) { snprintf(err, errlen, "%s", je.message); goto out_e; }
+        bool same_key = cur && !key_cmp(cur->c, cur->i, e.collection, e.id);
+        bool differs = !same_key || cur->deleted || !cur->body || cur->blen != blen || memcmp(cur->body, body, blen);
+        if (differs) {
+            struct delta_coll *d = delta_for(m, e.collection);
+            if (!same_key || cur->deleted) d->deleted++;     /* gone from the live state since */
+            else d->modified++;
+            m->puts++;
+            if (m->put && m->put(m->arg, e.collection, e.id, same_key ? cur : NULL, body, blen) < 0) {
+                snprintf(err, errlen, "writing %s/%s failed", e.collection, e.id);
+                free(body);
+                goto out_e;
+            }
+        }
+        free(body);
+        if (same_key) cr.pos++;
+        json_decref(e.doc);
+        e.doc = NULL;
+    }
+    char sha[65];
+    sr_sha(&sr, sha);
+    if (want_sha && strcmp(sha, want_sha) != 0) {
+        snprintf(err, errlen, "the file's sha256 does not match the snapshot's");
+        goto out;
+    }
+    rc = 0;
+    goto out;
+out_e:
+    json_decref(e.doc);
+out:
+    cur_clear(&cr);
+    free(cr.v);
+    sr_close(&sr);
+    return rc;
+}
+
+static void delta_json(struct buf *b, struct merge *m)
+{
+    buf_putc(b, '{');
+    for (size_t k = 0; k < m->nd; k++) {
+        json_key(b, m->d[k].name);
+        buf_putc(b, '{');
+        json_kv_u64(b, "added", m->d[k].added);
+        json_kv_u64(b, "modified", m->d[k].modified);
+        json_kv_u64(b, "deleted", m->d[k].deleted);
+        buf_putc(b, '}');
+    }
+    buf_putc(b, '}');
+}
+
+/* ---- preview and dry run (read job) ------------------------------------- */
+
+struct preview_arg {
+    struct snap_row row;
+    char data_dir[1024];
+    bool dry_run;
+    uint64_t current_version;
+};
+
+static void preview_work(sqlite3 *db, struct read_job *rj)
+{
+    struct preview_arg *pa = rj->arg;
+    if (row_load(db, rj->space_id, rj->id, &pa->row) < 0) {
+        read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
+        return;
+    }
+    if (!pa->row.found) { read_fail(rj, 404, "not_found", "no snapshot %s in this space", rj->id); goto out; }
+    if (strcmp(pa->row.status, "completed")) {
+        read_fail(rj, 409, "snapshot_not_ready", "the snapshot is %s", pa->row.status);
+        goto out;
+    }
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db, "SELECT version FROM spaces WHERE id = ?", -1, &q, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, rj->space_id);
+        if (sqlite3_step(q) == SQLITE_ROW) pa->current_version = (uint64_t)sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+    }
+    char path[1200], err[200];
+    snap_file(pa->data_dir, rj->id, false, path, sizeof path);
+    struct merge m = {0};
+    if (merge_run(path, pa->row.sha256, db, rj->space_id, &m, err, sizeof err) < 0) {
+        read_fail(rj, 422, "snapshot_corrupt", "%s", err);
+        free(m.d);
+        goto out;
+    }
+    struct buf *b = &rj->out;
+    if (pa->dry_run) {
+        buf_puts(b, "{\"restored_from\":");
+        json_cstr(b, rj->id);
+        buf_puts(b, ",\"dry_run\":true,\"pre_restore_snapshot\":null");
+        json_kv_u64(b, "server_version", pa->current_version);
+        buf_puts(b, ",\"changes\":{");
+        json_kv_u64(b, "put", m.puts);
+        json_kv_u64(b, "deleted", m.dels);
+        buf_puts(b, "},\"delta\":");
+        delta_json(b, &m);
+        buf_putc(b, '}');
+    } else {
+        buf_puts(b, "{\"snapshot\":");
+        buf_append(b, pa->row.meta.data, pa->row.meta.len);
+        json_kv_u64(b, "current_version", pa->current_version);
+        json_kv_u64(b, "changes_since",
+                    pa->current_version > pa->row.server_version ? pa->current_version - pa->row.server_version : 0);
+        buf_puts(b, ",\"delta\":");
+        delta_json(b, &m);
+        buf_putc(b, '}');
+    }
+    free(m.d);
+out:
+    buf_free(&pa->row.meta);
+}
+
+void api_snapshot_preview(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    struct read_job *rj = snap_read_job(r, sp);
+    struct preview_arg *pa = xcalloc(1, sizeof *pa);
+    snprintf(pa->data_dir, sizeof pa->data_dir, "%s", r->srv->cfg->data_dir);
+    rj->arg = pa;
+    read_submit(r, rj, preview_work, NULL);
+}
+
+/* ---- restore -------------------------------------------------------------- */
+
+struct restore {
+    struct server *srv;
+    char id[27], space[64], actor[32], remote[56], sha256[65], path[1200];
+    int64_t space_id;
+    char pre_id[27];
+    uint64_t puts, dels, server_version;
+};
+
+struct restore_op {
+    struct wop op;
+    struct restore *rs;
+    struct wtx *tx;
+    struct space_stats *sp;
+};
+
+static int restore_put(void *arg, const char *c, const char *i, struct cur_row *cur, const char *body, size_t blen)
+{
+    struct restore_op *ro = arg;
+    struct ent_row row;
+    if (wtx_entity_get(ro->tx, ro->sp, c, i, &row) < 0) return -1;
+    char rev[REV_MAX];
+    rev_make(row.exists ? row.rev : NULL, false, body, blen, rev);
+    UNUSED(cur);
+    int rc = wtx_entity_put(ro->tx, &ro->op, ro->sp, c, i, &row, rev, false, body, blen, NULL);
+    ent_row_free(&row);
+    return rc;
+}
+
+static int restore_del(void *arg, struct cur_row *cur)
+{
+    struct restore_op *ro = arg;
+    struct ent_row row;
+    if (wtx_entity_get(ro->tx, ro->sp, cur->c, cur->i, &row) < 0) return -1;
+    char rev[REV_MAX];
+    rev_make(row.rev, true, NULL, 0, rev);
+    int rc = wtx_entity_put(ro->tx, &ro->op, ro->sp, cur->c, cur->i, &row, rev, true, NULL, 0, NULL);
+    ent_row_free(&row);
+    return rc;
+}
+
+static int restore_apply(struct wtx *tx, struct wop *op)
+{
+    struct restore_op *ro = container_of(op, struct restore_op, op);
+    struct restore *rs = ro->rs;
+    struct space_stats *sp = wtx_space(tx, rs->space);
+    if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", rs->space);
+    struct space_stats before = *sp;           /* memory goes back if we fail */
+    ro->tx = tx;
+    ro->sp = sp;
+    struct merge m = {.put = restore_put, .del = restore_del, .arg = ro};
+    char err[200];
+    if (merge_run(rs->path, rs->sha256, wtx_db(tx), sp->id, &m, err, sizeof err) < 0) {
+        *sp = before;
+        free(m.d);
+        if (!op->status) wop_fail(op, 422, "snapshot_corrupt", "%s", err);
+        return -1;
+    }
+    free(m.d);
+    rs->puts = m.puts;
+    rs->dels = m.dels;
+    rs->server_version = sp->version;
+    char meta[160];
+    snprintf(meta, sizeof meta, "{\"pre_restore_snapshot\":\"%s\",\"put\":%llu,\"deleted\":%llu}", rs->pre_id,
+             (unsigned long long)m.puts, (unsigned long long)m.dels);
+    if (wtx_audit(tx, rs->actor, "snapshot.restore", rs->space, rs->id, meta, rs->remote) < 0) {
+        *sp = before;
+        return wop_fail(op, 500, "storage_error", "audit failed");
+    }
+    return 0;
+}
+
+static void restore_done(struct wop *op, struct http_req *r)
+{
+    struct restore_op *ro = container_of(op, struct restore_op, op);
+    struct restore *rs = ro->rs;
+    set_busy(rs->srv, rs->space, false);
+    if (r) {
+        if (op->status) {
+            api_send_wop_error(r, op);
+        } else {
+            struct buf b;
+            buf_init(&b);
+            buf_puts(&b, "{\"restored_from\":");
+            json_cstr(&b, rs->id);
+            json_kv_str(&b, "pre_restore_snapshot", rs->pre_id);
+            json_kv_u64(&b, "server_version", rs->server_version);
+            buf_puts(&b, ",\"changes\":{");
+            json_kv_u64(&b, "put", rs->puts);
+            json_kv_u64(&b, "deleted", rs->dels);
+            buf_puts(&b, "}}");
+            http_send_json(r, 200, &b);
+        }
+    }
+    log_info("snapshot_restore", "\"space\":\"%s\",\"snapshot\":\"%s\",\"status\":%d,\"put\":%llu,\"deleted\":%llu",
+             rs->space, rs->id, op->status ? op->status : 200, (unsigned long long)rs->puts,
+             (unsigned long long)rs->dels);
+    free(rs);
+    free(ro);
+}
+
+/* after the pre-restore snapshot */
+static void restore_after_pre(struct snap_job *sj, struct http_req *r)
+{
+    struct restore *rs = sj->then_arg;
+    sj->then = NULL;
+    if (sj->err || !sj->id[0]) {
+        set_busy(rs->srv, rs->space, false);
+        if (r) http_send_error(r, 500, "pre_restore_failed", NULL, "the pre-restore snapshot failed: %s",
+                               sj->err ? sj->msg : "not recorded");
+        free(rs);
+        return;
+    }
+    snprintf(rs->pre_id, sizeof rs->pre_id, "%s", sj->id);
+    struct restore_op *ro = xcalloc(1, sizeof *ro);
+    ro->rs = rs;
+    if (writer_submit(rs->srv, &ro->op, r, restore_apply, restore_done) < 0) {
+        set_busy(rs->srv, rs->space, false);
+        if (r) http_send_error(r, 503, "overloaded", NULL, "the write queue is full; retry shortly");
+        free(ro);
+        free(rs);
+    }
+}
+
+/* verified: now the pre-restore snapshot */
+struct verify_job {
+    struct job job;
+    struct restore *rs;
+    int err;
+    char msg[200];
+};
+
+static void verify_work(struct job *j)
+{
+    struct verify_job *vj = container_of(j, struct verify_job, job);
+    struct snap_summary sum;
+    int rc = snap_verify_file(vj->rs->path, &sum, vj->msg, sizeof vj->msg);
+    free(sum.counts_json);
+    if (rc < 0) {
+        vj->err = 1;
+    } else if (strcmp(sum.sha256, vj->rs->sha256) != 0) {
+        vj->err = 1;
+        snprintf(vj->msg, sizeof vj->msg, "the file's sha256 does not match the snapshot's (tampered or damaged)");
+    }
+}
+
+static void verify_done(struct job *j, struct http_req *r)
+{
+    struct verify_job *vj = container_of(j, struct verify_job, job);
+    struct restore *rs = vj->rs;
+    if (vj->err) {
+        set_busy(rs->srv, rs->space, false);
+        if (r) http_send_error(r, 422, "snapshot_corrupt", NULL, "%s; nothing was changed", vj->msg);
+        free(rs);
+    } else if (!r) {
+        set_busy(rs->srv, rs->space, false);    /* the client left before anything changed */
+        free(rs);
+    } else if (snap_start(rs->srv, r, rs->space, "pre_restore", rs->actor, "taken before a restore", false,
+                          restore_after_pre, rs) < 0) {
+        set_busy(rs->srv, rs->space, false);
+        http_send_error(r, 503, "overloaded", NULL, "the write queue is full; retry shortly");
+        free(rs);
+    }
+    free(vj);
+}
+
+static void restore_row_loaded(struct read_job *rj, struct http_req *r)
+{
+    struct snap_row *row = rj->arg;
+    struct space *sp = spaces_get(r->srv, rj->space);
+    if (!row->found) {
+        http_send_error(r, 404, "not_found", NULL, "no snapshot %s in this space", rj->id);
+        return;
+    }
+    if (strcmp(row->status, "completed")) {
+        http_send_error(r, 409, "snapshot_not_ready", NULL, "the snapshot is %s", row->status);
+        return;
+    }
+    if (!sp || sp->busy) {
+        http_send_error(r, 409, "snapshot_in_progress", NULL, "a snapshot or restore of this space is running");
+        return;
+    }
+    sp->busy = true;
+    struct restore *rs = xcalloc(1, sizeof *rs);
+    rs->srv = r->srv;
+    snprintf(rs->id, sizeof rs->id, "%.26s", rj->id);
+    snprintf(rs->space, sizeof rs->space, "%s", rj->space);
+    snprintf(rs->actor, sizeof rs->actor, "%s", api_actor(r));
+    if (r->conn) snprintf(rs->remote, sizeof rs->remote, "%s", r->conn->peer);
+    snprintf(rs->sha256, sizeof rs->sha256, "%s", row->sha256);
+    snap_file(r->srv->cfg->data_dir, rj->id, false, rs->path, sizeof rs->path);
+    rs->space_id = rj->space_id;
+    struct verify_job *vj = xcalloc(1, sizeof *vj);
+    vj->rs = rs;
+    job_submit(r->srv, &vj->job, r, verify_work, verify_done);
+}
+
+void api_snapshot_restore(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    json_t *v = api_body_object(r);
+    if (!v) return;
+    const char *confirm = json_string_value(json_object_get(v, "confirm"));
+    bool dry = json_is_true(json_object_get(v, "dry_run"));
+    if (!confirm || strcmp(confirm, r->match.params.id) != 0) {
+        json_decref(v);
+        http_send_error(r, 400, "confirm_mismatch", NULL, "\"confirm\" must repeat the snapshot id");
+        return;
+    }
+    json_decref(v);
+    struct read_job *rj = snap_read_job(r, sp);
+    if (dry) {
+        struct preview_arg *pa = xcalloc(1, sizeof *pa);
+        snprintf(pa->data_dir, sizeof pa->data_dir, "%s", r->srv->cfg->data_dir);
+        pa->dry_run = true;
+        rj->arg = pa;
+        read_submit(r, rj, preview_work, NULL);
+        return;
+    }
+    if (sp->busy) {
+        free(rj);
+        http_send_error(r, 409, "snapshot_in_progress", NULL, "a snapshot or restore of '%s' is running", sp->st.name);
+        return;
+    }
+    read_submit(r, rj, row_work, restore_row_loaded);
+}
+
+/* ---- import: the upload streamed to a temp file on the threadpool -------- */
+
+#define IMPORT_PENDING_MAX (1u << 20)
+
+struct import {
+    struct job job;
+    struct server *srv;
+    char id[27], space[64], actor[32], remote[56];
+    char tmp[1200], path[1200];
+    int fd;
+    struct buf pending, writing;
+    bool busy, ended, paused, failed, finalizing;
+    int err;
+    char msg[200];
+    struct snap_summary sum;
+};
+
+static void import_free(void *p)
+{
+    struct import *im = p;
+    if (im->busy) {                  /* a job still runs: it frees us */
+        im->srv = NULL;
+        return;
+    }
+    if (im->fd >= 0) close(im->fd);
+    if (!im->finalizing || im->failed) unlink(im->tmp);
+    set_busy(im->srv, im->space, false);
+    buf_free(&im->pending);
+    buf_free(&im->writing);
+    free(im->sum.counts_json);
+    free(im);
+}
+
+static void import_write_work(struct job *j)
+{
+    struct import *im = container_of(j, struct import, job);
+    if (im->fd < 0) {
+        char dir[1200];
+        snprintf(dir, sizeof dir, "%s", im->tmp);
+        char *slash = strrchr(dir, '/');
+        if (slash) { *slash = '\0'; mkdir(dir, 0700); }
+        im->fd = open(im->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (im->fd < 0) { im->err = errno; return; }
+    }
+    size_t off = 0;
+    while (off < im->writing.len) {
+        ssize_t w = write(im->fd, im->writing.data + off, im->writing.len - off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            im->err = errno;
+            return;
+        }
+        off += (size_t)w;
+    }
+    if (im->finalizing) {
+        if (fsync(im->fd) < 0) { im->err = errno; return; }
+        close(im->fd);
+        im->fd = -1;
+        if (snap_verify_file(im->tmp, &im->sum, im->msg, sizeof im->msg) < 0) { im->failed = true; return; }
+        if (rename(im->tmp, im->path) < 0) { im->err = errno; return; }
+        char dir[1200];
+        snprintf(dir, sizeof dir, "%s", im->path);
+        char *slash = strrchr(dir, '/');
+        if (slash) { *slash = '\0'; fsync_dir(dir); }
+    }
+}
+
+static void import_pump(struct http_req *r);
+
+struct import_op {
+    struct wop op;
+    struct import *im;
+    struct buf meta;
+};
+
+static int import_apply(struct wtx *tx, struct wop *op)
+{
+    struct import_op *io = container_of(op, struct import_op, op);
+    struct import *im = io->im;
+    struct space_stats *sp = wtx_space(tx, im->space);
+    if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", im->space);
+    sqlite3_stmt *st = wtx_stmt(tx,
+                                "INSERT INTO snapshots(id, space_id, space, kind, status, server_version, created_at,"
+                                " completed_at, entity_total, raw_bytes, size_bytes, sha256, level, created_by, note,"
+                                " entity_counts)"
+                                " VALUES (?1, ?2, ?3, 'imported', 'completed', ?4, ?5, ?5, ?6, ?7, ?8, ?9, -1, ?10, ?11, ?12)");
+    char note[200];
+    snprintf(note, sizeof note, "imported from space %s (instance %s)", im->sum.space, im->sum.instance_id);
+    sqlite3_bind_text(st, 1, im->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, sp->id);
+    sqlite3_bind_text(st, 3, im->space, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)im->sum.server_version);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)wtx_now(tx));
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)im->sum.entity_total);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)im->sum.raw_bytes);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)im->sum.size_bytes);
+    sqlite3_bind_text(st, 9, im->sum.sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 10, im->actor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 11, note, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 12, im->sum.counts_json ? im->sum.counts_json : "{}", -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "recording the import failed");
+    if (wtx_audit(tx, im->actor, "snapshot.create", im->space, im->id, "{\"kind\":\"imported\"}", im->remote) < 0)
+        return wop_fail(op, 500, "storage_error", "audit failed");
+    st = wtx_stmt(tx, "SELECT " SNAP_COLS " FROM snapshots WHERE id = ?");
+    sqlite3_bind_text(st, 1, im->id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) meta_json(&io->meta, st);
+    sqlite3_reset(st);
+    return 0;
+}
+
+static void import_recorded(struct wop *op, struct http_req *r)
+{
+    struct import_op *io = container_of(op, struct import_op, op);
+    if (r) {
+        if (op->status) api_send_wop_error(r, op);
+        else {
+            http_add_header(r, "Location", "/api/v1/spaces/%s/snapshots/%s", io->im->space, io->im->id);
+            http_send_json(r, 201, &io->meta);
+        }
+    }
+    if (op->status) unlink_later(io->im->srv, io->im->id);
+    buf_free(&io->meta);
+    free(io);
+}
+
+static void import_write_done(struct job *j, struct http_req *r)
+{
+    struct import *im = container_of(j, struct import, job);
+    im->busy = false;
+    buf_reset(&im->writing);
+    if (!im->srv) {                  /* the request went away while we wrote */
+        im->srv = j->srv;
+        im->failed = true;
+        import_free(im);
+        return;
+    }
+    if (!r) return;                  /* ctx_free runs when the request is released */
+    if (im->err || im->failed) {
+        im->failed = true;
+        if (im->err) http_send_error(r, 500, "storage_error", NULL, "writing the upload failed: %s", strerror(im->err));
+        else http_send_error(r, 422, "snapshot_corrupt", NULL, "%s; nothing was imported", im->msg);
+        return;
+    }
+    if (im->finalizing) {
+        struct import_op *io = xcalloc(1, sizeof *io);
+        io->im = im;
+        if (api_write(r, &io->op, import_apply, import_recorded) < 0) free(io);
+        return;
+    }
+    import_pump(r);
+}
+
+static void import_pump(struct http_req *r)
+{
+    struct import *im = r->ctx;
+    if (im->busy || im->failed) return;
+    if (im->pending.len || (im->ended && !im->finalizing)) {
+        struct buf t = im->writing;
+        im->writing = im->pending;
+        im->pending = t;
+        buf_reset(&im->pending);
+        if (im->ended && !im->pending.len) im->finalizing = true;
+        im->busy = true;
+        job_submit(r->srv, &im->job, r, import_write_work, import_write_done);
+    }
+    if (im->paused && im->pending.len < IMPORT_PENDING_MAX / 2) {
+        im->paused = false;
+        http_body_resume(r);
+    }
+}
+
+static int import_on_body(struct http_req *r, const char *data, size_t len)
+{
+    struct import *im = r->ctx;
+    if (im->failed) return 0;
+    buf_append(&im->pending, data, len);
+    if (!im->busy && im->pending.len >= CHUNK) import_pump(r);
+    if (im->pending.len >= IMPORT_PENDING_MAX) {
+        im->paused = true;
+        return 1;                    /* pause reading until the disk catches up */
+    }
+    return 0;
+}
+
+static void import_on_end(struct http_req *r)
+{
+    struct import *im = r->ctx;
+    im->ended = true;
+    if (im->failed) return;
+    if (r->body_seen == 0) {
+        im->failed = true;
+        http_send_error(r, 400, "empty_body", NULL, "send the snapshot file (.ndjson.gz) as the request body");
+        return;
+    }
+    import_pump(r);
+}
+
+void api_snapshot_import(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    if (sp->busy) {
+        http_send_error(r, 409, "snapshot_in_progress", NULL, "a snapshot or restore of '%s' is running", sp->st.name);
+        return;
+    }
+    sp->busy = true;
+    struct import *im = xcalloc(1, sizeof *im);
+    im->srv = r->srv;
+    im->fd = -1;
+    ulid_make(im->id, now_ms_wall());
+    snprintf(im->space, sizeof im->space, "%s", sp->st.name);
+    snprintf(im->actor, sizeof im->actor, "%s", api_actor(r));
+    if (r->conn) snprintf(im->remote, sizeof im->remote, "%s", r->conn->peer);
+    snap_file(r->srv->cfg->data_dir, im->id, true, im->tmp, sizeof im->tmp);
+    snap_file(r->srv->cfg->data_dir, im->id, false, im->path, sizeof im->path);
+    r->ctx = im;
+    r->ctx_free = import_free;
+    r->on_body = import_on_body;
+    r->on_body_end = import_on_end;
+}
+
+/* ---- schedule ------------------------------------------------------------ */
+
+static uv_timer_t sched_timer;
+static bool sched_on;
+
+static void on_schedule(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    if (srv->shutting_down) return;
+    size_t n;
+    struct space **v = spaces_sorted(srv, &n);
+    for (size_t i = 0; i < n; i++) {
+        struct space *sp = v[i];
+        if (sp->busy) continue;
+        /* nothing changed since the last snapshot: skip */
+        if (sp->st.version == 0 || (sp->last_snapshot[0] && sp->st.version <= sp->last_snapshot_version)) continue;
+        sp->busy = true;
+        if (snap_start(srv, NULL, sp->st.name, "scheduled", "scheduler", NULL, false, NULL, NULL) < 0) sp->busy = false;
+    }
+}
+
+/* ---- start-up ------------------------------------------------------------ */
+
+int snap_recover(const char *data_dir, void *dbp, char *err, size_t errlen)
+{
+    sqlite3 *db = dbp;
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/snapshots", data_dir);
+    mkdir(dir, 0700);
+    char *msg = NULL;
+    if (sqlite3_exec(db,
+                     "UPDATE snapshots SET status = 'failed', error = 'interrupted: the server stopped while it ran',"
+                     " completed_at = CAST(strftime('%s','now') AS INTEGER) * 1000"
+                     " WHERE status IN ('pending', 'running')",
+                     NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "marking interrupted snapshots failed: %s", msg ? msg : "?");
+        sqlite3_free(msg);
+        return -1;
+    }
+    int interrupted = sqlite3_changes(db);
+    /* temp files, and files whose row is not a completed snapshot */
+    DIR *d = opendir(dir);
+    int removed = 0;
+    if (d) {
+        struct dirent *de;
+        sqlite3_stmt *q = NULL;
+        sqlite3_prepare_v2(db, "SELECT 1 FROM snapshots WHERE id = ? AND status = 'completed'", -1, &q, NULL);
+        while ((de = readdir(d))) {
+            const char *name = de->d_name;
+            if (name[0] == '.') continue;
+            size_t l = strlen(name);
+            bool tmp = l > 4 && !strcmp(name + l - 4, ".tmp");
+            bool keep = false;
+            if (!tmp && l == 26 + 10 && !strcmp(name + 26, ".ndjson.gz") && q) {
+                char id[27];
+                memcpy(id, name, 26);
+                id[26] = '\0';
+                sqlite3_reset(q);
+                sqlite3_bind_text(q, 1, id, -1, SQLITE_TRANSIENT);
+                keep = sqlite3_step(q) == SQLITE_ROW;
+            }
+            if (!keep) {
+                char p[1400];
+                snprintf(p, sizeof p, "%s/%s", dir, name);
+                if (unlink(p) == 0) removed++;
+            }
+        }
+        sqlite3_finalize(q);
+        closedir(d);
+    }
+    if (interrupted || removed)
+        log_warn("snapshots_recovered", "\"interrupted\":%d,\"files_removed\":%d", interrupted, removed);
+    return 0;
+}
+
+struct last_job {
+    struct job job;
+    struct { char space[64], id[27]; uint64_t version; } *v;
+    size_t n;
+};
+
+static void last_work(struct job *j)
+{
+    struct last_job *lj = container_of(j, struct last_job, job);
+    sqlite3 *db = store_reader_get(j->srv->store);
+    if (!db) return;
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT space, max(id), server_version FROM snapshots WHERE status = 'completed'"
+                           " GROUP BY space_id",
+                           -1, &q, NULL) == SQLITE_OK) {
+        size_t cap = 0;
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            if (lj->n == cap) {
+                cap = cap ? cap * 2 : 16;
+                lj->v = xrealloc(lj->v, cap * sizeof *lj->v);
+            }
+            snprintf(lj->v[lj->n].space, 64, "%s", (const char *)sqlite3_column_text(q, 0));
+            snprintf(lj->v[lj->n].id, 27, "%s", (const char *)sqlite3_column_text(q, 1));
+            lj->v[lj->n].version = (uint64_t)sqlite3_column_int64(q, 2);
+            lj->n++;
+        }
+        sqlite3_finalize(q);
+    }
+    store_reader_put(j->srv->store, db);
+}
+
+static void last_done(struct job *j, struct http_req *r)
+{
+    struct last_job *lj = container_of(j, struct last_job, job);
+    UNUSED(r);
+    for (size_t i = 0; i < lj->n; i++) {
+        struct space *sp = spaces_get(j->srv, lj->v[i].space);
+        if (sp && !sp->last_snapshot[0]) {
+            snprintf(sp->last_snapshot, sizeof sp->last_snapshot, "%s", lj->v[i].id);
+            sp->last_snapshot_version = lj->v[i].version;
+        }
+    }
+    free(lj->v);
+    free(lj);
+}
+
+void snap_init(struct server *srv)
+{
+    struct last_job *lj = xcalloc(1, sizeof *lj);
+    job_submit(srv, &lj->job, NULL, last_work, last_done);
+    if (srv->cfg->snapshot_every) {
+        uv_timer_init(srv->loop, &sched_timer);
+        sched_timer.data = srv;
+        uint64_t ms = srv->cfg->snapshot_every * 1000;
+        uv_timer_start(&sched_timer, on_schedule, ms, ms);
+        uv_unref((uv_handle_t *)&sched_timer);
+        sched_on = true;
+    }
+}
+
+void snap_free(struct server *srv)
+{
+    UNUSED(srv);
+    if (sched_on) {
+        uv_close((uv_handle_t *)&sched_timer, NULL);
+        sched_on = false;
+    }
 }

@@ -56,8 +56,10 @@ void spaces_update(struct server *srv, const struct space_stats *st)
     }
     if (found) {                     /* deleted and made again: a new space */
         struct space *sp = s->v[i];
+        bool busy = sp->busy;
         memset(sp, 0, sizeof *sp);
         sp->st = *st;
+        sp->busy = busy;
         return;
     }
     if (s->n == s->cap) {
