@@ -42,6 +42,7 @@ static const struct opt opts[] = {
     {"snapshot-keep-scheduled", OPT_U64, OFF(snapshot_keep_scheduled), 0, 100000, "5", "scheduled snapshots kept per space"},
     {"snapshot-keep-pre-restore", OPT_U64, OFF(snapshot_keep_pre_restore), 0, 100000, "5", "pre-restore snapshots kept per space"},
     {"snapshot-rate", OPT_U64, OFF(snapshot_rate), 0, 100000, "10", "snapshot creations per minute per key and space (0 = unlimited)"},
+    {"snapshot-threads", OPT_U64, OFF(snapshot_threads), 1, 8, "2", "compressor threads per snapshot (parallel gzip)"},
     {"workers", OPT_U64, OFF(workers), 1, 128, "4", "threadpool threads for database, compression and file work"},
     {"cors-origins", OPT_ORIGINS, 0, 0, 0, "", "comma-separated origins allowed cross-origin, or *"},
     {"metrics-open", OPT_BOOL, OFF(metrics_open), 0, 0, "false", "serve /metrics without an admin key"},
@@ -72,6 +73,7 @@ void cfg_defaults(struct config *cfg)
     cfg->snapshot_keep_scheduled = 5;
     cfg->snapshot_keep_pre_restore = 5;
     cfg->snapshot_rate = 10;
+    cfg->snapshot_threads = 2;
     cfg->workers = 4;
     cfg->access_log = true;
     cfg->durability = DURABILITY_FULL;
@@ -221,7 +223,14 @@ int cfg_parse_serve(struct config *cfg, int argc, char **argv)
         }
         const char *v;
         if (eq) v = eq + 1;
-        else if (o->type == OPT_BOOL) v = "true";
+        else if (o->type == OPT_BOOL) {
+            /* "--flag", or "--flag false" when a boolean word follows */
+            const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+            static const char *const words[] = {"true", "false", "1", "0", "on", "off", "yes", "no"};
+            v = "true";
+            for (size_t k = 0; next && k < ARRAY_SIZE(words); k++)
+                if (!strcasecmp(next, words[k])) { v = argv[++i]; break; }
+        }
         else if (i + 1 < argc) v = argv[++i];
         else {
             fprintf(stderr, "snapsync: option --%s needs a value\n", o->name);

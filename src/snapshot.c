@@ -35,6 +35,7 @@
 #include "json.h"
 #include "log.h"
 #include "names.h"
+#include "pgzip.h"
 #include "server.h"
 #include "spaces.h"
 #include "sse.h"
@@ -130,7 +131,7 @@ struct snap_job {
     char id[27], space[64], kind[16], created_by[32], remote[56];
     char *note;
     int64_t space_id;
-    int level;
+    int level, threads;
     char data_dir[1024];
     bool respond;                    /* answer the request with the metadata */
     snap_then_fn then;               /* continue (restore) instead of answering */
@@ -187,6 +188,24 @@ static int gz_emit(struct gz_out *g, size_t n)
     return 0;
 }
 
+static int gz_sink(void *arg, const unsigned char *data, size_t len)
+{
+    struct gz_out *g = arg;
+    if (g->limit && g->written + len > g->limit) return ENOSPC;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(g->fd, data + off, len - off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        off += (size_t)w;
+    }
+    EVP_DigestUpdate(g->md, data, len);
+    g->written += len;
+    return 0;
+}
+
 static int gz_put(struct gz_out *g, const char *data, size_t len, int flush)
 {
     g->zs.next_in = (Bytef *)data;
@@ -230,6 +249,7 @@ static void snap_work(struct job *j)
     snprintf(dir, sizeof dir, "%s/snapshots", sj->data_dir);
     mkdir(dir, 0700);
     struct gz_out g;
+    struct pgz *pz = NULL;
     memset(&g, 0, sizeof g);
     g.fd = -1;
     g.limit = fail_after();
@@ -269,12 +289,14 @@ static void snap_work(struct job *j)
 
     g.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (g.fd < 0) { fail_job(sj, "cannot create %s: %s", tmp, strerror(errno)); goto out; }
-    if (deflateInit2(&g.zs, sj->level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    g.md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(g.md, EVP_sha256(), NULL);
+    if (sj->threads > 1 && sj->level > 0) {
+        pz = pgz_new(sj->level, sj->threads, gz_sink, &g);
+    } else if (deflateInit2(&g.zs, sj->level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
         fail_job(sj, "zlib init failed");
         goto out;
     }
-    g.md = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(g.md, EVP_sha256(), NULL);
 
     /* header line */
     buf_puts(&line, "{\"format\":\"" SNAP_FORMAT "\"");
@@ -305,7 +327,8 @@ static void snap_work(struct job *j)
         buf_putc(&line, '\n');
         if (line.len >= CHUNK) {
             sj->raw_bytes += line.len;
-            if (gz_put(&g, line.data, line.len, Z_NO_FLUSH) < 0) goto ioerr;
+            if (pz ? (g.err = pgz_write(pz, line.data, line.len)) != 0 : gz_put(&g, line.data, line.len, Z_NO_FLUSH) < 0)
+                goto ioerr;
             buf_reset(&line);
         }
         if (++n % 512 == 0) {
@@ -317,7 +340,15 @@ static void snap_work(struct job *j)
     }
     if (rc != SQLITE_DONE) goto sqlfail;
     sj->raw_bytes += line.len;
-    if (gz_put(&g, line.data ? line.data : "", line.len, Z_FINISH) < 0) goto ioerr;
+    if (pz) {
+        g.err = pgz_write(pz, line.data ? line.data : "", line.len);
+        if (!g.err) g.err = pgz_finish(pz);
+        else pgz_abort(pz);
+        pz = NULL;
+        if (g.err) goto ioerr;
+    } else if (gz_put(&g, line.data ? line.data : "", line.len, Z_FINISH) < 0) {
+        goto ioerr;
+    }
     atomic_store(&sj->done, n);
     if (n != sj->entity_total) { fail_job(sj, "row count changed during the read"); goto out; }
     unsigned char md[32];
@@ -341,6 +372,7 @@ out:
     sqlite3_finalize(q);
     sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     store_reader_put(sj->srv->store, db);
+    if (pz) pgz_abort(pz);
     if (g.fd >= 0) close(g.fd);
     if (g.zs.state) deflateEnd(&g.zs);
     if (g.md) EVP_MD_CTX_free(g.md);
@@ -558,6 +590,7 @@ static int snap_start(struct server *srv, struct http_req *r, const char *space,
     snprintf(sj->data_dir, sizeof sj->data_dir, "%s", srv->cfg->data_dir);
     sj->note = note ? xstrdup(note) : NULL;
     sj->level = (int)srv->cfg->snapshot_level;
+    sj->threads = (int)srv->cfg->snapshot_threads;
     sj->respond = respond;
     sj->then = then;
     sj->then_arg = then_arg;
