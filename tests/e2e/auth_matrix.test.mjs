@@ -1,7 +1,8 @@
 // auth_matrix.test.mjs - SPEC §4 role table: every role x one route of each
 // access class x own space / another existing space / a space that does not
-// exist, plus no token at all. OPERATE routes are not built yet and answer
-// 501 once auth lets the request through, so 501 there means "allowed".
+// exist, plus no token at all. The OPERATE route of the table (POST /sync)
+// is not built yet and answers 501 once auth lets the request through, so
+// 501 there means "allowed".
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -156,9 +157,10 @@ test('more routes per class (spot checks on the own space)', async () => {
     ['GET', `${S}/sync/status`, undefined, 'reader', [200]],
     ['POST', `${S}/changes`, { changes: [] }, 'writer', [200]],
     ['POST', `${S}/conflicts/01ARZ3NDEKTSV4RRFFQ69G5FAV/resolve`, { strategy: 'local_wins' }, 'writer', [404]],
-    ['POST', `${S}/snapshots`, {}, 'operator', [501]],
-    ['DELETE', `${S}/snapshots/01ARZ3NDEKTSV4RRFFQ69G5FAV`, undefined, 'operator', [501]],
-    ['POST', `${S}/snapshots/01ARZ3NDEKTSV4RRFFQ69G5FAV/restore`, { confirm: 'x' }, 'operator', [501]],
+    ['POST', `${S}/snapshots`, {}, 'operator', [201, 429]],
+    ['DELETE', `${S}/snapshots/01ARZ3NDEKTSV4RRFFQ69G5FAV`, undefined, 'operator', [404]],
+    ['POST', `${S}/snapshots/01ARZ3NDEKTSV4RRFFQ69G5FAV/restore`, { confirm: 'x' }, 'operator', [400]],
+    ['GET', `${S}/snapshots`, undefined, 'reader', [200]],
     ['PUT', `${S}/peers/p1`, {}, 'operator', [501]],
     ['DELETE', `${S}/peers/p1`, undefined, 'operator', [501]],
     ['DELETE', `/api/v1/spaces/m-nonexistent?confirm=m-nonexistent`, undefined, 'admin', [404]],
