@@ -33,6 +33,8 @@ void api_changes_get(struct http_req *r);
 void api_changes_post(struct http_req *r);
 void api_conflicts(struct http_req *r);
 void api_conflict_resolve(struct http_req *r);
+/* replicate.c */
+void api_replicate(struct http_req *r);
 /* api_keys.c */
 void api_keys_create(struct http_req *r);
 void api_keys_list(struct http_req *r);

@@ -42,6 +42,25 @@ int rev_parse(const char *rev, uint64_t *n, const char **hash);
 int rev_cmp(const char *a, const char *b);
 bool rev_valid(const char *rev);
 
+/* Replication (SPEC §9): what to do with a revision made elsewhere. */
+enum rep_action {
+    REP_INSERT,          /* nothing here yet: take it */
+    REP_IGNORE,          /* already known (current or in our history) */
+    REP_FASTFORWARD,     /* a descendant of ours: take it */
+    REP_LOCAL_WINS,      /* divergent, ours wins: keep theirs as a conflict */
+    REP_REMOTE_WINS,     /* divergent, theirs wins: take it, keep ours as a conflict */
+};
+/* local_rev NULL when absent. Histories: space-separated revs, newest first
+ * (not including the current rev). Deterministic: every instance decides
+ * the same winner for the same pair, in whatever order syncs happen. */
+enum rep_action rep_decide(const char *local_rev, bool local_deleted, const char *local_hist, const char *in_rev,
+                           bool in_deleted, const char *in_hist);
+/* The winner rule alone: live beats deleted, then higher N, then higher
+ * hash. >0 if a wins. */
+int rev_winner(const char *a, bool a_deleted, const char *b, bool b_deleted);
+/* Is rev one of the space-separated revs in hist? */
+bool rev_in_history(const char *hist, const char *rev);
+
 struct digest { uint8_t b[32]; };
 void digest_item(struct digest *out, const char *collection, const char *id, const char *rev, bool deleted);
 void digest_xor(struct digest *acc, const struct digest *item);

@@ -23,6 +23,9 @@
 struct changes_arg {
     int ncoll;
     char coll[16][64];
+    bool all_revs;                   /* style=all_revs: history and conflicts */
+    sqlite3 *db;                     /* set while iterating (worker) */
+    int64_t space_id;
 };
 
 void *changes_filter_copy(const void *filter)
@@ -41,7 +44,7 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
     struct changes_arg *ca = rj->arg;
     char sql[1024];
     size_t n = (size_t)snprintf(sql, sizeof sql,
-                                "SELECT collection, id, rev, version, created_at, updated_at, deleted, body"
+                                "SELECT collection, id, rev, version, created_at, updated_at, deleted, body, revs"
                                 " FROM entities WHERE space_id = ?1 AND version > ?2");
     if (ca && ca->ncoll) {
         n += (size_t)snprintf(sql + n, sizeof sql - n, " AND collection IN (");
@@ -60,6 +63,10 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
     sqlite3_bind_int64(q, 2, (sqlite3_int64)rj->since);
     sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->limit + 1);
     for (int i = 0; ca && i < ca->ncoll; i++) sqlite3_bind_text(q, 4 + i, ca->coll[i], -1, SQLITE_STATIC);
+    if (ca) {
+        ca->db = db;
+        ca->space_id = rj->space_id;
+    }
     uint64_t count = 0;
     while (sqlite3_step(q) == SQLITE_ROW) {
         if (count == rj->limit) { *more = true; break; }
@@ -81,14 +88,60 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
     return count;
 }
 
+/* ,"revs":[rev, older...],"conflicts":[{"rev","deleted","body"}] */
+static void all_revs_members(struct changes_arg *ca, sqlite3_stmt *q, struct buf *b)
+{
+    const char *coll = (const char *)sqlite3_column_text(q, 0), *id = (const char *)sqlite3_column_text(q, 1);
+    const char *hist = (const char *)sqlite3_column_text(q, 8);
+    buf_puts(b, ",\"revs\":[");
+    json_cstr(b, (const char *)sqlite3_column_text(q, 2));
+    for (const char *p = hist; p && *p;) {
+        const char *sp = strchr(p, ' ');
+        size_t l = sp ? (size_t)(sp - p) : strlen(p);
+        buf_putc(b, ',');
+        json_str(b, p, l);
+        if (!sp) break;
+        p = sp + 1;
+    }
+    buf_puts(b, "],\"conflicts\":[");
+    sqlite3_stmt *c;
+    if (sqlite3_prepare_v2(ca->db,
+                           "SELECT conflicting_rev, deleted, conflicting_body FROM conflicts"
+                           " WHERE space_id = ? AND collection = ? AND entity_id = ? ORDER BY id",
+                           -1, &c, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(c, 1, ca->space_id);
+        sqlite3_bind_text(c, 2, coll, -1, SQLITE_STATIC);
+        sqlite3_bind_text(c, 3, id, -1, SQLITE_STATIC);
+        int n = 0;
+        while (sqlite3_step(c) == SQLITE_ROW) {
+            if (n++) buf_putc(b, ',');
+            buf_puts(b, "{\"rev\":");
+            json_cstr(b, (const char *)sqlite3_column_text(c, 0));
+            json_kv_bool(b, "deleted", sqlite3_column_int(c, 1) != 0);
+            buf_puts(b, ",\"body\":");
+            if (sqlite3_column_type(c, 2) == SQLITE_NULL) buf_puts(b, "null");
+            else buf_append(b, sqlite3_column_text(c, 2), (size_t)sqlite3_column_bytes(c, 2));
+            buf_putc(b, '}');
+        }
+        sqlite3_finalize(c);
+    }
+    buf_putc(b, ']');
+}
+
 static void row_entity(struct read_job *rj, sqlite3_stmt *q, struct buf *b)
 {
-    bool bodies = rj->flag;
+    struct changes_arg *ca = rj->arg;
+    bool bodies = rj->flag || (ca && ca->all_revs);
     entity_json(b, (const char *)sqlite3_column_text(q, 0), (const char *)sqlite3_column_text(q, 1),
                 (const char *)sqlite3_column_text(q, 2), (uint64_t)sqlite3_column_int64(q, 3),
                 (uint64_t)sqlite3_column_int64(q, 4), (uint64_t)sqlite3_column_int64(q, 5),
                 sqlite3_column_int(q, 6) != 0, bodies ? (const char *)sqlite3_column_text(q, 7) : NULL,
                 bodies ? (size_t)sqlite3_column_bytes(q, 7) : 0);
+    if (ca && ca->all_revs) {
+        b->len--;                    /* reopen the object */
+        all_revs_members(ca, q, b);
+        buf_putc(b, '}');
+    }
 }
 
 static void row_json(struct read_job *rj, sqlite3_stmt *q, uint64_t n)
@@ -183,6 +236,13 @@ void api_changes_get(struct http_req *r)
     } else if (l == -2) {
         http_send_error(r, 400, "invalid_parameter", NULL, "collections is malformed");
         goto fail;
+    }
+    if ((l = http_query(r, "style", v, sizeof v)) >= 0) {
+        if (!strcmp(v, "all_revs")) ca->all_revs = true;
+        else if (strcmp(v, "main_only") != 0) {
+            http_send_error(r, 400, "invalid_parameter", NULL, "style must be main_only or all_revs");
+            goto fail;
+        }
     }
     if ((l = http_query(r, "timeout_ms", v, sizeof v)) >= 0 && parse_u64(v, (size_t)l, 300000, &timeout_ms) < 0) {
         http_send_error(r, 400, "invalid_parameter", NULL, "timeout_ms must be from 0 to 300000");
@@ -499,6 +559,31 @@ struct resolve_op {
 static const char SQL_CONFLICT_GET[] =
     "SELECT collection, entity_id, conflicting_rev, conflicting_body, deleted FROM conflicts"
     " WHERE id = ? AND space_id = ?";
+
+/* history for a resolution: the old current rev, then the losing rev (so
+ * replicas that hold the same conflict see it settled), then the rest */
+static void merged_history(char *out, size_t cap, const struct ent_row *row, const char *loser)
+{
+    struct buf b;
+    buf_init(&b);
+    if (row->exists) {
+        buf_puts(&b, row->rev);
+        buf_putc(&b, ' ');
+    }
+    buf_puts(&b, loser);
+    if (row->exists && row->revs[0]) {
+        buf_putc(&b, ' ');
+        buf_puts(&b, row->revs);
+    }
+    /* keep at most REV_HISTORY - 1 whole entries */
+    int n = 0;
+    for (size_t k = 0; k < b.len; k++)
+        if (b.data[k] == ' ' && ++n == REV_HISTORY - 1) { b.len = k; break; }
+    if (b.len >= cap) b.len = 0;     /* cannot happen: 63 revs fit */
+    memcpy(out, b.data, b.len);
+    out[b.len] = '\0';
+    buf_free(&b);
+}
 static const char SQL_CONFLICT_DEL[] = "DELETE FROM conflicts WHERE id = ?";
 
 static const char *strategy_names[] = {"local_wins", "remote_wins", "keep_both", "merge"};
@@ -512,9 +597,10 @@ static int resolve_apply(struct wtx *tx, struct wop *op)
     sqlite3_bind_text(st, 1, rs->conflict, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, sp->id);
     if (sqlite3_step(st) != SQLITE_ROW) return wop_fail(op, 404, "not_found", "no conflict %s", rs->conflict);
-    char coll[64], id[129];
+    char coll[64], id[129], crev[REV_MAX];
     snprintf(coll, sizeof coll, "%s", (const char *)sqlite3_column_text(st, 0));
     snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(st, 1));
+    snprintf(crev, sizeof crev, "%s", (const char *)sqlite3_column_text(st, 2));
     bool cdeleted = sqlite3_column_int(st, 4) != 0;
     size_t cblen = (size_t)sqlite3_column_bytes(st, 3);
     char *cbody = sqlite3_column_type(st, 3) == SQLITE_NULL ? NULL : xstrndup((const char *)sqlite3_column_text(st, 3), cblen);
@@ -573,9 +659,23 @@ static int resolve_apply(struct wtx *tx, struct wop *op)
     char rev[REV_MAX];
     rev_make(row->exists ? row->rev : NULL, deleted, body, blen, rev);
     char *bcopy = body ? xstrndup(body, blen) : NULL;    /* row->body is replaced by the put */
-    int prc = wtx_entity_put(tx, op, sp, coll, target, row, rev, deleted, bcopy, blen, NULL);
+    char hist[sizeof cur.revs];
+    merged_history(hist, sizeof hist, row, crev);
+    int prc = wtx_entity_put(tx, op, sp, coll, target, row, rev, deleted, bcopy, blen,
+                             rs->strategy == KEEP_BOTH ? NULL : hist);
     free(bcopy);
     if (prc < 0) goto out;
+    if (rs->strategy == KEEP_BOTH && cur.exists) {
+        /* the original stays as it is, in a new rev that settles the
+         * conflict on every replica */
+        char krev[REV_MAX];
+        rev_make(cur.rev, cur.deleted, cur.body, cur.body_len, krev);
+        merged_history(hist, sizeof hist, &cur, crev);
+        char *kb = cur.body ? xstrndup(cur.body, cur.body_len) : NULL;
+        prc = wtx_entity_put(tx, op, sp, coll, id, &cur, krev, cur.deleted, kb, cur.body_len, hist);
+        free(kb);
+        if (prc < 0) goto out;
+    }
     st = wtx_stmt(tx, SQL_CONFLICT_DEL);
     sqlite3_bind_text(st, 1, rs->conflict, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) {

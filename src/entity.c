@@ -118,3 +118,31 @@ int digest_from_hex(struct digest *d, const char *hex)
     }
     return 0;
 }
+
+bool rev_in_history(const char *hist, const char *rev)
+{
+    size_t rl = strlen(rev);
+    for (const char *p = hist; p && *p;) {
+        const char *sp = strchr(p, ' ');
+        size_t l = sp ? (size_t)(sp - p) : strlen(p);
+        if (l == rl && !memcmp(p, rev, rl)) return true;
+        if (!sp) break;
+        p = sp + 1;
+    }
+    return false;
+}
+
+int rev_winner(const char *a, bool a_deleted, const char *b, bool b_deleted)
+{
+    if (a_deleted != b_deleted) return a_deleted ? -1 : 1;    /* an edit beats a delete */
+    return rev_cmp(a, b);
+}
+
+enum rep_action rep_decide(const char *local_rev, bool local_deleted, const char *local_hist, const char *in_rev,
+                           bool in_deleted, const char *in_hist)
+{
+    if (!local_rev) return REP_INSERT;
+    if (!strcmp(local_rev, in_rev) || rev_in_history(local_hist, in_rev)) return REP_IGNORE;
+    if (rev_in_history(in_hist, local_rev)) return REP_FASTFORWARD;
+    return rev_winner(in_rev, in_deleted, local_rev, local_deleted) > 0 ? REP_REMOTE_WINS : REP_LOCAL_WINS;
+}

@@ -62,7 +62,7 @@ static const struct route table[] = {
     R(HTTP_GET, S "/peers", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "peers_list"),
     R(HTTP_PUT, S "/peers/{peer}", api_not_implemented, ACCESS_OPERATE, 0, "peer_put"),
     R(HTTP_DELETE, S "/peers/{peer}", api_not_implemented, ACCESS_OPERATE, ROUTE_NO_BODY, "peer_delete"),
-    R(HTTP_POST, S "/replicate", api_not_implemented, ACCESS_WRITE, 0, "replicate"),
+    R(HTTP_POST, S "/replicate", api_replicate, ACCESS_WRITE, 0, "replicate"),
     R(HTTP_POST, S "/blobs/missing", api_not_implemented, ACCESS_READ, 0, "blobs_missing"),
     R(HTTP_PUT, S "/blobs/{sha256}", api_not_implemented, ACCESS_WRITE, ROUTE_STREAM_BODY, "blob_put"),
     R(HTTP_GET, S "/blobs/{sha256}", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "blob_get"),

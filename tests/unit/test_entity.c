@@ -86,8 +86,41 @@ static void test_digest(void)
     CHECK_INT(digest_from_hex(&back, "zz"), -1);
 }
 
+static void test_replication_rule(void)
+{
+    /* a history: 1-a <- 2-b <- 3-c */
+    CHECK_INT(rep_decide(NULL, false, "", "1-a", false, ""), REP_INSERT);
+    CHECK_INT(rep_decide("2-b", false, "1-a", "2-b", false, "1-a"), REP_IGNORE);      /* same */
+    CHECK_INT(rep_decide("3-c", false, "2-b 1-a", "2-b", false, "1-a"), REP_IGNORE);  /* older */
+    CHECK_INT(rep_decide("2-b", false, "1-a", "3-c", false, "2-b 1-a"), REP_FASTFORWARD);
+    /* divergent: 2-b vs 2-f (both from 1-a) -> higher hash wins, both sides agree */
+    CHECK_INT(rep_decide("2-b", false, "1-a", "2-f", false, "1-a"), REP_REMOTE_WINS);
+    CHECK_INT(rep_decide("2-f", false, "1-a", "2-b", false, "1-a"), REP_LOCAL_WINS);
+    /* higher N wins over a higher hash */
+    CHECK_INT(rep_decide("3-a", false, "2-b 1-a", "2-z", false, "1-a"), REP_LOCAL_WINS);
+    CHECK_INT(rep_decide("2-f", false, "1-a", "3-a", false, "2-b 1-a"), REP_REMOTE_WINS);
+    /* an edit racing a delete: the edit wins on both sides, whatever N */
+    CHECK_INT(rep_decide("3-d", true, "2-b 1-a", "2-e", false, "1-a"), REP_REMOTE_WINS);
+    CHECK_INT(rep_decide("2-e", false, "1-a", "3-d", true, "2-b 1-a"), REP_LOCAL_WINS);
+    /* the rule is symmetric: for any pair exactly one side keeps its own */
+    const char *revs[] = {"1-a", "2-b", "2-c", "3-a", "10-0"};
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 5; j++)
+            for (int di = 0; di < 2; di++)
+                for (int dj = 0; dj < 2; dj++) {
+                    if (i == j) continue;
+                    enum rep_action x = rep_decide(revs[i], di, "", revs[j], dj, "");
+                    enum rep_action y = rep_decide(revs[j], dj, "", revs[i], di, "");
+                    CHECK((x == REP_LOCAL_WINS && y == REP_REMOTE_WINS) || (x == REP_REMOTE_WINS && y == REP_LOCAL_WINS));
+                }
+    CHECK(rev_in_history("3-c 2-b 1-a", "2-b"));
+    CHECK(!rev_in_history("3-c 2-b 1-a", "2-"));
+    CHECK(!rev_in_history("", "1-a"));
+}
+
 int main(void)
 {
+    test_replication_rule();
     test_canonical();
     test_revs();
     test_digest();
