@@ -102,6 +102,10 @@ void hex_encode(char *out, const unsigned char *in, size_t n);   /* out >= 2n+1 
  * invalid (overlong, surrogate, past U+10FFFF, truncated). */
 size_t utf8_seq_len(const unsigned char *p, size_t n);
 
+/* SHA-256 for EVP_* calls, fetched once (thread-safe). */
+struct evp_md_st;
+const struct evp_md_st *sha256_md(void);
+
 /* Constant-time comparison of n bytes. */
 bool ct_equal(const void *a, const void *b, size_t n);
 

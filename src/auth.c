@@ -31,6 +31,10 @@ struct auth {
     uv_timer_t refresh;              /* picks up keys revoked or made offline */
     bool refresh_started;
     struct server *srv;
+    /* token text -> key, so a busy client's requests skip the sha256 and the
+     * scan; entries point at keys, which are never freed while the server
+     * runs (a revocation updates the key in place and is still checked) */
+    struct { char token[TOKEN_LEN + 1]; const struct key *key; } cache[64];
 };
 
 /* ---- roles ------------------------------------------------------------ */
@@ -76,7 +80,7 @@ bool key_has_space(const struct key *k, const char *space)
 void token_hash(const char *token, size_t len, unsigned char hash[32])
 {
     unsigned int l = 32;
-    if (EVP_Digest(token, len, hash, &l, EVP_sha256(), NULL) != 1) abort();
+    if (EVP_Digest(token, len, hash, &l, sha256_md(), NULL) != 1) abort();
 }
 
 void token_make(char out[TOKEN_LEN + 1], unsigned char hash[32])
@@ -299,6 +303,7 @@ void auth_free(struct server *srv)
     rl_free(&a->failed);
     rl_free(&a->denied_audit);
     rl_free(&a->snapshots);
+    memset(a->cache, 0, sizeof a->cache);
     srv->auth = NULL;
     if (a->refresh_started) uv_close((uv_handle_t *)&a->refresh, refresh_closed);   /* frees a */
     else free(a);
@@ -387,11 +392,23 @@ void auth_check_request(struct http_req *r)
         deny(r, 401, "unauthorized", "this route needs 'Authorization: Bearer <token>'");
         return;
     }
-    token_hash(tok, tl, r->token_hash);
-    const struct key *k = find_key(a, r->token_hash);
-    if (!k) {
-        r->auth_unknown = true;      /* maybe made offline: reload at dispatch */
-        return;
+    const struct key *k = NULL;
+    uint64_t fnv = 1469598103934665603ull;
+    for (size_t i = 0; i < tl; i++) fnv = (fnv ^ (unsigned char)tok[i]) * 1099511628211ull;
+    size_t slot = fnv % ARRAY_SIZE(a->cache);
+    if (tl == TOKEN_LEN && a->cache[slot].key && ct_equal(a->cache[slot].token, tok, TOKEN_LEN)) {
+        k = a->cache[slot].key;
+    } else {
+        token_hash(tok, tl, r->token_hash);
+        k = find_key(a, r->token_hash);
+        if (!k) {
+            r->auth_unknown = true;      /* maybe made offline: reload at dispatch */
+            return;
+        }
+        if (tl == TOKEN_LEN) {
+            memcpy(a->cache[slot].token, tok, TOKEN_LEN);
+            a->cache[slot].key = k;
+        }
     }
     r->key = k;
     if (k->revoked_at) {

@@ -36,6 +36,7 @@
 #include "log.h"
 #include "names.h"
 #include "pgzip.h"
+#include "filestream.h"
 #include "server.h"
 #include "spaces.h"
 #include "sse.h"
@@ -290,7 +291,7 @@ static void snap_work(struct job *j)
     g.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (g.fd < 0) { fail_job(sj, "cannot create %s: %s", tmp, strerror(errno)); goto out; }
     g.md = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(g.md, EVP_sha256(), NULL);
+    EVP_DigestInit_ex(g.md, sha256_md(), NULL);
     if (sj->threads > 1 && sj->level > 0) {
         pz = pgz_new(sj->level, sj->threads, gz_sink, &g);
     } else if (deflateInit2(&g.zs, sj->level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
@@ -917,90 +918,6 @@ static void retention(struct server *srv, const char *space, int64_t space_id, c
     job_submit(srv, &rj->job, NULL, retention_work, retention_done);
 }
 
-/* ---- download: the file streamed in chunks read on the threadpool ------- */
-
-struct dl {
-    struct job job;
-    struct server *srv;
-    int fd;
-    bool inflate;
-    z_stream zs;
-    bool zs_init, eof, busy, failed;
-    uint64_t off;
-    unsigned char in[CHUNK];
-    struct buf out;
-};
-
-static void dl_read(struct http_req *r);
-
-static void dl_work(struct job *j)
-{
-    struct dl *d = container_of(j, struct dl, job);
-    buf_reset(&d->out);
-    ssize_t n = pread(d->fd, d->in, CHUNK, (off_t)d->off);
-    if (n < 0) { d->failed = true; return; }
-    if (n == 0) { d->eof = true; return; }
-    d->off += (uint64_t)n;
-    if (!d->inflate) {
-        buf_append(&d->out, d->in, (size_t)n);
-        return;
-    }
-    d->zs.next_in = d->in;
-    d->zs.avail_in = (uInt)n;
-    while (d->zs.avail_in > 0) {
-        buf_reserve(&d->out, CHUNK);
-        d->zs.next_out = (Bytef *)d->out.data + d->out.len;
-        d->zs.avail_out = CHUNK;
-        int rc = inflate(&d->zs, Z_NO_FLUSH);
-        d->out.len += CHUNK - d->zs.avail_out;
-        if (rc == Z_STREAM_END) {
-            /* gzip members may follow one another */
-            if (d->zs.avail_in == 0) break;
-            inflateReset(&d->zs);
-        } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
-            d->failed = true;
-            return;
-        }
-    }
-}
-
-static void dl_free(void *p)
-{
-    struct dl *d = p;
-    if (d->fd >= 0) close(d->fd);
-    if (d->zs_init) inflateEnd(&d->zs);
-    buf_free(&d->out);
-    free(d);
-}
-
-static void dl_done(struct job *j, struct http_req *r)
-{
-    struct dl *d = container_of(j, struct dl, job);
-    d->busy = false;
-    if (!r) return;                  /* the client left: ctx_free cleans up */
-    if (d->failed) {
-        log_error("download_failed", "\"error\":\"read or inflate failed\"");
-        if (r->conn) conn_close(r->conn);
-        return;
-    }
-    if (d->out.len) http_stream_write(r, d->out.data, d->out.len);
-    if (d->eof) {
-        r->on_drain = NULL;
-        http_stream_end(r);
-        return;
-    }
-    if (http_stream_queued(r) < 256 * 1024) dl_read(r);
-    /* else on_drain continues */
-}
-
-static void dl_read(struct http_req *r)
-{
-    struct dl *d = r->ctx;
-    if (d->busy || d->eof) return;
-    d->busy = true;
-    job_submit(r->srv, &d->job, r, dl_work, dl_done);
-}
-
 static void dl_start(struct read_job *rj, struct http_req *r)
 {
     struct snap_row *row = rj->arg;
@@ -1025,31 +942,11 @@ static void dl_start(struct read_job *rj, struct http_req *r)
         http_send_error(r, 410, "snapshot_file_missing", NULL, "the snapshot's file is gone");
         return;
     }
-    struct dl *d = xcalloc(1, sizeof *d);
-    d->fd = fd;
-    d->srv = r->srv;
-    d->inflate = !r->accept_gzip;
-    if (d->inflate) {
-        if (inflateInit2(&d->zs, 15 + 16) != Z_OK) abort();
-        d->zs_init = true;
-    }
-    r->ctx = d;
-    r->ctx_free = dl_free;
-    r->on_drain = dl_read;
-    r->drain_low = 64 * 1024;
+    bool gz = r->accept_gzip;
     http_add_header(r, "Content-Disposition", "attachment; filename=\"%s-%s.ndjson%s\"", rj->space, row->id,
-                    d->inflate ? "" : ".gz");
-    if (!d->inflate) {
-        http_add_header(r, "Content-Encoding", "gzip");
-        http_stream_begin_length(r, 200, "application/x-ndjson", row->size_bytes);
-    } else {
-        http_stream_begin(r, 200, "application/x-ndjson", true);
-    }
-    if (r->head_only) {
-        http_stream_end(r);
-        return;
-    }
-    dl_read(r);
+                    gz ? ".gz" : "");
+    if (gz) http_add_header(r, "Content-Encoding", "gzip");
+    filestream_start(r, fd, 200, "application/x-ndjson", 0, gz ? (int64_t)row->size_bytes : -1, !gz);
 }
 
 static void row_work(sqlite3 *db, struct read_job *rj)
@@ -1094,7 +991,7 @@ static int sr_open(struct snap_reader *sr, const char *path)
     if (inflateInit2(&sr->zs, 15 + 16) != Z_OK) abort();
     sr->zs_init = true;
     sr->md = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(sr->md, EVP_sha256(), NULL);
+    EVP_DigestInit_ex(sr->md, sha256_md(), NULL);
     return 0;
 }
 

@@ -3,6 +3,8 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -377,4 +379,21 @@ int mkdir_p(const char *path, unsigned mode)
     }
     if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -errno;
     return 0;
+}
+
+/* OpenSSL 3 looks an algorithm up on every EVP_sha256() use unless it is
+ * fetched once; for short inputs the lookup costs more than the hash. */
+static EVP_MD *g_sha256;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (!g_sha256) abort();
+}
+
+const struct evp_md_st *sha256_md(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return g_sha256;
 }
