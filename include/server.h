@@ -122,6 +122,7 @@ void server_add_shutdown_hook(struct server *srv, server_hook fn, void *arg);
 /* For http.c: connection transitions. */
 void conn_set_timeout(struct conn *c, enum timeout_kind kind);
 void conn_close(struct conn *c);              /* immediate, idempotent */
+void conn_read_resume(struct conn *c);        /* after a streamed body paused reading */
 void conn_finish_request(struct conn *c);     /* the current request is done */
 void conn_shutdown_linger(struct conn *c);    /* shut writes, drain, close */
 const char *server_date(struct server *srv);  /* "Tue, 24 Nov 2026 13:24:33 GMT" */

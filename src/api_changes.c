@@ -10,6 +10,7 @@
 
 #include "api.h"
 #include "api_util.h"
+#include "blobs.h"
 #include "json.h"
 #include "log.h"
 #include "names.h"
@@ -378,6 +379,7 @@ struct push_item {
 
 struct push_op {
     struct wop op;
+    const char *data_dir;
     char space[64];
     char origin[64];
     size_t n;
@@ -406,6 +408,13 @@ static int push_apply(struct wtx *tx, struct wop *op)
         if (i) buf_putc(b, ',');
         if (it->err_code) {
             push_result_error(b, it->err_code, it->err_msg);
+            continue;
+        }
+        char missing[1024];
+        int bc = it->deleted ? 0 : blobs_check(p->data_dir, it->body, it->body_len, missing, sizeof missing);
+        if (bc != 0) {
+            push_result_error(b, bc < 0 ? "invalid_blobs" : "missing_blob",
+                              bc < 0 ? missing : "the body references blobs this server does not have");
             continue;
         }
         struct ent_row cur;
@@ -534,6 +543,7 @@ void api_changes_post(struct http_req *r)
         return;
     }
     struct push_op *p = xcalloc(1, sizeof *p);
+    p->data_dir = r->srv->cfg->data_dir;
     snprintf(p->space, sizeof p->space, "%s", r->match.params.space);
     snprintf(p->origin, sizeof p->origin, "push:%s", api_actor(r));
     p->n = n;

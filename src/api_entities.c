@@ -9,6 +9,7 @@
 #include "api.h"
 #include "api_util.h"
 #include "auth.h"
+#include "blobs.h"
 #include "json.h"
 #include "log.h"
 #include "server.h"
@@ -335,6 +336,7 @@ void api_collections(struct http_req *r)
 
 struct entity_op {
     struct wop op;
+    const char *data_dir;
     char space[64], collection[64], id[129];
     char *raw;                       /* client body (owned) */
     size_t raw_len;
@@ -358,6 +360,14 @@ static int entity_apply(struct wtx *tx, struct wop *op)
         struct json_err je;
         canon = entity_canonical(e->raw, e->raw_len, true, &clen, &je);
         if (!canon) return wop_fail(op, 400, je.code, "%s", je.message);
+        char missing[1024];
+        int bc = blobs_check(e->data_dir, canon, clen, missing, sizeof missing);
+        if (bc != 0) {
+            free(canon);
+            if (bc < 0) return wop_fail(op, 400, "invalid_blobs", "%s", missing);
+            snprintf(op->extra, sizeof op->extra, "\"missing\":[%.140s]", missing);
+            return wop_fail(op, 422, "missing_blob", "the body references blobs this server does not have; upload them first");
+        }
     }
     struct ent_row cur;
     int rc = -1;
@@ -420,6 +430,7 @@ static void entity_done(struct wop *op, struct http_req *r)
 static struct entity_op *entity_op_new(struct http_req *r)
 {
     struct entity_op *e = xcalloc(1, sizeof *e);
+    e->data_dir = r->srv->cfg->data_dir;
     snprintf(e->space, sizeof e->space, "%s", r->match.params.space);
     snprintf(e->collection, sizeof e->collection, "%s", r->match.params.collection);
     snprintf(e->id, sizeof e->id, "%s", r->match.params.entity);

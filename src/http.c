@@ -420,9 +420,7 @@ const llhttp_settings_t http_parser_settings = {
 
 void http_body_resume(struct http_req *r)
 {
-    struct conn *c = r->conn;
-    if (!c || c->reading || c->eof || c->state == CONN_CLOSING) return;
-    if (uv_read_start((uv_stream_t *)&c->tcp, NULL, NULL) == 0) c->reading = 1;
+    if (r->conn) conn_read_resume(r->conn);
 }
 
 /* ---- CORS --------------------------------------------------------------- */

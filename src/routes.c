@@ -11,6 +11,7 @@
 #include "http.h"
 #include "router.h"
 #include "server.h"
+#include "blobs.h"
 #include "snapshot.h"
 #include "sse.h"
 
@@ -63,9 +64,9 @@ static const struct route table[] = {
     R(HTTP_PUT, S "/peers/{peer}", api_not_implemented, ACCESS_OPERATE, 0, "peer_put"),
     R(HTTP_DELETE, S "/peers/{peer}", api_not_implemented, ACCESS_OPERATE, ROUTE_NO_BODY, "peer_delete"),
     R(HTTP_POST, S "/replicate", api_replicate, ACCESS_WRITE, 0, "replicate"),
-    R(HTTP_POST, S "/blobs/missing", api_not_implemented, ACCESS_READ, 0, "blobs_missing"),
-    R(HTTP_PUT, S "/blobs/{sha256}", api_not_implemented, ACCESS_WRITE, ROUTE_STREAM_BODY, "blob_put"),
-    R(HTTP_GET, S "/blobs/{sha256}", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "blob_get"),
+    R(HTTP_POST, S "/blobs/missing", api_blobs_missing, ACCESS_READ, 0, "blobs_missing"),
+    R(HTTP_PUT, S "/blobs/{sha256}", api_blob_put, ACCESS_WRITE, ROUTE_STREAM_BODY, "blob_put"),
+    R(HTTP_GET, S "/blobs/{sha256}", api_blob_get, ACCESS_READ, ROUTE_NO_BODY, "blob_get"),
 };
 
 void http_routes_init(struct server *srv)

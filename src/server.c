@@ -190,6 +190,12 @@ static void start_reading(struct conn *c)
     }
 }
 
+void conn_read_resume(struct conn *c)
+{
+    if (c->state == CONN_BODY || c->state == CONN_HEADERS || c->state == CONN_IDLE) conn_set_timeout(c, TO_IDLE);
+    start_reading(c);
+}
+
 /* Keeps input that cannot be parsed yet. Reading pauses at the cap. */
 static void stash(struct conn *c, const char *data, size_t len)
 {
