@@ -36,6 +36,7 @@
 #include "log.h"
 #include "names.h"
 #include "pgzip.h"
+#include "blobs.h"
 #include "filestream.h"
 #include "server.h"
 #include "spaces.h"
@@ -45,7 +46,7 @@
 #define CHUNK (64 * 1024)
 #define SNAP_COLS \
     "id, space, kind, status, server_version, created_at, completed_at, entity_counts, entity_total," \
-    " raw_bytes, size_bytes, sha256, level, created_by, note, error"
+    " raw_bytes, size_bytes, sha256, level, created_by, note, error, blobs"
 
 static void snap_file(const char *data_dir, const char *id, bool tmp, char *out, size_t cap)
 {
@@ -82,6 +83,7 @@ static void meta_json(struct buf *b, sqlite3_stmt *q)
 /* One snapshot's row as the loop needs it. */
 struct snap_row {
     bool found;
+    char *blobs;                     /* JSON array (malloc'd) */
     char id[27], kind[16], status[16], sha256[65];
     uint64_t server_version, size_bytes, entity_total;
     struct buf meta;                 /* JSON */
@@ -107,6 +109,8 @@ static int row_load(sqlite3 *db, int64_t space_id, const char *id, struct snap_r
         const unsigned char *sha = sqlite3_column_text(q, 11);
         snprintf(row->sha256, sizeof row->sha256, "%s", sha ? (const char *)sha : "");
         meta_json(&row->meta, q);
+        const unsigned char *bl = sqlite3_column_text(q, 16);
+        row->blobs = bl ? xstrdup((const char *)bl) : NULL;
     }
     sqlite3_finalize(q);
     return 0;
@@ -147,7 +151,44 @@ struct snap_job {
     uint64_t server_version, entity_total, raw_bytes, size_bytes;
     char sha256[65];
     struct buf counts;               /* {"issues":3,...} */
+    char (*blobs)[65];               /* blobs the entities reference (sorted, unique at the end) */
+    size_t nblobs, capblobs;
+    struct buf blobs_json;
 };
+
+static void collect_blobs(struct snap_job *sj, const char *body, size_t len)
+{
+    if (!body || !memmem(body, len, "\"_blobs\":", 9)) return;
+    json_error_t je;
+    json_t *v = json_loadb(body, len, 0, &je);
+    json_t *arr = v ? json_object_get(v, "_blobs") : NULL;
+    size_t i;
+    json_t *h;
+    json_array_foreach(arr, i, h) {
+        const char *x = json_string_value(h);
+        if (!x || strlen(x) != 64) continue;
+        if (sj->nblobs == sj->capblobs) {
+            sj->capblobs = sj->capblobs ? sj->capblobs * 2 : 64;
+            sj->blobs = xrealloc(sj->blobs, sj->capblobs * sizeof *sj->blobs);
+        }
+        memcpy(sj->blobs[sj->nblobs++], x, 65);
+    }
+    json_decref(v);
+}
+
+static int cmp65(const void *a, const void *b) { return memcmp(a, b, 64); }
+
+static void blobs_finish(struct snap_job *sj)
+{
+    if (sj->nblobs) qsort(sj->blobs, sj->nblobs, sizeof *sj->blobs, cmp65);
+    buf_putc(&sj->blobs_json, '[');
+    for (size_t i = 0, k = 0; i < sj->nblobs; i++) {
+        if (i && !memcmp(sj->blobs[i], sj->blobs[i - 1], 64)) continue;
+        if (k++) buf_putc(&sj->blobs_json, ',');
+        json_str(&sj->blobs_json, sj->blobs[i], 64);
+    }
+    buf_putc(&sj->blobs_json, ']');
+}
 
 /* Test hook: SNAPSYNC_TEST_SNAPSHOT_FAIL_AFTER=N makes every snapshot file
  * write fail with ENOSPC once N bytes are written (disk-full simulation). */
@@ -326,6 +367,7 @@ static void snap_work(struct job *j)
                     (uint64_t)sqlite3_column_int64(q, 4), (uint64_t)sqlite3_column_int64(q, 5), false,
                     (const char *)sqlite3_column_text(q, 6), (size_t)sqlite3_column_bytes(q, 6));
         buf_putc(&line, '\n');
+        collect_blobs(sj, (const char *)sqlite3_column_text(q, 6), (size_t)sqlite3_column_bytes(q, 6));
         if (line.len >= CHUNK) {
             sj->raw_bytes += line.len;
             if (pz ? (g.err = pgz_write(pz, line.data, line.len)) != 0 : gz_put(&g, line.data, line.len, Z_NO_FLUSH) < 0)
@@ -352,6 +394,7 @@ static void snap_work(struct job *j)
     }
     atomic_store(&sj->done, n);
     if (n != sj->entity_total) { fail_job(sj, "row count changed during the read"); goto out; }
+    blobs_finish(sj);
     unsigned char md[32];
     unsigned int mdl = 32;
     EVP_DigestFinal_ex(g.md, md, &mdl);
@@ -415,6 +458,8 @@ static void on_progress(uv_async_t *a)
 static void snap_job_free(struct snap_job *sj)
 {
     buf_free(&sj->counts);
+    buf_free(&sj->blobs_json);
+    free(sj->blobs);
     free(sj->note);
     free(sj);
 }
@@ -437,7 +482,7 @@ static int snap_finish_apply(struct wtx *tx, struct wop *op)
     sqlite3_stmt *st = wtx_stmt(tx,
                                 "UPDATE snapshots SET status = ?2, server_version = ?3, completed_at = ?4,"
                                 " entity_counts = ?5, entity_total = ?6, raw_bytes = ?7, size_bytes = ?8,"
-                                " sha256 = ?9, error = ?10 WHERE id = ?1");
+                                " sha256 = ?9, error = ?10, blobs = ?11 WHERE id = ?1");
     sqlite3_bind_text(st, 1, sj->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, sj->err ? "failed" : "completed", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)sj->server_version);
@@ -448,6 +493,7 @@ static int snap_finish_apply(struct wtx *tx, struct wop *op)
     sqlite3_bind_int64(st, 8, (sqlite3_int64)sj->size_bytes);
     if (!sj->err) sqlite3_bind_text(st, 9, sj->sha256, -1, SQLITE_STATIC);
     if (sj->err) sqlite3_bind_text(st, 10, sj->msg, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 11, sj->blobs_json.len ? sj->blobs_json.data : "[]", -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "updating the snapshot failed");
     st = wtx_stmt(tx, "SELECT " SNAP_COLS " FROM snapshots WHERE id = ?");
     sqlite3_bind_text(st, 1, sj->id, -1, SQLITE_STATIC);
@@ -729,6 +775,7 @@ static void get_work(sqlite3 *db, struct read_job *rj)
     if (!row.found) read_fail(rj, 404, "not_found", "no snapshot %s in this space", rj->id);
     else buf_append(&rj->out, row.meta.data, row.meta.len);
     buf_free(&row.meta);
+    free(row.blobs);
 }
 
 static struct read_job *snap_read_job(struct http_req *r, struct space *sp)
@@ -955,6 +1002,8 @@ static void row_work(sqlite3 *db, struct read_job *rj)
     rj->arg = row;
     if (row_load(db, rj->space_id, rj->id, row) < 0) read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
     buf_free(&row->meta);
+    free(row->blobs);
+    row->blobs = NULL;
 }
 
 void api_snapshot_download(struct http_req *r)
@@ -1473,6 +1522,7 @@ static void preview_work(sqlite3 *db, struct read_job *rj)
     free(m.d);
 out:
     buf_free(&pa->row.meta);
+    free(pa->row.blobs);
 }
 
 void api_snapshot_preview(struct http_req *r)
@@ -1490,11 +1540,19 @@ void api_snapshot_preview(struct http_req *r)
 
 struct restore {
     struct server *srv;
+    char *blobs;                     /* JSON array of referenced blobs */
+    char data_dir[1024];
     char id[27], space[64], actor[32], remote[56], sha256[65], path[1200];
     int64_t space_id;
     char pre_id[27];
     uint64_t puts, dels, server_version;
 };
+
+static void restore_free(struct restore *rs)
+{
+    free(rs->blobs);
+    free(rs);
+}
 
 struct restore_op {
     struct wop op;
@@ -1584,7 +1642,7 @@ static void restore_done(struct wop *op, struct http_req *r)
     log_info("snapshot_restore", "\"space\":\"%s\",\"snapshot\":\"%s\",\"status\":%d,\"put\":%llu,\"deleted\":%llu",
              rs->space, rs->id, op->status ? op->status : 200, (unsigned long long)rs->puts,
              (unsigned long long)rs->dels);
-    free(rs);
+    restore_free(rs);
     free(ro);
 }
 
@@ -1597,7 +1655,7 @@ static void restore_after_pre(struct snap_job *sj, struct http_req *r)
         set_busy(rs->srv, rs->space, false);
         if (r) http_send_error(r, 500, "pre_restore_failed", NULL, "the pre-restore snapshot failed: %s",
                                sj->err ? sj->msg : "not recorded");
-        free(rs);
+        restore_free(rs);
         return;
     }
     snprintf(rs->pre_id, sizeof rs->pre_id, "%s", sj->id);
@@ -1607,7 +1665,7 @@ static void restore_after_pre(struct snap_job *sj, struct http_req *r)
         set_busy(rs->srv, rs->space, false);
         if (r) http_send_error(r, 503, "overloaded", NULL, "the write queue is full; retry shortly");
         free(ro);
-        free(rs);
+        restore_free(rs);
     }
 }
 
@@ -1630,6 +1688,20 @@ static void verify_work(struct job *j)
     } else if (strcmp(sum.sha256, vj->rs->sha256) != 0) {
         vj->err = 1;
         snprintf(vj->msg, sizeof vj->msg, "the file's sha256 does not match the snapshot's (tampered or damaged)");
+    } else if (vj->rs->blobs) {
+        json_error_t je;
+        json_t *a = json_loads(vj->rs->blobs, 0, &je);
+        size_t i, n = 0;
+        json_t *h;
+        json_array_foreach(a, i, h) {
+            const char *x = json_string_value(h);
+            if (x && !blob_exists(vj->rs->data_dir, x)) {
+                if (!n) snprintf(vj->msg, sizeof vj->msg, "blob %s that the snapshot references is gone", x);
+                n++;
+            }
+        }
+        json_decref(a);
+        if (n) vj->err = 2;
     }
 }
 
@@ -1639,16 +1711,17 @@ static void verify_done(struct job *j, struct http_req *r)
     struct restore *rs = vj->rs;
     if (vj->err) {
         set_busy(rs->srv, rs->space, false);
-        if (r) http_send_error(r, 422, "snapshot_corrupt", NULL, "%s; nothing was changed", vj->msg);
-        free(rs);
+        if (r) http_send_error(r, 422, vj->err == 2 ? "missing_blob" : "snapshot_corrupt", NULL,
+                               "%s; nothing was changed", vj->msg);
+        restore_free(rs);
     } else if (!r) {
         set_busy(rs->srv, rs->space, false);    /* the client left before anything changed */
-        free(rs);
+        restore_free(rs);
     } else if (snap_start(rs->srv, r, rs->space, "pre_restore", rs->actor, "taken before a restore", false,
                           restore_after_pre, rs) < 0) {
         set_busy(rs->srv, rs->space, false);
         http_send_error(r, 503, "overloaded", NULL, "the write queue is full; retry shortly");
-        free(rs);
+        restore_free(rs);
     }
     free(vj);
 }
@@ -1677,6 +1750,9 @@ static void restore_row_loaded(struct read_job *rj, struct http_req *r)
     snprintf(rs->actor, sizeof rs->actor, "%s", api_actor(r));
     if (r->conn) snprintf(rs->remote, sizeof rs->remote, "%s", r->conn->peer);
     snprintf(rs->sha256, sizeof rs->sha256, "%s", row->sha256);
+    rs->blobs = row->blobs;
+    row->blobs = NULL;
+    snprintf(rs->data_dir, sizeof rs->data_dir, "%s", r->srv->cfg->data_dir);
     snap_file(r->srv->cfg->data_dir, rj->id, false, rs->path, sizeof rs->path);
     rs->space_id = rj->space_id;
     struct verify_job *vj = xcalloc(1, sizeof *vj);
