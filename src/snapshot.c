@@ -968,6 +968,8 @@ static void retention(struct server *srv, const char *space, int64_t space_id, c
 static void dl_start(struct read_job *rj, struct http_req *r)
 {
     struct snap_row *row = rj->arg;
+    free(row->blobs);
+    row->blobs = NULL;
     if (!row->found) {
         http_send_error(r, 404, "not_found", NULL, "no snapshot %s in this space", rj->id);
         return;
@@ -1002,8 +1004,10 @@ static void row_work(sqlite3 *db, struct read_job *rj)
     rj->arg = row;
     if (row_load(db, rj->space_id, rj->id, row) < 0) read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
     buf_free(&row->meta);
-    free(row->blobs);
-    row->blobs = NULL;
+    if (rj->status) {                /* no done callback will run */
+        free(row->blobs);
+        row->blobs = NULL;
+    }                                /* else the done callback takes or frees row->blobs */
 }
 
 void api_snapshot_download(struct http_req *r)
@@ -1729,7 +1733,10 @@ static void verify_done(struct job *j, struct http_req *r)
 static void restore_row_loaded(struct read_job *rj, struct http_req *r)
 {
     struct snap_row *row = rj->arg;
+    char *blobs = row->blobs;        /* ours now: freed here or by the restore */
+    row->blobs = NULL;
     struct space *sp = spaces_get(r->srv, rj->space);
+    if (!row->found || strcmp(row->status, "completed") || !sp || sp->busy) free(blobs);
     if (!row->found) {
         http_send_error(r, 404, "not_found", NULL, "no snapshot %s in this space", rj->id);
         return;
@@ -1750,8 +1757,8 @@ static void restore_row_loaded(struct read_job *rj, struct http_req *r)
     snprintf(rs->actor, sizeof rs->actor, "%s", api_actor(r));
     if (r->conn) snprintf(rs->remote, sizeof rs->remote, "%s", r->conn->peer);
     snprintf(rs->sha256, sizeof rs->sha256, "%s", row->sha256);
-    rs->blobs = row->blobs;
-    row->blobs = NULL;
+    rs->blobs = blobs;
+    blobs = NULL;
     snprintf(rs->data_dir, sizeof rs->data_dir, "%s", r->srv->cfg->data_dir);
     snap_file(r->srv->cfg->data_dir, rj->id, false, rs->path, sizeof rs->path);
     rs->space_id = rj->space_id;
