@@ -27,6 +27,10 @@ void *changes_filter_copy(const void *filter);
 /* read_fn: SSE frames of the changes after rj->since; sets rj->since to how
  * far it got and rj->flag when there is more. */
 void changes_sse_work(sqlite3 *db, struct read_job *rj);
+typedef void (*read_done_fn)(struct read_job *rj, struct http_req *r);
+struct server;
+void changes_page(struct server *srv, int64_t space_id, uint64_t since, uint64_t limit, const char *exclude_origin,
+                  read_done_fn done, void *user);
 /* Answers a normal /changes page (takes filter). */
 void changes_respond(struct http_req *r, int64_t space_id, uint64_t since, uint64_t limit, bool bodies, void *filter);
 void api_changes_get(struct http_req *r);

@@ -33,6 +33,9 @@ struct read_job {
     bool flag;                       /* handler-specific switch */
     char *text;                      /* handler-specific, freed */
     void *arg;                       /* handler-specific, freed */
+    void *user;                      /* handler-specific, not freed */
+    bool detached;                   /* no request: done() always runs, with r == NULL,
+                                        and handles rj->status itself */
     /* outputs */
     int status;                      /* 0 = ok */
     char code[40], msg[200];
@@ -43,6 +46,8 @@ struct read_job {
 
 struct read_job *read_job_new(void);
 void read_submit(struct http_req *r, struct read_job *rj, read_fn fn, read_done_fn done);
+/* No request behind it: done() always runs (r == NULL) and handles errors. */
+void read_submit_detached(struct server *srv, struct read_job *rj, read_fn fn, read_done_fn done);
 void read_fail(struct read_job *rj, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
 
 /* Parses ?limit= (default 100, max 1000) and ?cursor=. Answers 400 and

@@ -30,6 +30,8 @@ struct writer;
 struct spaces;
 struct auth;
 struct sse_hub;
+struct peer_ctx;
+struct sync_ctx;
 
 enum conn_state {
     CONN_IDLE,          /* waiting for the first byte of a request */
@@ -86,6 +88,8 @@ struct server {
     struct spaces *spaces;          /* loop-side registry of spaces */
     struct auth *auth;              /* keys cache, limiters */
     struct sse_hub *sse;            /* SSE subscribers, replay ring, live feeds */
+    struct peer_ctx *peer;          /* outgoing HTTP to peers (libcurl multi) */
+    struct sync_ctx *sync;          /* sync jobs */
     uv_tcp_t listener;
     uv_timer_t sweep;
     uint64_t sweep_due;

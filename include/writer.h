@@ -95,6 +95,10 @@ struct space_stats *wtx_space(struct wtx *tx, const char *name);      /* NULL if
 struct space_stats *wtx_space_create(struct wtx *tx, const char *name, int *created);
 int wtx_space_delete(struct wtx *tx, struct space_stats *sp);
 void wtx_space_touch(struct wtx *tx, struct space_stats *sp);
+/* Revisions written by the rest of this op came from that instance (its
+ * id): a push to it skips them. Reset before every op. */
+void wtx_set_origin(struct wtx *tx, const char *origin);
+const char *wtx_origin(struct wtx *tx);
 /* Records an audit row in the batch transaction. meta: JSON text or NULL. */
 int wtx_audit(struct wtx *tx, const char *actor, const char *action, const char *space, const char *target,
               const char *meta, const char *remote_addr);

@@ -25,6 +25,7 @@ struct changes_arg {
     int ncoll;
     char coll[16][64];
     bool all_revs;                   /* style=all_revs: history and conflicts */
+    char exclude_origin[27];         /* skip revisions that came from this instance (sync pushes) */
     sqlite3 *db;                     /* set while iterating (worker) */
     int64_t space_id;
 };
@@ -52,6 +53,8 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
         for (int i = 0; i < ca->ncoll; i++) n += (size_t)snprintf(sql + n, sizeof sql - n, "%s?%d", i ? "," : "", 4 + i);
         n += (size_t)snprintf(sql + n, sizeof sql - n, ")");
     }
+    if (ca && ca->exclude_origin[0])
+        n += (size_t)snprintf(sql + n, sizeof sql - n, " AND (origin IS NULL OR origin != ?20)");
     snprintf(sql + n, sizeof sql - n, " ORDER BY version LIMIT ?3");
     sqlite3_stmt *q;
     *more = false;
@@ -67,6 +70,7 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
     if (ca) {
         ca->db = db;
         ca->space_id = rj->space_id;
+        if (ca->exclude_origin[0]) sqlite3_bind_text(q, 20, ca->exclude_origin, -1, SQLITE_STATIC);
     }
     uint64_t count = 0;
     while (sqlite3_step(q) == SQLITE_ROW) {
@@ -161,6 +165,26 @@ static void changes_work(sqlite3 *db, struct read_job *rj)
     json_kv_u64(&rj->out, "last_version", last);
     json_kv_bool(&rj->out, "more", more);
     buf_putc(&rj->out, '}');
+    /* for callers on the loop (sync pushes): where this page ended */
+    rj->since = last;
+    rj->flag = more;
+}
+
+/* A page of all_revs changes for a sync push (detached: no request). */
+void changes_page(struct server *srv, int64_t space_id, uint64_t since, uint64_t limit, const char *exclude_origin,
+                  read_done_fn done, void *user)
+{
+    struct read_job *rj = read_job_new();
+    struct changes_arg *ca = xcalloc(1, sizeof *ca);
+    ca->all_revs = true;
+    if (exclude_origin) snprintf(ca->exclude_origin, sizeof ca->exclude_origin, "%s", exclude_origin);
+    rj->arg = ca;
+    rj->space_id = space_id;
+    rj->since = since;
+    rj->limit = limit;
+    rj->flag = true;
+    rj->user = user;
+    read_submit_detached(srv, rj, changes_work, done);
 }
 
 /* one SSE frame per change: id is the version, so Last-Event-ID resumes */
@@ -237,6 +261,13 @@ void api_changes_get(struct http_req *r)
     } else if (l == -2) {
         http_send_error(r, 400, "invalid_parameter", NULL, "collections is malformed");
         goto fail;
+    }
+    if ((l = http_query(r, "exclude_origin", v, sizeof v)) >= 0) {
+        if (!ulid_valid(v, (size_t)(l > 0 ? l : 0))) {
+            http_send_error(r, 400, "invalid_parameter", NULL, "exclude_origin is an instance id");
+            goto fail;
+        }
+        snprintf(ca->exclude_origin, sizeof ca->exclude_origin, "%.26s", v);
     }
     if ((l = http_query(r, "style", v, sizeof v)) >= 0) {
         if (!strcmp(v, "all_revs")) ca->all_revs = true;

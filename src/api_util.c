@@ -48,7 +48,9 @@ static void read_job_free(struct read_job *rj)
 static void read_after(struct job *j, struct http_req *r)
 {
     struct read_job *rj = container_of(j, struct read_job, job);
-    if (r) {
+    if (rj->detached) {
+        rj->done(rj, NULL);
+    } else if (r) {
         if (rj->status) http_send_error(r, rj->status, rj->code, NULL, "%s", rj->msg);
         else if (rj->done) rj->done(rj, r);
         else http_send_json(r, 200, &rj->out);
@@ -61,6 +63,14 @@ void read_submit(struct http_req *r, struct read_job *rj, read_fn fn, read_done_
     rj->fn = fn;
     rj->done = done;
     job_submit(r->srv, &rj->job, r, read_work, read_after);
+}
+
+void read_submit_detached(struct server *srv, struct read_job *rj, read_fn fn, read_done_fn done)
+{
+    rj->fn = fn;
+    rj->done = done;
+    rj->detached = true;
+    job_submit(srv, &rj->job, NULL, read_work, read_after);
 }
 
 int api_paging(struct http_req *r, uint64_t *limit, char *cursor, size_t cap)

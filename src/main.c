@@ -20,7 +20,9 @@
 #include "names.h"
 #include "snapshot.h"
 #include "spaces.h"
+#include "peer.h"
 #include "sse.h"
+#include "sync.h"
 #include "writer.h"
 #include "config.h"
 #include "http.h"
@@ -125,7 +127,8 @@ static int cmd_serve(int argc, char **argv)
     if (writer_start(&srv, store_db_path(st), cfg.durability, err, sizeof err) < 0) {
         log_error("writer_start_failed", "\"error\":\"%s\"", err);
         rc = 1;
-    } else if (sse_init(&srv), auth_start_refresh(&srv), snap_init(&srv), server_start(&srv, &loop, &cfg) < 0) {
+    } else if (sse_init(&srv), auth_start_refresh(&srv), snap_init(&srv), peer_init(&srv) < 0 ||
+               (sync_init(&srv), server_start(&srv, &loop, &cfg) < 0)) {
         server_shutdown(&srv);
         uv_run(&loop, UV_RUN_DEFAULT);
         rc = 1;
@@ -134,7 +137,9 @@ static int cmd_serve(int argc, char **argv)
         rc = 0;
         log_info("stopped", "\"requests\":%llu", (unsigned long long)srv.stats.requests);
     }
-    writer_stop(&srv);
+    writer_stop(&srv);               /* last completions may still touch sync jobs */
+    sync_free(&srv);
+    peer_free(&srv);
     snap_free(&srv);
     sse_free(&srv);
     auth_free(&srv);

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "names.h"
 #include "server.h"
+#include "sync.h"
 
 #define REPLICATE_MAX 1000
 
@@ -124,9 +125,8 @@ static int history_of(json_t *revs, const char *rev, char *out, size_t cap)
     return 0;
 }
 
-static void result(struct buf *b, size_t i, const char *status, const char *rev, const char *msg)
+static void result(struct buf *b, const char *status, const char *rev, const char *msg)
 {
-    if (i) buf_putc(b, ',');
     buf_puts(b, "{\"status\":");
     json_cstr(b, status);
     if (rev) json_kv_str(b, "rev", rev);
@@ -134,21 +134,16 @@ static void result(struct buf *b, size_t i, const char *status, const char *rev,
     buf_putc(b, '}');
 }
 
-static int rep_apply(struct wtx *tx, struct wop *op)
+/* Applies an array of replicated entities (writer thread). Fills counts and,
+ * if b is not NULL, one result object per entity. -1: the op failed (the
+ * batch rolls back). */
+int rep_apply_entities(struct wtx *tx, struct wop *op, struct space_stats *sp, json_t *arr, const char *origin,
+                       struct rep_counts *cnt, struct buf *b)
 {
-    struct rep_op *ro = container_of(op, struct rep_op, op);
-    struct space_stats *sp = wtx_space(tx, ro->space);
-    if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", ro->space);
     struct json_err je;
-    json_t *root = json_parse(ro->raw, ro->raw_len, true, &je);
-    if (!root) return wop_fail(op, 400, je.code, "%s", je.message);
-    json_t *arr = json_object_get(root, "entities");
-    if (!json_is_array(arr) || json_array_size(arr) > REPLICATE_MAX) {
-        json_decref(root);
-        return wop_fail(op, 400, "invalid_body", "expected {\"entities\":[...]} with at most %d items", REPLICATE_MAX);
-    }
-    struct buf *b = &ro->out;
-    buf_puts(b, "{\"results\":[");
+    struct buf scratch;
+    buf_init(&scratch);
+    if (!b) b = &scratch;
     uint64_t applied = 0, ignored = 0, conflicts = 0, errors = 0;
     size_t i;
     json_t *e;
@@ -159,16 +154,17 @@ static int rep_apply(struct wtx *tx, struct wop *op)
         json_t *del = json_object_get(e, "deleted");
         json_t *body = json_object_get(e, "body");
         char hist[REV_HISTORY * REV_MAX];
+        if (i) buf_putc(b, ',');
         if (!json_is_object(e) || !c || !name_collection_valid(c, strlen(c)) || !id ||
             !name_entity_id_valid(id, strlen(id)) || !rev || !rev_valid(rev) || (del && !json_is_boolean(del)) ||
             history_of(json_object_get(e, "revs"), rev, hist, sizeof hist) < 0) {
-            result(b, i, "error", NULL, "each entity needs a valid collection, id, rev and revs");
+            result(b, "error", NULL, "each entity needs a valid collection, id, rev and revs");
             errors++;
             continue;
         }
         bool deleted = del && json_is_true(del);
         if (!deleted && !json_is_object(body)) {
-            result(b, i, "error", NULL, "a live entity needs an object body");
+            result(b, "error", NULL, "a live entity needs an object body");
             errors++;
             continue;
         }
@@ -177,7 +173,7 @@ static int rep_apply(struct wtx *tx, struct wop *op)
         if (!deleted) {
             canon = entity_canonical_value(body, &blen, &je);
             if (!canon) {
-                result(b, i, "error", NULL, je.message);
+                result(b, "error", NULL, je.message);
                 errors++;
                 continue;
             }
@@ -185,7 +181,7 @@ static int rep_apply(struct wtx *tx, struct wop *op)
         struct ent_row cur;
         if (wtx_entity_get(tx, sp, c, id, &cur) < 0) {
             free(canon);
-            json_decref(root);
+            buf_free(&scratch);
             return wop_fail(op, 500, "storage_error", "reading an entity failed");
         }
         enum rep_action act = rep_decide(cur.exists ? cur.rev : NULL, cur.deleted, cur.revs, rev, deleted, hist);
@@ -205,14 +201,14 @@ static int rep_apply(struct wtx *tx, struct wop *op)
             /* ours becomes the conflict; theirs becomes current */
             char old_rev[REV_MAX];
             snprintf(old_rev, sizeof old_rev, "%s", cur.rev);
-            rc = conflict_keep(tx, sp, c, id, rev, old_rev, cur.deleted, cur.body, cur.body_len, ro->origin);
+            rc = conflict_keep(tx, sp, c, id, rev, old_rev, cur.deleted, cur.body, cur.body_len, origin);
             if (rc >= 0) rc = wtx_entity_put(tx, op, sp, c, id, &cur, rev, deleted, canon, blen, hist);
             status = "conflict";
             conflicts++;
             break;
         }
         case REP_LOCAL_WINS: {
-            rc = conflict_keep(tx, sp, c, id, cur.rev, rev, deleted, canon, blen, ro->origin);
+            rc = conflict_keep(tx, sp, c, id, cur.rev, rev, deleted, canon, blen, origin);
             if (rc == 1) {
                 /* a new version (same rev and body) so feeds carry the new
                  * conflict record on to other peers */
@@ -221,7 +217,12 @@ static int rep_apply(struct wtx *tx, struct wop *op)
                 char keep_rev[REV_MAX];
                 snprintf(keep_rev, sizeof keep_rev, "%s", cur.rev);
                 char *keep_body = cur.body ? xstrndup(cur.body, cur.body_len) : NULL;
+                /* our revision stays current: it did not come from the peer,
+                 * which must still receive it */
+                const char *o = wtx_origin(tx);
+                wtx_set_origin(tx, NULL);
                 rc = wtx_entity_put(tx, op, sp, c, id, &cur, keep_rev, cur.deleted, keep_body, cur.body_len, keep_hist);
+                wtx_set_origin(tx, o);
                 free(keep_body);
             }
             status = "conflict";
@@ -241,7 +242,7 @@ static int rep_apply(struct wtx *tx, struct wop *op)
                 json_t *cb = json_object_get(cv, "body");
                 size_t cbl = 0;
                 char *cbody = (!cdel && json_is_object(cb)) ? entity_canonical_value(cb, &cbl, &je) : NULL;
-                if (conflict_keep(tx, sp, c, id, cur.rev, crev, cdel, cbody, cbl, ro->origin) < 0) rc = -1;
+                if (conflict_keep(tx, sp, c, id, cur.rev, crev, cdel, cbody, cbl, origin) < 0) rc = -1;
                 free(cbody);
             }
         }
@@ -249,20 +250,60 @@ static int rep_apply(struct wtx *tx, struct wop *op)
         if (rc < 0) {
             free(canon);
             ent_row_free(&cur);
-            json_decref(root);
+            buf_free(&scratch);
             if (!op->status) wop_fail(op, 500, "storage_error", "applying a revision failed");
             return -1;                /* the whole batch rolls back: nothing half-applied */
         }
-        result(b, i, status, cur.rev, NULL);
+        result(b, status, cur.rev, NULL);
         free(canon);
         ent_row_free(&cur);
     }
+    buf_free(&scratch);
+    cnt->applied = applied;
+    cnt->ignored = ignored;
+    cnt->conflicts = conflicts;
+    cnt->errors = errors;
+    return 0;
+}
+
+static int rep_apply(struct wtx *tx, struct wop *op)
+{
+    struct rep_op *ro = container_of(op, struct rep_op, op);
+    struct space_stats *sp = wtx_space(tx, ro->space);
+    if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", ro->space);
+    struct json_err je;
+    json_t *root = json_parse(ro->raw, ro->raw_len, true, &je);
+    if (!root) return wop_fail(op, 400, je.code, "%s", je.message);
+    json_t *arr = json_object_get(root, "entities");
+    if (!arr) arr = json_object_get(root, "changes");        /* a /changes page, as is */
+    if (!json_is_array(arr) || json_array_size(arr) > REPLICATE_MAX) {
+        json_decref(root);
+        return wop_fail(op, 400, "invalid_body", "expected {\"entities\":[...]} with at most %d items", REPLICATE_MAX);
+    }
+    const char *src = json_string_value(json_object_get(root, "source_instance"));
+    char origin[27] = "";
+    if (src && ulid_valid(src, strlen(src))) {
+        snprintf(origin, sizeof origin, "%s", src);
+        wtx_set_origin(tx, origin);
+    }
+    struct buf *b = &ro->out;
+    uint64_t before = sp->version;
+    buf_puts(b, "{\"results\":[");
+    struct rep_counts cnt;
+    if (rep_apply_entities(tx, op, sp, arr, ro->origin, &cnt, b) < 0) {
+        json_decref(root);
+        return -1;
+    }
     json_decref(root);
+    uint64_t applied = cnt.applied, ignored = cnt.ignored, conflicts = cnt.conflicts, errors = cnt.errors;
     buf_puts(b, "],");
     json_kv_u64(b, "applied", applied);
     json_kv_u64(b, "ignored", ignored);
     json_kv_u64(b, "conflicts", conflicts);
     json_kv_u64(b, "errors", errors);
+    /* version_before == the sender's pull checkpoint means every version up
+     * to server_version is the sender's own: it may skip pulling them */
+    json_kv_u64(b, "version_before", before);
     json_kv_u64(b, "server_version", sp->version);
     buf_putc(b, '}');
     return 0;

@@ -14,6 +14,7 @@
 #include "blobs.h"
 #include "snapshot.h"
 #include "sse.h"
+#include "sync.h"
 
 #define S "/api/v1/spaces/{space}"
 #define R(m, pat, fn, acc, fl, nm) \
@@ -57,9 +58,9 @@ static const struct route table[] = {
     /* SPEC §8 */
     R(HTTP_GET, "/api/v1/events", api_events, ACCESS_READ, ROUTE_NO_BODY, "events"),
     /* SPEC §9 */
-    R(HTTP_POST, S "/sync", api_not_implemented, ACCESS_OPERATE, 0, "sync_start"),
-    R(HTTP_GET, S "/sync/jobs", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "sync_jobs"),
-    R(HTTP_GET, S "/sync/jobs/{id}", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "sync_job"),
+    R(HTTP_POST, S "/sync", api_sync_start, ACCESS_OPERATE, 0, "sync_start"),
+    R(HTTP_GET, S "/sync/jobs", api_sync_jobs, ACCESS_READ, ROUTE_NO_BODY, "sync_jobs"),
+    R(HTTP_GET, S "/sync/jobs/{id}", api_sync_job, ACCESS_READ, ROUTE_NO_BODY, "sync_job"),
     R(HTTP_GET, S "/peers", api_not_implemented, ACCESS_READ, ROUTE_NO_BODY, "peers_list"),
     R(HTTP_PUT, S "/peers/{peer}", api_not_implemented, ACCESS_OPERATE, 0, "peer_put"),
     R(HTTP_DELETE, S "/peers/{peer}", api_not_implemented, ACCESS_OPERATE, ROUTE_NO_BODY, "peer_delete"),

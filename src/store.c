@@ -121,6 +121,37 @@ static const char *const migrations[] = {
     "  blobs TEXT NOT NULL DEFAULT '[]'"
     ") WITHOUT ROWID;"
     "CREATE INDEX snapshots_space ON snapshots(space_id, id);",
+    /* 4: sync jobs, checkpoints, where an entity's current revision came from */
+    "CREATE TABLE sync_jobs ("
+    "  id TEXT PRIMARY KEY,"
+    "  space TEXT NOT NULL,"
+    "  peer_url TEXT NOT NULL,"
+    "  peer_space TEXT NOT NULL,"
+    "  direction TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  phase TEXT NOT NULL,"
+    "  pulled INTEGER NOT NULL DEFAULT 0,"
+    "  pushed INTEGER NOT NULL DEFAULT 0,"
+    "  conflicts INTEGER NOT NULL DEFAULT 0,"
+    "  blobs INTEGER NOT NULL DEFAULT 0,"
+    "  bytes INTEGER NOT NULL DEFAULT 0,"
+    "  started_at INTEGER NOT NULL,"
+    "  finished_at INTEGER,"
+    "  error TEXT,"
+    "  created_by TEXT NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX sync_jobs_space ON sync_jobs(space, id);"
+    "CREATE TABLE checkpoints ("
+    "  space_id INTEGER NOT NULL,"
+    "  peer_url TEXT NOT NULL,"
+    "  peer_space TEXT NOT NULL,"
+    "  direction TEXT NOT NULL,"
+    "  peer_uid TEXT NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (space_id, peer_url, peer_space, direction)"
+    ") WITHOUT ROWID;"
+    "ALTER TABLE entities ADD COLUMN origin TEXT;",
 };
 
 int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,

@@ -48,7 +48,11 @@ struct wtx {
     struct change_rec *changes;
     size_t nchanges, cap_changes;
     size_t op_changes;               /* changes[] length when the current op began */
+    const char *origin;              /* instance the revisions being written came from, or NULL */
 };
+
+void wtx_set_origin(struct wtx *tx, const char *origin) { tx->origin = origin; }
+const char *wtx_origin(struct wtx *tx) { return tx->origin; }
 
 struct writer {
     struct server *srv;
@@ -286,10 +290,10 @@ int wtx_entity_get(struct wtx *tx, struct space_stats *sp, const char *coll, con
 }
 
 static const char SQL_ENT_INSERT[] =
-    "INSERT INTO entities(space_id, collection, id, rev, version, created_at, updated_at, deleted, body, revs)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)";
+    "INSERT INTO entities(space_id, collection, id, rev, version, created_at, updated_at, deleted, body, revs, origin)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)";
 static const char SQL_ENT_UPDATE[] =
-    "UPDATE entities SET rev = ?4, version = ?5, updated_at = ?6, deleted = ?7, body = ?8, revs = ?9"
+    "UPDATE entities SET rev = ?4, version = ?5, updated_at = ?6, deleted = ?7, body = ?8, revs = ?9, origin = ?10"
     " WHERE space_id = ?1 AND collection = ?2 AND id = ?3";
 
 /* history after a local edit: the old rev in front, capped */
@@ -332,6 +336,8 @@ int wtx_entity_put(struct wtx *tx, struct wop *op, struct space_stats *sp, const
     if (body) sqlite3_bind_text(st, 8, body, (int)body_len, SQLITE_STATIC);
     else sqlite3_bind_null(st, 8);
     sqlite3_bind_text(st, 9, hist, -1, SQLITE_STATIC);
+    if (tx->origin) sqlite3_bind_text(st, 10, tx->origin, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 10);
     if (sqlite3_step(st) != SQLITE_DONE)
         return wop_fail(op, 500, "storage_error", "writing the entity failed: %s", sqlite3_errmsg(tx->w->db));
     /* the statement succeeded: now the memory state follows */
@@ -425,6 +431,7 @@ static void run_batch(struct writer *w, struct batch *b)
             step_stmt(&tx, SQL_SAVEPOINT);
             op->status = 0;
             tx.op_changes = tx.nchanges;
+            tx.origin = NULL;
             if (op->apply(&tx, op) == 0) {
                 step_stmt(&tx, SQL_RELEASE);
             } else {
@@ -627,13 +634,14 @@ static void on_async(uv_async_t *a)
 int writer_submit(struct server *srv, struct wop *op, struct http_req *r, wop_apply_fn apply, wop_done_fn done)
 {
     struct writer *w = srv->writer;
+    if (!w) return -1;               /* stopped: after the loop ended */
     op->apply = apply;
     op->done = done;
     op->req = r;
     op->status = 0;
     op->bytes = r ? r->body_seen : 0;
     pthread_mutex_lock(&w->mu);
-    if (w->queued >= WRITER_QUEUE_MAX || (w->queued && w->queued_bytes + op->bytes > WRITER_QUEUE_BYTES)) {
+    if (w->stop || w->queued >= WRITER_QUEUE_MAX || (w->queued && w->queued_bytes + op->bytes > WRITER_QUEUE_BYTES)) {
         pthread_mutex_unlock(&w->mu);
         return -1;
     }

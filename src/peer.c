@@ -1,0 +1,242 @@
+/* peer.c - see peer.h. The libuv + curl multi glue follows curl's own
+ * multi-uv example: curl tells us which sockets to watch (socket_cb) and
+ * when to call it back (timer_cb); we tell curl what happened with
+ * curl_multi_socket_action and then collect finished transfers. */
+#include "peer.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "log.h"
+#include "server.h"
+
+struct peer_ctx {
+    struct server *srv;
+    struct list transfers;
+    CURLM *multi;
+    uv_timer_t timer;
+    int running;
+};
+
+struct poll_ctx {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    struct peer_ctx *pc;
+};
+
+struct transfer {
+    struct list link;
+    CURL *easy;
+    struct curl_slist *headers;
+    char *req_body;
+    struct buf body;
+    bool too_big;
+    char errbuf[CURL_ERROR_SIZE];
+    peer_cb cb;
+    void *arg;
+};
+
+static struct peer_ctx *ctx_of(struct server *srv) { return srv->peer; }
+
+static void transfer_free(struct transfer *t)
+{
+    curl_easy_cleanup(t->easy);
+    curl_slist_free_all(t->headers);
+    free(t->req_body);
+    buf_free(&t->body);
+    free(t);
+}
+
+static void check_done(struct peer_ctx *pc)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(pc->multi, &left))) {
+        if (m->msg != CURLMSG_DONE) continue;
+        struct transfer *t = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+        long code = 0;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &code);
+        struct peer_result res = {.status = (int)code, .body = &t->body};
+        char why[CURL_ERROR_SIZE + 64];
+        if (m->data.result != CURLE_OK) {
+            snprintf(why, sizeof why, "%s%s%s", curl_easy_strerror(m->data.result), t->errbuf[0] ? ": " : "",
+                     t->errbuf);
+            if (t->too_big) snprintf(why, sizeof why, "the peer's response is larger than %u bytes", PEER_MAX_BODY);
+            res.error = why;
+            res.status = 0;
+        }
+        curl_multi_remove_handle(pc->multi, m->easy_handle);
+        list_remove(&t->link);
+        t->cb(t->arg, &res);
+        transfer_free(t);
+    }
+}
+
+void peer_abort_all(struct server *srv)
+{
+    struct peer_ctx *pc = srv->peer;
+    if (!pc) return;
+    while (!list_empty(&pc->transfers)) {
+        struct transfer *t = container_of(pc->transfers.next, struct transfer, link);
+        list_remove(&t->link);
+        curl_multi_remove_handle(pc->multi, t->easy);
+        struct peer_result res = {.status = 0, .error = "aborted: the server is shutting down", .body = &t->body};
+        t->cb(t->arg, &res);
+        transfer_free(t);
+    }
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    struct poll_ctx *c = p->data;
+    int flags = 0;
+    if (status < 0) flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+    curl_multi_socket_action(c->pc->multi, c->fd, flags, &c->pc->running);
+    check_done(c->pc);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct peer_ctx *pc = t->data;
+    curl_multi_socket_action(pc->multi, CURL_SOCKET_TIMEOUT, 0, &pc->running);
+    check_done(pc);
+}
+
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct peer_ctx *pc = userp;
+    UNUSED(multi);
+    if (timeout_ms < 0) uv_timer_stop(&pc->timer);
+    else uv_timer_start(&pc->timer, on_timeout, (uint64_t)(timeout_ms ? timeout_ms : 1), 0);
+    return 0;
+}
+
+static void poll_closed(uv_handle_t *h) { free(h->data); }
+
+static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct peer_ctx *pc = userp;
+    struct poll_ctx *c = socketp;
+    UNUSED(easy);
+    if (what == CURL_POLL_REMOVE) {
+        if (c) {
+            uv_poll_stop(&c->poll);
+            curl_multi_assign(pc->multi, s, NULL);
+            uv_close((uv_handle_t *)&c->poll, poll_closed);
+        }
+        return 0;
+    }
+    if (!c) {
+        c = xcalloc(1, sizeof *c);
+        c->fd = s;
+        c->pc = pc;
+        if (uv_poll_init_socket(pc->srv->loop, &c->poll, s) != 0) {
+            free(c);
+            return -1;
+        }
+        c->poll.data = c;
+        curl_multi_assign(pc->multi, s, c);
+    }
+    int ev = 0;
+    if (what & CURL_POLL_IN) ev |= UV_READABLE;
+    if (what & CURL_POLL_OUT) ev |= UV_WRITABLE;
+    uv_poll_start(&c->poll, ev, on_poll);
+    return 0;
+}
+
+static size_t on_data(char *p, size_t size, size_t n, void *userp)
+{
+    struct transfer *t = userp;
+    size_t len = size * n;
+    if (t->body.len + len > PEER_MAX_BODY) {
+        t->too_big = true;
+        return 0;                    /* makes curl fail the transfer */
+    }
+    buf_append(&t->body, p, len);
+    return len;
+}
+
+int peer_request(struct server *srv, const char *method, const char *url, const char *token, const char *body,
+                 size_t len, long timeout_ms, peer_cb cb, void *arg)
+{
+    struct peer_ctx *pc = ctx_of(srv);
+    struct transfer *t = xcalloc(1, sizeof *t);
+    t->easy = curl_easy_init();
+    if (!t->easy) {
+        free(t);
+        return -1;
+    }
+    t->cb = cb;
+    t->arg = arg;
+    char auth[256];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token ? token : "");
+    if (token && *token) t->headers = curl_slist_append(t->headers, auth);
+    t->headers = curl_slist_append(t->headers, "Accept: application/json");
+    t->headers = curl_slist_append(t->headers, "Accept-Encoding: gzip");
+    t->headers = curl_slist_append(t->headers, "Expect:");
+    if (body) {
+        t->headers = curl_slist_append(t->headers, "Content-Type: application/json");
+        t->req_body = xmalloc(len ? len : 1);
+        memcpy(t->req_body, body, len);
+        curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->req_body);
+        curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
+    curl_easy_setopt(t->easy, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(t->easy, CURLOPT_URL, url);
+    curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
+    curl_easy_setopt(t->easy, CURLOPT_ACCEPT_ENCODING, "gzip");
+    curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
+    curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->errbuf);
+    curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 10000 ? timeout_ms : 10000L);
+    curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "snapsync-peer");
+    if (curl_multi_add_handle(pc->multi, t->easy) != CURLM_OK) {
+        transfer_free(t);
+        return -1;
+    }
+    list_insert_tail(&pc->transfers, &t->link);
+    return 0;
+}
+
+int peer_init(struct server *srv)
+{
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return -1;
+    struct peer_ctx *pc = xcalloc(1, sizeof *pc);
+    pc->srv = srv;
+    pc->multi = curl_multi_init();
+    list_init(&pc->transfers);
+    uv_timer_init(srv->loop, &pc->timer);
+    pc->timer.data = pc;
+    curl_multi_setopt(pc->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(pc->multi, CURLMOPT_SOCKETDATA, pc);
+    curl_multi_setopt(pc->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(pc->multi, CURLMOPT_TIMERDATA, pc);
+    curl_multi_setopt(pc->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 4L);
+    srv->peer = pc;
+    return 0;
+}
+
+static void peer_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void peer_free(struct server *srv)
+{
+    struct peer_ctx *pc = srv->peer;
+    if (!pc) return;
+    peer_abort_all(srv);
+    curl_multi_cleanup(pc->multi);
+    srv->peer = NULL;
+    uv_close((uv_handle_t *)&pc->timer, peer_timer_closed);
+    curl_global_cleanup();
+}

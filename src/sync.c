@@ -1,0 +1,882 @@
+/* sync.c - sync jobs (SPEC §9): pull from and/or push to a peer, with
+ * per-(peer, peer space_uid, direction) checkpoints.
+ *
+ * A job is a small state machine on the loop thread; every step is a peer
+ * request (peer.c) or a local read/write, never a blocking call:
+ *   status   GET peer /sync/status: its space_uid and server_version
+ *   pull     GET peer /changes?since=cp&style=all_revs (pages of 1,000);
+ *            each page is applied by one writer op that also advances the
+ *            pull checkpoint in the same transaction, so a job killed at
+ *            any moment resumes exactly after the last applied page
+ *   push     local changes since the push checkpoint, leaving out the
+ *            revisions that came from that peer, POSTed to its /replicate;
+ *            the checkpoint advances once the peer accepted the page
+ * A checkpoint whose peer space_uid differs, or that is past the peer's
+ * server_version (its data was replaced), is dropped: a full diff runs.
+ * A sync with nothing to do costs the one status request.
+ * Progress goes out as SSE `sync` events; start and end are audited.
+ */
+#include "sync.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "api.h"
+#include "api_util.h"
+#include "json.h"
+#include "log.h"
+#include "names.h"
+#include "peer.h"
+#include "server.h"
+#include "spaces.h"
+#include "sse.h"
+#include "store.h"
+#include "writer.h"
+
+#define SYNC_PAGE 1000
+#define SYNC_TIMEOUT_MS 30000
+#define SYNC_RETRIES 3
+#define SYNC_KEEP 200                /* finished jobs kept in memory */
+
+enum sync_phase { PH_STATUS, PH_PULL, PH_PUSH, PH_DONE };
+static const char *const phase_names[] = {"status", "pull", "push", "done"};
+
+struct sync_job {
+    struct list link;
+    struct server *srv;
+    char id[27], space[64], peer_url[512], peer_space[64], direction[8], actor[32], remote[56];
+    char *token;
+    int64_t space_id;
+    bool pull, push;
+    enum sync_phase phase;
+    char status[16];                 /* running, completed, failed */
+    uint64_t pulled, pushed, conflicts, blobs, bytes, requests;
+    uint64_t started_at, finished_at;
+    char error[300];
+    /* peer */
+    char peer_uid[27], peer_instance[27];
+    uint64_t peer_version;
+    /* checkpoints */
+    uint64_t cp_pull, cp_push, pull_from, push_from, push_target;
+    bool cp_loaded;
+    char cp_pull_uid[27], cp_push_uid[27];
+    int tries;
+    uv_timer_t retry;
+    bool retry_init;
+    struct http_req *waiter;         /* wait=true: answered at the end */
+    uint64_t page_cp;                /* the push page in flight ends at this version */
+    bool page_more;
+};
+
+struct sync_ctx {
+    struct list jobs;                /* newest last */
+    size_t n;
+};
+
+static void job_json(struct buf *b, const struct sync_job *j)
+{
+    buf_puts(b, "{\"id\":");
+    json_cstr(b, j->id);
+    json_kv_str(b, "space", j->space);
+    json_kv_str(b, "peer_url", j->peer_url);
+    json_kv_str(b, "peer_space", j->peer_space);
+    json_kv_str(b, "direction", j->direction);
+    json_kv_str(b, "status", j->status);
+    json_kv_str(b, "phase", phase_names[j->phase]);
+    json_kv_u64(b, "pulled", j->pulled);
+    json_kv_u64(b, "pushed", j->pushed);
+    json_kv_u64(b, "conflicts", j->conflicts);
+    json_kv_u64(b, "blobs", j->blobs);
+    json_kv_u64(b, "bytes", j->bytes);
+    json_kv_u64(b, "requests", j->requests);
+    json_kv_time(b, "started_at", j->started_at);
+    json_kv_time(b, "finished_at", j->finished_at);
+    json_kv_str(b, "error", j->error[0] ? j->error : NULL);
+    buf_putc(b, '}');
+}
+
+static int percent(const struct sync_job *j)
+{
+    if (j->phase == PH_DONE) return 100;
+    double p = 0, parts = 0;
+    if (j->pull) {
+        parts++;
+        uint64_t span = j->peer_version > j->pull_from ? j->peer_version - j->pull_from : 0;
+        p += span ? (double)(j->cp_pull - j->pull_from) / (double)span : (j->phase > PH_PULL ? 1.0 : 0.0);
+    }
+    if (j->push) {
+        parts++;
+        uint64_t span = j->push_target > j->push_from ? j->push_target - j->push_from : 0;
+        p += j->phase == PH_PUSH && span ? (double)(j->cp_push - j->push_from) / (double)span : 0.0;
+    }
+    int pct = parts ? (int)(p / parts * 100.0) : 0;
+    return pct > 99 ? 99 : pct < 0 ? 0 : pct;
+}
+
+static void publish(struct sync_job *j)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "{\"space\":");
+    json_cstr(&b, j->space);
+    json_kv_str(&b, "job", j->id);
+    json_kv_str(&b, "peer", j->peer_url);
+    json_kv_str(&b, "phase", phase_names[j->phase]);
+    json_kv_u64(&b, "pulled", j->pulled);
+    json_kv_u64(&b, "pushed", j->pushed);
+    json_kv_u64(&b, "conflicts", j->conflicts);
+    json_kv_u64(&b, "percent", (uint64_t)percent(j));
+    json_kv_str(&b, "status", j->status);
+    if (j->error[0]) json_kv_str(&b, "error", j->error);
+    buf_putc(&b, '}');
+    sse_publish(j->srv, SSE_SYNC, j->space, b.data, b.len);
+    buf_free(&b);
+}
+
+/* ---- rows in the database ----------------------------------------------- */
+
+struct job_row_op {
+    struct wop op;
+    struct buf row;                  /* copy of the job's fields, as SQL params need them */
+    struct sync_job snap;            /* a copy: the job may go on meanwhile */
+    bool insert;
+};
+
+static int job_row_apply(struct wtx *tx, struct wop *op)
+{
+    struct job_row_op *o = container_of(op, struct job_row_op, op);
+    struct sync_job *j = &o->snap;
+    sqlite3_stmt *st = wtx_stmt(tx,
+                                "INSERT INTO sync_jobs(id, space, peer_url, peer_space, direction, status, phase, pulled,"
+                                " pushed, conflicts, blobs, bytes, started_at, finished_at, error, created_by)"
+                                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                                " ON CONFLICT(id) DO UPDATE SET status = ?6, phase = ?7, pulled = ?8, pushed = ?9,"
+                                " conflicts = ?10, blobs = ?11, bytes = ?12, finished_at = ?14, error = ?15");
+    sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, j->space, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, j->peer_url, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, j->peer_space, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, j->direction, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, j->status, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, phase_names[j->phase], -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)j->pulled);
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)j->pushed);
+    sqlite3_bind_int64(st, 10, (sqlite3_int64)j->conflicts);
+    sqlite3_bind_int64(st, 11, (sqlite3_int64)j->blobs);
+    sqlite3_bind_int64(st, 12, (sqlite3_int64)j->bytes);
+    sqlite3_bind_int64(st, 13, (sqlite3_int64)j->started_at);
+    if (j->finished_at) sqlite3_bind_int64(st, 14, (sqlite3_int64)j->finished_at);
+    if (j->error[0]) sqlite3_bind_text(st, 15, j->error, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 16, j->actor, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "recording the sync job failed");
+    char meta[700];
+    snprintf(meta, sizeof meta, "{\"job\":\"%s\",\"direction\":\"%s\",\"status\":\"%s\",\"pulled\":%llu,\"pushed\":%llu}",
+             j->id, j->direction, j->status, (unsigned long long)j->pulled, (unsigned long long)j->pushed);
+    char target[600];
+    snprintf(target, sizeof target, "%.500s#%.63s", j->peer_url, j->peer_space);
+    if (wtx_audit(tx, j->actor, o->insert ? "sync.start" : "sync.finish", j->space, target, meta, j->remote) < 0)
+        return wop_fail(op, 500, "storage_error", "audit failed");
+    return 0;
+}
+
+static void job_row_done(struct wop *op, struct http_req *r)
+{
+    UNUSED(r);
+    free(container_of(op, struct job_row_op, op));
+}
+
+static void save_row(struct sync_job *j, bool insert)
+{
+    struct job_row_op *o = xcalloc(1, sizeof *o);
+    o->snap = *j;
+    o->snap.token = NULL;
+    o->insert = insert;
+    if (writer_submit(j->srv, &o->op, NULL, job_row_apply, job_row_done) < 0) free(o);
+}
+
+/* ---- ending ------------------------------------------------------------- */
+
+static void job_forget_old(struct sync_ctx *sc)
+{
+    while (sc->n > SYNC_KEEP) {
+        struct list *l;
+        struct sync_job *old = NULL;
+        for (l = sc->jobs.next; l != &sc->jobs; l = l->next) {
+            struct sync_job *x = container_of(l, struct sync_job, link);
+            if (strcmp(x->status, "running")) { old = x; break; }
+        }
+        if (!old) return;
+        list_remove(&old->link);
+        sc->n--;
+        free(old->token);
+        free(old);
+    }
+}
+
+static void finish(struct sync_job *j, const char *error_fmt, ...) PRINTF_LIKE(2, 3);
+static void finish(struct sync_job *j, const char *error_fmt, ...)
+{
+    if (error_fmt) {
+        va_list ap;
+        va_start(ap, error_fmt);
+        vsnprintf(j->error, sizeof j->error, error_fmt, ap);
+        va_end(ap);
+        snprintf(j->status, sizeof j->status, "failed");
+    } else {
+        snprintf(j->status, sizeof j->status, "completed");
+        j->phase = PH_DONE;
+    }
+    j->finished_at = now_ms_wall();
+    memset(j->token, 0, strlen(j->token));
+    publish(j);
+    save_row(j, false);
+    log_info("sync_finished", "\"job\":\"%s\",\"space\":\"%s\",\"status\":\"%s\",\"pulled\":%llu,\"pushed\":%llu,"
+             "\"requests\":%llu", j->id, j->space, j->status, (unsigned long long)j->pulled,
+             (unsigned long long)j->pushed, (unsigned long long)j->requests);
+    if (j->waiter) {
+        struct http_req *r = j->waiter;
+        j->waiter = NULL;
+        if (r->conn) {
+            struct buf b;
+            buf_init(&b);
+            job_json(&b, j);
+            http_send_json(r, 200, &b);
+        }
+        http_req_unref(r);
+    }
+    job_forget_old(j->srv->sync);
+}
+
+/* ---- steps -------------------------------------------------------------- */
+
+static void step(struct sync_job *j);
+static void on_status(void *arg, const struct peer_result *res);
+
+static bool transient(const struct peer_result *res)
+{
+    return res->error || res->status == 429 || res->status == 502 || res->status == 503 || res->status == 504 ||
+           res->status == 500;
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    step(t->data);
+}
+
+/* Explains a failed peer request; retries transient failures with backoff.
+ * Returns true when the job goes on (retry scheduled). */
+static bool peer_failed(struct sync_job *j, const struct peer_result *res, const char *what)
+{
+    if (transient(res) && ++j->tries <= SYNC_RETRIES && !j->srv->shutting_down) {
+        if (!j->retry_init) {
+            uv_timer_init(j->srv->loop, &j->retry);
+            j->retry.data = j;
+            j->retry_init = true;
+        }
+        uint64_t delay = 250u << (2 * (j->tries - 1));          /* 250 ms, 1 s, 4 s */
+        uv_timer_start(&j->retry, on_retry, delay, 0);
+        return true;
+    }
+    if (res->error) finish(j, "%s: the peer could not be reached: %s", what, res->error);
+    else if (res->status == 401) finish(j, "%s: the peer refused the token (401 unauthorized)", what);
+    else if (res->status == 403) finish(j, "%s: the peer's token may not do this (403 forbidden)", what);
+    else if (res->status == 404) finish(j, "%s: the peer has no space '%s' (404)", what, j->peer_space);
+    else finish(j, "%s: the peer answered %d", what, res->status);
+    return false;
+}
+
+static void url_for(const struct sync_job *j, const char *tail, char *out, size_t cap)
+{
+    size_t l = strlen(j->peer_url);
+    bool slash = l && j->peer_url[l - 1] == '/';
+    snprintf(out, cap, "%.*s/api/v1/spaces/%s%s", (int)(slash ? l - 1 : l), j->peer_url, j->peer_space, tail);
+}
+
+static void send_peer(struct sync_job *j, const char *method, const char *tail, const char *body, size_t len,
+                      peer_cb cb)
+{
+    char url[1100];
+    url_for(j, tail, url, sizeof url);
+    j->requests++;
+    if (body) j->bytes += len;
+    if (peer_request(j->srv, method, url, j->token, body, len, SYNC_TIMEOUT_MS, cb, j) < 0)
+        finish(j, "cannot start a request to %s", url);
+}
+
+/* -- checkpoints (read on the threadpool) -- */
+
+static void cp_work(sqlite3 *db, struct read_job *rj)
+{
+    struct sync_job *j = rj->user;
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT direction, peer_uid, version FROM checkpoints WHERE space_id = ? AND peer_url = ?"
+                           " AND peer_space = ?",
+                           -1, &q, NULL) != SQLITE_OK) {
+        read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
+        return;
+    }
+    sqlite3_bind_int64(q, 1, j->space_id);
+    sqlite3_bind_text(q, 2, j->peer_url, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, j->peer_space, -1, SQLITE_STATIC);
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        const char *dir = (const char *)sqlite3_column_text(q, 0);
+        bool pull = !strcmp(dir, "pull");
+        snprintf(pull ? j->cp_pull_uid : j->cp_push_uid, 27, "%s", (const char *)sqlite3_column_text(q, 1));
+        *(pull ? &j->cp_pull : &j->cp_push) = (uint64_t)sqlite3_column_int64(q, 2);
+    }
+    sqlite3_finalize(q);
+}
+
+static void cp_done(struct read_job *rj, struct http_req *r)
+{
+    struct sync_job *j = rj->user;
+    UNUSED(r);
+    if (rj->status) {
+        finish(j, "reading checkpoints failed: %s", rj->msg);
+        return;
+    }
+    j->cp_loaded = true;
+    step(j);
+}
+
+/* -- pull: a page applied with its checkpoint in one transaction -- */
+
+struct pull_op {
+    struct wop op;
+    struct sync_job *j;
+    char *raw;
+    size_t raw_len;
+    char peer_instance[27], peer_uid[27], peer_url[512], peer_space[64], space[64];
+    uint64_t last;
+    bool more;
+    struct rep_counts cnt;
+};
+
+static int pull_apply(struct wtx *tx, struct wop *op)
+{
+    struct pull_op *p = container_of(op, struct pull_op, op);
+    struct space_stats *sp = wtx_space(tx, p->space);
+    if (!sp) return wop_fail(op, 404, "space_not_found", "the local space is gone");
+    struct json_err je;
+    json_t *root = json_parse(p->raw, p->raw_len, true, &je);
+    if (!root) return wop_fail(op, 502, "bad_peer_response", "the peer's changes are not JSON: %s", je.message);
+    json_t *arr = json_object_get(root, "changes");
+    json_t *last = json_object_get(root, "last_version");
+    if (!json_is_array(arr) || !json_is_integer(last)) {
+        json_decref(root);
+        return wop_fail(op, 502, "bad_peer_response", "the peer's changes page lacks changes or last_version");
+    }
+    p->last = (uint64_t)json_integer_value(last);
+    p->more = json_is_true(json_object_get(root, "more"));
+    char origin[80];
+    snprintf(origin, sizeof origin, "sync:%s", p->peer_instance);
+    if (p->peer_instance[0]) wtx_set_origin(tx, p->peer_instance);
+    int rc = rep_apply_entities(tx, op, sp, arr, origin, &p->cnt, NULL);
+    json_decref(root);
+    if (rc < 0) return -1;
+    sqlite3_stmt *st = wtx_stmt(tx,
+                                "INSERT INTO checkpoints(space_id, peer_url, peer_space, direction, peer_uid, version,"
+                                " updated_at) VALUES (?1, ?2, ?3, 'pull', ?4, ?5, ?6) ON CONFLICT DO UPDATE SET"
+                                " peer_uid = ?4, version = ?5, updated_at = ?6");
+    sqlite3_bind_int64(st, 1, sp->id);
+    sqlite3_bind_text(st, 2, p->peer_url, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, p->peer_space, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, p->peer_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)p->last);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)wtx_now(tx));
+    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "saving the checkpoint failed");
+    return 0;
+}
+
+static void pull_applied(struct wop *op, struct http_req *r)
+{
+    struct pull_op *p = container_of(op, struct pull_op, op);
+    struct sync_job *j = p->j;
+    UNUSED(r);
+    if (op->status) {
+        finish(j, "applying pulled changes failed: %s", op->msg);
+    } else {
+        j->pulled += p->cnt.applied + p->cnt.conflicts;
+        j->conflicts += p->cnt.conflicts;
+        j->cp_pull = p->last;
+        snprintf(j->cp_pull_uid, sizeof j->cp_pull_uid, "%s", j->peer_uid);
+        publish(j);
+        if (!p->more) j->phase = j->push ? PH_PUSH : PH_DONE;
+        step(j);
+    }
+    free(p->raw);
+    free(p);
+}
+
+static void on_pull_page(void *arg, const struct peer_result *res)
+{
+    struct sync_job *j = arg;
+    if (res->status != 200) {
+        peer_failed(j, res, "pull");
+        return;
+    }
+    j->tries = 0;
+    j->bytes += res->body->len;
+    struct pull_op *p = xcalloc(1, sizeof *p);
+    p->j = j;
+    p->raw = buf_steal(res->body, &p->raw_len);
+    snprintf(p->peer_instance, sizeof p->peer_instance, "%s", j->peer_instance);
+    snprintf(p->peer_uid, sizeof p->peer_uid, "%s", j->peer_uid);
+    snprintf(p->peer_url, sizeof p->peer_url, "%s", j->peer_url);
+    snprintf(p->peer_space, sizeof p->peer_space, "%s", j->peer_space);
+    snprintf(p->space, sizeof p->space, "%s", j->space);
+    if (writer_submit(j->srv, &p->op, NULL, pull_apply, pull_applied) < 0) {
+        free(p->raw);
+        free(p);
+        finish(j, "the local write queue is full");
+    }
+}
+
+/* -- push -- */
+
+struct push_cp_op {
+    struct wop op;
+    struct sync_job *j;
+    int64_t space_id;
+    char peer_url[512], peer_space[64], peer_uid[27];
+    uint64_t version;
+    uint64_t pull_version;           /* non-zero: the pull checkpoint moves too */
+};
+
+static int push_cp_apply(struct wtx *tx, struct wop *op)
+{
+    struct push_cp_op *p = container_of(op, struct push_cp_op, op);
+    sqlite3_stmt *st = wtx_stmt(tx,
+                                "INSERT INTO checkpoints(space_id, peer_url, peer_space, direction, peer_uid, version,"
+                                " updated_at) VALUES (?1, ?2, ?3, 'push', ?4, ?5, ?6) ON CONFLICT DO UPDATE SET"
+                                " peer_uid = ?4, version = ?5, updated_at = ?6");
+    sqlite3_bind_int64(st, 1, p->space_id);
+    sqlite3_bind_text(st, 2, p->peer_url, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, p->peer_space, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, p->peer_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)p->version);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)wtx_now(tx));
+    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "saving the checkpoint failed");
+    if (!p->pull_version) return 0;
+    st = wtx_stmt(tx,
+                  "INSERT INTO checkpoints(space_id, peer_url, peer_space, direction, peer_uid, version,"
+                  " updated_at) VALUES (?1, ?2, ?3, 'pull', ?4, ?5, ?6) ON CONFLICT DO UPDATE SET"
+                  " peer_uid = ?4, version = ?5, updated_at = ?6");
+    sqlite3_bind_int64(st, 1, p->space_id);
+    sqlite3_bind_text(st, 2, p->peer_url, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, p->peer_space, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, p->peer_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)p->pull_version);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)wtx_now(tx));
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : wop_fail(op, 500, "storage_error", "saving the checkpoint failed");
+}
+
+static void push_cp_done(struct wop *op, struct http_req *r)
+{
+    struct push_cp_op *p = container_of(op, struct push_cp_op, op);
+    struct sync_job *j = p->j;
+    UNUSED(r);
+    if (op->status) finish(j, "saving the push checkpoint failed");
+    else {
+        j->cp_push = p->version;
+        if (p->pull_version) j->cp_pull = p->pull_version;
+        snprintf(j->cp_push_uid, sizeof j->cp_push_uid, "%s", j->peer_uid);
+        publish(j);
+        step(j);
+    }
+    free(p);
+}
+
+static void save_push_cp(struct sync_job *j, uint64_t version, uint64_t pull_version)
+{
+    struct push_cp_op *p = xcalloc(1, sizeof *p);
+    p->j = j;
+    p->space_id = j->space_id;
+    p->version = version;
+    p->pull_version = pull_version;
+    snprintf(p->peer_url, sizeof p->peer_url, "%s", j->peer_url);
+    snprintf(p->peer_space, sizeof p->peer_space, "%s", j->peer_space);
+    snprintf(p->peer_uid, sizeof p->peer_uid, "%s", j->peer_uid);
+    if (writer_submit(j->srv, &p->op, NULL, push_cp_apply, push_cp_done) < 0) {
+        free(p);
+        finish(j, "the local write queue is full");
+    }
+}
+
+static void on_push_sent(void *arg, const struct peer_result *res)
+{
+    struct sync_job *j = arg;
+    if (res->status != 200) {
+        peer_failed(j, res, "push");
+        return;
+    }
+    j->tries = 0;
+    json_error_t je;
+    json_t *v = json_loadb(res->body->data ? res->body->data : "", res->body->len, 0, &je);
+    j->pushed += (uint64_t)json_integer_value(json_object_get(v, "applied")) +
+                 (uint64_t)json_integer_value(json_object_get(v, "conflicts"));
+    j->conflicts += (uint64_t)json_integer_value(json_object_get(v, "conflicts"));
+    /* nothing else happened on the peer since our pull: its new versions
+     * are all ours, and the next pull may start after them */
+    uint64_t before = (uint64_t)json_integer_value(json_object_get(v, "version_before"));
+    uint64_t after = (uint64_t)json_integer_value(json_object_get(v, "server_version"));
+    uint64_t pull_to = (j->pull || j->cp_pull_uid[0]) && before == j->cp_pull && !strcmp(j->cp_pull_uid, j->peer_uid)
+                           ? after : 0;
+    json_decref(v);
+    if (!j->push_target || j->push_target < j->cp_push) j->push_target = j->cp_push;
+    if (!j->page_more) j->phase = PH_DONE;
+    save_push_cp(j, j->page_cp, pull_to);     /* then step() goes on */
+}
+
+static void push_page_read(struct read_job *rj, struct http_req *r)
+{
+    struct sync_job *j = rj->user;
+    UNUSED(r);
+    if (rj->status) {
+        finish(j, "reading local changes failed: %s", rj->msg);
+        return;
+    }
+    if (rj->n == 0) {
+        /* nothing (left) to send: remember how far we looked */
+        j->phase = PH_DONE;
+        if (rj->since != j->cp_push) save_push_cp(j, rj->since, 0);
+        else step(j);
+        return;
+    }
+    j->page_cp = rj->since;
+    j->page_more = rj->flag;
+    /* the page goes as it is: /replicate takes {"changes":[...]} too; say
+     * who we are so the peer does not send these back to us */
+    struct buf b;
+    buf_init(&b);
+    buf_reserve(&b, rj->out.len + 64);
+    buf_puts(&b, "{\"source_instance\":");
+    json_cstr(&b, store_instance_id(j->srv->store));
+    buf_putc(&b, ',');
+    buf_append(&b, rj->out.data + 1, rj->out.len - 1);     /* skip the page's '{' */
+    send_peer(j, "POST", "/replicate", b.data, b.len, on_push_sent);
+    buf_free(&b);
+}
+
+/* ---- the state machine --------------------------------------------------- */
+
+static void step(struct sync_job *j)
+{
+    if (strcmp(j->status, "running")) return;
+    if (j->srv->shutting_down) {
+        finish(j, "interrupted: the server is shutting down");
+        return;
+    }
+    switch (j->phase) {
+    case PH_STATUS:
+        if (!j->peer_uid[0]) {
+            send_peer(j, "GET", "/sync/status", NULL, 0, on_status);
+            return;
+        }
+        if (!j->cp_loaded) {
+            struct read_job *rj = read_job_new();
+            rj->user = j;
+            read_submit_detached(j->srv, rj, cp_work, cp_done);
+            return;
+        }
+        /* a checkpoint from another incarnation of the peer's space, or one
+         * past what the peer has now (its data was replaced), is dropped */
+        if (strcmp(j->cp_pull_uid, j->peer_uid) || j->cp_pull > j->peer_version) j->cp_pull = 0;
+        if (strcmp(j->cp_push_uid, j->peer_uid)) j->cp_push = 0;
+        j->pull_from = j->cp_pull;
+        j->push_from = j->cp_push;
+        struct space *sp = spaces_get(j->srv, j->space);
+        j->push_target = sp ? sp->st.version : 0;
+        j->phase = j->pull ? PH_PULL : PH_PUSH;
+        publish(j);
+        step(j);
+        return;
+    case PH_PULL: {
+        if (j->cp_pull >= j->peer_version) {     /* nothing new there: no request */
+            j->phase = j->push ? PH_PUSH : PH_DONE;
+            step(j);
+            return;
+        }
+        char tail[128];
+        /* what came from us does not need to come back */
+        snprintf(tail, sizeof tail, "/changes?since=%llu&limit=%d&style=all_revs&exclude_origin=%s",
+                 (unsigned long long)j->cp_pull, SYNC_PAGE, store_instance_id(j->srv->store));
+        send_peer(j, "GET", tail, NULL, 0, on_pull_page);
+        return;
+    }
+    case PH_PUSH: {
+        struct space *here = spaces_get(j->srv, j->space);
+        if (!here || here->st.version <= j->cp_push) {  /* nothing new here: no request */
+            j->phase = PH_DONE;
+            step(j);
+            return;
+        }
+        changes_page(j->srv, j->space_id, j->cp_push, SYNC_PAGE, j->peer_instance[0] ? j->peer_instance : NULL,
+                     push_page_read, j);
+        return;
+    }
+    case PH_DONE:
+        finish(j, NULL);
+        return;
+    }
+}
+
+static void on_status(void *arg, const struct peer_result *res)
+{
+    struct sync_job *j = arg;
+    if (res->status != 200) {
+        peer_failed(j, res, "status");
+        return;
+    }
+    j->tries = 0;
+    json_error_t je;
+    json_t *v = json_loadb(res->body->data ? res->body->data : "", res->body->len, 0, &je);
+    const char *uid = json_string_value(json_object_get(v, "space_uid"));
+    const char *inst = json_string_value(json_object_get(v, "instance_id"));
+    json_t *ver = json_object_get(v, "server_version");
+    if (!uid || !json_is_integer(ver) || strlen(uid) >= sizeof j->peer_uid) {
+        json_decref(v);
+        finish(j, "the peer's /sync/status answer is not snapsync's (no space_uid / server_version)");
+        return;
+    }
+    snprintf(j->peer_uid, sizeof j->peer_uid, "%s", uid);
+    snprintf(j->peer_instance, sizeof j->peer_instance, "%s", inst && strlen(inst) == 26 ? inst : "");
+    j->peer_version = (uint64_t)json_integer_value(ver);
+    json_decref(v);
+    if (!strcmp(j->peer_instance, store_instance_id(j->srv->store))) {
+        finish(j, "the peer is this instance");
+        return;
+    }
+    step(j);
+}
+
+/* ---- API ----------------------------------------------------------------- */
+
+static struct sync_job *running_for(struct server *srv, const char *space, const char *url, const char *pspace)
+{
+    struct list *l;
+    for (l = srv->sync->jobs.next; l != &srv->sync->jobs; l = l->next) {
+        struct sync_job *j = container_of(l, struct sync_job, link);
+        if (!strcmp(j->status, "running") && !strcmp(j->space, space) && !strcmp(j->peer_url, url) &&
+            !strcmp(j->peer_space, pspace))
+            return j;
+    }
+    return NULL;
+}
+
+static struct sync_job *find_job(struct server *srv, const char *space, const char *id)
+{
+    struct list *l;
+    for (l = srv->sync->jobs.next; l != &srv->sync->jobs; l = l->next) {
+        struct sync_job *j = container_of(l, struct sync_job, link);
+        if (!strcmp(j->id, id) && !strcmp(j->space, space)) return j;
+    }
+    return NULL;
+}
+
+static void waiter_abort(struct http_req *r)
+{
+    struct sync_job *j = r->ctx;
+    if (j && j->waiter == r) {
+        j->waiter = NULL;
+        http_req_unref(r);
+    }
+    r->ctx = NULL;
+}
+
+void api_sync_start(struct http_req *r)
+{
+    struct server *srv = r->srv;
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    json_t *v = api_body_object(r);
+    if (!v) return;
+    const char *url = json_string_value(json_object_get(v, "peer_url"));
+    const char *pspace = json_string_value(json_object_get(v, "peer_space"));
+    const char *token = json_string_value(json_object_get(v, "peer_token"));
+    const char *dir = json_string_value(json_object_get(v, "direction"));
+    bool wait = json_is_true(json_object_get(v, "wait"));
+    if (!pspace) pspace = sp->st.name;
+    if (!dir) dir = "both";
+    const char *bad = NULL;
+    if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) || strlen(url) > 500)
+        bad = "peer_url must be an http:// or https:// URL of at most 500 bytes";
+    else if (!name_space_valid(pspace, strlen(pspace))) bad = "peer_space is not a valid space name";
+    else if (!token || strlen(token) > 120) bad = "peer_token is required (a key of the peer)";
+    else if (strcmp(dir, "pull") && strcmp(dir, "push") && strcmp(dir, "both")) bad = "direction is pull, push or both";
+    if (bad) {
+        json_decref(v);
+        http_send_error(r, 400, "invalid_body", NULL, "%s", bad);
+        return;
+    }
+    if (running_for(srv, sp->st.name, url, pspace)) {
+        json_decref(v);
+        http_send_error(r, 409, "sync_in_progress", NULL, "a sync of this space with that peer is running");
+        return;
+    }
+    struct sync_job *j = xcalloc(1, sizeof *j);
+    j->srv = srv;
+    ulid_make(j->id, now_ms_wall());
+    snprintf(j->space, sizeof j->space, "%s", sp->st.name);
+    snprintf(j->peer_url, sizeof j->peer_url, "%s", url);
+    snprintf(j->peer_space, sizeof j->peer_space, "%s", pspace);
+    snprintf(j->direction, sizeof j->direction, "%s", dir);
+    snprintf(j->actor, sizeof j->actor, "%s", api_actor(r));
+    if (r->conn) snprintf(j->remote, sizeof j->remote, "%s", r->conn->peer);
+    j->token = xstrdup(token);
+    j->space_id = sp->st.id;
+    j->pull = strcmp(dir, "push") != 0;
+    j->push = strcmp(dir, "pull") != 0;
+    j->phase = PH_STATUS;
+    snprintf(j->status, sizeof j->status, "running");
+    j->started_at = now_ms_wall();
+    json_decref(v);
+    list_insert_tail(&srv->sync->jobs, &j->link);
+    srv->sync->n++;
+    save_row(j, true);
+    publish(j);
+    if (wait) {
+        j->waiter = r;
+        http_req_ref(r);
+        r->ctx = j;
+        r->on_abort = waiter_abort;
+    } else {
+        struct buf b;
+        buf_init(&b);
+        job_json(&b, j);
+        http_add_header(r, "Location", "/api/v1/spaces/%s/sync/jobs/%s", j->space, j->id);
+        http_send_json(r, 202, &b);
+    }
+    step(j);
+}
+
+void api_sync_job(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    struct sync_job *j = find_job(r->srv, sp->st.name, r->match.params.id);
+    if (!j) {
+        http_send_error(r, 404, "not_found", NULL, "no sync job %s in this space (finished jobs are listed by GET "
+                        "/sync/jobs)", r->match.params.id);
+        return;
+    }
+    struct buf b;
+    buf_init(&b);
+    job_json(&b, j);
+    http_send_json(r, 200, &b);
+}
+
+static void jobs_work(sqlite3 *db, struct read_job *rj)
+{
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, peer_url, peer_space, direction, status, phase, pulled, pushed, conflicts, blobs,"
+                           " bytes, started_at, finished_at, error FROM sync_jobs WHERE space = ? AND id < ?"
+                           " ORDER BY id DESC LIMIT ?",
+                           -1, &q, NULL) != SQLITE_OK) {
+        read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
+        return;
+    }
+    sqlite3_bind_text(q, 1, rj->space, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, rj->cursor[0] ? rj->cursor : "~", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->limit + 1);
+    struct buf *b = &rj->out;
+    buf_puts(b, "{\"jobs\":[");
+    uint64_t n = 0;
+    char last[27] = "";
+    bool more = false;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        if (n == rj->limit) { more = true; break; }
+        if (n++) buf_putc(b, ',');
+#define T(i) ((const char *)sqlite3_column_text(q, i))
+        snprintf(last, sizeof last, "%s", T(0));
+        buf_puts(b, "{\"id\":");
+        json_cstr(b, T(0));
+        json_kv_str(b, "space", rj->space);
+        json_kv_str(b, "peer_url", T(1));
+        json_kv_str(b, "peer_space", T(2));
+        json_kv_str(b, "direction", T(3));
+        json_kv_str(b, "status", T(4));
+        json_kv_str(b, "phase", T(5));
+        json_kv_u64(b, "pulled", (uint64_t)sqlite3_column_int64(q, 6));
+        json_kv_u64(b, "pushed", (uint64_t)sqlite3_column_int64(q, 7));
+        json_kv_u64(b, "conflicts", (uint64_t)sqlite3_column_int64(q, 8));
+        json_kv_u64(b, "blobs", (uint64_t)sqlite3_column_int64(q, 9));
+        json_kv_u64(b, "bytes", (uint64_t)sqlite3_column_int64(q, 10));
+        json_kv_time(b, "started_at", (uint64_t)sqlite3_column_int64(q, 11));
+        json_kv_time(b, "finished_at", (uint64_t)sqlite3_column_int64(q, 12));
+        json_kv_str(b, "error", T(13));
+        buf_putc(b, '}');
+#undef T
+    }
+    sqlite3_finalize(q);
+    buf_puts(b, "],\"next_cursor\":");
+    if (more) json_cstr(b, last);
+    else buf_puts(b, "null");
+    buf_putc(b, '}');
+}
+
+void api_sync_jobs(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    struct read_job *rj = read_job_new();
+    snprintf(rj->space, sizeof rj->space, "%s", sp->st.name);
+    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor) < 0) {
+        free(rj);
+        return;
+    }
+    read_submit(r, rj, jobs_work, NULL);
+}
+
+/* ---- life ---------------------------------------------------------------- */
+
+static void on_shutdown(struct server *srv, void *arg)
+{
+    UNUSED(arg);
+    /* transfers in flight end now (their callbacks see an error and the
+     * jobs finish as failed: "interrupted"); retries waiting on a timer stop */
+    struct list *l;
+    for (l = srv->sync->jobs.next; l != &srv->sync->jobs; l = l->next) {
+        struct sync_job *j = container_of(l, struct sync_job, link);
+        if (j->retry_init && !strcmp(j->status, "running")) {
+            uv_timer_stop(&j->retry);
+            finish(j, "interrupted: the server is shutting down");
+        }
+    }
+    peer_abort_all(srv);
+}
+
+void sync_init(struct server *srv)
+{
+    struct sync_ctx *sc = xcalloc(1, sizeof *sc);
+    list_init(&sc->jobs);
+    srv->sync = sc;
+    server_add_shutdown_hook(srv, on_shutdown, sc);
+}
+
+static void retry_closed(uv_handle_t *h)
+{
+    struct sync_job *j = h->data;
+    free(j->token);
+    free(j);
+}
+
+void sync_free(struct server *srv)
+{
+    struct sync_ctx *sc = srv->sync;
+    if (!sc) return;
+    while (!list_empty(&sc->jobs)) {
+        struct sync_job *j = container_of(sc->jobs.next, struct sync_job, link);
+        list_remove(&j->link);
+        if (j->waiter) http_req_unref(j->waiter);
+        if (j->retry_init) uv_close((uv_handle_t *)&j->retry, retry_closed);
+        else {
+            free(j->token);
+            free(j);
+        }
+    }
+    free(sc);
+    srv->sync = NULL;
+}
