@@ -12,6 +12,7 @@
 #define SNAPSYNC_SSE_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct server;
@@ -31,7 +32,8 @@ void sse_changes_committed(struct server *srv, const struct change_rec *c, size_
 /* GET /api/v1/events */
 void api_events(struct http_req *r);
 /* GET /changes?feed=longpoll|sse (called by api_changes_get). */
-void feed_longpoll(struct http_req *r, int64_t space_id, uint64_t since, uint64_t timeout_ms, void *changes_arg);
+void feed_longpoll(struct http_req *r, int64_t space_id, uint64_t since, uint64_t limit, bool bodies,
+                   uint64_t timeout_ms, void *changes_arg);
 void feed_sse(struct http_req *r, int64_t space_id, uint64_t since, void *changes_arg);
 
 struct sse_stats {

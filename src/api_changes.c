@@ -284,7 +284,7 @@ void api_changes_get(struct http_req *r)
     if (l < 0 || !strcmp(v, "normal")) {
         changes_respond(r, sp->st.id, since, limit, bodies, ca);
     } else if (!strcmp(v, "longpoll")) {
-        feed_longpoll(r, sp->st.id, since, timeout_ms, ca);
+        feed_longpoll(r, sp->st.id, since, limit, bodies, timeout_ms, ca);
     } else if (!strcmp(v, "sse") || !strcmp(v, "eventsource")) {
         feed_sse(r, sp->st.id, since, ca);
     } else {

@@ -141,7 +141,7 @@ static void on_shutdown_done(uv_shutdown_t *req, int status)
     free(req);
     if (c->state == CONN_CLOSING) return;
     if (status < 0 || c->eof) conn_close(c);
-    /* else wait for EOF or the linger timeout, discarding input */
+    else conn_set_timeout(c, TO_LINGER);   /* wait for EOF or the linger timeout, discarding input */
 }
 
 void conn_shutdown_linger(struct conn *c)
@@ -151,7 +151,9 @@ void conn_shutdown_linger(struct conn *c)
     free(c->pending);
     c->pending = NULL;
     c->pending_len = c->pending_off = 0;
-    conn_set_timeout(c, TO_LINGER);
+    /* output still queued (a slow reader, an SSE overflow event) gets the
+     * idle timeout to drain; the 2 s linger starts once it has */
+    conn_set_timeout(c, c->tcp.write_queue_size > 0 ? TO_IDLE : TO_LINGER);
     uv_shutdown_t *sr = xmalloc(sizeof *sr);
     sr->data = c;
     if (uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_shutdown_done) < 0) {

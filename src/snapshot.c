@@ -53,6 +53,8 @@ static void snap_file(const char *data_dir, const char *id, bool tmp, char *out,
     snprintf(out, cap, "%s/snapshots/%s.ndjson.gz%s", data_dir, id, tmp ? ".tmp" : "");
 }
 
+static void snap_refresh_last(struct server *srv);
+
 /* ---- metadata ---------------------------------------------------------- */
 
 static void meta_json(struct buf *b, sqlite3_stmt *q)
@@ -855,7 +857,11 @@ static void delete_done(struct wop *op, struct http_req *r)
         if (srv) {
             unlink_later(srv, d->id);
             struct space *sp = spaces_get(srv, d->space);
-            if (sp && !strcmp(sp->last_snapshot, d->id)) sp->last_snapshot[0] = '\0';
+            if (sp && !strcmp(sp->last_snapshot, d->id)) {
+                sp->last_snapshot[0] = '\0';
+                sp->last_snapshot_version = 0;
+                snap_refresh_last(srv);   /* the newest one left takes its place */
+            }
         }
     }
     if (r) {
@@ -978,9 +984,10 @@ static void dl_start(struct read_job *rj, struct http_req *r)
         http_send_error(r, 409, "snapshot_not_ready", NULL, "the snapshot is %s", row->status);
         return;
     }
-    char inm[80];
+    size_t il;
+    const char *inm = http_header(r, "If-None-Match", &il);
     http_add_header(r, "ETag", "\"%s\"", row->sha256);
-    if (api_etag_header(r, "If-None-Match", inm, sizeof inm) && !strcmp(inm, row->sha256)) {
+    if (inm && etag_list_match(inm, il, row->sha256, true)) {
         http_send_empty(r, 304);
         return;
     }
@@ -1027,6 +1034,7 @@ struct snap_reader {
     EVP_MD_CTX *md;
     unsigned char in[CHUNK];
     struct buf pending;              /* decompressed bytes not yet returned */
+    bool in_member;                  /* inside a gzip member (not at its end) */
     size_t pos;
     uint64_t compressed, raw;
     int err;                         /* 0, or an errno / -1 for corrupt data */
@@ -1057,7 +1065,9 @@ static void sr_close(struct snap_reader *sr)
     sr->fd = -1;
 }
 
-/* Refills pending; 0 ok, 1 at the end, -1 on error. */
+/* Refills pending; 0 ok, 1 at the end, -1 on error. The end is clean only
+ * when the last gzip member was finished (its trailer read and its CRC and
+ * length checked by zlib): a file cut short anywhere is an error. */
 static int sr_fill(struct snap_reader *sr)
 {
     if (sr->pos > 0) {
@@ -1067,8 +1077,7 @@ static int sr_fill(struct snap_reader *sr)
         sr->pos = 0;
     }
     for (;;) {
-        if (sr->zs.avail_in == 0) {
-            if (sr->eof) return 1;
+        if (sr->zs.avail_in == 0 && !sr->eof) {
             ssize_t n = read(sr->fd, sr->in, CHUNK);
             if (n < 0) {
                 if (errno == EINTR) continue;
@@ -1077,13 +1086,21 @@ static int sr_fill(struct snap_reader *sr)
             }
             if (n == 0) {
                 sr->eof = true;
-                snprintf(sr->errmsg, sizeof sr->errmsg, "the file is truncated (gzip stream not finished)");
-                return sr->zs_init && sr->zs.total_in > 0 && sr->zs.avail_out != 0 && sr->raw && sr->pending.len == 0 ? 1 : -1;
+            } else {
+                EVP_DigestUpdate(sr->md, sr->in, (size_t)n);
+                sr->compressed += (uint64_t)n;
+                sr->zs.next_in = sr->in;
+                sr->zs.avail_in = (uInt)n;
             }
-            EVP_DigestUpdate(sr->md, sr->in, (size_t)n);
-            sr->compressed += (uint64_t)n;
-            sr->zs.next_in = sr->in;
-            sr->zs.avail_in = (uInt)n;
+        }
+        if (sr->zs.avail_in == 0 && sr->eof) {
+            if (!sr->in_member) return 1;
+            snprintf(sr->errmsg, sizeof sr->errmsg, "the file is truncated (the gzip stream does not end)");
+            return -1;
+        }
+        if (!sr->in_member) {        /* a member starts (concatenated members are allowed) */
+            inflateReset(&sr->zs);
+            sr->in_member = true;
         }
         buf_reserve(&sr->pending, CHUNK);
         sr->zs.next_out = (Bytef *)sr->pending.data + sr->pending.len;
@@ -1093,24 +1110,7 @@ static int sr_fill(struct snap_reader *sr)
         sr->pending.len += got;
         sr->raw += got;
         if (rc == Z_STREAM_END) {
-            /* drain what is left of the file into the hash; trailing
-             * members are allowed (concatenated gzip) */
-            if (sr->zs.avail_in > 0) {
-                inflateReset(&sr->zs);
-            } else {
-                ssize_t n;
-                while ((n = read(sr->fd, sr->in, CHUNK)) > 0) {
-                    EVP_DigestUpdate(sr->md, sr->in, (size_t)n);
-                    sr->compressed += (uint64_t)n;
-                    sr->zs.next_in = sr->in;
-                    sr->zs.avail_in = (uInt)n;
-                    inflateReset(&sr->zs);
-                    break;
-                }
-                if (n == 0) sr->eof = true;
-                if (n < 0) return -1;
-                if (sr->eof && sr->zs.avail_in == 0) return got ? 0 : 1;
-            }
+            sr->in_member = false;
         } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
             snprintf(sr->errmsg, sizeof sr->errmsg, "gzip data is corrupt: %s", sr->zs.msg ? sr->zs.msg : "inflate failed");
             return -1;
@@ -1144,7 +1144,6 @@ static int sr_line(struct snap_reader *sr, const char **line, size_t *len)
                 snprintf(sr->errmsg, sizeof sr->errmsg, "the last line has no newline (truncated file?)");
                 return -1;
             }
-            if (!sr->eof || sr->zs.avail_in) return 0;
             return 0;
         }
     }
@@ -2141,10 +2140,15 @@ static void last_done(struct job *j, struct http_req *r)
     free(lj);
 }
 
-void snap_init(struct server *srv)
+static void snap_refresh_last(struct server *srv)
 {
     struct last_job *lj = xcalloc(1, sizeof *lj);
     job_submit(srv, &lj->job, NULL, last_work, last_done);
+}
+
+void snap_init(struct server *srv)
+{
+    snap_refresh_last(srv);
     if (srv->cfg->snapshot_every) {
         uv_timer_init(srv->loop, &sched_timer);
         sched_timer.data = srv;

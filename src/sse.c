@@ -59,7 +59,8 @@ struct waiter {
     struct http_req *r;
     int64_t space_id;
     char space[64];
-    uint64_t since;
+    uint64_t since, limit;
+    bool bodies;
     uv_timer_t timer;
     void *filter;
     bool done;
@@ -132,12 +133,16 @@ static bool stream_send(struct sse_hub *h, struct http_req *r, struct rbuf *fram
 {
     if (!r->conn) return false;
     if (http_stream_queued(r) + frame->len > h->srv->cfg->sse_queue_bytes) {
-        http_stream_write_rbuf(r, h->overflow_frame);
+        /* no more events for it: the overflow event goes after what is
+         * queued, the stream ends, and the connection closes once that is
+         * read -- or after the 2 s linger, whichever comes first, so the
+         * memory held stays bounded by one small frame */
         h->stats.dropped++;
-        struct conn *c = r->conn;
         if (r->on_abort) r->on_abort(r);
         r->on_abort = NULL;
-        conn_close(c);                /* frees queued output: memory comes back now */
+        r->conn->close_after = 1;
+        http_stream_write_rbuf(r, h->overflow_frame);
+        http_stream_end(r);
         return false;
     }
     http_stream_write_rbuf(r, frame);
@@ -268,11 +273,12 @@ void api_events(struct http_req *r)
     }
     list_insert_tail(&h->subs, &s->link);
     h->nsubs++;
-    /* replay what the ring still has after the client's last event */
-    if (has_last && !reset) {
+    /* replay what the ring still has after the client's last event; after
+     * a reset, all of it (SSE-Replay-From names the first id sent) */
+    if (has_last) {
         for (size_t i = 0; i < h->ring_len; i++) {
             struct ring_ev *e = &h->ring[(h->ring_head + i) % h->ring_cap];
-            if (e->id <= last || !sub_wants(s, e->topic, e->space)) continue;
+            if ((!reset && e->id <= last) || !sub_wants(s, e->topic, e->space)) continue;
             if (!stream_send(h, r, e->frame)) return;
         }
     }
@@ -419,7 +425,8 @@ static void waiter_answer(struct sse_hub *h, struct waiter *w, bool timed_out)
     void *filter = w->filter;
     w->filter = NULL;
     int64_t sid = w->space_id;
-    uint64_t since = w->since;
+    uint64_t since = w->since, limit = w->limit;
+    bool bodies = w->bodies;
     waiter_finish(h, w);
     if (r->conn) {
         if (timed_out) {
@@ -431,7 +438,7 @@ static void waiter_answer(struct sse_hub *h, struct waiter *w, bool timed_out)
             http_send_json(r, 200, &b);
             free(filter);
         } else {
-            changes_respond(r, sid, since, LIST_DEFAULT, true, filter);
+            changes_respond(r, sid, since, limit, bodies, filter);
         }
     } else {
         free(filter);
@@ -445,12 +452,13 @@ static void waiter_timeout(uv_timer_t *t)
     waiter_answer(hub_of(w->r->srv), w, true);
 }
 
-void feed_longpoll(struct http_req *r, int64_t space_id, uint64_t since, uint64_t timeout_ms, void *filter)
+void feed_longpoll(struct http_req *r, int64_t space_id, uint64_t since, uint64_t limit, bool bodies,
+                   uint64_t timeout_ms, void *filter)
 {
     struct sse_hub *h = hub_of(r->srv);
     struct space *sp = spaces_get(r->srv, r->match.params.space);
     if (!sp || sp->st.version > since) {
-        changes_respond(r, space_id, since, LIST_DEFAULT, true, filter);   /* something is there already */
+        changes_respond(r, space_id, since, limit, bodies, filter);   /* something is there already */
         return;
     }
     struct waiter *w = xcalloc(1, sizeof *w);
@@ -459,6 +467,8 @@ void feed_longpoll(struct http_req *r, int64_t space_id, uint64_t since, uint64_
     w->space_id = space_id;
     snprintf(w->space, sizeof w->space, "%s", sp->st.name);
     w->since = since;
+    w->limit = limit;
+    w->bodies = bodies;
     w->filter = filter;
     uv_timer_init(r->srv->loop, &w->timer);
     uv_timer_start(&w->timer, waiter_timeout, timeout_ms, 0);

@@ -1,8 +1,7 @@
 // auth_matrix.test.mjs - SPEC §4 role table: every role x one route of each
 // access class x own space / another existing space / a space that does not
 // exist, plus no token at all. The OPERATE route of the table (POST /sync)
-// is not built yet and answers 501 once auth lets the request through, so
-// 501 there means "allowed".
+// is called with an empty body: 400 means auth let it through.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -13,7 +12,7 @@ import {
 const ROUTES = {
   READ: { method: 'GET', path: '/api/v1/spaces/{s}/collections', ok: [200] },
   WRITE: { method: 'PUT', path: '/api/v1/spaces/{s}/collections/notes/entities/{id}', body: { n: 1 }, ok: [200, 201] },
-  OPERATE: { method: 'POST', path: '/api/v1/spaces/{s}/sync', body: {}, ok: [501] },
+  OPERATE: { method: 'POST', path: '/api/v1/spaces/{s}/sync', body: {}, ok: [400] },   // allowed, then the empty body is refused
   ADMIN: { method: 'PUT', path: '/api/v1/spaces/{s}', ok: [200] },
 };
 // Admin routes that are not tied to a space.
