@@ -18,11 +18,18 @@
  */
 #include "sync.h"
 
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdlib.h>
 
 #include "api.h"
 #include "api_util.h"
+#include "blobs.h"
 #include "json.h"
 #include "log.h"
 #include "names.h"
@@ -247,6 +254,209 @@ static void finish(struct sync_job *j, const char *error_fmt, ...)
     job_forget_old(j->srv->sync);
 }
 
+/* ---- blobs: only the missing ones move, before the entities ------------- */
+
+/* A threadpool job: the page's "_blobs" references, the ones the receiving
+ * side lacks, and their transfer -- file to file, with a blocking curl easy
+ * handle on this worker thread (never on the loop), so memory stays flat
+ * whatever the blob's size. */
+struct blob_job {
+    struct job job;
+    struct sync_job *sj;             /* loop side only */
+    const char *page;                /* the page's JSON (read-only here) */
+    size_t page_len;
+    bool push;
+    char url[600], token[128], data_dir[1024];
+    uint64_t moved, bytes;
+    char err[300];
+};
+
+static void blob_refs(const char *page, size_t len, json_t *out)
+{
+    json_error_t je;
+    json_t *v = json_loadb(page, len, 0, &je);
+    json_t *arr = json_object_get(v, "changes");
+    size_t i, k;
+    json_t *e, *h;
+    json_array_foreach(arr, i, e) {
+        json_array_foreach(json_object_get(json_object_get(e, "body"), "_blobs"), k, h) {
+            const char *x = json_string_value(h);
+            if (x && name_sha256_valid(x, strlen(x))) json_object_set_new(out, x, json_true());
+        }
+    }
+    json_decref(v);
+}
+
+static size_t to_file(char *p, size_t size, size_t n, void *arg)
+{
+    FILE *f = arg;
+    return fwrite(p, size, n, f);
+}
+
+static size_t to_buf(char *p, size_t size, size_t n, void *arg)
+{
+    struct buf *b = arg;
+    if (b->len + size * n > (1u << 20)) return 0;
+    buf_append(b, p, size * n);
+    return size * n;
+}
+
+static CURL *easy_for(const struct blob_job *bj, const char *url, struct curl_slist **hdrs)
+{
+    CURL *e = curl_easy_init();
+    if (!e) return NULL;
+    char auth[200];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", bj->token);
+    *hdrs = curl_slist_append(NULL, auth);
+    *hdrs = curl_slist_append(*hdrs, "Expect:");
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, *hdrs);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);          /* a stalled transfer fails after 30 s */
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 30L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    return e;
+}
+
+static void blob_work(struct job *j)
+{
+    struct blob_job *bj = container_of(j, struct blob_job, job);
+    json_t *refs = json_object();
+    blob_refs(bj->page, bj->page_len, refs);
+    const char *h;
+    json_t *v;
+    if (json_object_size(refs) == 0) goto out;
+    if (!bj->push) {
+        /* pull: fetch what we lack */
+        json_object_foreach(refs, h, v) {
+            if (blob_exists(bj->data_dir, h)) continue;
+            char url[800], tmp[1200], path[1200], dir[1200];
+            snprintf(url, sizeof url, "%s/blobs/%s", bj->url, h);
+            blob_path(bj->data_dir, h, path, sizeof path);
+            snprintf(dir, sizeof dir, "%s/blobs/%.2s", bj->data_dir, h);
+            snprintf(tmp, sizeof tmp, "%s/blobs/tmp/sync-%s.tmp", bj->data_dir, h);
+            char tdir[1100];
+            snprintf(tdir, sizeof tdir, "%s/blobs/tmp", bj->data_dir);
+            mkdir_p(dir, 0700);
+            mkdir_p(tdir, 0700);
+            FILE *f = fopen(tmp, "wbx");
+            if (!f) { snprintf(bj->err, sizeof bj->err, "cannot create a temp file for a blob: %s", strerror(errno)); goto out; }
+            struct curl_slist *hdrs = NULL;
+            CURL *e = easy_for(bj, url, &hdrs);
+            curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, to_file);
+            curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
+            CURLcode rc = curl_easy_perform(e);
+            long code = 0;
+            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+            curl_easy_cleanup(e);
+            curl_slist_free_all(hdrs);
+            bool ok = rc == CURLE_OK && code == 200 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+            fclose(f);
+            /* it must be what its name says */
+            char got[65] = "";
+            if (ok) {
+                int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+                EVP_MD_CTX *md = EVP_MD_CTX_new();
+                EVP_DigestInit_ex(md, sha256_md(), NULL);
+                unsigned char chunk[65536];
+                ssize_t n;
+                while (fd >= 0 && (n = read(fd, chunk, sizeof chunk)) > 0) {
+                    EVP_DigestUpdate(md, chunk, (size_t)n);
+                    bj->bytes += (uint64_t)n;
+                }
+                if (fd >= 0) close(fd);
+                unsigned char d[32];
+                unsigned int l = 32;
+                EVP_DigestFinal_ex(md, d, &l);
+                EVP_MD_CTX_free(md);
+                hex_encode(got, d, 32);
+            }
+            if (!ok || strcmp(got, h) || rename(tmp, path) < 0) {
+                unlink(tmp);
+                snprintf(bj->err, sizeof bj->err, "fetching blob %.16s… from the peer failed (%s, HTTP %ld%s)", h,
+                         rc == CURLE_OK ? "ok" : curl_easy_strerror(rc), code, ok && strcmp(got, h) ? ", hash mismatch" : "");
+                goto out;
+            }
+            bj->moved++;
+        }
+    } else {
+        /* push: ask which the peer lacks, send those */
+        struct buf q, ans;
+        buf_init(&q);
+        buf_init(&ans);
+        buf_puts(&q, "{\"hashes\":[");
+        int k = 0;
+        json_object_foreach(refs, h, v) {
+            if (k++) buf_putc(&q, ',');
+            json_cstr(&q, h);
+        }
+        buf_puts(&q, "]}");
+        char url[800];
+        snprintf(url, sizeof url, "%s/blobs/missing", bj->url);
+        struct curl_slist *hdrs = NULL;
+        CURL *e = easy_for(bj, url, &hdrs);
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, q.data);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, to_buf);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, &ans);
+        CURLcode rc = curl_easy_perform(e);
+        long code = 0;
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+        curl_easy_cleanup(e);
+        curl_slist_free_all(hdrs);
+        buf_free(&q);
+        json_error_t je;
+        json_t *m = (rc == CURLE_OK && code == 200) ? json_loadb(ans.data ? ans.data : "", ans.len, 0, &je) : NULL;
+        buf_free(&ans);
+        if (!m) {
+            snprintf(bj->err, sizeof bj->err, "asking the peer for missing blobs failed (HTTP %ld)", code);
+            goto out;
+        }
+        size_t i;
+        json_t *x;
+        json_array_foreach(json_object_get(m, "missing"), i, x) {
+            const char *hh = json_string_value(x);
+            if (!hh || !name_sha256_valid(hh, strlen(hh))) continue;
+            char path[1200], purl[800];
+            blob_path(bj->data_dir, hh, path, sizeof path);
+            FILE *f = fopen(path, "rb");
+            if (!f) {
+                snprintf(bj->err, sizeof bj->err, "blob %.16s… is referenced here but missing", hh);
+                break;
+            }
+            struct stat st;
+            fstat(fileno(f), &st);
+            snprintf(purl, sizeof purl, "%s/blobs/%s", bj->url, hh);
+            e = easy_for(bj, purl, &hdrs);
+            curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+            curl_easy_setopt(e, CURLOPT_READDATA, f);
+            curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
+            curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, to_buf);
+            struct buf sink;
+            buf_init(&sink);
+            curl_easy_setopt(e, CURLOPT_WRITEDATA, &sink);
+            rc = curl_easy_perform(e);
+            code = 0;
+            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+            curl_easy_cleanup(e);
+            curl_slist_free_all(hdrs);
+            buf_free(&sink);
+            fclose(f);
+            if (rc != CURLE_OK || (code != 200 && code != 201)) {
+                snprintf(bj->err, sizeof bj->err, "sending blob %.16s… to the peer failed (HTTP %ld)", hh, code);
+                break;
+            }
+            bj->moved++;
+            bj->bytes += (uint64_t)st.st_size;
+        }
+        json_decref(m);
+    }
+out:
+    json_decref(refs);
+}
+
 /* ---- steps -------------------------------------------------------------- */
 
 static void step(struct sync_job *j);
@@ -409,6 +619,39 @@ static void pull_applied(struct wop *op, struct http_req *r)
     free(p);
 }
 
+static void pull_apply_page(struct sync_job *j, char *raw, size_t len);
+
+static void pull_blobs_done(struct job *jb, struct http_req *r)
+{
+    struct blob_job *bj = container_of(jb, struct blob_job, job);
+    struct sync_job *j = bj->sj;
+    UNUSED(r);
+    j->blobs += bj->moved;
+    j->bytes += bj->bytes;
+    char *raw = (char *)bj->page;
+    size_t len = bj->page_len;
+    if (bj->err[0]) {
+        free(raw);
+        finish(j, "pull: %s", bj->err);
+    } else {
+        pull_apply_page(j, raw, len);
+    }
+    free(bj);
+}
+
+static struct blob_job *blob_job_new(struct sync_job *j, char *page, size_t len, bool push)
+{
+    struct blob_job *bj = xcalloc(1, sizeof *bj);
+    bj->sj = j;
+    bj->page = page;
+    bj->page_len = len;
+    bj->push = push;
+    url_for(j, "", bj->url, sizeof bj->url);
+    snprintf(bj->token, sizeof bj->token, "%s", j->token);
+    snprintf(bj->data_dir, sizeof bj->data_dir, "%s", j->srv->cfg->data_dir);
+    return bj;
+}
+
 static void on_pull_page(void *arg, const struct peer_result *res)
 {
     struct sync_job *j = arg;
@@ -418,9 +661,20 @@ static void on_pull_page(void *arg, const struct peer_result *res)
     }
     j->tries = 0;
     j->bytes += res->body->len;
+    size_t len;
+    char *raw = buf_steal(res->body, &len);
+    /* blobs the page's entities reference come first (a write that names a
+     * blob this server lacks would be refused) */
+    struct blob_job *bj = blob_job_new(j, raw, len, false);
+    job_submit(j->srv, &bj->job, NULL, blob_work, pull_blobs_done);
+}
+
+static void pull_apply_page(struct sync_job *j, char *raw, size_t len)
+{
     struct pull_op *p = xcalloc(1, sizeof *p);
     p->j = j;
-    p->raw = buf_steal(res->body, &p->raw_len);
+    p->raw = raw;
+    p->raw_len = len;
     snprintf(p->peer_instance, sizeof p->peer_instance, "%s", j->peer_instance);
     snprintf(p->peer_uid, sizeof p->peer_uid, "%s", j->peer_uid);
     snprintf(p->peer_url, sizeof p->peer_url, "%s", j->peer_url);
@@ -529,6 +783,34 @@ static void on_push_sent(void *arg, const struct peer_result *res)
     save_push_cp(j, j->page_cp, pull_to);     /* then step() goes on */
 }
 
+static void push_blobs_done(struct job *jb, struct http_req *r)
+{
+    struct blob_job *bj = container_of(jb, struct blob_job, job);
+    struct sync_job *j = bj->sj;
+    UNUSED(r);
+    j->blobs += bj->moved;
+    j->bytes += bj->bytes;
+    char *page = (char *)bj->page;
+    size_t len = bj->page_len;
+    if (bj->err[0]) {
+        finish(j, "push: %s", bj->err);
+    } else {
+        /* the page goes as it is: /replicate takes {"changes":[...]} too;
+         * say who we are so the peer does not send these back to us */
+        struct buf b;
+        buf_init(&b);
+        buf_reserve(&b, len + 64);
+        buf_puts(&b, "{\"source_instance\":");
+        json_cstr(&b, store_instance_id(j->srv->store));
+        buf_putc(&b, ',');
+        buf_append(&b, page + 1, len - 1);      /* skip the page's '{' */
+        send_peer(j, "POST", "/replicate", b.data, b.len, on_push_sent);
+        buf_free(&b);
+    }
+    free(page);
+    free(bj);
+}
+
 static void push_page_read(struct read_job *rj, struct http_req *r)
 {
     struct sync_job *j = rj->user;
@@ -546,17 +828,10 @@ static void push_page_read(struct read_job *rj, struct http_req *r)
     }
     j->page_cp = rj->since;
     j->page_more = rj->flag;
-    /* the page goes as it is: /replicate takes {"changes":[...]} too; say
-     * who we are so the peer does not send these back to us */
-    struct buf b;
-    buf_init(&b);
-    buf_reserve(&b, rj->out.len + 64);
-    buf_puts(&b, "{\"source_instance\":");
-    json_cstr(&b, store_instance_id(j->srv->store));
-    buf_putc(&b, ',');
-    buf_append(&b, rj->out.data + 1, rj->out.len - 1);     /* skip the page's '{' */
-    send_peer(j, "POST", "/replicate", b.data, b.len, on_push_sent);
-    buf_free(&b);
+    size_t len;
+    char *page = buf_steal(&rj->out, &len);
+    struct blob_job *bj = blob_job_new(j, page, len, true);
+    job_submit(j->srv, &bj->job, NULL, blob_work, push_blobs_done);
 }
 
 /* ---- the state machine --------------------------------------------------- */
