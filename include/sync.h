@@ -28,5 +28,8 @@ void sync_free(struct server *srv);
 void api_sync_start(struct http_req *r);
 void api_sync_jobs(struct http_req *r);
 void api_sync_job(struct http_req *r);
+void api_peer_put(struct http_req *r);
+void api_peer_delete(struct http_req *r);
+void api_peers_list(struct http_req *r);
 
 #endif

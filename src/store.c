@@ -152,6 +152,24 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (space_id, peer_url, peer_space, direction)"
     ") WITHOUT ROWID;"
     "ALTER TABLE entities ADD COLUMN origin TEXT;",
+    /* 5: persistent peers */
+    "CREATE TABLE peers ("
+    "  space_id INTEGER NOT NULL,"
+    "  space TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  url TEXT NOT NULL,"
+    "  peer_space TEXT NOT NULL,"
+    "  token TEXT NOT NULL,"
+    "  direction TEXT NOT NULL,"
+    "  every_seconds INTEGER NOT NULL DEFAULT 0,"
+    "  created_at INTEGER NOT NULL,"
+    "  last_job TEXT,"
+    "  last_status TEXT,"
+    "  last_error TEXT,"
+    "  last_run_at INTEGER,"
+    "  failures INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (space_id, name)"
+    ") WITHOUT ROWID;",
 };
 
 int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,

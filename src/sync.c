@@ -73,12 +73,30 @@ struct sync_job {
     struct http_req *waiter;         /* wait=true: answered at the end */
     uint64_t page_cp;                /* the push page in flight ends at this version */
     bool page_more;
+    char peer_name[64];              /* started for a persistent peer, or "" */
+};
+
+struct peer_def {
+    struct list link;
+    char space[64], name[64], url[512], peer_space[64], direction[8];
+    char *token;
+    int64_t space_id;
+    uint64_t every_s, created_at;
+    char last_job[27], last_status[16], last_error[300];
+    uint64_t last_run_at, next_run_ms;   /* next_run: loop clock */
+    unsigned failures;
+    bool running;
 };
 
 struct sync_ctx {
     struct list jobs;                /* newest last */
     size_t n;
+    struct list peers;               /* struct peer_def */
+    uv_timer_t tick;                 /* the peers' schedule */
+    bool tick_on;
 };
+
+static void peer_job_finished(struct sync_job *j);
 
 static void job_json(struct buf *b, const struct sync_job *j)
 {
@@ -251,6 +269,7 @@ static void finish(struct sync_job *j, const char *error_fmt, ...)
         }
         http_req_unref(r);
     }
+    if (j->peer_name[0]) peer_job_finished(j);
     job_forget_old(j->srv->sync);
 }
 
@@ -928,6 +947,32 @@ static void on_status(void *arg, const struct peer_result *res)
 
 /* ---- API ----------------------------------------------------------------- */
 
+static struct sync_job *sync_job_new(struct server *srv, struct space *sp, const char *url, const char *pspace,
+                                     const char *token, const char *dir, const char *actor, const char *remote)
+{
+    struct sync_job *j = xcalloc(1, sizeof *j);
+    j->srv = srv;
+    ulid_make(j->id, now_ms_wall());
+    snprintf(j->space, sizeof j->space, "%s", sp->st.name);
+    snprintf(j->peer_url, sizeof j->peer_url, "%s", url);
+    snprintf(j->peer_space, sizeof j->peer_space, "%s", pspace);
+    snprintf(j->direction, sizeof j->direction, "%s", dir);
+    snprintf(j->actor, sizeof j->actor, "%s", actor);
+    snprintf(j->remote, sizeof j->remote, "%s", remote);
+    j->token = xstrdup(token);
+    j->space_id = sp->st.id;
+    j->pull = strcmp(dir, "push") != 0;
+    j->push = strcmp(dir, "pull") != 0;
+    j->phase = PH_STATUS;
+    snprintf(j->status, sizeof j->status, "running");
+    j->started_at = now_ms_wall();
+    list_insert_tail(&srv->sync->jobs, &j->link);
+    srv->sync->n++;
+    save_row(j, true);
+    publish(j);
+    return j;
+}
+
 static struct sync_job *running_for(struct server *srv, const char *space, const char *url, const char *pspace)
 {
     struct list *l;
@@ -990,27 +1035,8 @@ void api_sync_start(struct http_req *r)
         http_send_error(r, 409, "sync_in_progress", NULL, "a sync of this space with that peer is running");
         return;
     }
-    struct sync_job *j = xcalloc(1, sizeof *j);
-    j->srv = srv;
-    ulid_make(j->id, now_ms_wall());
-    snprintf(j->space, sizeof j->space, "%s", sp->st.name);
-    snprintf(j->peer_url, sizeof j->peer_url, "%s", url);
-    snprintf(j->peer_space, sizeof j->peer_space, "%s", pspace);
-    snprintf(j->direction, sizeof j->direction, "%s", dir);
-    snprintf(j->actor, sizeof j->actor, "%s", api_actor(r));
-    if (r->conn) snprintf(j->remote, sizeof j->remote, "%s", r->conn->peer);
-    j->token = xstrdup(token);
-    j->space_id = sp->st.id;
-    j->pull = strcmp(dir, "push") != 0;
-    j->push = strcmp(dir, "pull") != 0;
-    j->phase = PH_STATUS;
-    snprintf(j->status, sizeof j->status, "running");
-    j->started_at = now_ms_wall();
+    struct sync_job *j = sync_job_new(srv, sp, url, pspace, token, dir, api_actor(r), r->conn ? r->conn->peer : "");
     json_decref(v);
-    list_insert_tail(&srv->sync->jobs, &j->link);
-    srv->sync->n++;
-    save_row(j, true);
-    publish(j);
     if (wait) {
         j->waiter = r;
         http_req_ref(r);
@@ -1105,6 +1131,334 @@ void api_sync_jobs(struct http_req *r)
     read_submit(r, rj, jobs_work, NULL);
 }
 
+/* ---- persistent peers ----------------------------------------------------- */
+
+static void peer_json(struct buf *b, const struct peer_def *p)
+{
+    buf_puts(b, "{\"name\":");
+    json_cstr(b, p->name);
+    json_kv_str(b, "url", p->url);
+    json_kv_str(b, "space", p->peer_space);
+    buf_puts(b, ",\"token\":\"***\"");           /* stored, never shown back */
+    json_kv_str(b, "direction", p->direction);
+    json_kv_u64(b, "every_seconds", p->every_s);
+    json_kv_time(b, "created_at", p->created_at);
+    json_kv_str(b, "last_job", p->last_job[0] ? p->last_job : NULL);
+    json_kv_str(b, "last_status", p->last_status[0] ? p->last_status : NULL);
+    json_kv_str(b, "last_error", p->last_error[0] ? p->last_error : NULL);
+    json_kv_time(b, "last_run_at", p->last_run_at);
+    json_kv_u64(b, "failures", p->failures);
+    json_kv_bool(b, "running", p->running);
+    buf_putc(b, '}');
+}
+
+static struct peer_def *peer_find(struct server *srv, const char *space, const char *name)
+{
+    struct list *l;
+    for (l = srv->sync->peers.next; l != &srv->sync->peers; l = l->next) {
+        struct peer_def *p = container_of(l, struct peer_def, link);
+        if (!strcmp(p->space, space) && !strcmp(p->name, name)) return p;
+    }
+    return NULL;
+}
+
+static void peer_free_def(struct peer_def *p)
+{
+    if (p->token) memset(p->token, 0, strlen(p->token));
+    free(p->token);
+    free(p);
+}
+
+struct peer_op {
+    struct wop op;
+    struct server *srv;
+    struct peer_def def;
+    char actor[32];
+    bool remove, status_only, created;
+};
+
+static int peer_apply(struct wtx *tx, struct wop *op)
+{
+    struct peer_op *po = container_of(op, struct peer_op, op);
+    struct peer_def *d = &po->def;
+    sqlite3_stmt *st;
+    if (po->remove) {
+        st = wtx_stmt(tx, "DELETE FROM peers WHERE space_id = ? AND name = ?");
+        sqlite3_bind_int64(st, 1, d->space_id);
+        sqlite3_bind_text(st, 2, d->name, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "deleting the peer failed");
+        if (sqlite3_changes(wtx_db(tx)) == 0) return wop_fail(op, 404, "not_found", "no peer named '%s'", d->name);
+        return wtx_audit(tx, po->actor, "peer.delete", d->space, d->name, NULL, NULL) < 0 ? -1 : 0;
+    }
+    if (po->status_only) {
+        st = wtx_stmt(tx, "UPDATE peers SET last_job = ?3, last_status = ?4, last_error = ?5, last_run_at = ?6,"
+                          " failures = ?7 WHERE space_id = ?1 AND name = ?2");
+        sqlite3_bind_int64(st, 1, d->space_id);
+        sqlite3_bind_text(st, 2, d->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, d->last_job, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, d->last_status, -1, SQLITE_STATIC);
+        if (d->last_error[0]) sqlite3_bind_text(st, 5, d->last_error, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)d->last_run_at);
+        sqlite3_bind_int(st, 7, (int)d->failures);
+        return sqlite3_step(st) == SQLITE_DONE ? 0 : wop_fail(op, 500, "storage_error", "saving the peer's status failed");
+    }
+    st = wtx_stmt(tx, "SELECT 1 FROM peers WHERE space_id = ? AND name = ?");
+    sqlite3_bind_int64(st, 1, d->space_id);
+    sqlite3_bind_text(st, 2, d->name, -1, SQLITE_STATIC);
+    po->created = sqlite3_step(st) != SQLITE_ROW;
+    sqlite3_reset(st);
+    st = wtx_stmt(tx, "INSERT INTO peers(space_id, space, name, url, peer_space, token, direction, every_seconds,"
+                      " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO UPDATE SET url = ?4,"
+                      " peer_space = ?5, token = ?6, direction = ?7, every_seconds = ?8, failures = 0");
+    sqlite3_bind_int64(st, 1, d->space_id);
+    sqlite3_bind_text(st, 2, d->space, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, d->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, d->url, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, d->peer_space, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, d->token, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, d->direction, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)d->every_s);
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)wtx_now(tx));
+    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "saving the peer failed");
+    d->created_at = wtx_now(tx);
+    return wtx_audit(tx, po->actor, "peer.put", d->space, d->name, NULL, NULL) < 0 ? -1 : 0;
+}
+
+static void peer_op_done(struct wop *op, struct http_req *r)
+{
+    struct peer_op *po = container_of(op, struct peer_op, op);
+    struct server *srv = po->srv;
+    struct peer_def *d = &po->def;
+    if (!op->status && !po->status_only && srv->sync) {
+        struct peer_def *cur = peer_find(srv, d->space, d->name);
+        if (po->remove) {
+            if (cur) {
+                list_remove(&cur->link);
+                peer_free_def(cur);
+            }
+        } else {
+            if (!cur) {
+                cur = xcalloc(1, sizeof *cur);
+                list_insert_tail(&srv->sync->peers, &cur->link);
+                cur->created_at = d->created_at;
+            }
+            free(cur->token);
+            struct list link = cur->link;
+            bool running = cur->running;
+            char lj[27], ls[16], le[300];
+            memcpy(lj, cur->last_job, sizeof lj);
+            memcpy(ls, cur->last_status, sizeof ls);
+            memcpy(le, cur->last_error, sizeof le);
+            uint64_t created = cur->created_at ? cur->created_at : d->created_at, lr = cur->last_run_at;
+            *cur = *d;
+            cur->link = link;
+            cur->token = xstrdup(d->token);
+            cur->running = running;
+            cur->created_at = created;
+            cur->last_run_at = lr;
+            memcpy(cur->last_job, lj, sizeof lj);
+            memcpy(cur->last_status, ls, sizeof ls);
+            memcpy(cur->last_error, le, sizeof le);
+            cur->failures = 0;
+            cur->next_run_ms = uv_now(srv->loop) + (cur->every_s ? 1000 : 0);
+        }
+    }
+    if (r) {
+        if (op->status) api_send_wop_error(r, op);
+        else if (po->remove) http_send_empty(r, 204);
+        else {
+            struct buf b;
+            buf_init(&b);
+            struct peer_def *cur = peer_find(r->srv, d->space, d->name);
+            peer_json(&b, cur ? cur : d);
+            http_send_json(r, po->created ? 201 : 200, &b);
+        }
+    }
+    if (d->token) memset(d->token, 0, strlen(d->token));
+    free(d->token);
+    free(po);
+}
+
+void api_peer_put(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    json_t *v = api_body_object(r);
+    if (!v) return;
+    const char *url = json_string_value(json_object_get(v, "url"));
+    const char *pspace = json_string_value(json_object_get(v, "space"));
+    const char *token = json_string_value(json_object_get(v, "token"));
+    const char *dir = json_string_value(json_object_get(v, "direction"));
+    json_t *every = json_object_get(v, "every_seconds");
+    if (!pspace) pspace = sp->st.name;
+    if (!dir) dir = "both";
+    const char *bad = NULL;
+    if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) || strlen(url) > 500)
+        bad = "url must be an http:// or https:// URL of at most 500 bytes";
+    else if (!name_space_valid(pspace, strlen(pspace))) bad = "space is not a valid space name";
+    else if (!token || strlen(token) > 120) bad = "token is required (a key of the peer)";
+    else if (strcmp(dir, "pull") && strcmp(dir, "push") && strcmp(dir, "both")) bad = "direction is pull, push or both";
+    else if (every && (!json_is_integer(every) || json_integer_value(every) < 0 || json_integer_value(every) > 86400 * 30))
+        bad = "every_seconds is a whole number of seconds (0 = only on demand)";
+    if (bad) {
+        json_decref(v);
+        http_send_error(r, 400, "invalid_body", NULL, "%s", bad);
+        return;
+    }
+    struct peer_op *po = xcalloc(1, sizeof *po);
+    po->srv = r->srv;
+    struct peer_def *d = &po->def;
+    snprintf(d->space, sizeof d->space, "%s", sp->st.name);
+    snprintf(d->name, sizeof d->name, "%s", r->match.params.peer);
+    snprintf(d->url, sizeof d->url, "%s", url);
+    snprintf(d->peer_space, sizeof d->peer_space, "%s", pspace);
+    snprintf(d->direction, sizeof d->direction, "%s", dir);
+    snprintf(po->actor, sizeof po->actor, "%s", api_actor(r));
+    d->token = xstrdup(token);
+    d->space_id = sp->st.id;
+    d->every_s = every ? (uint64_t)json_integer_value(every) : 0;
+    json_decref(v);
+    if (api_write(r, &po->op, peer_apply, peer_op_done) < 0) {
+        free(d->token);
+        free(po);
+    }
+}
+
+void api_peer_delete(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    struct peer_op *po = xcalloc(1, sizeof *po);
+    po->srv = r->srv;
+    po->remove = true;
+    snprintf(po->def.space, sizeof po->def.space, "%s", sp->st.name);
+    snprintf(po->def.name, sizeof po->def.name, "%s", r->match.params.peer);
+    snprintf(po->actor, sizeof po->actor, "%s", api_actor(r));
+    po->def.space_id = sp->st.id;
+    if (api_write(r, &po->op, peer_apply, peer_op_done) < 0) free(po);
+}
+
+void api_peers_list(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "{\"peers\":[");
+    int n = 0;
+    struct list *l;
+    for (l = r->srv->sync->peers.next; l != &r->srv->sync->peers; l = l->next) {
+        struct peer_def *p = container_of(l, struct peer_def, link);
+        if (strcmp(p->space, sp->st.name)) continue;
+        if (n++) buf_putc(&b, ',');
+        peer_json(&b, p);
+    }
+    buf_puts(&b, "],\"next_cursor\":null}");
+    http_send_json(r, 200, &b);
+}
+
+/* a job for a persistent peer ended: remember how, and when to try again
+ * (a failing peer backs off: every * 2^failures, at most an hour) */
+static void peer_job_finished(struct sync_job *j)
+{
+    struct server *srv = j->srv;
+    struct peer_def *p = peer_find(srv, j->space, j->peer_name);
+    if (!p) return;
+    p->running = false;
+    snprintf(p->last_job, sizeof p->last_job, "%s", j->id);
+    snprintf(p->last_status, sizeof p->last_status, "%s", j->status);
+    snprintf(p->last_error, sizeof p->last_error, "%s", j->error);
+    p->last_run_at = j->finished_at;
+    bool ok = !strcmp(j->status, "completed");
+    p->failures = ok ? 0 : p->failures + 1;
+    uint64_t every = p->every_s ? p->every_s * 1000 : 0;
+    uint64_t wait = every;
+    if (!ok && every) {
+        unsigned sh = p->failures < 12 ? p->failures : 12;
+        wait = every << sh;
+        if (wait > 3600000) wait = 3600000;
+    }
+    p->next_run_ms = uv_now(srv->loop) + wait;
+    if (!ok) log_warn("peer_failing", "\"space\":\"%s\",\"peer\":\"%s\",\"failures\":%u,\"retry_in_ms\":%llu",
+                      p->space, p->name, p->failures, (unsigned long long)wait);
+    struct peer_op *po = xcalloc(1, sizeof *po);
+    po->srv = srv;
+    po->status_only = true;
+    po->def = *p;
+    po->def.token = NULL;
+    if (writer_submit(srv, &po->op, NULL, peer_apply, peer_op_done) < 0) free(po);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    if (srv->shutting_down) return;
+    uint64_t now = uv_now(srv->loop);
+    struct list *l;
+    for (l = srv->sync->peers.next; l != &srv->sync->peers; l = l->next) {
+        struct peer_def *p = container_of(l, struct peer_def, link);
+        if (!p->every_s || p->running || now < p->next_run_ms) continue;
+        struct space *sp = spaces_get(srv, p->space);
+        if (!sp || running_for(srv, p->space, p->url, p->peer_space)) continue;
+        struct sync_job *j = sync_job_new(srv, sp, p->url, p->peer_space, p->token, p->direction, "scheduler", "");
+        snprintf(j->peer_name, sizeof j->peer_name, "%s", p->name);
+        p->running = true;
+        step(j);
+    }
+}
+
+static void peers_load_work(sqlite3 *db, struct read_job *rj)
+{
+    struct server *srv = rj->user;
+    UNUSED(srv);
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT space_id, space, name, url, peer_space, token, direction, every_seconds, created_at,"
+                           " last_job, last_status, last_error, last_run_at, failures FROM peers",
+                           -1, &q, NULL) != SQLITE_OK)
+        return;
+    struct list *out = xcalloc(1, sizeof *out);
+    list_init(out);
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        struct peer_def *p = xcalloc(1, sizeof *p);
+#define T(i) (sqlite3_column_text(q, i) ? (const char *)sqlite3_column_text(q, i) : "")
+        p->space_id = sqlite3_column_int64(q, 0);
+        snprintf(p->space, sizeof p->space, "%s", T(1));
+        snprintf(p->name, sizeof p->name, "%s", T(2));
+        snprintf(p->url, sizeof p->url, "%s", T(3));
+        snprintf(p->peer_space, sizeof p->peer_space, "%s", T(4));
+        p->token = xstrdup(T(5));
+        snprintf(p->direction, sizeof p->direction, "%s", T(6));
+        p->every_s = (uint64_t)sqlite3_column_int64(q, 7);
+        p->created_at = (uint64_t)sqlite3_column_int64(q, 8);
+        snprintf(p->last_job, sizeof p->last_job, "%s", T(9));
+        snprintf(p->last_status, sizeof p->last_status, "%s", T(10));
+        snprintf(p->last_error, sizeof p->last_error, "%s", T(11));
+        p->last_run_at = (uint64_t)sqlite3_column_int64(q, 12);
+        p->failures = (unsigned)sqlite3_column_int(q, 13);
+#undef T
+        list_insert_tail(out, &p->link);
+    }
+    sqlite3_finalize(q);
+    rj->arg = out;
+}
+
+static void peers_loaded(struct read_job *rj, struct http_req *r)
+{
+    struct server *srv = rj->user;
+    struct list *in = rj->arg;
+    UNUSED(r);
+    if (!in) return;
+    while (!list_empty(in)) {
+        struct peer_def *p = container_of(in->next, struct peer_def, link);
+        list_remove(&p->link);
+        if (!srv->sync) { peer_free_def(p); continue; }
+        p->next_run_ms = uv_now(srv->loop) + 1000;
+        list_insert_tail(&srv->sync->peers, &p->link);
+    }
+    /* rj->arg (the list head) is freed with the job */
+}
+
 /* ---- life ---------------------------------------------------------------- */
 
 static void on_shutdown(struct server *srv, void *arg)
@@ -1127,8 +1481,22 @@ void sync_init(struct server *srv)
 {
     struct sync_ctx *sc = xcalloc(1, sizeof *sc);
     list_init(&sc->jobs);
+    list_init(&sc->peers);
     srv->sync = sc;
     server_add_shutdown_hook(srv, on_shutdown, sc);
+    uv_timer_init(srv->loop, &sc->tick);
+    sc->tick.data = srv;
+    uv_timer_start(&sc->tick, on_tick, 1000, 1000);
+    uv_unref((uv_handle_t *)&sc->tick);
+    sc->tick_on = true;
+    struct read_job *rj = read_job_new();
+    rj->user = srv;
+    read_submit_detached(srv, rj, peers_load_work, peers_loaded);
+}
+
+static void tick_closed(uv_handle_t *h)
+{
+    free(container_of((uv_timer_t *)h, struct sync_ctx, tick));
 }
 
 static void retry_closed(uv_handle_t *h)
@@ -1152,6 +1520,12 @@ void sync_free(struct server *srv)
             free(j);
         }
     }
-    free(sc);
+    while (!list_empty(&sc->peers)) {
+        struct peer_def *p = container_of(sc->peers.next, struct peer_def, link);
+        list_remove(&p->link);
+        peer_free_def(p);
+    }
     srv->sync = NULL;
+    if (sc->tick_on) uv_close((uv_handle_t *)&sc->tick, tick_closed);
+    else free(sc);
 }
