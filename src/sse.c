@@ -40,7 +40,7 @@ struct sub {
     uint8_t topics;
     bool all_spaces;
     int nspaces;
-    char spaces[SUB_MAX_SPACES][64];
+    char (*spaces)[64];              /* nspaces entries: most subscribers have one or none */
 };
 
 struct feed {
@@ -175,7 +175,18 @@ void sse_publish(struct server *srv, enum sse_topic topic, const char *space, co
     rbuf_unref(frame);
 }
 
-static void sub_free(void *p) { free(p); }
+static void sub_free(void *p)
+{
+    struct sub *s = p;
+    free(s->spaces);
+    free(s);
+}
+
+static void sub_add_space(struct sub *s, const char *name)
+{
+    s->spaces = xrealloc(s->spaces, (size_t)(s->nspaces + 1) * sizeof *s->spaces);
+    snprintf(s->spaces[s->nspaces++], 64, "%s", name);
+}
 
 void api_events(struct http_req *r)
 {
@@ -198,7 +209,7 @@ void api_events(struct http_req *r)
             else if (!strcmp(t, "snapshot")) s->topics |= SSE_SNAPSHOT;
             else if (!strcmp(t, "sync")) s->topics |= SSE_SYNC;
             else {
-                free(s);
+                sub_free(s);
                 http_send_error(r, 400, "invalid_parameter", NULL, "topics are change, snapshot and sync");
                 return;
             }
@@ -212,26 +223,26 @@ void api_events(struct http_req *r)
         char *save = NULL;
         for (char *t = strtok_r(v, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
             if (!name_space_valid(t, strlen(t))) {
-                free(s);
+                sub_free(s);
                 http_send_error(r, 400, "invalid_name", NULL, "invalid space name in spaces");
                 return;
             }
             if (k && !key_has_space(k, t)) {
-                free(s);
+                sub_free(s);
                 http_send_error(r, 403, "forbidden", NULL, "this key may not use that space");
                 return;
             }
             if (s->nspaces == SUB_MAX_SPACES) {
-                free(s);
+                sub_free(s);
                 http_send_error(r, 400, "invalid_parameter", NULL, "at most %d spaces", SUB_MAX_SPACES);
                 return;
             }
-            snprintf(s->spaces[s->nspaces++], 64, "%s", t);
+            sub_add_space(s, t);
         }
     } else if (!k || k->all_spaces || k->role == ROLE_ADMIN) {
         s->all_spaces = true;
     } else {
-        for (int i = 0; i < k->nspaces && i < SUB_MAX_SPACES; i++) snprintf(s->spaces[s->nspaces++], 64, "%s", k->spaces[i]);
+        for (int i = 0; i < k->nspaces && i < SUB_MAX_SPACES; i++) sub_add_space(s, k->spaces[i]);
     }
 
     /* replay point */
@@ -245,7 +256,7 @@ void api_events(struct http_req *r)
     }
     if (lei && hl) {
         if (parse_u64(lei, hl, UINT64_MAX, &last) < 0) {
-            free(s);
+            sub_free(s);
             http_send_error(r, 400, "invalid_header", NULL, "Last-Event-ID must be an event id from this server");
             return;
         }

@@ -615,7 +615,8 @@ static void on_async(uv_async_t *a)
     list_foreach_safe(bpos, btmp, &done) {
         struct batch *b = container_of(bpos, struct batch, link);
         for (size_t i = 0; i < b->nspaces; i++) spaces_update(w->srv, &b->spaces[i]);
-        if (b->nchanges) sse_changes_committed(w->srv, b->changes, b->nchanges);
+        /* answer the writers first: a write's latency should not include
+         * fanning its events out to every subscriber */
         list_foreach_safe(pos, tmp, &b->ops) {
             struct wop *op = container_of(pos, struct wop, link);
             struct http_req *r = op->req;
@@ -624,6 +625,7 @@ static void on_async(uv_async_t *a)
             op->done(op, (r && r->conn) ? r : NULL);    /* may free op */
             if (r) http_req_unref(r);
         }
+        if (b->nchanges) sse_changes_committed(w->srv, b->changes, b->nchanges);
         free(b->spaces);
         free(b->changes);
         free(b);
