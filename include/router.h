@@ -34,7 +34,7 @@ enum route_flags {
 
 #define ROUTE_MAX_SEGS 12
 
-enum param_kind { P_LIT, P_SPACE, P_COLLECTION, P_ENTITY, P_ID, P_SHA256, P_PEER, P_KEY };
+enum param_kind { P_LIT, P_SPACE, P_COLLECTION, P_ENTITY, P_ID, P_SHA256, P_PEER, P_KEY, P_ASSET };
 
 struct route {
     int method;                 /* llhttp_method_t; HEAD is served by GET routes */
@@ -58,6 +58,7 @@ struct route_params {
     char sha256[65];
     char peer[64];
     char key[27];
+    char asset[64];
 };
 
 enum route_result {

@@ -53,6 +53,14 @@ bool name_request_id_valid(const char *s, size_t len)
     return true;
 }
 
+bool name_asset_valid(const char *s, size_t len)
+{
+    if (len < 1 || len > 63 || !(is_lower(s[0]) || is_digit(s[0]))) return false;
+    for (size_t i = 1; i < len; i++)
+        if (!is_lower(s[i]) && !is_digit(s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-') return false;
+    return true;
+}
+
 static int hexval(char c)
 {
     if (is_digit(c)) return c - '0';

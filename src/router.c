@@ -24,6 +24,7 @@ static enum param_kind kind_of(const char *name, size_t len)
     static const struct { const char *n; enum param_kind k; } kinds[] = {
         {"space", P_SPACE}, {"collection", P_COLLECTION}, {"entity", P_ENTITY}, {"id", P_ID},
         {"sha256", P_SHA256}, {"peer", P_PEER}, {"key", P_KEY},
+        {"asset", P_ASSET},
     };
     for (size_t i = 0; i < ARRAY_SIZE(kinds); i++)
         if (strlen(kinds[i].n) == len && !memcmp(kinds[i].n, name, len)) return kinds[i].k;
@@ -104,6 +105,7 @@ static const char *param_name(enum param_kind k)
     case P_SHA256: return "sha256";
     case P_PEER: return "peer";
     case P_KEY: return "key id";
+    case P_ASSET: return "file name";
     default: return "segment";
     }
 }
@@ -113,7 +115,7 @@ static enum route_result take_param(enum param_kind k, const struct seg *s, stru
 {
     char tmp[256];
     long n = name_pct_decode(s->p, s->len, tmp, sizeof tmp - 1);
-    bool server_made = (k == P_ID || k == P_KEY || k == P_SHA256);
+    bool server_made = (k == P_ID || k == P_KEY || k == P_SHA256 || k == P_ASSET);
     if (n < 0) goto bad;
     tmp[n] = '\0';
     char *dst;
@@ -127,6 +129,7 @@ static enum route_result take_param(enum param_kind k, const struct seg *s, stru
     case P_KEY: ok = ulid_valid(tmp, (size_t)n); dst = m->params.key; cap = sizeof m->params.key; break;
     case P_SHA256: ok = name_sha256_valid(tmp, (size_t)n); dst = m->params.sha256; cap = sizeof m->params.sha256; break;
     case P_PEER: ok = name_peer_valid(tmp, (size_t)n); dst = m->params.peer; cap = sizeof m->params.peer; break;
+    case P_ASSET: ok = name_asset_valid(tmp, (size_t)n); dst = m->params.asset; cap = sizeof m->params.asset; break;
     default: return ROUTE_NOT_FOUND;
     }
     if (!ok || (size_t)n >= cap) goto bad;
@@ -136,6 +139,7 @@ bad:
     snprintf(m->bad_param, sizeof m->bad_param, "%s", param_name(k));
     /* a blob hash is a client-made name too: malformed -> 400 */
     if (k == P_SHA256) return ROUTE_BAD_NAME;
+    if (k == P_ASSET) return ROUTE_NOT_FOUND;
     return server_made ? ROUTE_BAD_ID : ROUTE_BAD_NAME;
 }
 

@@ -15,6 +15,7 @@
 #include "snapshot.h"
 #include "sse.h"
 #include "sync.h"
+#include "ui.h"
 
 #define S "/api/v1/spaces/{space}"
 #define R(m, pat, fn, acc, fl, nm) \
@@ -23,6 +24,10 @@
 static const struct route table[] = {
     /* SPEC §3 */
     R(HTTP_GET, "/healthz", api_healthz, ACCESS_PUBLIC, ROUTE_NO_BODY, "healthz"),
+    /* SPEC §10: the dashboard (public; it asks for a token) */
+    R(HTTP_GET, "/ui", api_ui_redirect, ACCESS_PUBLIC, ROUTE_NO_BODY, "ui"),
+    R(HTTP_GET, "/ui/", api_ui, ACCESS_PUBLIC, ROUTE_NO_BODY, "ui"),
+    R(HTTP_GET, "/ui/{asset}", api_ui, ACCESS_PUBLIC, ROUTE_NO_BODY, "ui"),
     R(HTTP_GET, "/api/v1/status", api_status, ACCESS_READ, ROUTE_NO_BODY, "status"),
     R(HTTP_GET, "/metrics", api_not_implemented, ACCESS_METRICS, ROUTE_NO_BODY, "metrics"),
     /* SPEC §4 */
