@@ -32,6 +32,7 @@ struct auth;
 struct sse_hub;
 struct peer_ctx;
 struct sync_ctx;
+struct metrics;
 
 enum conn_state {
     CONN_IDLE,          /* waiting for the first byte of a request */
@@ -90,6 +91,7 @@ struct server {
     struct sse_hub *sse;            /* SSE subscribers, replay ring, live feeds */
     struct peer_ctx *peer;          /* outgoing HTTP to peers (libcurl multi) */
     struct sync_ctx *sync;          /* sync jobs */
+    struct metrics *metrics;        /* Prometheus counters */
     uv_tcp_t listener;
     uv_timer_t sweep;
     uint64_t sweep_due;

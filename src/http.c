@@ -23,6 +23,7 @@
 
 #include "auth.h"
 #include "jobs.h"
+#include "metrics.h"
 #include "json.h"
 #include "log.h"
 #include "names.h"
@@ -933,10 +934,11 @@ static void log_target(struct buf *b, const struct http_req *r)
 
 static void access_log(struct http_req *r)
 {
+    uint64_t dur_us = (now_ns_mono() - r->t_start_ns) / 1000;
+    metrics_request(r->srv, r->route ? r->route->name : NULL, r->status, (double)dur_us / 1e6);
     if (!r->srv->cfg->access_log) return;
     static struct buf f;
     buf_reset(&f);
-    uint64_t dur_us = (now_ns_mono() - r->t_start_ns) / 1000;
     buf_puts(&f, "\"rid\":");
     json_cstr(&f, r->rid);
     buf_puts(&f, ",\"method\":\"");

@@ -20,6 +20,7 @@
 #include "names.h"
 #include "snapshot.h"
 #include "spaces.h"
+#include "metrics.h"
 #include "peer.h"
 #include "sse.h"
 #include "sync.h"
@@ -123,6 +124,7 @@ static int cmd_serve(int argc, char **argv)
     srv.loop = &loop;
     srv.cfg = &cfg;
     auth_init(&srv, keys, nkeys);
+    metrics_init(&srv);
     spaces_init(&srv);
     if (writer_start(&srv, store_db_path(st), cfg.durability, err, sizeof err) < 0) {
         log_error("writer_start_failed", "\"error\":\"%s\"", err);
@@ -152,6 +154,7 @@ static int cmd_serve(int argc, char **argv)
     }
     server_free(&srv);
     spaces_free(&srv);
+    metrics_free(&srv);
     store_close(st);
     return rc;
 }

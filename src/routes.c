@@ -13,6 +13,7 @@
 #include "server.h"
 #include "blobs.h"
 #include "snapshot.h"
+#include "metrics.h"
 #include "sse.h"
 #include "sync.h"
 #include "ui.h"
@@ -29,7 +30,7 @@ static const struct route table[] = {
     R(HTTP_GET, "/ui/", api_ui, ACCESS_PUBLIC, ROUTE_NO_BODY, "ui"),
     R(HTTP_GET, "/ui/{asset}", api_ui, ACCESS_PUBLIC, ROUTE_NO_BODY, "ui"),
     R(HTTP_GET, "/api/v1/status", api_status, ACCESS_READ, ROUTE_NO_BODY, "status"),
-    R(HTTP_GET, "/metrics", api_not_implemented, ACCESS_METRICS, ROUTE_NO_BODY, "metrics"),
+    R(HTTP_GET, "/metrics", api_metrics, ACCESS_METRICS, ROUTE_NO_BODY, "metrics"),
     /* SPEC §4 */
     R(HTTP_POST, "/api/v1/keys", api_keys_create, ACCESS_ADMIN, 0, "keys_create"),
     R(HTTP_GET, "/api/v1/keys", api_keys_list, ACCESS_ADMIN, ROUTE_NO_BODY, "keys_list"),

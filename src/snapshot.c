@@ -36,6 +36,7 @@
 #include "log.h"
 #include "names.h"
 #include "pgzip.h"
+#include "metrics.h"
 #include "blobs.h"
 #include "filestream.h"
 #include "server.h"
@@ -139,6 +140,7 @@ struct snap_job {
     char *note;
     int64_t space_id;
     int level, threads;
+    uint64_t started_ms;
     char data_dir[1024];
     bool respond;                    /* answer the request with the metadata */
     snap_then_fn then;               /* continue (restore) instead of answering */
@@ -513,6 +515,7 @@ static void snap_finished(struct wop *op, struct http_req *r)
     struct server *srv = sj->srv;
     bool ok = !sj->err && !op->status;
     publish_snapshot(sj, ok ? "completed" : "failed");
+    metrics_snapshot(srv, sj->kind, ok, (double)(now_ms_wall() - sj->started_ms) / 1000.0, sj->size_bytes);
     if (ok) {
         struct space *sp = spaces_get(srv, sj->space);
         if (sp) {
@@ -638,6 +641,7 @@ static int snap_start(struct server *srv, struct http_req *r, const char *space,
     if (r && r->conn) snprintf(sj->remote, sizeof sj->remote, "%s", r->conn->peer);
     snprintf(sj->data_dir, sizeof sj->data_dir, "%s", srv->cfg->data_dir);
     sj->note = note ? xstrdup(note) : NULL;
+    sj->started_ms = now_ms_wall();
     sj->level = (int)srv->cfg->snapshot_level;
     sj->threads = (int)srv->cfg->snapshot_threads;
     sj->respond = respond;

@@ -33,6 +33,7 @@
 #include "json.h"
 #include "log.h"
 #include "names.h"
+#include "metrics.h"
 #include "peer.h"
 #include "server.h"
 #include "spaces.h"
@@ -253,6 +254,7 @@ static void finish(struct sync_job *j, const char *error_fmt, ...)
     }
     j->finished_at = now_ms_wall();
     memset(j->token, 0, strlen(j->token));
+    metrics_sync(j->srv, !error_fmt, j->pulled, j->pushed, j->blobs);
     publish(j);
     save_row(j, false);
     log_info("sync_finished", "\"job\":\"%s\",\"space\":\"%s\",\"status\":\"%s\",\"pulled\":%llu,\"pushed\":%llu,"

@@ -1,0 +1,21 @@
+/* metrics.h - Prometheus metrics (GET /metrics). Counters live on the loop
+ * thread (no locks); label sets are bounded: route patterns' names (never
+ * raw paths), HTTP statuses, snapshot kinds and statuses, sync statuses. */
+#ifndef SNAPSYNC_METRICS_H
+#define SNAPSYNC_METRICS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct server;
+struct http_req;
+
+void metrics_init(struct server *srv);
+void metrics_free(struct server *srv);
+void metrics_request(struct server *srv, const char *route, int status, double seconds);
+void metrics_snapshot(struct server *srv, const char *kind, bool ok, double seconds, uint64_t bytes);
+void metrics_sync(struct server *srv, bool ok, uint64_t pulled, uint64_t pushed, uint64_t blobs);
+
+void api_metrics(struct http_req *r);
+
+#endif
