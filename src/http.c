@@ -832,7 +832,8 @@ void http_stream_begin(struct http_req *r, int status, const char *ctype, bool c
     r->responded = true;
     r->streaming = true;
     r->status = status;
-    r->stream_chunked = chunked && !r->head_only;
+    /* HTTP/1.0 has no chunked encoding: such a stream ends with the close */
+    r->stream_chunked = chunked && !r->head_only && llhttp_get_http_minor(&c->parser) >= 1;
     char stack[HEAD_STACK], *head = stack;
     size_t cap = head_cap(r, ctype, NULL);
     if (cap > sizeof stack) head = xmalloc(cap);

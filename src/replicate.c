@@ -202,7 +202,15 @@ int rep_apply_entities(struct wtx *tx, struct wop *op, struct space_stats *sp, j
             char old_rev[REV_MAX];
             snprintf(old_rev, sizeof old_rev, "%s", cur.rev);
             rc = conflict_keep(tx, sp, c, id, rev, old_rev, cur.deleted, cur.body, cur.body_len, origin);
-            if (rc >= 0) rc = wtx_entity_put(tx, op, sp, c, id, &cur, rev, deleted, canon, blen, hist);
+            if (rc >= 0) {
+                /* the entity now carries a conflict the sender has not seen
+                 * (our old revision): it must travel back to the sender, so
+                 * it is not marked as having come from it */
+                const char *o = wtx_origin(tx);
+                wtx_set_origin(tx, NULL);
+                rc = wtx_entity_put(tx, op, sp, c, id, &cur, rev, deleted, canon, blen, hist);
+                wtx_set_origin(tx, o);
+            }
             status = "conflict";
             conflicts++;
             break;

@@ -268,6 +268,12 @@ void api_events(struct http_req *r)
     http_add_header(r, "Cache-Control", "no-store");
     http_add_header(r, "X-Accel-Buffering", "no");
     http_add_header(r, "SSE-Replay-From", "%llu", (unsigned long long)from);
+    if (r->head_only) {              /* the head, and no subscriber */
+        sub_free(s);
+        http_stream_begin(r, 200, "text/event-stream; charset=utf-8", true);
+        http_stream_end(r);
+        return;
+    }
     r->ctx = s;
     r->ctx_free = sub_free;
     r->on_abort = sub_on_abort;
