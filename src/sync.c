@@ -571,6 +571,25 @@ static void cp_done(struct read_job *rj, struct http_req *r)
     step(j);
 }
 
+/* Writer thread: moves a checkpoint, in the caller's transaction. */
+static const char SQL_CHECKPOINT[] =
+    "INSERT INTO checkpoints(space_id, peer_url, peer_space, direction, peer_uid, version, updated_at)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO UPDATE SET peer_uid = ?5, version = ?6, updated_at = ?7";
+
+static int checkpoint_save(struct wtx *tx, int64_t space_id, const char *url, const char *pspace, const char *dir,
+                           const char *uid, uint64_t version)
+{
+    sqlite3_stmt *st = wtx_stmt(tx, SQL_CHECKPOINT);
+    sqlite3_bind_int64(st, 1, space_id);
+    sqlite3_bind_text(st, 2, url, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, pspace, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, dir, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, uid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)version);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)wtx_now(tx));
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+}
+
 /* -- pull: a page applied with its checkpoint in one transaction -- */
 
 struct pull_op {
@@ -606,17 +625,8 @@ static int pull_apply(struct wtx *tx, struct wop *op)
     int rc = rep_apply_entities(tx, op, sp, arr, origin, &p->cnt, NULL);
     json_decref(root);
     if (rc < 0) return -1;
-    sqlite3_stmt *st = wtx_stmt(tx,
-                                "INSERT INTO checkpoints(space_id, peer_url, peer_space, direction, peer_uid, version,"
-                                " updated_at) VALUES (?1, ?2, ?3, 'pull', ?4, ?5, ?6) ON CONFLICT DO UPDATE SET"
-                                " peer_uid = ?4, version = ?5, updated_at = ?6");
-    sqlite3_bind_int64(st, 1, sp->id);
-    sqlite3_bind_text(st, 2, p->peer_url, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, p->peer_space, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, p->peer_uid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)p->last);
-    sqlite3_bind_int64(st, 6, (sqlite3_int64)wtx_now(tx));
-    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "saving the checkpoint failed");
+    if (checkpoint_save(tx, sp->id, p->peer_url, p->peer_space, "pull", p->peer_uid, p->last) < 0)
+        return wop_fail(op, 500, "storage_error", "saving the checkpoint failed");
     return 0;
 }
 
@@ -722,29 +732,11 @@ struct push_cp_op {
 static int push_cp_apply(struct wtx *tx, struct wop *op)
 {
     struct push_cp_op *p = container_of(op, struct push_cp_op, op);
-    sqlite3_stmt *st = wtx_stmt(tx,
-                                "INSERT INTO checkpoints(space_id, peer_url, peer_space, direction, peer_uid, version,"
-                                " updated_at) VALUES (?1, ?2, ?3, 'push', ?4, ?5, ?6) ON CONFLICT DO UPDATE SET"
-                                " peer_uid = ?4, version = ?5, updated_at = ?6");
-    sqlite3_bind_int64(st, 1, p->space_id);
-    sqlite3_bind_text(st, 2, p->peer_url, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, p->peer_space, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, p->peer_uid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)p->version);
-    sqlite3_bind_int64(st, 6, (sqlite3_int64)wtx_now(tx));
-    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "saving the checkpoint failed");
-    if (!p->pull_version) return 0;
-    st = wtx_stmt(tx,
-                  "INSERT INTO checkpoints(space_id, peer_url, peer_space, direction, peer_uid, version,"
-                  " updated_at) VALUES (?1, ?2, ?3, 'pull', ?4, ?5, ?6) ON CONFLICT DO UPDATE SET"
-                  " peer_uid = ?4, version = ?5, updated_at = ?6");
-    sqlite3_bind_int64(st, 1, p->space_id);
-    sqlite3_bind_text(st, 2, p->peer_url, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, p->peer_space, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, p->peer_uid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)p->pull_version);
-    sqlite3_bind_int64(st, 6, (sqlite3_int64)wtx_now(tx));
-    return sqlite3_step(st) == SQLITE_DONE ? 0 : wop_fail(op, 500, "storage_error", "saving the checkpoint failed");
+    if (checkpoint_save(tx, p->space_id, p->peer_url, p->peer_space, "push", p->peer_uid, p->version) < 0 ||
+        (p->pull_version &&
+         checkpoint_save(tx, p->space_id, p->peer_url, p->peer_space, "pull", p->peer_uid, p->pull_version) < 0))
+        return wop_fail(op, 500, "storage_error", "saving the checkpoint failed");
+    return 0;
 }
 
 static void push_cp_done(struct wop *op, struct http_req *r)
