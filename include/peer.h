@@ -10,6 +10,7 @@
 #ifndef SNAPSYNC_PEER_H
 #define SNAPSYNC_PEER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "util.h"
@@ -21,6 +22,7 @@ struct server;
 struct peer_result {
     int status;                      /* HTTP status, or 0 when no response came */
     const char *error;               /* transport error (timeout, refused...), or NULL */
+    bool timed_out;                  /* no complete answer within the timeout */
     struct buf *body;
 };
 

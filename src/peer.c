@@ -66,6 +66,7 @@ static void check_done(struct peer_ctx *pc)
             if (t->too_big) snprintf(why, sizeof why, "the peer's response is larger than %u bytes", PEER_MAX_BODY);
             res.error = why;
             res.status = 0;
+            res.timed_out = m->data.result == CURLE_OPERATION_TIMEDOUT;
         }
         curl_multi_remove_handle(pc->multi, m->easy_handle);
         list_remove(&t->link);

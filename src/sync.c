@@ -74,6 +74,8 @@ struct sync_job {
     struct http_req *waiter;         /* wait=true: answered at the end */
     uint64_t page_cp;                /* the push page in flight ends at this version */
     bool page_more;
+    int rows_pending;                /* row writes not yet committed: keep the job */
+    struct http_req *accepted;       /* 202 to send once the first row is stored */
     char peer_name[64];              /* started for a persistent peer, or "" */
 };
 
@@ -128,7 +130,8 @@ static int percent(const struct sync_job *j)
     if (j->pull) {
         parts++;
         uint64_t span = j->peer_version > j->pull_from ? j->peer_version - j->pull_from : 0;
-        p += span ? (double)(j->cp_pull - j->pull_from) / (double)span : (j->phase > PH_PULL ? 1.0 : 0.0);
+        double part = span ? (double)(j->cp_pull - j->pull_from) / (double)span : (j->phase > PH_PULL ? 1.0 : 0.0);
+        p += part > 1.0 ? 1.0 : part;    /* a push may move the pull checkpoint past the start's target */
     }
     if (j->push) {
         parts++;
@@ -163,8 +166,8 @@ static void publish(struct sync_job *j)
 
 struct job_row_op {
     struct wop op;
-    struct buf row;                  /* copy of the job's fields, as SQL params need them */
     struct sync_job snap;            /* a copy: the job may go on meanwhile */
+    struct sync_job *job;            /* answered once the row is stored (row_pending holds it) */
     bool insert;
 };
 
@@ -205,10 +208,20 @@ static int job_row_apply(struct wtx *tx, struct wop *op)
     return 0;
 }
 
+static void answer_waiter(struct sync_job *j);
+static void answer_accepted(struct sync_job *j);
+
+/* The job's answers wait for its row: a client that reads GET /sync/jobs
+ * right after the answer sees what the answer said. */
 static void job_row_done(struct wop *op, struct http_req *r)
 {
+    struct job_row_op *o = container_of(op, struct job_row_op, op);
+    struct sync_job *j = o->job;
     UNUSED(r);
-    free(container_of(op, struct job_row_op, op));
+    j->rows_pending--;
+    if (o->insert) answer_accepted(j);
+    else answer_waiter(j);
+    free(o);
 }
 
 static void save_row(struct sync_job *j, bool insert)
@@ -216,8 +229,17 @@ static void save_row(struct sync_job *j, bool insert)
     struct job_row_op *o = xcalloc(1, sizeof *o);
     o->snap = *j;
     o->snap.token = NULL;
+    o->snap.waiter = NULL;
+    o->snap.accepted = NULL;
+    o->job = j;
     o->insert = insert;
-    if (writer_submit(j->srv, &o->op, NULL, job_row_apply, job_row_done) < 0) free(o);
+    j->rows_pending++;
+    if (writer_submit(j->srv, &o->op, NULL, job_row_apply, job_row_done) < 0) {
+        free(o);
+        j->rows_pending--;
+        if (insert) answer_accepted(j);
+        else answer_waiter(j);
+    }
 }
 
 /* ---- ending ------------------------------------------------------------- */
@@ -229,7 +251,7 @@ static void job_forget_old(struct sync_ctx *sc)
         struct sync_job *old = NULL;
         for (l = sc->jobs.next; l != &sc->jobs; l = l->next) {
             struct sync_job *x = container_of(l, struct sync_job, link);
-            if (strcmp(x->status, "running")) { old = x; break; }
+            if (strcmp(x->status, "running") && !x->rows_pending && !x->waiter && !x->accepted) { old = x; break; }
         }
         if (!old) return;
         list_remove(&old->link);
@@ -256,21 +278,10 @@ static void finish(struct sync_job *j, const char *error_fmt, ...)
     memset(j->token, 0, strlen(j->token));
     metrics_sync(j->srv, !error_fmt, j->pulled, j->pushed, j->blobs);
     publish(j);
-    save_row(j, false);
+    save_row(j, false);              /* answers the waiter once stored */
     log_info("sync_finished", "\"job\":\"%s\",\"space\":\"%s\",\"status\":\"%s\",\"pulled\":%llu,\"pushed\":%llu,"
              "\"requests\":%llu", j->id, j->space, j->status, (unsigned long long)j->pulled,
              (unsigned long long)j->pushed, (unsigned long long)j->requests);
-    if (j->waiter) {
-        struct http_req *r = j->waiter;
-        j->waiter = NULL;
-        if (r->conn) {
-            struct buf b;
-            buf_init(&b);
-            job_json(&b, j);
-            http_send_json(r, 200, &b);
-        }
-        http_req_unref(r);
-    }
     if (j->peer_name[0]) peer_job_finished(j);
     job_forget_old(j->srv->sync);
 }
@@ -478,6 +489,35 @@ out:
     json_decref(refs);
 }
 
+static void answer_waiter(struct sync_job *j)
+{
+    if (!j->waiter || !strcmp(j->status, "running")) return;
+    struct http_req *r = j->waiter;
+    j->waiter = NULL;
+    if (r->conn) {
+        struct buf b;
+        buf_init(&b);
+        job_json(&b, j);
+        http_send_json(r, 200, &b);
+    }
+    http_req_unref(r);
+}
+
+static void answer_accepted(struct sync_job *j)
+{
+    struct http_req *r = j->accepted;
+    if (!r) return;
+    j->accepted = NULL;
+    if (r->conn) {
+        struct buf b;
+        buf_init(&b);
+        job_json(&b, j);
+        http_add_header(r, "Location", "/api/v1/spaces/%s/sync/jobs/%s", j->space, j->id);
+        http_send_json(r, 202, &b);
+    }
+    http_req_unref(r);
+}
+
 /* ---- steps -------------------------------------------------------------- */
 
 static void step(struct sync_job *j);
@@ -485,6 +525,9 @@ static void on_status(void *arg, const struct peer_result *res);
 
 static bool transient(const struct peer_result *res)
 {
+    /* a peer that did not answer within the timeout is not retried: a frozen
+     * or overloaded peer would otherwise hold the job for minutes */
+    if (res->timed_out) return false;
     return res->error || res->status == 429 || res->status == 502 || res->status == 503 || res->status == 504 ||
            res->status == 500;
 }
@@ -962,7 +1005,6 @@ static struct sync_job *sync_job_new(struct server *srv, struct space *sp, const
     j->started_at = now_ms_wall();
     list_insert_tail(&srv->sync->jobs, &j->link);
     srv->sync->n++;
-    save_row(j, true);
     publish(j);
     return j;
 }
@@ -1037,12 +1079,10 @@ void api_sync_start(struct http_req *r)
         r->ctx = j;
         r->on_abort = waiter_abort;
     } else {
-        struct buf b;
-        buf_init(&b);
-        job_json(&b, j);
-        http_add_header(r, "Location", "/api/v1/spaces/%s/sync/jobs/%s", j->space, j->id);
-        http_send_json(r, 202, &b);
+        j->accepted = r;             /* 202 once the job's row is stored */
+        http_req_ref(r);
     }
+    save_row(j, true);
     step(j);
 }
 
@@ -1397,6 +1437,7 @@ static void on_tick(uv_timer_t *t)
         struct sync_job *j = sync_job_new(srv, sp, p->url, p->peer_space, p->token, p->direction, "scheduler", "");
         snprintf(j->peer_name, sizeof j->peer_name, "%s", p->name);
         p->running = true;
+        save_row(j, true);
         step(j);
     }
 }
@@ -1508,6 +1549,7 @@ void sync_free(struct server *srv)
         struct sync_job *j = container_of(sc->jobs.next, struct sync_job, link);
         list_remove(&j->link);
         if (j->waiter) http_req_unref(j->waiter);
+        if (j->accepted) http_req_unref(j->accepted);
         if (j->retry_init) uv_close((uv_handle_t *)&j->retry, retry_closed);
         else {
             free(j->token);
