@@ -1,0 +1,245 @@
+// sync_errors.test.mjs - SPEC §9 sync jobs that cannot work: a wrong peer
+// token, an unknown peer space, an unreachable peer, a token that may not
+// push. Each ends as a failed job with a clear error and nothing applied on
+// either side. Also: async jobs (202 + Location), the job list, 409 for a
+// second job with the same peer while one runs, request validation.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { withServer, putSpace, createKey, api, apiOk, checkError, sleep, ULID_RE } from './helpers.mjs';
+import { sp, put, startSync, syncStatus, getJob, waitFinished, states } from './sync_helpers.mjs';
+
+const SPACE = 'errs';
+
+async function pair(t) {
+  const [A, B] = await Promise.all([withServer(t), withServer(t)]);
+  await putSpace(A, SPACE);
+  await putSpace(B, SPACE);
+  for (let i = 0; i < 5; i++) await put(A, SPACE, 'c', `a${i}`, { i });
+  for (let i = 0; i < 3; i++) await put(B, SPACE, 'c', `b${i}`, { i });
+  return [A, B];
+}
+
+/** A loopback port nobody listens on. */
+async function deadPort() {
+  const s = net.createServer();
+  await new Promise((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address();
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+async function failedJob(srv, space, peer, opts, re, what) {
+  const t0 = Date.now();
+  const r = await startSync(srv, space, peer, { ...opts, wait: true, timeoutMs: 60000 });
+  assert.equal(r.status, 200, `${what}: ${r.text}`);
+  const j = r.body;
+  assert.equal(j.status, 'failed', `${what}: job ${r.text}`);
+  assert.equal(typeof j.error, 'string', `${what}: error ${r.text}`);
+  assert.match(j.error, re, `${what}: error text ${r.text}`);
+  assert.ok(j.finished_at, `${what}: finished_at ${r.text}`);
+  assert.equal(j.pulled, 0, `${what}: pulled ${r.text}`);
+  assert.equal(j.pushed, 0, `${what}: pushed ${r.text}`);
+  // the job as stored: in memory and in the list
+  const again = await getJob(srv, space, j.id);
+  assert.equal(again.status, 'failed');
+  assert.equal(again.error, j.error);
+  // (listed from the database; that the list is up to date the moment the
+  // answer arrives is checked on its own below)
+  let row;
+  for (let k = 0; k < 40; k++) {
+    const list = await apiOk(srv, 'GET', `${sp(space)}/sync/jobs`, {}, 200);
+    row = list.jobs.find((x) => x.id === j.id);
+    if (row && row.status !== 'running') break;
+    await sleep(50);
+  }
+  assert.ok(row, `${what}: job listed`);
+  assert.equal(row.status, 'failed', `${what}: listed status ${JSON.stringify(row)}`);
+  assert.equal(row.error, j.error, `${what}: listed error`);
+  assert.ok(row.finished_at, `${what}: listed finished_at`);
+  return { job: j, ms: Date.now() - t0 };
+}
+
+async function unchanged(A, B, before) {
+  const [sa, sb] = await Promise.all([syncStatus(A, SPACE), syncStatus(B, SPACE)]);
+  assert.equal(sa.entity_count, before.a.entity_count, 'nothing applied on A');
+  assert.equal(sb.entity_count, before.b.entity_count, 'nothing applied on B');
+  assert.equal(sa.digest, before.a.digest, 'A unchanged');
+  assert.equal(sb.digest, before.b.digest, 'B unchanged');
+  assert.equal(sb.server_version, before.b.server_version, 'B wrote nothing');
+}
+
+test('wrong peer token, unknown peer space, reader token pushing -> failed job with a clear error, nothing applied', async (t) => {
+  const [A, B] = await pair(t);
+  const before = { a: await syncStatus(A, SPACE), b: await syncStatus(B, SPACE) };
+
+  await failedJob(B, SPACE, A, { direction: 'both', token: 'not-a-real-token-0123456789abcdef0123456789' }, /401/, 'wrong token');
+  await unchanged(A, B, before);
+
+  await failedJob(B, SPACE, A, { direction: 'pull', peerSpace: 'no-such-space' }, /404/, 'unknown peer space');
+  await unchanged(A, B, before);
+
+  // a token of another space on the peer cannot read this one
+  await putSpace(A, 'other');
+  const otherKey = await createKey(A, 'operator', ['other'], 'other-space');
+  await failedJob(B, SPACE, A, { direction: 'pull', token: otherKey.token }, /403|401|404/, 'key of another space');
+  await unchanged(A, B, before);
+
+  // a reader may pull but not push: the push half fails, A gets nothing
+  const reader = await createKey(A, 'reader', [SPACE], 'reader');
+  const r = await startSync(B, SPACE, A, { direction: 'push', token: reader.token, wait: true });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.body.status, 'failed', `push with a reader key: ${r.text}`);
+  assert.match(r.body.error, /403/, `push with a reader key: ${r.text}`);
+  assert.equal(r.body.pushed, 0);
+  await unchanged(A, B, before);
+  const sa = await states(A, SPACE);
+  assert.ok(![...sa.keys()].some((k) => k.startsWith('c/b')), 'none of B\'s entities reached A');
+});
+
+test('unreachable peer -> failed after the retries with "could not be reached"; nothing applied', async (t) => {
+  const [A, B] = await pair(t);
+  const before = { a: await syncStatus(A, SPACE), b: await syncStatus(B, SPACE) };
+  const port = await deadPort();
+  const { job, ms } = await failedJob(B, SPACE, A, { direction: 'both', peerUrl: `http://127.0.0.1:${port}` },
+    /could not be reached/, 'unreachable peer');
+  assert.ok(job.error.length < 300, 'a short error');
+  // transient errors are retried 3 times with backoff 250 ms, 1 s, 4 s
+  assert.ok(ms >= 4500, `the job retried with backoff before failing (${ms} ms)`);
+  assert.ok(ms < 30000, `the job gave up in reasonable time (${ms} ms)`);
+  assert.ok(job.requests >= 4, `1 try + 3 retries: ${JSON.stringify(job)}`);
+  await unchanged(A, B, before);
+});
+
+test('async job: 202 with Location, then completed; GET /sync/jobs lists it newest first; bad requests are 400', async (t) => {
+  const [A, B] = await pair(t);
+  const r = await startSync(B, SPACE, A, { direction: 'both', wait: false });
+  assert.equal(r.status, 202, r.text);
+  const j = r.body;
+  assert.match(j.id, ULID_RE);
+  assert.equal(j.space, SPACE);
+  assert.equal(j.peer_url, A.base);
+  assert.equal(j.peer_space, SPACE);
+  assert.equal(j.direction, 'both');
+  assert.equal(j.status, 'running');
+  assert.ok(j.started_at);
+  assert.equal(r.headers.location, `/api/v1/spaces/${SPACE}/sync/jobs/${j.id}`);
+  const loc = await apiOk(B, 'GET', r.headers.location, {}, 200);
+  assert.equal(loc.id, j.id);
+  const done = await waitFinished(B, SPACE, j.id, { timeoutMs: 20000 });
+  assert.equal(done.status, 'completed', JSON.stringify(done));
+  assert.equal(done.phase, 'done');
+  assert.equal(done.pulled, 5);
+  assert.equal(done.pushed, 3);
+  assert.equal(done.error, null);
+  assert.ok(Date.parse(done.finished_at) >= Date.parse(done.started_at));
+
+  const second = await startSync(B, SPACE, A, { direction: 'pull', wait: true });
+  assert.equal(second.body.status, 'completed');
+  const list = await apiOk(B, 'GET', `${sp(SPACE)}/sync/jobs`, {}, 200);
+  assert.deepEqual(list.jobs.slice(0, 2).map((x) => x.id), [second.body.id, j.id], 'newest first');
+  assert.equal(list.jobs[1].status, 'completed');
+  assert.equal(list.jobs[1].pulled, 5);
+  assert.ok('next_cursor' in list);
+  const paged = await apiOk(B, 'GET', `${sp(SPACE)}/sync/jobs?limit=1`, {}, 200);
+  assert.equal(paged.jobs.length, 1);
+  assert.ok(paged.next_cursor, 'a cursor to the next page');
+  const page2 = await apiOk(B, 'GET', `${sp(SPACE)}/sync/jobs?limit=1&cursor=${encodeURIComponent(paged.next_cursor)}`, {}, 200);
+  assert.equal(page2.jobs[0].id, j.id);
+
+  // sync.start and sync.finish are audited, naming the job
+  for (const action of ['sync.start', 'sync.finish']) {
+    let entry;
+    for (let k = 0; k < 60 && !entry; k++) {
+      const a = await apiOk(B, 'GET', `/api/v1/audit?action=${action}&space=${SPACE}&limit=1000`, {}, 200);
+      entry = a.entries.find((x) => JSON.stringify(x.meta ?? '').includes(j.id));
+      if (!entry) await sleep(50);
+    }
+    assert.ok(entry, `${action} audited for job ${j.id}`);
+    assert.equal(entry.action, action);
+    assert.equal(entry.space, SPACE);
+    assert.ok(String(entry.target).includes(A.base), `${action} target names the peer: ${JSON.stringify(entry)}`);
+  }
+
+  // unknown job id -> 404; bad bodies -> 400
+  const nf = await api(B, 'GET', `${sp(SPACE)}/sync/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV`);
+  assert.equal(nf.status, 404, nf.text);
+  const bad = [
+    { peer_space: SPACE, peer_token: 'x', direction: 'pull' },
+    { peer_url: 'ftp://127.0.0.1:1', peer_space: SPACE, peer_token: 'x', direction: 'pull' },
+    { peer_url: A.base, peer_space: SPACE, peer_token: 'x', direction: 'sideways' },
+    { peer_url: A.base, peer_space: 'Bad Space!', peer_token: 'x', direction: 'pull' },
+    { peer_url: A.base, peer_space: SPACE, direction: 'pull' },
+  ];
+  for (const body of bad) {
+    const x = await api(B, 'POST', `${sp(SPACE)}/sync`, { body });
+    assert.equal(x.status, 400, `${JSON.stringify(body)} -> ${x.status} ${x.text}`);
+    assert.equal(typeof x.body?.error, 'string');
+  }
+  // a writer may not start sync jobs (operator+)
+  const writer = await createKey(B, 'writer', [SPACE], 'w');
+  const forb = await api(B, 'POST', `${sp(SPACE)}/sync`, {
+    token: writer.token,
+    body: { peer_url: A.base, peer_space: SPACE, peer_token: A.adminToken, direction: 'pull' },
+  });
+  checkError(assert, forb, 403, 'forbidden', 'writer starting a sync');
+  // unknown local space
+  const nosp = await api(B, 'POST', `${sp('nope')}/sync`, {
+    body: { peer_url: A.base, peer_space: SPACE, peer_token: A.adminToken, direction: 'pull' },
+  });
+  assert.equal(nosp.status, 404, nosp.text);
+});
+
+test('409 sync_in_progress for a second job on the same space and peer while one runs (peer frozen meanwhile)', async (t) => {
+  const [A, B] = await pair(t);
+  await putSpace(B, 'second');
+  // freeze the peer: the first job waits on its status request
+  A.proc.kill('SIGSTOP');
+  let resumed = false;
+  const resume = () => { if (!resumed) { resumed = true; A.proc.kill('SIGCONT'); } };
+  t.after(resume);
+  let first;
+  let other;
+  try {
+    first = await startSync(B, SPACE, A, { direction: 'pull', wait: false });
+    assert.equal(first.status, 202, first.text);
+    const dup = await startSync(B, SPACE, A, { direction: 'both', wait: false });
+    const e = checkError(assert, dup, 409, 'sync_in_progress', 'second job, same space and peer');
+    assert.ok(e.message.length > 0);
+    // another local space with the same peer is another job
+    other = await startSync(B, 'second', A, { direction: 'pull', wait: false, peerSpace: SPACE });
+    assert.equal(other.status, 202, `another space may sync with the same peer: ${other.text}`);
+    assert.equal((await getJob(B, SPACE, first.body.id)).status, 'running');
+  } finally {
+    resume();                  // before the after-hooks stop the servers
+  }
+  const done = await waitFinished(B, SPACE, first.body.id, { timeoutMs: 40000 });
+  assert.equal(done.status, 'completed', JSON.stringify(done));
+  assert.equal(done.pulled, 5);
+  const done2 = await waitFinished(B, 'second', other.body.id, { timeoutMs: 40000 });
+  assert.equal(done2.status, 'completed', JSON.stringify(done2));
+  // once it ended, a new job is accepted
+  const next = await startSync(B, SPACE, A, { direction: 'pull', wait: true });
+  assert.equal(next.status, 200, next.text);
+  assert.equal(next.body.status, 'completed');
+});
+
+// Was a race: the answer went out before the job's row was committed, so a
+// GET /sync/jobs right after it could still list the job as running. The
+// answers now wait for the row.
+test('GET /sync/jobs is up to date as soon as a wait:true job has answered (completed and failed jobs)', async (t) => {
+  const [A, B] = await pair(t);
+  const stale = [];
+  for (let i = 0; i < 40; i++) {
+    const fail = i % 2 === 1;
+    const r = await startSync(B, SPACE, A, { direction: 'pull', wait: true, ...(fail ? { token: 'wrong-token-wrong-token-wrong-token-00' } : {}) });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.status, fail ? 'failed' : 'completed', r.text);
+    const list = await apiOk(B, 'GET', `${sp(SPACE)}/sync/jobs?limit=1`, {}, 200);
+    const row = list.jobs[0];
+    if (row.id !== r.body.id) { stale.push(`#${i}: the job just answered is not listed yet (newest listed: ${row.id} ${row.status})`); continue; }
+    if (row.status !== r.body.status || row.finished_at === null) stale.push(`#${i}: answered ${r.body.status}, listed ${row.status} finished_at ${row.finished_at}`);
+  }
+  assert.deepEqual(stale, [], `GET /sync/jobs right after the job's 200 answer still showed it running (${stale.length}/40)`);
+});
