@@ -219,8 +219,12 @@ static void job_row_done(struct wop *op, struct http_req *r)
     struct sync_job *j = o->job;
     UNUSED(r);
     j->rows_pending--;
-    if (o->insert) answer_accepted(j);
-    else answer_waiter(j);
+    if (o->insert) {
+        answer_accepted(j);
+    } else {
+        publish(j);                  /* the end state, now that GET /sync/jobs shows it too */
+        answer_waiter(j);
+    }
     free(o);
 }
 
@@ -237,8 +241,12 @@ static void save_row(struct sync_job *j, bool insert)
     if (writer_submit(j->srv, &o->op, NULL, job_row_apply, job_row_done) < 0) {
         free(o);
         j->rows_pending--;
-        if (insert) answer_accepted(j);
-        else answer_waiter(j);
+        if (insert) {
+            answer_accepted(j);
+        } else {
+            publish(j);
+            answer_waiter(j);
+        }
     }
 }
 
@@ -277,8 +285,7 @@ static void finish(struct sync_job *j, const char *error_fmt, ...)
     j->finished_at = now_ms_wall();
     memset(j->token, 0, strlen(j->token));
     metrics_sync(j->srv, !error_fmt, j->pulled, j->pushed, j->blobs);
-    publish(j);
-    save_row(j, false);              /* answers the waiter once stored */
+    save_row(j, false);              /* the end event and the waiter's answer follow the stored row */
     log_info("sync_finished", "\"job\":\"%s\",\"space\":\"%s\",\"status\":\"%s\",\"pulled\":%llu,\"pushed\":%llu,"
              "\"requests\":%llu", j->id, j->space, j->status, (unsigned long long)j->pulled,
              (unsigned long long)j->pushed, (unsigned long long)j->requests);
@@ -1207,7 +1214,7 @@ struct peer_op {
     struct wop op;
     struct server *srv;
     struct peer_def def;
-    char actor[32];
+    char actor[32], remote[56];
     bool remove, status_only, created;
 };
 
@@ -1222,7 +1229,7 @@ static int peer_apply(struct wtx *tx, struct wop *op)
         sqlite3_bind_text(st, 2, d->name, -1, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "deleting the peer failed");
         if (sqlite3_changes(wtx_db(tx)) == 0) return wop_fail(op, 404, "not_found", "no peer named '%s'", d->name);
-        return wtx_audit(tx, po->actor, "peer.delete", d->space, d->name, NULL, NULL) < 0 ? -1 : 0;
+        return wtx_audit(tx, po->actor, "peer.delete", d->space, d->name, NULL, po->remote) < 0 ? -1 : 0;
     }
     if (po->status_only) {
         st = wtx_stmt(tx, "UPDATE peers SET last_job = ?3, last_status = ?4, last_error = ?5, last_run_at = ?6,"
@@ -1255,7 +1262,16 @@ static int peer_apply(struct wtx *tx, struct wop *op)
     sqlite3_bind_int64(st, 9, (sqlite3_int64)wtx_now(tx));
     if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "saving the peer failed");
     d->created_at = wtx_now(tx);
-    return wtx_audit(tx, po->actor, "peer.put", d->space, d->name, NULL, NULL) < 0 ? -1 : 0;
+    struct buf meta;
+    buf_init(&meta);
+    buf_putc(&meta, '{');
+    json_kv_str(&meta, "url", d->url);
+    json_kv_str(&meta, "direction", d->direction);
+    json_kv_u64(&meta, "every_seconds", d->every_s);
+    buf_putc(&meta, '}');
+    int arc = wtx_audit(tx, po->actor, "peer.put", d->space, d->name, meta.data, po->remote);
+    buf_free(&meta);
+    return arc < 0 ? -1 : 0;
 }
 
 static void peer_op_done(struct wop *op, struct http_req *r)
@@ -1348,6 +1364,7 @@ void api_peer_put(struct http_req *r)
     snprintf(d->peer_space, sizeof d->peer_space, "%s", pspace);
     snprintf(d->direction, sizeof d->direction, "%s", dir);
     snprintf(po->actor, sizeof po->actor, "%s", api_actor(r));
+    if (r->conn) snprintf(po->remote, sizeof po->remote, "%s", r->conn->peer);
     d->token = xstrdup(token);
     d->space_id = sp->st.id;
     d->every_s = every ? (uint64_t)json_integer_value(every) : 0;
@@ -1368,6 +1385,7 @@ void api_peer_delete(struct http_req *r)
     snprintf(po->def.space, sizeof po->def.space, "%s", sp->st.name);
     snprintf(po->def.name, sizeof po->def.name, "%s", r->match.params.peer);
     snprintf(po->actor, sizeof po->actor, "%s", api_actor(r));
+    if (r->conn) snprintf(po->remote, sizeof po->remote, "%s", r->conn->peer);
     po->def.space_id = sp->st.id;
     if (api_write(r, &po->op, peer_apply, peer_op_done) < 0) free(po);
 }
