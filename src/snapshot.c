@@ -532,7 +532,6 @@ static void snap_finished(struct wop *op, struct http_req *r)
     if (sj->then) {
         sj->then(sj, r);             /* restore goes on (or fails) holding busy */
     } else {
-        set_busy(srv, sj->space, false);
         if (r && sj->respond) {
             if (op->status) api_send_wop_error(r, op);
             else if (sj->err) http_send_error(r, 500, "snapshot_failed", NULL, "%s", sj->msg);
@@ -555,6 +554,10 @@ static void snap_after(struct job *j, struct http_req *r)
     struct finish_op *f = xcalloc(1, sizeof *f);
     f->sj = sj;
     on_progress(&sj->progress);
+    /* the file is done; only its row's update is left, queued ahead of
+     * anything a new request could queue: the space is free again (a GET
+     * that sees the row completed must not meet a 409) */
+    if (!sj->then) set_busy(sj->srv, sj->space, false);
     if (writer_submit(sj->srv, &f->op, r, snap_finish_apply, snap_finished) < 0) {
         /* the queue is full: try the bookkeeping again without a client */
         f->op.status = 503;
@@ -806,6 +809,8 @@ struct delete_op {
     struct wop op;
     char id[27], space[64], actor[32], remote[56], data_dir[1024];
     int64_t space_id;
+    char next_last[27];              /* out: the newest completed snapshot left */
+    uint64_t next_last_version;
 };
 
 static int delete_apply(struct wtx *tx, struct wop *op)
@@ -824,6 +829,14 @@ static int delete_apply(struct wtx *tx, struct wop *op)
     if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "deleting the snapshot failed");
     if (wtx_audit(tx, d->actor, "snapshot.delete", d->space, d->id, NULL, d->remote) < 0)
         return wop_fail(op, 500, "storage_error", "audit failed");
+    st = wtx_stmt(tx, "SELECT id, server_version FROM snapshots WHERE space_id = ? AND status = 'completed'"
+                      " ORDER BY id DESC LIMIT 1");
+    sqlite3_bind_int64(st, 1, d->space_id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(d->next_last, sizeof d->next_last, "%s", (const char *)sqlite3_column_text(st, 0));
+        d->next_last_version = (uint64_t)sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
     /* the row is gone in this transaction; the file goes after commit (a
      * file without a row is removed at the next start if this one fails) */
     return 0;
@@ -862,9 +875,9 @@ static void delete_done(struct wop *op, struct http_req *r)
             unlink_later(srv, d->id);
             struct space *sp = spaces_get(srv, d->space);
             if (sp && !strcmp(sp->last_snapshot, d->id)) {
-                sp->last_snapshot[0] = '\0';
-                sp->last_snapshot_version = 0;
-                snap_refresh_last(srv);   /* the newest one left takes its place */
+                /* the newest one left, read in the delete's transaction */
+                snprintf(sp->last_snapshot, sizeof sp->last_snapshot, "%s", d->next_last);
+                sp->last_snapshot_version = d->next_last_version;
             }
         }
     }
