@@ -110,15 +110,24 @@ export async function startServer(opts = {}) {
   });
 
   let exitInfo = null;
+  let spawnError = null;
   const exited = new Promise((resolve) => {
     proc.on('exit', (code, signal) => {
       exitInfo = { code, signal };
       live.delete(proc);
       resolve(exitInfo);
     });
+    // a spawn that fails (binary missing, or being relinked: ETXTBSY) emits
+    // 'error' and never 'exit': count it as exited, or stop() would wait forever
+    proc.on('error', (e) => {
+      spawnError = e;
+      if (!exitInfo && proc.pid === undefined) {
+        exitInfo = { code: null, signal: null, error: e.message };
+        live.delete(proc);
+        resolve(exitInfo);
+      }
+    });
   });
-  let spawnError = null;
-  proc.on('error', (e) => { spawnError = e; });
 
   const stderrText = () => rawLines.join('\n') + (partial ? '\n' + partial : '');
   const describe = () => `${BIN} ${argv.join(' ')}\n--- stderr ---\n${stderrText()}\n--- stdout ---\n${stdoutText}`;
