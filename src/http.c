@@ -726,7 +726,9 @@ static void gzip_work(struct job *j)
     struct gzip_job *g = container_of(j, struct gzip_job, job);
     z_stream zs;
     memset(&zs, 0, sizeof zs);
-    if (deflateInit2(&zs, 5, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    /* level 1: most of the size gain for a fraction of level 6's CPU (a
+     * 1,000-entity change page is ~1 MB); the socket is rarely the bound */
+    if (deflateInit2(&zs, 1, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
         g->err = -1;
         return;
     }
