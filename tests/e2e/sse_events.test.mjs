@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  withServer, startServer, api, putSpace, createKey, checkError, sleep, assertHealthy,
+  withServer, startServer, api, putSpace, createKey, checkError, sleep, assertHealthy, openConn,
 } from './helpers.mjs';
 import { SSEParser, openSSE, httpSSE, putEntity, changeData } from './sse_helpers.mjs';
 
@@ -388,4 +388,44 @@ test('events: CORS headers on the stream for an allowed Origin, none for others'
   const allowH = (pre.headers['access-control-allow-headers'] || '').toLowerCase();
   assert.ok(allowH.includes('authorization') && allowH.includes('last-event-id'),
     `Access-Control-Allow-Headers ${JSON.stringify(pre.headers['access-control-allow-headers'])} must allow authorization and last-event-id`);
+});
+
+test('events: an HTTP/1.0 subscriber gets an unchunked stream (body delimited by the close)', async (t) => {
+  const srv = await withServer(t);
+  await putSpace(srv, 'a');
+  const c = await openSSE(srv.port, `${EV}?topics=change`, { token: srv.adminToken, httpVersion: '1.0' });
+  t.after(() => c.close());
+  assert.equal(c.status, 200, c.text);
+  assert.equal(c.headers['transfer-encoding'], undefined, `no chunked framing for HTTP/1.0: ${JSON.stringify(c.headers)}`);
+  assert.match(c.headers['content-type'] || '', /^text\/event-stream/);
+  const e = await putEntity(srv, 'a', 'x', 'one');
+  const [ev] = await c.waitEvents(1, { type: 'change' });
+  assert.equal(ev.json.version, e.version);
+  assert.ok(c.text.startsWith('retry: 2000\n\n'), `raw body: ${JSON.stringify(c.text.slice(0, 80))}`);
+  assert.ok(!/^[0-9a-f]+\r\n/m.test(c.text), `no chunk-size lines in the body: ${JSON.stringify(c.text.slice(0, 120))}`);
+});
+
+test('events: HEAD /api/v1/events answers the head and holds no subscriber slot (--sse-max-clients 1)', async (t) => {
+  const srv = await withServer(t, { args: ['--sse-max-clients', '1'] });
+  const conn = await openConn(srv.port);
+  t.after(() => conn.destroy());
+  await conn.write(`HEAD ${EV} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${srv.adminToken}\r\n\r\n`);
+  const r = await conn.readResponse({ head: true, timeoutMs: 3000 });
+  assert.ok(r.status === 200 || r.status === 405, `HEAD ${EV} -> ${r.status}`);
+  // the connection is reusable (or closed), not stuck in a stream
+  await conn.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  const h = await conn.readResponse({ timeoutMs: 2000 }).catch((e) => ({ error: e.message }));
+  assert.ok(h.status === 200 || conn.closed,
+    `after HEAD ${EV} (${r.status}) the same connection should answer GET /healthz or be closed; got ${JSON.stringify(h).slice(0, 300)}`);
+  // and the only subscriber slot is free
+  let s;
+  const deadline = Date.now() + 2000;
+  for (;;) {
+    s = await openSSE(srv.port, EV, { token: srv.adminToken });
+    if (s.status === 200 || Date.now() > deadline) break;
+    s.close();
+    await sleep(50);
+  }
+  t.after(() => s.close());
+  assert.equal(s.status, 200, `GET ${EV} after a HEAD with --sse-max-clients 1 -> ${s.status} ${s.text}`);
 });

@@ -167,14 +167,14 @@ class Collector {
   ofType(type) { return this.events.filter((e) => e.event === type); }
 }
 
-function requestHead(port, path, { token, headers = {} }) {
+function requestHead(port, path, { token, headers = {}, method = 'GET', httpVersion = '1.1' }) {
   const h = { Host: `127.0.0.1:${port}`, Accept: 'text/event-stream', ...headers };
   if (token) h.Authorization = `Bearer ${token}`;
-  return `GET ${path} HTTP/1.1\r\n${Object.entries(h).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`;
+  return `${method} ${path} HTTP/${httpVersion}\r\n${Object.entries(h).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`;
 }
 
 /**
- * Raw-socket SSE client. opts: token, headers, noRead (connect and send the
+ * Raw-socket SSE client. opts: token, headers, httpVersion ('1.1'), noRead (connect and send the
  * request but never read, until startReading()), keepText (true).
  * Resolves once the response head arrived (or, with noRead, once the
  * request is written). The client: status, headers, events, comments,
