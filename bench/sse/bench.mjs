@@ -326,18 +326,22 @@ async function fanout(kind, run) {
       const doneAll = Promise.all(cl.procs.map((p, i) => (armed[i].expect === 0 ? null
         : nextMsg(p, (m) => m.type === 'trial-done' && m.trial === k, 10000, 'trial-done').catch(() => null))));
       let t0 = 0;
+      const sCpu0 = cpuTicks(srv.pid);
+      const cCpu0 = cl.procs.reduce((a, p) => a + cpuTicks(p.pid), 0);
       const ack = await trig.put(`lat-${tag}-${k}`, (t) => { t0 = t; });
       await doneAll;
+      const sCpuMs = ((cpuTicks(srv.pid) - sCpu0) * 1000) / TICK;
+      const cCpuMs = ((cl.procs.reduce((a, p) => a + cpuTicks(p.pid), 0) - cCpu0) * 1000) / TICK;
       const arr = await Promise.all(cl.procs.map((p) => { p.send({ cmd: 'collect', trial: k }); return nextMsg(p, (m) => m.type === 'arrivals' && m.trial === k, 10000, 'arrivals'); }));
       const lat = arr.flatMap((a) => a.us.map((u) => (u - t0) / 1000)).sort((a, b) => a - b);
       const spread = lat.map((x) => x - lat[0]);
       const tr = {
         k, expect, reached: lat.length, status: ack.status, ackMs: (ack.us - t0) / 1000,
-        spreadP99: pct(spread, 99), firstMs: lat[0],
+        spreadP99: pct(spread, 99), firstMs: lat[0], sCpuMs, cCpuMs,
         p50: pct(lat, 50), p99: pct(lat, 99), max: lat.length ? lat[lat.length - 1] : NaN, min: lat[0],
       };
       trials.push(tr);
-      log(`${kind} run ${run} trial ${k}: ${tr.reached}/${expect} reached; p50 ${tr.p50.toFixed(2)} p99 ${tr.p99.toFixed(2)} max ${tr.max.toFixed(2)} ms; PUT ${tr.status} acked ${tr.ackMs.toFixed(2)} ms`);
+      log(`${kind} run ${run} trial ${k}: ${tr.reached}/${expect} reached; p50 ${tr.p50.toFixed(2)} p99 ${tr.p99.toFixed(2)} max ${tr.max.toFixed(2)} ms; PUT ${tr.status} acked ${tr.ackMs.toFixed(2)} ms; CPU server ${tr.sCpuMs} ms, clients ${tr.cCpuMs} ms`);
       await sleep(300);
     }
     const otherPct = probe();
@@ -354,6 +358,7 @@ async function fanout(kind, run) {
       minReached: Math.min(...trials.map((t) => t.reached)),
       ackMs: median(trials.map((t) => t.ackMs)),
       firstMs: median(trials.map((t) => t.firstMs)), spreadP99: median(trials.map((t) => t.spreadP99)),
+      sCpuMs: median(trials.map((t) => t.sCpuMs)), cCpuMs: median(trials.map((t) => t.cCpuMs)),
       otherPct,
     };
     log(`${kind} run ${run}: RSS ${rss0} -> ${rss1} KiB = ${res.perSubBytes} B/subscriber; latency medians p50 ${res.p50.toFixed(2)} p99 ${res.p99.toFixed(2)} max ${res.max.toFixed(2)} ms`);
@@ -485,6 +490,8 @@ if (fan.length) {
   row('trigger PUT acknowledged after ms', 'ackMs', f2);
   row('first subscriber reached after ms', 'firstMs', f2);
   row('spread p99 ms (arrival − first arrival)', 'spreadP99', f2);
+  row('server CPU per event ms (utime+stime, 10 ms ticks)', 'sCpuMs', f0);
+  row('client processes CPU per event ms', 'cCpuMs', f0);
   row('VmRSS before KiB', 'rss0', f0);
   row(`VmRSS with ${SUBS} subscribers KiB`, 'rss1', f0);
   row('RSS per idle subscriber (bytes)', 'perSubBytes', f0);
