@@ -31,6 +31,7 @@ process.on('disconnect', () => process.exit(0));
 
 const EVENT_CHANGE = Buffer.from('event: change');
 const OVERFLOW = Buffer.from('event: overflow');
+const READ_BUF = Buffer.allocUnsafe(65536);
 const conns = [];
 let open = 0;
 let closed = 0;
@@ -58,7 +59,10 @@ function keepTail(c, chunk, len) {
 
 function openOne(opts, done) {
   const c = { sock: null, head: true, status: 0, buf: null, events: 0, overflow: 0, tail: null, arrival: 0n, alive: true };
-  const sock = net.connect({ host: opts.host, port: opts.port, localAddress: opts.localAddress });
+  // onread with one shared buffer: no Buffer allocated per read (less GC,
+  // less CPU per event); the data is used synchronously, copies kept.
+  const sock = net.connect({ host: opts.host, port: opts.port, localAddress: opts.localAddress,
+    onread: { buffer: READ_BUF, callback: (n, buf) => { onData(buf.subarray(0, n)); } } });
   c.sock = sock;
   sock.setNoDelay(true);
   let finished = false;
@@ -66,9 +70,9 @@ function openOne(opts, done) {
   const req = `GET ${opts.path} HTTP/1.1\r\nHost: ${opts.host}:${opts.port}\r\nAccept: text/event-stream\r\n` +
     Object.entries(opts.headers || {}).map(([k, v]) => `${k}: ${v}\r\n`).join('') + '\r\n';
   sock.on('connect', () => sock.write(req));
-  sock.on('data', (d) => {
+  const onData = (d) => {
     if (c.head) {
-      c.buf = c.buf ? Buffer.concat([c.buf, d]) : d;
+      c.buf = c.buf ? Buffer.concat([c.buf, d]) : Buffer.from(d);
       const e = c.buf.indexOf('\r\n\r\n');
       if (e < 0) { if (c.buf.length > 16384) { sock.destroy(); fin(false, 'head too large'); } return; }
       c.status = Number(c.buf.subarray(9, 12).toString('latin1'));
@@ -82,7 +86,7 @@ function openOne(opts, done) {
       return;
     }
     onBody(c, d);
-  });
+  };
   sock.on('error', (e) => { fin(false, e.code || e.message); });
   sock.on('close', () => {
     if (c.alive && c.status === 200) { open--; closed++; }
