@@ -28,6 +28,8 @@ struct changes_arg {
     char exclude_origin[27];         /* skip revisions that came from this instance (sync pushes) */
     sqlite3 *db;                     /* set while iterating (worker) */
     int64_t space_id;
+    sqlite3_stmt *conf_q;            /* all_revs: one entity's conflicts, prepared once per read */
+    int has_conf;                    /* all_revs: -1 unknown, else whether the space has any */
 };
 
 void *changes_filter_copy(const void *filter)
@@ -70,6 +72,8 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
     if (ca) {
         ca->db = db;
         ca->space_id = rj->space_id;
+        ca->conf_q = NULL;
+        ca->has_conf = -1;
         if (ca->exclude_origin[0]) sqlite3_bind_text(q, 20, ca->exclude_origin, -1, SQLITE_STATIC);
     }
     uint64_t count = 0;
@@ -79,6 +83,10 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
         row(rj, q, count++);
     }
     sqlite3_finalize(q);
+    if (ca && ca->conf_q) {
+        sqlite3_finalize(ca->conf_q);
+        ca->conf_q = NULL;
+    }
     if (!*more) {
         /* the end of the feed: report the space's version in this same read
          * snapshot, so a filtered feed does not make the client rescan */
@@ -109,11 +117,28 @@ static void all_revs_members(struct changes_arg *ca, sqlite3_stmt *q, struct buf
         p = sp + 1;
     }
     buf_puts(b, "],\"conflicts\":[");
-    sqlite3_stmt *c;
-    if (sqlite3_prepare_v2(ca->db,
+    /* Both queries below run while the feed's statement is active, so they
+     * read the same snapshot as the row. A space without conflict records
+     * (the common case) costs one probe per read, not one per row. */
+    if (ca->has_conf < 0) {
+        sqlite3_stmt *e;
+        ca->has_conf = 1;
+        if (sqlite3_prepare_v2(ca->db, "SELECT EXISTS (SELECT 1 FROM conflicts WHERE space_id = ?)", -1, &e, NULL) ==
+            SQLITE_OK) {
+            sqlite3_bind_int64(e, 1, ca->space_id);
+            if (sqlite3_step(e) == SQLITE_ROW) ca->has_conf = sqlite3_column_int(e, 0) != 0;
+            sqlite3_finalize(e);
+        }
+    }
+    if (ca->has_conf && !ca->conf_q &&
+        sqlite3_prepare_v2(ca->db,
                            "SELECT conflicting_rev, deleted, conflicting_body FROM conflicts"
                            " WHERE space_id = ? AND collection = ? AND entity_id = ? ORDER BY id",
-                           -1, &c, NULL) == SQLITE_OK) {
+                           -1, &ca->conf_q, NULL) != SQLITE_OK)
+        ca->conf_q = NULL;
+    sqlite3_stmt *c = ca->has_conf ? ca->conf_q : NULL;
+    if (c) {
+        sqlite3_reset(c);
         sqlite3_bind_int64(c, 1, ca->space_id);
         sqlite3_bind_text(c, 2, coll, -1, SQLITE_STATIC);
         sqlite3_bind_text(c, 3, id, -1, SQLITE_STATIC);
@@ -128,7 +153,7 @@ static void all_revs_members(struct changes_arg *ca, sqlite3_stmt *q, struct buf
             else buf_append(b, sqlite3_column_text(c, 2), (size_t)sqlite3_column_bytes(c, 2));
             buf_putc(b, '}');
         }
-        sqlite3_finalize(c);
+        sqlite3_reset(c);
     }
     buf_putc(b, ']');
 }
