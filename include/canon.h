@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "json.h"
 
@@ -14,5 +15,37 @@
 /* Returns malloc'd canonical text (*out_len bytes, NUL-terminated), or NULL
  * with err filled (codes: invalid_json, too_deep, not_an_object). */
 char *json_canonical(const char *in, size_t len, bool want_object, size_t *out_len, struct json_err *err);
+
+/* A parsed text kept as flat nodes (one array, one string buffer; the input
+ * is not referenced afterwards), for readers that want a few members and the
+ * canonical text of others -- a sync page: its scalars read in place, each
+ * entity body written canonical straight from the one parse. Nodes are
+ * numbered from 0 (the root); CANON_NONE is "no such node", and every
+ * accessor accepts it. Any thread; a doc belongs to one thread at a time. */
+struct canon_doc;
+#define CANON_NONE UINT32_MAX
+
+enum canon_type {
+    CANON_ABSENT, CANON_NULL, CANON_TRUE, CANON_FALSE, CANON_INT, CANON_REAL, CANON_STR, CANON_ARR, CANON_OBJ
+};
+
+/* Parses in (the same grammar and checks as json_canonical: duplicate keys,
+ * invalid UTF-8, integers beyond int64 and nesting beyond max_depth fail).
+ * Returns the doc, or NULL with err filled. */
+struct canon_doc *canon_parse(const char *in, size_t len, int max_depth, struct json_err *err);
+void canon_doc_free(struct canon_doc *d);
+enum canon_type canon_type(const struct canon_doc *d, uint32_t n);
+/* The value of member key of object obj, or CANON_NONE. */
+uint32_t canon_member(const struct canon_doc *d, uint32_t obj, const char *key);
+/* Arrays: the first element, and the element after elem (CANON_NONE at the end). */
+uint32_t canon_first(const struct canon_doc *d, uint32_t arr);
+uint32_t canon_next(const struct canon_doc *d, uint32_t elem);
+/* Elements of an array, members of an object, else 0. */
+size_t canon_count(const struct canon_doc *d, uint32_t n);
+/* A string's decoded bytes (NUL-terminated; *len may show inner NULs), or NULL. */
+const char *canon_str(const struct canon_doc *d, uint32_t n, size_t *len);
+bool canon_int(const struct canon_doc *d, uint32_t n, int64_t *out);
+/* Appends the canonical text of node n (what json_canonical gives for it). */
+void canon_emit(const struct canon_doc *d, uint32_t n, struct buf *out);
 
 #endif

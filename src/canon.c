@@ -36,7 +36,7 @@ struct parser {
     struct node *n;
     uint32_t nn, cap;
     struct buf sbuf;                 /* decoded strings */
-    int depth;
+    int depth, max_depth;
     struct json_err *err;
     const char *start;
 };
@@ -209,7 +209,7 @@ static int parse_value(struct parser *ps, uint32_t idx);
 
 static int parse_container(struct parser *ps, uint32_t idx, bool obj)
 {
-    if (++ps->depth > CANON_MAX_DEPTH) return fail(ps, "too_deep", "nested too deeply");
+    if (++ps->depth > ps->max_depth) return fail(ps, "too_deep", "nested too deeply");
     ps->p++;
     ws(ps);
     uint32_t prev = 0;
@@ -425,45 +425,144 @@ static int check_dups(struct parser *ps)
     return 0;
 }
 
+/* Parses a whole text into ps (nodes from 0, the root). 0 or -1 with
+ * ps->err filled. */
+static int parse_text(struct parser *ps, const char *in, size_t len, int max_depth, struct json_err *err)
+{
+    memset(ps, 0, sizeof *ps);
+    memset(err, 0, sizeof *err);
+    ps->s = ps->p = ps->start = in;
+    ps->end = in + len;
+    ps->err = err;
+    ps->max_depth = max_depth;
+    buf_init(&ps->sbuf);
+    uint32_t root = new_node(ps, N_NULL);
+    ws(ps);
+    if (len == 0 || ps->p == ps->end) return fail(ps, "invalid_json", "empty input");
+    if (parse_value(ps, root) < 0) return -1;
+    ws(ps);
+    if (ps->p != ps->end) return fail(ps, "invalid_json", "end of file expected");
+    return 0;
+}
+
+static int no_dups(struct parser *ps, struct json_err *err)
+{
+    if (check_dups(ps) == 0) return 0;
+    snprintf(err->code, sizeof err->code, "invalid_json");
+    snprintf(err->message, sizeof err->message, "duplicate object key");
+    return -1;
+}
+
 char *json_canonical(const char *in, size_t len, bool want_object, size_t *out_len, struct json_err *err)
 {
     struct parser ps;
-    memset(&ps, 0, sizeof ps);
-    memset(err, 0, sizeof *err);
-    ps.s = ps.p = ps.start = in;
-    ps.end = in + len;
-    ps.err = err;
-    buf_init(&ps.sbuf);
     char *out = NULL;
-    uint32_t root = new_node(&ps, N_NULL);
-    ws(&ps);
-    if (len == 0 || ps.p == ps.end) {
-        fail(&ps, "invalid_json", "empty input");
-        goto done;
-    }
-    if (parse_value(&ps, root) < 0) goto done;
-    ws(&ps);
-    if (ps.p != ps.end) {
-        fail(&ps, "invalid_json", "end of file expected");
-        goto done;
-    }
-    if (want_object && ps.n[root].type != N_OBJ) {
+    if (parse_text(&ps, in, len, CANON_MAX_DEPTH, err) < 0) goto done;
+    if (want_object && ps.n[0].type != N_OBJ) {
         snprintf(err->code, sizeof err->code, "not_an_object");
         snprintf(err->message, sizeof err->message, "the request body must be a JSON object");
         goto done;
     }
-    if (check_dups(&ps) < 0) {
-        snprintf(err->code, sizeof err->code, "invalid_json");
-        snprintf(err->message, sizeof err->message, "duplicate object key");
-        goto done;
-    }
+    if (no_dups(&ps, err) < 0) goto done;
     struct buf b;
     buf_init(&b);
     buf_reserve(&b, len);
-    emit(&ps, root, &b);
+    emit(&ps, 0, &b);
     out = buf_steal(&b, out_len);
 done:
     free(ps.n);
     buf_free(&ps.sbuf);
     return out;
+}
+
+/* ---- a parsed document ------------------------------------------------- */
+
+struct canon_doc {
+    struct parser ps;                /* nodes and decoded strings; the input is not kept */
+};
+
+struct canon_doc *canon_parse(const char *in, size_t len, int max_depth, struct json_err *err)
+{
+    struct canon_doc *d = xmalloc(sizeof *d);
+    if (parse_text(&d->ps, in, len, max_depth, err) < 0 || no_dups(&d->ps, err) < 0) {
+        canon_doc_free(d);
+        return NULL;
+    }
+    d->ps.s = d->ps.p = d->ps.start = d->ps.end = NULL;
+    return d;
+}
+
+void canon_doc_free(struct canon_doc *d)
+{
+    if (!d) return;
+    free(d->ps.n);
+    buf_free(&d->ps.sbuf);
+    free(d);
+}
+
+static const struct node *node_at(const struct canon_doc *d, uint32_t n)
+{
+    return n < d->ps.nn ? &d->ps.n[n] : NULL;
+}
+
+enum canon_type canon_type(const struct canon_doc *d, uint32_t n)
+{
+    static const enum canon_type map[] = {
+        [N_NULL] = CANON_NULL, [N_TRUE] = CANON_TRUE, [N_FALSE] = CANON_FALSE, [N_INT] = CANON_INT,
+        [N_REAL] = CANON_REAL, [N_STR] = CANON_STR, [N_ARR] = CANON_ARR, [N_OBJ] = CANON_OBJ,
+    };
+    const struct node *x = node_at(d, n);
+    return x ? map[x->type] : CANON_ABSENT;
+}
+
+uint32_t canon_member(const struct canon_doc *d, uint32_t obj, const char *key)
+{
+    const struct node *o = node_at(d, obj);
+    if (!o || o->type != N_OBJ) return CANON_NONE;
+    size_t kl = strlen(key);
+    for (uint32_t c = o->first; c; c = d->ps.n[d->ps.n[c].next].next) {
+        const struct node *k = &d->ps.n[c];
+        if (k->len == kl && !memcmp(d->ps.sbuf.data + k->off, key, kl)) return k->next;
+    }
+    return CANON_NONE;
+}
+
+uint32_t canon_first(const struct canon_doc *d, uint32_t arr)
+{
+    const struct node *a = node_at(d, arr);
+    return a && a->type == N_ARR && a->first ? a->first : CANON_NONE;
+}
+
+uint32_t canon_next(const struct canon_doc *d, uint32_t elem)
+{
+    const struct node *e = node_at(d, elem);
+    return e && e->next ? e->next : CANON_NONE;
+}
+
+size_t canon_count(const struct canon_doc *d, uint32_t n)
+{
+    const struct node *x = node_at(d, n);
+    if (!x || (x->type != N_ARR && x->type != N_OBJ)) return 0;
+    return x->type == N_OBJ ? x->count / 2 : x->count;
+}
+
+const char *canon_str(const struct canon_doc *d, uint32_t n, size_t *len)
+{
+    const struct node *x = node_at(d, n);
+    if (!x || x->type != N_STR) return NULL;
+    if (len) *len = x->len;
+    return d->ps.sbuf.data + x->off;
+}
+
+bool canon_int(const struct canon_doc *d, uint32_t n, int64_t *out)
+{
+    const struct node *x = node_at(d, n);
+    if (!x || x->type != N_INT) return false;
+    *out = x->i;
+    return true;
+}
+
+void canon_emit(const struct canon_doc *d, uint32_t n, struct buf *out)
+{
+    if (node_at(d, n)) emit((struct parser *)&d->ps, n, out);
 }
