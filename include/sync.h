@@ -5,7 +5,11 @@
 #define SNAPSYNC_SYNC_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
+
+#include "entity.h"
+#include "util.h"
 
 struct server;
 struct http_req;
@@ -18,9 +22,46 @@ struct rep_counts {
     uint64_t applied, ignored, conflicts, errors;
 };
 
-/* Writer thread: applies replicated entities (see replicate.c). */
-int rep_apply_entities(struct wtx *tx, struct wop *op, struct space_stats *sp, json_t *arr, const char *origin,
-                       struct rep_counts *cnt, struct buf *b);
+/* One replicated revision, checked and canonicalized off the writer
+ * thread. Strings at *_off live in the batch's text (NUL-terminated). */
+struct rep_item {
+    const char *err;                 /* why it cannot apply (static text), or NULL */
+    char collection[64], id[129], rev[REV_MAX];
+    bool deleted, has_body;
+    size_t hist_off;                 /* earlier revs, newest first, space-separated */
+    size_t body_off, body_len;       /* canonical body */
+    uint32_t conf_first, nconf;      /* conflict records that travel with it: confs[conf_first..] */
+};
+
+struct rep_conf {
+    char rev[REV_MAX];
+    bool deleted, has_body;
+    size_t body_off, body_len;
+};
+
+/* A parsed /replicate body or /changes?style=all_revs page. */
+struct rep_batch {
+    struct rep_item *items;
+    size_t n;
+    struct rep_conf *confs;
+    size_t nconfs, capconfs;
+    struct buf text;
+    char (*blobs)[65];               /* distinct valid "_blobs" hashes of live bodies */
+    size_t nblobs;
+    bool has_last, more;             /* a page's "last_version" and "more" */
+    uint64_t last_version;
+    char source_instance[27];        /* "source_instance" when it is an instance id, else "" */
+};
+
+/* Any thread but the loop: parses raw ({"entities":[...]} or {"changes":
+ * [...]}) into b. Returns 0, or -1 with err filled (the whole text is
+ * refused: invalid JSON, duplicate keys, too deep, no array); a bad entity
+ * is not a failure but an item with err set. b is always safe to free. */
+int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct json_err *err);
+void rep_batch_free(struct rep_batch *b);
+/* Writer thread: applies a batch (see replicate.c). */
+int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, const struct rep_batch *batch,
+                    const char *origin, struct rep_counts *cnt, struct buf *out);
 
 void sync_init(struct server *srv);
 void sync_free(struct server *srv);

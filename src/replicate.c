@@ -2,8 +2,11 @@
  * instance, applied with their history.
  *
  * POST /replicate {"entities":[{"collection","id","rev","revs","deleted",
- * "body","updated_at","conflicts"?}]} runs as one writer op (one
- * transaction); the body is parsed on the writer thread, not the loop.
+ * "body","updated_at","conflicts"?}]} is parsed on the threadpool into a
+ * struct rep_batch (rep_batch_parse: one canon_parse of the whole text,
+ * every entity checked, bodies written canonical straight from that parse),
+ * then applied as one writer op (one transaction). Sync pulls use the same
+ * two halves for each /changes page (sync.c).
  * Each entity is decided by rep_decide() (entity.c): insert, ignore a known
  * rev, fast-forward a descendant, or settle a divergence by the
  * deterministic winner rule with the loser kept as a conflict record. A rev
@@ -17,6 +20,8 @@
 
 #include "api.h"
 #include "api_util.h"
+#include "canon.h"
+#include "jobs.h"
 #include "json.h"
 #include "log.h"
 #include "names.h"
@@ -26,10 +31,14 @@
 #define REPLICATE_MAX 1000
 
 struct rep_op {
-    struct wop op;
+    struct job job;                  /* parse on the threadpool */
+    struct wop op;                   /* then apply on the writer */
     char space[64], origin[80];
     char *raw;
     size_t raw_len;
+    bool parsed;
+    struct json_err err;
+    struct rep_batch batch;
     struct buf out;
 };
 
@@ -102,20 +111,31 @@ static int conflicts_settle(struct wtx *tx, struct space_stats *sp, const char *
     return nd;
 }
 
-/* "revs" as a space-separated history without the current rev. */
-static int history_of(json_t *revs, const char *rev, char *out, size_t cap)
+/* ---- parsing (any thread but the loop) -------------------------------- */
+
+static size_t text_put(struct buf *t, const char *s, size_t len)
 {
-    size_t n = 0, i;
-    json_t *v;
+    size_t off = t->len;
+    buf_append(t, s, len);
+    buf_putc(t, '\0');
+    return off;
+}
+
+/* "revs" as a space-separated history without the current rev. */
+static int history_of(const struct canon_doc *d, uint32_t revs, const char *rev, char *out, size_t cap)
+{
+    size_t n = 0;
     out[0] = '\0';
-    if (revs && !json_is_array(revs)) return -1;
+    if (revs == CANON_NONE) return 0;
+    if (canon_type(d, revs) != CANON_ARR) return -1;
     int count = 0;
-    json_array_foreach(revs, i, v) {
-        const char *r = json_string_value(v);
-        if (!r || !rev_valid(r)) return -1;
-        if (i == 0 && !strcmp(r, rev)) continue;        /* the list may start with the rev itself */
+    bool first = true;
+    for (uint32_t v = canon_first(d, revs); v != CANON_NONE; v = canon_next(d, v), first = false) {
+        size_t l;
+        const char *r = canon_str(d, v, &l);
+        if (!r || strlen(r) != l || !rev_valid(r)) return -1;
+        if (first && !strcmp(r, rev)) continue;      /* the list may start with the rev itself */
         if (count == REV_HISTORY - 1) break;
-        size_t l = strlen(r);
         if (n + l + 2 >= cap) break;
         if (n) out[n++] = ' ';
         memcpy(out + n, r, l + 1);
@@ -124,6 +144,137 @@ static int history_of(json_t *revs, const char *rev, char *out, size_t cap)
     }
     return 0;
 }
+
+static const char *str_member(const struct canon_doc *d, uint32_t obj, const char *key, size_t *len)
+{
+    const char *s = canon_str(d, canon_member(d, obj, key), len);
+    return s && strlen(s) == *len ? s : NULL;        /* an inner NUL is never a valid name */
+}
+
+static void blob_ref_add(struct rep_batch *b, const char *h)
+{
+    for (size_t i = 0; i < b->nblobs; i++)
+        if (!strcmp(b->blobs[i], h)) return;
+    if (b->nblobs % 16 == 0) b->blobs = xrealloc(b->blobs, (b->nblobs + 16) * sizeof *b->blobs);
+    memcpy(b->blobs[b->nblobs++], h, 65);
+}
+
+static void item_parse(struct rep_batch *b, struct rep_item *it, const struct canon_doc *d, uint32_t e)
+{
+    size_t cl = 0, il = 0, rl = 0;
+    const char *c = str_member(d, e, "collection", &cl), *id = str_member(d, e, "id", &il),
+               *rev = str_member(d, e, "rev", &rl);
+    uint32_t del = canon_member(d, e, "deleted");
+    enum canon_type dt = canon_type(d, del);
+    char hist[REV_HISTORY * REV_MAX];
+    if (canon_type(d, e) != CANON_OBJ || !c || !name_collection_valid(c, cl) || !id || !name_entity_id_valid(id, il) ||
+        !rev || !rev_valid(rev) || (del != CANON_NONE && dt != CANON_TRUE && dt != CANON_FALSE) ||
+        history_of(d, canon_member(d, e, "revs"), rev, hist, sizeof hist) < 0) {
+        it->err = "each entity needs a valid collection, id, rev and revs";
+        return;
+    }
+    it->deleted = dt == CANON_TRUE;
+    uint32_t body = canon_member(d, e, "body");
+    if (!it->deleted && canon_type(d, body) != CANON_OBJ) {
+        it->err = "a live entity needs an object body";
+        return;
+    }
+    memcpy(it->collection, c, cl + 1);
+    memcpy(it->id, id, il + 1);
+    memcpy(it->rev, rev, rl + 1);
+    it->hist_off = text_put(&b->text, hist, strlen(hist));
+    if (!it->deleted) {
+        it->body_off = b->text.len;
+        canon_emit(d, body, &b->text);
+        it->body_len = b->text.len - it->body_off;
+        buf_putc(&b->text, '\0');
+        it->has_body = true;
+        /* blobs the body references move before it is applied */
+        uint32_t bl = canon_member(d, body, "_blobs");
+        for (uint32_t h = canon_first(d, bl); h != CANON_NONE; h = canon_next(d, h)) {
+            size_t hl;
+            const char *x = canon_str(d, h, &hl);
+            if (x && name_sha256_valid(x, hl)) blob_ref_add(b, x);
+        }
+    }
+    /* conflict records that travel with the entity */
+    uint32_t cl_node = canon_member(d, e, "conflicts");
+    it->conf_first = b->nconfs;
+    for (uint32_t cv = canon_first(d, cl_node); cv != CANON_NONE; cv = canon_next(d, cv)) {
+        size_t crl;
+        const char *crev = str_member(d, cv, "rev", &crl);
+        if (!crev || !rev_valid(crev)) continue;
+        if (b->nconfs == b->capconfs) {
+            b->capconfs = b->capconfs ? b->capconfs * 2 : 16;
+            b->confs = xrealloc(b->confs, b->capconfs * sizeof *b->confs);
+        }
+        struct rep_conf *k = &b->confs[b->nconfs++];
+        memset(k, 0, sizeof *k);
+        memcpy(k->rev, crev, crl + 1);
+        k->deleted = canon_type(d, canon_member(d, cv, "deleted")) == CANON_TRUE;
+        uint32_t cb = canon_member(d, cv, "body");
+        if (!k->deleted && canon_type(d, cb) == CANON_OBJ) {
+            k->body_off = b->text.len;
+            canon_emit(d, cb, &b->text);
+            k->body_len = b->text.len - k->body_off;
+            buf_putc(&b->text, '\0');
+            k->has_body = true;
+        }
+        it->nconf++;
+    }
+}
+
+int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct json_err *err)
+{
+    memset(b, 0, sizeof *b);
+    buf_init(&b->text);
+    /* a body may nest as deep as a PUT allows: the page adds three levels
+     * (the page object, "changes", the entity) */
+    struct canon_doc *d = canon_parse(raw, len, JSON_MAX_DEPTH + 3, err);
+    if (!d) return -1;
+    uint32_t arr = canon_member(d, 0, "entities");
+    if (arr == CANON_NONE) arr = canon_member(d, 0, "changes");        /* a /changes page, as is */
+    if (canon_type(d, 0) != CANON_OBJ) {
+        snprintf(err->code, sizeof err->code, "not_an_object");
+        snprintf(err->message, sizeof err->message, "the request body must be a JSON object");
+        canon_doc_free(d);
+        return -1;
+    }
+    if (canon_type(d, arr) != CANON_ARR) {
+        snprintf(err->code, sizeof err->code, "invalid_body");
+        snprintf(err->message, sizeof err->message, "expected {\"entities\":[...]} or a changes page");
+        canon_doc_free(d);
+        return -1;
+    }
+    int64_t last;
+    if (canon_int(d, canon_member(d, 0, "last_version"), &last) && last >= 0) {
+        b->has_last = true;
+        b->last_version = (uint64_t)last;
+    }
+    b->more = canon_type(d, canon_member(d, 0, "more")) == CANON_TRUE;
+    size_t sl;
+    const char *src = canon_str(d, canon_member(d, 0, "source_instance"), &sl);
+    if (src && ulid_valid(src, sl)) memcpy(b->source_instance, src, sl + 1);
+    b->n = canon_count(d, arr);
+    b->items = xcalloc(b->n ? b->n : 1, sizeof *b->items);
+    buf_reserve(&b->text, len);
+    size_t i = 0;
+    for (uint32_t e = canon_first(d, arr); e != CANON_NONE; e = canon_next(d, e)) item_parse(b, &b->items[i++], d, e);
+    canon_doc_free(d);
+    return 0;
+}
+
+void rep_batch_free(struct rep_batch *b)
+{
+    if (!b) return;
+    free(b->items);
+    free(b->confs);
+    free(b->blobs);
+    buf_free(&b->text);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- applying (writer thread) ------------------------------------------ */
 
 static void result(struct buf *b, const char *status, const char *rev, const char *msg)
 {
@@ -134,53 +285,32 @@ static void result(struct buf *b, const char *status, const char *rev, const cha
     buf_putc(b, '}');
 }
 
-/* Applies an array of replicated entities (writer thread). Fills counts and,
- * if b is not NULL, one result object per entity. -1: the op failed (the
- * batch rolls back). */
-int rep_apply_entities(struct wtx *tx, struct wop *op, struct space_stats *sp, json_t *arr, const char *origin,
-                       struct rep_counts *cnt, struct buf *b)
+/* Applies a parsed batch of replicated entities (writer thread). Fills cnt
+ * and, if out is not NULL, one result object per entity. -1: the op failed
+ * (the batch rolls back). */
+int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, const struct rep_batch *batch,
+                    const char *origin, struct rep_counts *cnt, struct buf *out)
 {
-    struct json_err je;
     struct buf scratch;
     buf_init(&scratch);
-    if (!b) b = &scratch;
+    struct buf *b = out ? out : &scratch;
+    const char *text = batch->text.data;
     uint64_t applied = 0, ignored = 0, conflicts = 0, errors = 0;
-    size_t i;
-    json_t *e;
-    json_array_foreach(arr, i, e) {
-        const char *c = json_string_value(json_object_get(e, "collection"));
-        const char *id = json_string_value(json_object_get(e, "id"));
-        const char *rev = json_string_value(json_object_get(e, "rev"));
-        json_t *del = json_object_get(e, "deleted");
-        json_t *body = json_object_get(e, "body");
-        char hist[REV_HISTORY * REV_MAX];
+    for (size_t i = 0; i < batch->n; i++) {
+        const struct rep_item *it = &batch->items[i];
         if (i) buf_putc(b, ',');
-        if (!json_is_object(e) || !c || !name_collection_valid(c, strlen(c)) || !id ||
-            !name_entity_id_valid(id, strlen(id)) || !rev || !rev_valid(rev) || (del && !json_is_boolean(del)) ||
-            history_of(json_object_get(e, "revs"), rev, hist, sizeof hist) < 0) {
-            result(b, "error", NULL, "each entity needs a valid collection, id, rev and revs");
+        if (it->err) {
+            result(b, "error", NULL, it->err);
             errors++;
             continue;
         }
-        bool deleted = del && json_is_true(del);
-        if (!deleted && !json_is_object(body)) {
-            result(b, "error", NULL, "a live entity needs an object body");
-            errors++;
-            continue;
-        }
-        size_t blen = 0;
-        char *canon = NULL;
-        if (!deleted) {
-            canon = entity_canonical_value(body, &blen, &je);
-            if (!canon) {
-                result(b, "error", NULL, je.message);
-                errors++;
-                continue;
-            }
-        }
+        const char *c = it->collection, *id = it->id, *rev = it->rev;
+        const char *hist = text + it->hist_off;
+        bool deleted = it->deleted;
+        const char *canon = it->has_body ? text + it->body_off : NULL;
+        size_t blen = it->has_body ? it->body_len : 0;
         struct ent_row cur;
         if (wtx_entity_get(tx, sp, c, id, &cur) < 0) {
-            free(canon);
             buf_free(&scratch);
             return wop_fail(op, 500, "storage_error", "reading an entity failed");
         }
@@ -239,31 +369,22 @@ int rep_apply_entities(struct wtx *tx, struct wop *op, struct space_stats *sp, j
         }
         }
         /* conflicts that travel with the entity, and ones resolved elsewhere */
-        json_t *cl = json_object_get(e, "conflicts");
-        size_t k;
-        json_t *cv;
-        if (rc >= 0 && json_is_array(cl)) {
-            json_array_foreach(cl, k, cv) {
-                const char *crev = json_string_value(json_object_get(cv, "rev"));
-                if (!crev || !rev_valid(crev) || !strcmp(crev, cur.rev) || rev_in_history(cur.revs, crev)) continue;
-                bool cdel = json_is_true(json_object_get(cv, "deleted"));
-                json_t *cb = json_object_get(cv, "body");
-                size_t cbl = 0;
-                char *cbody = (!cdel && json_is_object(cb)) ? entity_canonical_value(cb, &cbl, &je) : NULL;
-                if (conflict_keep(tx, sp, c, id, cur.rev, crev, cdel, cbody, cbl, origin) < 0) rc = -1;
-                free(cbody);
-            }
+        for (uint32_t k = 0; rc >= 0 && k < it->nconf; k++) {
+            const struct rep_conf *cf = &batch->confs[it->conf_first + k];
+            if (!strcmp(cf->rev, cur.rev) || rev_in_history(cur.revs, cf->rev)) continue;
+            if (conflict_keep(tx, sp, c, id, cur.rev, cf->rev, cf->deleted, cf->has_body ? text + cf->body_off : NULL,
+                              cf->has_body ? cf->body_len : 0, origin) < 0)
+                rc = -1;
         }
-        if (rc >= 0 && conflicts_settle(tx, sp, c, id, cur.rev, cur.revs) < 0) rc = -1;
+        /* a space without conflict records has none to settle */
+        if (rc >= 0 && sp->conflicts && conflicts_settle(tx, sp, c, id, cur.rev, cur.revs) < 0) rc = -1;
         if (rc < 0) {
-            free(canon);
             ent_row_free(&cur);
             buf_free(&scratch);
             if (!op->status) wop_fail(op, 500, "storage_error", "applying a revision failed");
             return -1;                /* the whole batch rolls back: nothing half-applied */
         }
         result(b, status, cur.rev, NULL);
-        free(canon);
         ent_row_free(&cur);
     }
     buf_free(&scratch);
@@ -279,42 +400,31 @@ static int rep_apply(struct wtx *tx, struct wop *op)
     struct rep_op *ro = container_of(op, struct rep_op, op);
     struct space_stats *sp = wtx_space(tx, ro->space);
     if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", ro->space);
-    struct json_err je;
-    json_t *root = json_parse(ro->raw, ro->raw_len, true, &je);
-    if (!root) return wop_fail(op, 400, je.code, "%s", je.message);
-    json_t *arr = json_object_get(root, "entities");
-    if (!arr) arr = json_object_get(root, "changes");        /* a /changes page, as is */
-    if (!json_is_array(arr) || json_array_size(arr) > REPLICATE_MAX) {
-        json_decref(root);
-        return wop_fail(op, 400, "invalid_body", "expected {\"entities\":[...]} with at most %d items", REPLICATE_MAX);
-    }
-    const char *src = json_string_value(json_object_get(root, "source_instance"));
-    char origin[27] = "";
-    if (src && ulid_valid(src, strlen(src))) {
-        snprintf(origin, sizeof origin, "%s", src);
-        wtx_set_origin(tx, origin);
-    }
+    if (ro->batch.source_instance[0]) wtx_set_origin(tx, ro->batch.source_instance);
     struct buf *b = &ro->out;
     uint64_t before = sp->version;
     buf_puts(b, "{\"results\":[");
     struct rep_counts cnt;
-    if (rep_apply_entities(tx, op, sp, arr, ro->origin, &cnt, b) < 0) {
-        json_decref(root);
-        return -1;
-    }
-    json_decref(root);
-    uint64_t applied = cnt.applied, ignored = cnt.ignored, conflicts = cnt.conflicts, errors = cnt.errors;
+    if (rep_apply_batch(tx, op, sp, &ro->batch, ro->origin, &cnt, b) < 0) return -1;
     buf_puts(b, "],");
-    json_kv_u64(b, "applied", applied);
-    json_kv_u64(b, "ignored", ignored);
-    json_kv_u64(b, "conflicts", conflicts);
-    json_kv_u64(b, "errors", errors);
+    json_kv_u64(b, "applied", cnt.applied);
+    json_kv_u64(b, "ignored", cnt.ignored);
+    json_kv_u64(b, "conflicts", cnt.conflicts);
+    json_kv_u64(b, "errors", cnt.errors);
     /* version_before == the sender's pull checkpoint means every version up
      * to server_version is the sender's own: it may skip pulling them */
     json_kv_u64(b, "version_before", before);
     json_kv_u64(b, "server_version", sp->version);
     buf_putc(b, '}');
     return 0;
+}
+
+static void rep_op_free(struct rep_op *ro)
+{
+    rep_batch_free(&ro->batch);
+    buf_free(&ro->out);
+    free(ro->raw);
+    free(ro);
 }
 
 static void rep_done(struct wop *op, struct http_req *r)
@@ -324,9 +434,37 @@ static void rep_done(struct wop *op, struct http_req *r)
         if (op->status) api_send_wop_error(r, op);
         else http_send_json(r, 200, &ro->out);
     }
-    buf_free(&ro->out);
+    rep_op_free(ro);
+}
+
+/* threadpool: the body parsed and every entity checked and canonicalized,
+ * so the writer only decides and writes */
+static void rep_parse_work(struct job *j)
+{
+    struct rep_op *ro = container_of(j, struct rep_op, job);
+    ro->parsed = rep_batch_parse(&ro->batch, ro->raw, ro->raw_len, &ro->err) == 0;
     free(ro->raw);
-    free(ro);
+    ro->raw = NULL;
+    if (ro->parsed && ro->batch.n > REPLICATE_MAX) {
+        ro->parsed = false;
+        snprintf(ro->err.code, sizeof ro->err.code, "invalid_body");
+        snprintf(ro->err.message, sizeof ro->err.message, "at most %d entities per request", REPLICATE_MAX);
+    }
+}
+
+static void rep_parsed(struct job *j, struct http_req *r)
+{
+    struct rep_op *ro = container_of(j, struct rep_op, job);
+    if (!r) {
+        rep_op_free(ro);
+        return;
+    }
+    if (!ro->parsed) {
+        http_send_error(r, 400, ro->err.code, NULL, "%s", ro->err.message);
+        rep_op_free(ro);
+        return;
+    }
+    if (api_write(r, &ro->op, rep_apply, rep_done) < 0) rep_op_free(ro);
 }
 
 void api_replicate(struct http_req *r)
@@ -339,9 +477,6 @@ void api_replicate(struct http_req *r)
     struct rep_op *ro = xcalloc(1, sizeof *ro);
     snprintf(ro->space, sizeof ro->space, "%s", r->match.params.space);
     snprintf(ro->origin, sizeof ro->origin, "replicate:%s", api_actor(r));
-    ro->raw = buf_steal(&r->body, &ro->raw_len);     /* parsed on the writer thread */
-    if (api_write(r, &ro->op, rep_apply, rep_done) < 0) {
-        free(ro->raw);
-        free(ro);
-    }
+    ro->raw = buf_steal(&r->body, &ro->raw_len);     /* parsed on the threadpool */
+    job_submit(r->srv, &ro->job, r, rep_parse_work, rep_parsed);
 }

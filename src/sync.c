@@ -42,6 +42,7 @@
 #include "writer.h"
 
 #define SYNC_PAGE 1000
+#define SYNC_PAGES_HELD 2            /* pull: pages fetched or being fetched, not yet applied */
 #define SYNC_TIMEOUT_MS 30000
 #define SYNC_RETRIES 3
 #define SYNC_KEEP 200                /* finished jobs kept in memory */
@@ -77,6 +78,16 @@ struct sync_job {
     int rows_pending;                /* row writes not yet committed: keep the job */
     struct http_req *accepted;       /* 202 to send once the first row is stored */
     char peer_name[64];              /* started for a persistent peer, or "" */
+    /* pull pipeline (see struct pull_page) */
+    uint64_t fetch_since;            /* since= of the next page to fetch */
+    bool fetch_more;                 /* the peer has changes after fetch_since */
+    bool fetch_blocked;              /* the next page's start is known once the last one is parsed */
+    bool fetching;                   /* a GET in flight */
+    int held;                        /* pages fetched or being fetched, not yet applied */
+    int pipeline;                    /* fetches, parses and writer ops outstanding: the job stays */
+    uint64_t seq_next, seq_submit;   /* page numbers: the next fetched, the next for the writer */
+    struct list ready;               /* parsed pages waiting for their turn */
+    char pull_error[300];            /* set: no more fetches; finish when the pipeline drains */
 };
 
 struct peer_def {
@@ -259,7 +270,10 @@ static void job_forget_old(struct sync_ctx *sc)
         struct sync_job *old = NULL;
         for (l = sc->jobs.next; l != &sc->jobs; l = l->next) {
             struct sync_job *x = container_of(l, struct sync_job, link);
-            if (strcmp(x->status, "running") && !x->rows_pending && !x->waiter && !x->accepted) { old = x; break; }
+            if (strcmp(x->status, "running") && !x->rows_pending && !x->pipeline && !x->waiter && !x->accepted) {
+                old = x;
+                break;
+            }
         }
         if (!old) return;
         list_remove(&old->link);
@@ -272,6 +286,7 @@ static void job_forget_old(struct sync_ctx *sc)
 static void finish(struct sync_job *j, const char *error_fmt, ...) PRINTF_LIKE(2, 3);
 static void finish(struct sync_job *j, const char *error_fmt, ...)
 {
+    if (strcmp(j->status, "running")) return;        /* finished already */
     if (error_fmt) {
         va_list ap;
         va_start(ap, error_fmt);
@@ -295,36 +310,15 @@ static void finish(struct sync_job *j, const char *error_fmt, ...)
 
 /* ---- blobs: only the missing ones move, before the entities ------------- */
 
-/* A threadpool job: the page's "_blobs" references, the ones the receiving
- * side lacks, and their transfer -- file to file, with a blocking curl easy
- * handle on this worker thread (never on the loop), so memory stays flat
- * whatever the blob's size. */
-struct blob_job {
-    struct job job;
-    struct sync_job *sj;             /* loop side only */
-    const char *page;                /* the page's JSON (read-only here) */
-    size_t page_len;
-    bool push;
-    char url[600], token[128], data_dir[1024];
-    uint64_t moved, bytes;
+/* Blob transfers run on a threadpool thread (never the loop): the blobs a
+ * page's entities reference that the receiving side lacks, file to file
+ * with a blocking curl easy handle, so memory stays flat whatever the
+ * blob's size. */
+struct blob_xfer {
+    char url[600], token[128], data_dir[1024];     /* in */
+    uint64_t moved, bytes;                          /* out */
     char err[300];
 };
-
-static void blob_refs(const char *page, size_t len, json_t *out)
-{
-    json_error_t je;
-    json_t *v = json_loadb(page, len, 0, &je);
-    json_t *arr = json_object_get(v, "changes");
-    size_t i, k;
-    json_t *e, *h;
-    json_array_foreach(arr, i, e) {
-        json_array_foreach(json_object_get(json_object_get(e, "body"), "_blobs"), k, h) {
-            const char *x = json_string_value(h);
-            if (x && name_sha256_valid(x, strlen(x))) json_object_set_new(out, x, json_true());
-        }
-    }
-    json_decref(v);
-}
 
 static size_t to_file(char *p, size_t size, size_t n, void *arg)
 {
@@ -340,7 +334,7 @@ static size_t to_buf(char *p, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-static CURL *easy_for(const struct blob_job *bj, const char *url, struct curl_slist **hdrs)
+static CURL *easy_for(const struct blob_xfer *bj, const char *url, struct curl_slist **hdrs)
 {
     CURL *e = curl_easy_init();
     if (!e) return NULL;
@@ -358,17 +352,12 @@ static CURL *easy_for(const struct blob_job *bj, const char *url, struct curl_sl
     return e;
 }
 
-static void blob_work(struct job *j)
+/* pull: fetch the ones this server lacks */
+static void blobs_fetch(struct blob_xfer *bj, char (*hashes)[65], size_t nh)
 {
-    struct blob_job *bj = container_of(j, struct blob_job, job);
-    json_t *refs = json_object();
-    blob_refs(bj->page, bj->page_len, refs);
-    const char *h;
-    json_t *v;
-    if (json_object_size(refs) == 0) goto out;
-    if (!bj->push) {
-        /* pull: fetch what we lack */
-        json_object_foreach(refs, h, v) {
+    for (size_t i = 0; i < nh; i++) {
+        const char *h = hashes[i];
+        {
             if (blob_exists(bj->data_dir, h)) continue;
             char url[800], tmp[1200], path[1200], dir[1200];
             snprintf(url, sizeof url, "%s/blobs/%s", bj->url, h);
@@ -380,7 +369,7 @@ static void blob_work(struct job *j)
             mkdir_p(dir, 0700);
             mkdir_p(tdir, 0700);
             FILE *f = fopen(tmp, "wbx");
-            if (!f) { snprintf(bj->err, sizeof bj->err, "cannot create a temp file for a blob: %s", strerror(errno)); goto out; }
+            if (!f) { snprintf(bj->err, sizeof bj->err, "cannot create a temp file for a blob: %s", strerror(errno)); return; }
             struct curl_slist *hdrs = NULL;
             CURL *e = easy_for(bj, url, &hdrs);
             curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, to_file);
@@ -415,20 +404,25 @@ static void blob_work(struct job *j)
                 unlink(tmp);
                 snprintf(bj->err, sizeof bj->err, "fetching blob %.16s… from the peer failed (%s, HTTP %ld%s)", h,
                          rc == CURLE_OK ? "ok" : curl_easy_strerror(rc), code, ok && strcmp(got, h) ? ", hash mismatch" : "");
-                goto out;
+                return;
             }
             bj->moved++;
         }
-    } else {
-        /* push: ask which the peer lacks, send those */
+    }
+}
+
+/* push: ask which the peer lacks, send those */
+static void blobs_send(struct blob_xfer *bj, char (*hashes)[65], size_t nh)
+{
+    if (nh == 0) return;
+    {
         struct buf q, ans;
         buf_init(&q);
         buf_init(&ans);
         buf_puts(&q, "{\"hashes\":[");
-        int k = 0;
-        json_object_foreach(refs, h, v) {
-            if (k++) buf_putc(&q, ',');
-            json_cstr(&q, h);
+        for (size_t k = 0; k < nh; k++) {
+            if (k) buf_putc(&q, ',');
+            json_cstr(&q, hashes[k]);
         }
         buf_puts(&q, "]}");
         char url[800];
@@ -451,7 +445,7 @@ static void blob_work(struct job *j)
         buf_free(&ans);
         if (!m) {
             snprintf(bj->err, sizeof bj->err, "asking the peer for missing blobs failed (HTTP %ld)", code);
-            goto out;
+            return;
         }
         size_t i;
         json_t *x;
@@ -492,8 +486,6 @@ static void blob_work(struct job *j)
         }
         json_decref(m);
     }
-out:
-    json_decref(refs);
 }
 
 static void answer_waiter(struct sync_job *j)
@@ -529,6 +521,7 @@ static void answer_accepted(struct sync_job *j)
 
 static void step(struct sync_job *j);
 static void on_status(void *arg, const struct peer_result *res);
+static void on_pull_page(void *arg, const struct peer_result *res);
 
 static bool transient(const struct peer_result *res)
 {
@@ -542,6 +535,17 @@ static bool transient(const struct peer_result *res)
 static void on_retry(uv_timer_t *t)
 {
     step(t->data);
+}
+
+/* Says why a peer request failed, for the job's error. */
+static void peer_explain(const struct sync_job *j, const struct peer_result *res, const char *what, char *out,
+                         size_t cap)
+{
+    if (res->error) snprintf(out, cap, "%s: the peer could not be reached: %s", what, res->error);
+    else if (res->status == 401) snprintf(out, cap, "%s: the peer refused the token (401 unauthorized)", what);
+    else if (res->status == 403) snprintf(out, cap, "%s: the peer's token may not do this (403 forbidden)", what);
+    else if (res->status == 404) snprintf(out, cap, "%s: the peer has no space '%s' (404)", what, j->peer_space);
+    else snprintf(out, cap, "%s: the peer answered %d", what, res->status);
 }
 
 /* Explains a failed peer request; retries transient failures with backoff.
@@ -558,11 +562,9 @@ static bool peer_failed(struct sync_job *j, const struct peer_result *res, const
         uv_timer_start(&j->retry, on_retry, delay, 0);
         return true;
     }
-    if (res->error) finish(j, "%s: the peer could not be reached: %s", what, res->error);
-    else if (res->status == 401) finish(j, "%s: the peer refused the token (401 unauthorized)", what);
-    else if (res->status == 403) finish(j, "%s: the peer's token may not do this (403 forbidden)", what);
-    else if (res->status == 404) finish(j, "%s: the peer has no space '%s' (404)", what, j->peer_space);
-    else finish(j, "%s: the peer answered %d", what, res->status);
+    char why[300];
+    peer_explain(j, res, what, why, sizeof why);
+    finish(j, "%s", why);
     return false;
 }
 
@@ -573,15 +575,28 @@ static void url_for(const struct sync_job *j, const char *tail, char *out, size_
     snprintf(out, cap, "%.*s/api/v1/spaces/%s%s", (int)(slash ? l - 1 : l), j->peer_url, j->peer_space, tail);
 }
 
-static void send_peer(struct sync_job *j, const char *method, const char *tail, const char *body, size_t len,
-                      peer_cb cb)
+/* Returns 0, or -1 when the request could not start (the job is finished
+ * with that error unless the caller says otherwise: pull pages). */
+static int send_peer(struct sync_job *j, const char *method, const char *tail, const char *body, size_t len,
+                     peer_cb cb)
 {
     char url[1100];
     url_for(j, tail, url, sizeof url);
     j->requests++;
     if (body) j->bytes += len;
-    if (peer_request(j->srv, method, url, j->token, body, len, SYNC_TIMEOUT_MS, cb, j) < 0)
-        finish(j, "cannot start a request to %s", url);
+    if (peer_request(j->srv, method, url, j->token, body, len, SYNC_TIMEOUT_MS, cb, j) < 0) {
+        if (cb != on_pull_page) finish(j, "cannot start a request to %s", url);
+        return -1;
+    }
+    return 0;
+}
+
+static void blob_xfer_init(struct blob_xfer *x, const struct sync_job *j)
+{
+    memset(x, 0, sizeof *x);
+    url_for(j, "", x->url, sizeof x->url);
+    snprintf(x->token, sizeof x->token, "%s", j->token);
+    snprintf(x->data_dir, sizeof x->data_dir, "%s", j->srv->cfg->data_dir);
 }
 
 /* -- checkpoints (read on the threadpool) -- */
@@ -621,6 +636,10 @@ static void cp_done(struct read_job *rj, struct http_req *r)
     step(j);
 }
 
+static const char SQL_CHECKPOINT_GET[] =
+    "SELECT peer_uid, version FROM checkpoints WHERE space_id = ? AND peer_url = ? AND peer_space = ?"
+    " AND direction = 'pull'";
+
 /* Writer thread: moves a checkpoint, in the caller's transaction. */
 static const char SQL_CHECKPOINT[] =
     "INSERT INTO checkpoints(space_id, peer_url, peer_space, direction, peer_uid, version, updated_at)"
@@ -640,131 +659,298 @@ static int checkpoint_save(struct wtx *tx, int64_t space_id, const char *url, co
     return sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
 }
 
-/* -- pull: a page applied with its checkpoint in one transaction -- */
+/* -- pull: a pipeline of pages, each applied with its checkpoint -- */
 
-struct pull_op {
+/* One page of the peer's feed on its way in: fetched on the loop (curl),
+ * parsed, checked and canonicalized on the threadpool with its blobs moved
+ * (pull_parse_work), then applied by the writer with the checkpoint in the
+ * same transaction (pull_apply). Pages are fetched in order, and handed to
+ * the writer in that same order whatever order their parses finish in;
+ * at most SYNC_PAGES_HELD exist at once (memory stays bounded). */
+struct pull_page {
+    struct job job;
     struct wop op;
-    struct sync_job *j;
-    char *raw;
+    struct list link;                /* j->ready: parsed, waiting for its turn */
+    struct sync_job *j;              /* loop side */
+    uint64_t seq, since;
+    bool check_cp;                   /* not the job's first page: see pull_apply */
+    char *raw;                       /* the page as received; freed by the parse */
     size_t raw_len;
+    bool tail_ok, tail_more;         /* what tail_scan read on the loop */
+    uint64_t tail_last;
+    /* threadpool results */
+    int parse_rc;
+    struct json_err err;
+    struct rep_batch batch;
+    struct blob_xfer xfer;
+    /* writer: copies of the job's identity, and the counts */
     char peer_instance[27], peer_uid[27], peer_url[512], peer_space[64], space[64];
-    uint64_t last;
-    bool more;
     struct rep_counts cnt;
 };
 
+static void pull_pump(struct sync_job *j);
+static void pull_submit_ready(struct sync_job *j);
+
+static void pull_page_free(struct pull_page *p)
+{
+    rep_batch_free(&p->batch);
+    free(p->raw);
+    free(p);
+}
+
+/* Stops the pull: no more fetches; the job finishes with this error once
+ * the pages already on their way are done with (so a page that is being
+ * applied is never reported as lost). */
+static void pull_stop(struct sync_job *j, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static void pull_stop(struct sync_job *j, const char *fmt, ...)
+{
+    if (!j->pull_error[0]) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(j->pull_error, sizeof j->pull_error, fmt, ap);
+        va_end(ap);
+    }
+    pull_submit_ready(j);            /* drops the parsed pages that wait */
+    pull_pump(j);
+}
+
+/* Writer thread. The page's revisions and the checkpoint at its end, in one
+ * transaction. A page other than the job's first applies only on top of the
+ * page before it: if the stored checkpoint is not where this page starts
+ * (the page before failed, or something moved the checkpoint), nothing is
+ * applied -- a later page can never skip over changes of an earlier one. */
 static int pull_apply(struct wtx *tx, struct wop *op)
 {
-    struct pull_op *p = container_of(op, struct pull_op, op);
+    struct pull_page *p = container_of(op, struct pull_page, op);
     struct space_stats *sp = wtx_space(tx, p->space);
     if (!sp) return wop_fail(op, 404, "space_not_found", "the local space is gone");
-    struct json_err je;
-    json_t *root = json_parse(p->raw, p->raw_len, true, &je);
-    if (!root) return wop_fail(op, 502, "bad_peer_response", "the peer's changes are not JSON: %s", je.message);
-    json_t *arr = json_object_get(root, "changes");
-    json_t *last = json_object_get(root, "last_version");
-    if (!json_is_array(arr) || !json_is_integer(last)) {
-        json_decref(root);
-        return wop_fail(op, 502, "bad_peer_response", "the peer's changes page lacks changes or last_version");
+    if (p->check_cp) {
+        sqlite3_stmt *st = wtx_stmt(tx, SQL_CHECKPOINT_GET);
+        sqlite3_bind_int64(st, 1, sp->id);
+        sqlite3_bind_text(st, 2, p->peer_url, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, p->peer_space, -1, SQLITE_STATIC);
+        uint64_t at = 0;
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(st, 0), p->peer_uid))
+            at = (uint64_t)sqlite3_column_int64(st, 1);
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "reading the checkpoint failed");
+        if (at != p->since)
+            return wop_fail(op, 409, "out_of_order", "the page before this one was not applied (checkpoint %llu, page "
+                            "from %llu)", (unsigned long long)at, (unsigned long long)p->since);
     }
-    p->last = (uint64_t)json_integer_value(last);
-    p->more = json_is_true(json_object_get(root, "more"));
     char origin[80];
     snprintf(origin, sizeof origin, "sync:%s", p->peer_instance);
     if (p->peer_instance[0]) wtx_set_origin(tx, p->peer_instance);
-    int rc = rep_apply_entities(tx, op, sp, arr, origin, &p->cnt, NULL);
-    json_decref(root);
-    if (rc < 0) return -1;
-    if (checkpoint_save(tx, sp->id, p->peer_url, p->peer_space, "pull", p->peer_uid, p->last) < 0)
+    if (rep_apply_batch(tx, op, sp, &p->batch, origin, &p->cnt, NULL) < 0) return -1;
+    if (checkpoint_save(tx, sp->id, p->peer_url, p->peer_space, "pull", p->peer_uid, p->batch.last_version) < 0)
         return wop_fail(op, 500, "storage_error", "saving the checkpoint failed");
     return 0;
 }
 
 static void pull_applied(struct wop *op, struct http_req *r)
 {
-    struct pull_op *p = container_of(op, struct pull_op, op);
+    struct pull_page *p = container_of(op, struct pull_page, op);
     struct sync_job *j = p->j;
     UNUSED(r);
+    j->held--;
+    j->pipeline--;
     if (op->status) {
-        finish(j, "applying pulled changes failed: %s", op->msg);
+        pull_stop(j, "applying pulled changes failed: %s", op->msg);
     } else {
         j->pulled += p->cnt.applied + p->cnt.conflicts;
         j->conflicts += p->cnt.conflicts;
-        j->cp_pull = p->last;
+        j->cp_pull = p->batch.last_version;
         snprintf(j->cp_pull_uid, sizeof j->cp_pull_uid, "%s", j->peer_uid);
-        publish(j);
-        if (!p->more) j->phase = j->push ? PH_PUSH : PH_DONE;
-        step(j);
+        if (!strcmp(j->status, "running")) publish(j);
+        pull_pump(j);
     }
+    pull_page_free(p);
+}
+
+/* Hands parsed pages to the writer, in page order; once the pull is
+ * stopping, drops them instead (none reaches the writer after a failure). */
+static void pull_submit_ready(struct sync_job *j)
+{
+    while (j->pull_error[0] && !list_empty(&j->ready)) {
+        struct pull_page *p = container_of(j->ready.next, struct pull_page, link);
+        list_remove(&p->link);
+        j->held--;
+        j->pipeline--;
+        pull_page_free(p);
+    }
+    for (;;) {
+        struct pull_page *next = NULL;
+        struct list *l;
+        for (l = j->ready.next; l != &j->ready; l = l->next) {
+            struct pull_page *p = container_of(l, struct pull_page, link);
+            if (p->seq == j->seq_submit) { next = p; break; }
+        }
+        if (!next) return;
+        list_remove(&next->link);
+        j->seq_submit++;
+        if (writer_submit(j->srv, &next->op, NULL, pull_apply, pull_applied) < 0) {
+            j->held--;
+            j->pipeline--;
+            pull_page_free(next);
+            pull_stop(j, "the local write queue is full");
+            continue;
+        }
+    }
+}
+
+/* threadpool */
+static void pull_parse_work(struct job *jb)
+{
+    struct pull_page *p = container_of(jb, struct pull_page, job);
+    p->parse_rc = rep_batch_parse(&p->batch, p->raw, p->raw_len, &p->err);
     free(p->raw);
-    free(p);
-}
-
-static void pull_apply_page(struct sync_job *j, char *raw, size_t len);
-
-static void pull_blobs_done(struct job *jb, struct http_req *r)
-{
-    struct blob_job *bj = container_of(jb, struct blob_job, job);
-    struct sync_job *j = bj->sj;
-    UNUSED(r);
-    j->blobs += bj->moved;
-    j->bytes += bj->bytes;
-    char *raw = (char *)bj->page;
-    size_t len = bj->page_len;
-    if (bj->err[0]) {
-        free(raw);
-        finish(j, "pull: %s", bj->err);
-    } else {
-        pull_apply_page(j, raw, len);
+    p->raw = NULL;
+    if (p->parse_rc == 0 && !p->batch.has_last) {
+        p->parse_rc = -1;
+        snprintf(p->err.message, sizeof p->err.message, "the page lacks last_version");
     }
-    free(bj);
+    /* blobs the page's entities reference come first (an entity naming a
+     * blob this server lacks would be unusable) */
+    if (p->parse_rc == 0) blobs_fetch(&p->xfer, p->batch.blobs, p->batch.nblobs);
 }
 
-static struct blob_job *blob_job_new(struct sync_job *j, char *page, size_t len, bool push)
+static void pull_parsed(struct job *jb, struct http_req *r)
 {
-    struct blob_job *bj = xcalloc(1, sizeof *bj);
-    bj->sj = j;
-    bj->page = page;
-    bj->page_len = len;
-    bj->push = push;
-    url_for(j, "", bj->url, sizeof bj->url);
-    snprintf(bj->token, sizeof bj->token, "%s", j->token);
-    snprintf(bj->data_dir, sizeof bj->data_dir, "%s", j->srv->cfg->data_dir);
-    return bj;
+    struct pull_page *p = container_of(jb, struct pull_page, job);
+    struct sync_job *j = p->j;
+    UNUSED(r);
+    j->blobs += p->xfer.moved;
+    j->bytes += p->xfer.bytes;
+    const char *bad = NULL;
+    if (p->parse_rc < 0) bad = p->err.message;
+    else if (p->tail_ok && (p->tail_last != p->batch.last_version || p->tail_more != p->batch.more))
+        bad = "its end does not match what was read ahead";
+    else if (p->batch.last_version < p->since || (p->batch.more && p->batch.last_version == p->since))
+        bad = "last_version goes backwards";
+    if (bad || p->xfer.err[0] || j->pull_error[0]) {
+        j->held--;
+        j->pipeline--;
+        if (bad) pull_stop(j, "the peer's changes page is not usable: %s", bad);
+        else if (p->xfer.err[0]) pull_stop(j, "pull: %s", p->xfer.err);
+        else pull_pump(j);           /* stopping already: dropped */
+        pull_page_free(p);
+        return;
+    }
+    if (!p->tail_ok) {
+        /* the end of the page was not read ahead: only now is the next
+         * page's start known */
+        j->fetch_since = p->batch.last_version;
+        j->fetch_more = p->batch.more;
+        j->fetch_blocked = false;
+    }
+    list_insert_tail(&j->ready, &p->link);
+    pull_submit_ready(j);
+    pull_pump(j);
+}
+
+/* Reads ,"last_version":N,"more":B} off the end of a page (the shape
+ * changes_work writes) without parsing the page, so the next page can be
+ * fetched while this one is parsed. Anything else: false, and the caller
+ * waits for the parse. The parse checks what was read here. */
+static bool tail_scan(const char *raw, size_t len, uint64_t *last, bool *more)
+{
+    static const char key[] = "\"last_version\":";
+    size_t from = len > 96 ? len - 96 : 0;
+    const char *p = NULL;
+    for (size_t i = len >= sizeof key - 1 ? len - (sizeof key - 1) + 1 : 0; i-- > from;)
+        if (!memcmp(raw + i, key, sizeof key - 1)) { p = raw + i + sizeof key - 1; break; }
+    if (!p) return false;
+    const char *end = raw + len;
+    uint64_t v = 0;
+    const char *d = p;
+    while (d < end && *d >= '0' && *d <= '9' && d - p < 19) v = v * 10 + (uint64_t)(*d++ - '0');
+    if (d == p) return false;
+    static const char t[] = ",\"more\":true}", f[] = ",\"more\":false}";
+    size_t rest = (size_t)(end - d);
+    if (rest == sizeof t - 1 && !memcmp(d, t, rest)) *more = true;
+    else if (rest == sizeof f - 1 && !memcmp(d, f, rest)) *more = false;
+    else return false;
+    *last = v;
+    return true;
 }
 
 static void on_pull_page(void *arg, const struct peer_result *res)
 {
     struct sync_job *j = arg;
+    j->fetching = false;
+    j->pipeline--;
     if (res->status != 200) {
-        peer_failed(j, res, "pull");
+        j->held--;
+        if (!j->pull_error[0] && !strcmp(j->status, "running") && transient(res) && j->tries < SYNC_RETRIES &&
+            !j->srv->shutting_down) {
+            peer_failed(j, res, "pull");         /* retries: the timer calls step() -> pull_pump() */
+            return;
+        }
+        char why[300];
+        peer_explain(j, res, "pull", why, sizeof why);
+        pull_stop(j, "%s", why);
         return;
     }
     j->tries = 0;
     j->bytes += res->body->len;
-    size_t len;
-    char *raw = buf_steal(res->body, &len);
-    /* blobs the page's entities reference come first (a write that names a
-     * blob this server lacks would be refused) */
-    struct blob_job *bj = blob_job_new(j, raw, len, false);
-    job_submit(j->srv, &bj->job, NULL, blob_work, pull_blobs_done);
-}
-
-static void pull_apply_page(struct sync_job *j, char *raw, size_t len)
-{
-    struct pull_op *p = xcalloc(1, sizeof *p);
+    struct pull_page *p = xcalloc(1, sizeof *p);
     p->j = j;
-    p->raw = raw;
-    p->raw_len = len;
+    p->seq = j->seq_next++;
+    p->since = j->fetch_since;
+    p->check_cp = p->seq != 0;
+    p->raw = buf_steal(res->body, &p->raw_len);
     snprintf(p->peer_instance, sizeof p->peer_instance, "%s", j->peer_instance);
     snprintf(p->peer_uid, sizeof p->peer_uid, "%s", j->peer_uid);
     snprintf(p->peer_url, sizeof p->peer_url, "%s", j->peer_url);
     snprintf(p->peer_space, sizeof p->peer_space, "%s", j->peer_space);
     snprintf(p->space, sizeof p->space, "%s", j->space);
-    if (writer_submit(j->srv, &p->op, NULL, pull_apply, pull_applied) < 0) {
-        free(p->raw);
-        free(p);
-        finish(j, "the local write queue is full");
+    blob_xfer_init(&p->xfer, j);
+    p->tail_ok = p->raw && tail_scan(p->raw, p->raw_len, &p->tail_last, &p->tail_more);
+    if (p->tail_ok && (p->tail_last < p->since || (p->tail_more && p->tail_last == p->since)))
+        p->tail_ok = false;          /* let the parse say what is wrong */
+    if (p->tail_ok) {
+        j->fetch_since = p->tail_last;
+        j->fetch_more = p->tail_more;
+    } else {
+        j->fetch_blocked = true;
+    }
+    j->pipeline++;
+    job_submit(j->srv, &p->job, NULL, pull_parse_work, pull_parsed);
+    pull_pump(j);
+}
+
+/* Moves the pull along: fetches the next page while fewer than
+ * SYNC_PAGES_HELD are on their way; ends the phase when the last page is
+ * applied, or the job once a stopped pull has drained. Loop thread. */
+static void pull_pump(struct sync_job *j)
+{
+    if (strcmp(j->status, "running")) return;
+    if (j->pull_error[0] || j->srv->shutting_down) {
+        if (!j->pull_error[0]) snprintf(j->pull_error, sizeof j->pull_error, "interrupted: the server is shutting down");
+        if (j->pipeline == 0) finish(j, "%s", j->pull_error);
+        return;
+    }
+    if (j->fetching || (j->retry_init && uv_is_active((uv_handle_t *)&j->retry))) return;
+    if (j->fetch_more && !j->fetch_blocked && j->held < SYNC_PAGES_HELD) {
+        char tail[128];
+        /* what came from us does not need to come back */
+        snprintf(tail, sizeof tail, "/changes?since=%llu&limit=%d&style=all_revs&exclude_origin=%s",
+                 (unsigned long long)j->fetch_since, SYNC_PAGE, store_instance_id(j->srv->store));
+        j->fetching = true;
+        j->held++;
+        j->pipeline++;
+        if (send_peer(j, "GET", tail, NULL, 0, on_pull_page) < 0) {
+            j->fetching = false;
+            j->held--;
+            j->pipeline--;
+            pull_stop(j, "cannot start a request to the peer");
+        }
+        return;
+    }
+    if (!j->fetch_more && !j->fetch_blocked && j->held == 0) {
+        j->phase = j->push ? PH_PUSH : PH_DONE;
+        step(j);
     }
 }
 
@@ -846,17 +1032,41 @@ static void on_push_sent(void *arg, const struct peer_result *res)
     save_push_cp(j, j->page_cp, pull_to);     /* then step() goes on */
 }
 
+/* A push page's blobs go first (threadpool): the peer refuses nothing for a
+ * missing blob, but the entity would be unusable there without it. */
+struct push_blobs {
+    struct job job;
+    struct sync_job *j;              /* loop side only */
+    char *page;                      /* read-only on the threadpool */
+    size_t page_len;
+    struct blob_xfer xfer;
+};
+
+static void push_blobs_work(struct job *jb)
+{
+    struct push_blobs *pb = container_of(jb, struct push_blobs, job);
+    /* bodies read from our own database are canonical: a body that names
+     * blobs holds the key "_blobs" literally, so a page without the text
+     * has none and needs no parse */
+    if (!memmem(pb->page, pb->page_len, "\"_blobs\"", 8)) return;
+    struct rep_batch b;
+    struct json_err je;
+    if (rep_batch_parse(&b, pb->page, pb->page_len, &je) == 0) blobs_send(&pb->xfer, b.blobs, b.nblobs);
+    else snprintf(pb->xfer.err, sizeof pb->xfer.err, "reading the local page failed: %s", je.message);
+    rep_batch_free(&b);
+}
+
 static void push_blobs_done(struct job *jb, struct http_req *r)
 {
-    struct blob_job *bj = container_of(jb, struct blob_job, job);
-    struct sync_job *j = bj->sj;
+    struct push_blobs *pb = container_of(jb, struct push_blobs, job);
+    struct sync_job *j = pb->j;
     UNUSED(r);
-    j->blobs += bj->moved;
-    j->bytes += bj->bytes;
-    char *page = (char *)bj->page;
-    size_t len = bj->page_len;
-    if (bj->err[0]) {
-        finish(j, "push: %s", bj->err);
+    j->blobs += pb->xfer.moved;
+    j->bytes += pb->xfer.bytes;
+    char *page = pb->page;
+    size_t len = pb->page_len;
+    if (pb->xfer.err[0]) {
+        finish(j, "push: %s", pb->xfer.err);
     } else {
         /* the page goes as it is: /replicate takes {"changes":[...]} too;
          * say who we are so the peer does not send these back to us */
@@ -871,7 +1081,7 @@ static void push_blobs_done(struct job *jb, struct http_req *r)
         buf_free(&b);
     }
     free(page);
-    free(bj);
+    free(pb);
 }
 
 static void push_page_read(struct read_job *rj, struct http_req *r)
@@ -893,8 +1103,12 @@ static void push_page_read(struct read_job *rj, struct http_req *r)
     j->page_more = rj->flag;
     size_t len;
     char *page = buf_steal(&rj->out, &len);
-    struct blob_job *bj = blob_job_new(j, page, len, true);
-    job_submit(j->srv, &bj->job, NULL, blob_work, push_blobs_done);
+    struct push_blobs *pb = xcalloc(1, sizeof *pb);
+    pb->j = j;
+    pb->page = page;
+    pb->page_len = len;
+    blob_xfer_init(&pb->xfer, j);
+    job_submit(j->srv, &pb->job, NULL, push_blobs_work, push_blobs_done);
 }
 
 /* ---- the state machine --------------------------------------------------- */
@@ -927,22 +1141,14 @@ static void step(struct sync_job *j)
         struct space *sp = spaces_get(j->srv, j->space);
         j->push_target = sp ? sp->st.version : 0;
         j->phase = j->pull ? PH_PULL : PH_PUSH;
+        j->fetch_since = j->cp_pull;
+        j->fetch_more = j->cp_pull < j->peer_version;     /* nothing new there: no request */
         publish(j);
         step(j);
         return;
-    case PH_PULL: {
-        if (j->cp_pull >= j->peer_version) {     /* nothing new there: no request */
-            j->phase = j->push ? PH_PUSH : PH_DONE;
-            step(j);
-            return;
-        }
-        char tail[128];
-        /* what came from us does not need to come back */
-        snprintf(tail, sizeof tail, "/changes?since=%llu&limit=%d&style=all_revs&exclude_origin=%s",
-                 (unsigned long long)j->cp_pull, SYNC_PAGE, store_instance_id(j->srv->store));
-        send_peer(j, "GET", tail, NULL, 0, on_pull_page);
+    case PH_PULL:
+        pull_pump(j);                /* also after a retry's wait */
         return;
-    }
     case PH_PUSH: {
         struct space *here = spaces_get(j->srv, j->space);
         if (!here || here->st.version <= j->cp_push) {  /* nothing new here: no request */
@@ -1008,6 +1214,7 @@ static struct sync_job *sync_job_new(struct server *srv, struct space *sp, const
     j->pull = strcmp(dir, "push") != 0;
     j->push = strcmp(dir, "pull") != 0;
     j->phase = PH_STATUS;
+    list_init(&j->ready);
     snprintf(j->status, sizeof j->status, "running");
     j->started_at = now_ms_wall();
     list_insert_tail(&srv->sync->jobs, &j->link);
@@ -1522,9 +1729,10 @@ static void on_shutdown(struct server *srv, void *arg)
     struct list *l;
     for (l = srv->sync->jobs.next; l != &srv->sync->jobs; l = l->next) {
         struct sync_job *j = container_of(l, struct sync_job, link);
-        if (j->retry_init && !strcmp(j->status, "running")) {
+        if (j->retry_init && uv_is_active((uv_handle_t *)&j->retry) && !strcmp(j->status, "running")) {
             uv_timer_stop(&j->retry);
-            finish(j, "interrupted: the server is shutting down");
+            if (j->pipeline) pull_stop(j, "interrupted: the server is shutting down");    /* finishes when drained */
+            else finish(j, "interrupted: the server is shutting down");
         }
     }
     peer_abort_all(srv);
