@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 
 #include "log.h"
 #include "server.h"
@@ -161,6 +162,22 @@ static size_t on_data(char *p, size_t size, size_t n, void *userp)
     return len;
 }
 
+/* A peer on this host: its responses cross no wire, so compressing them
+ * would only cost CPU on both sides (the source's gzip was most of its CPU
+ * in an initial sync on loopback). */
+static bool url_is_loopback(const char *url)
+{
+    CURLU *u = curl_url();
+    char *host = NULL;
+    bool lo = false;
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host)
+        lo = !strcasecmp(host, "localhost") || !strncmp(host, "127.", 4) || !strcmp(host, "[::1]");
+    curl_free(host);
+    curl_url_cleanup(u);
+    return lo;
+}
+
 int peer_request(struct server *srv, const char *method, const char *url, const char *token, const char *body,
                  size_t len, long timeout_ms, peer_cb cb, void *arg)
 {
@@ -177,7 +194,7 @@ int peer_request(struct server *srv, const char *method, const char *url, const 
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", token ? token : "");
     if (token && *token) t->headers = curl_slist_append(t->headers, auth);
     t->headers = curl_slist_append(t->headers, "Accept: application/json");
-    t->headers = curl_slist_append(t->headers, "Accept-Encoding: gzip");
+    bool gzip = !url_is_loopback(url);
     t->headers = curl_slist_append(t->headers, "Expect:");
     if (body) {
         t->headers = curl_slist_append(t->headers, "Content-Type: application/json");
@@ -189,7 +206,7 @@ int peer_request(struct server *srv, const char *method, const char *url, const 
     curl_easy_setopt(t->easy, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(t->easy, CURLOPT_URL, url);
     curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
-    curl_easy_setopt(t->easy, CURLOPT_ACCEPT_ENCODING, "gzip");
+    if (gzip) curl_easy_setopt(t->easy, CURLOPT_ACCEPT_ENCODING, "gzip");   /* sends Accept-Encoding, decodes */
     curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
