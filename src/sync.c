@@ -76,6 +76,7 @@ struct sync_job {
     uint64_t page_cp;                /* the push page in flight ends at this version */
     bool page_more;
     int rows_pending;                /* row writes not yet committed: keep the job */
+    bool row_saved;                  /* the start row went to the writer (see save_start_row) */
     struct http_req *accepted;       /* 202 to send once the first row is stored */
     char peer_name[64];              /* started for a persistent peer, or "" */
     /* pull pipeline (see struct pull_page) */
@@ -179,8 +180,16 @@ struct job_row_op {
     struct wop op;
     struct sync_job snap;            /* a copy: the job may go on meanwhile */
     struct sync_job *job;            /* answered once the row is stored (row_pending holds it) */
-    bool insert;
+    bool insert;                     /* the start row (sync.start) */
+    bool finish;                     /* the end state (sync.finish); both: a job that wrote nothing else */
 };
+
+static void audit_meta(const struct sync_job *j, const char *status, uint64_t pulled, uint64_t pushed, char *meta,
+                       size_t cap)
+{
+    snprintf(meta, cap, "{\"job\":\"%s\",\"direction\":\"%s\",\"status\":\"%s\",\"pulled\":%llu,\"pushed\":%llu}",
+             j->id, j->direction, status, (unsigned long long)pulled, (unsigned long long)pushed);
+}
 
 static int job_row_apply(struct wtx *tx, struct wop *op)
 {
@@ -210,12 +219,18 @@ static int job_row_apply(struct wtx *tx, struct wop *op)
     sqlite3_bind_text(st, 16, j->actor, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "recording the sync job failed");
     char meta[700];
-    snprintf(meta, sizeof meta, "{\"job\":\"%s\",\"direction\":\"%s\",\"status\":\"%s\",\"pulled\":%llu,\"pushed\":%llu}",
-             j->id, j->direction, j->status, (unsigned long long)j->pulled, (unsigned long long)j->pushed);
     char target[600];
     snprintf(target, sizeof target, "%.500s#%.63s", j->peer_url, j->peer_space);
-    if (wtx_audit(tx, j->actor, o->insert ? "sync.start" : "sync.finish", j->space, target, meta, j->remote) < 0)
-        return wop_fail(op, 500, "storage_error", "audit failed");
+    if (o->insert) {
+        audit_meta(j, "running", 0, 0, meta, sizeof meta);
+        if (wtx_audit(tx, j->actor, "sync.start", j->space, target, meta, j->remote) < 0)
+            return wop_fail(op, 500, "storage_error", "audit failed");
+    }
+    if (o->finish) {
+        audit_meta(j, j->status, j->pulled, j->pushed, meta, sizeof meta);
+        if (wtx_audit(tx, j->actor, "sync.finish", j->space, target, meta, j->remote) < 0)
+            return wop_fail(op, 500, "storage_error", "audit failed");
+    }
     return 0;
 }
 
@@ -230,16 +245,15 @@ static void job_row_done(struct wop *op, struct http_req *r)
     struct sync_job *j = o->job;
     UNUSED(r);
     j->rows_pending--;
-    if (o->insert) {
-        answer_accepted(j);
-    } else {
+    if (o->insert) answer_accepted(j);
+    if (o->finish) {
         publish(j);                  /* the end state, now that GET /sync/jobs shows it too */
         answer_waiter(j);
     }
     free(o);
 }
 
-static void save_row(struct sync_job *j, bool insert)
+static void save_row(struct sync_job *j, bool insert, bool fin)
 {
     struct job_row_op *o = xcalloc(1, sizeof *o);
     o->snap = *j;
@@ -248,17 +262,35 @@ static void save_row(struct sync_job *j, bool insert)
     o->snap.accepted = NULL;
     o->job = j;
     o->insert = insert;
+    o->finish = fin;
     j->rows_pending++;
     if (writer_submit(j->srv, &o->op, NULL, job_row_apply, job_row_done) < 0) {
         free(o);
         j->rows_pending--;
-        if (insert) {
-            answer_accepted(j);
-        } else {
+        if (insert) answer_accepted(j);
+        if (fin) {
             publish(j);
             answer_waiter(j);
         }
     }
+}
+
+/* The job's row and its sync.start audit. A job answered with 202 stores it
+ * at once (the answer follows it); any other job stores it when it first
+ * has something to write, so a sync with nothing to do commits once: its
+ * row, start and end together (save_end_row). */
+static void save_start_row(struct sync_job *j)
+{
+    if (j->row_saved) return;
+    j->row_saved = true;
+    save_row(j, true, false);
+}
+
+static void save_end_row(struct sync_job *j)
+{
+    bool start = !j->row_saved;
+    j->row_saved = true;
+    save_row(j, start, true);
 }
 
 /* ---- ending ------------------------------------------------------------- */
@@ -300,7 +332,7 @@ static void finish(struct sync_job *j, const char *error_fmt, ...)
     j->finished_at = now_ms_wall();
     memset(j->token, 0, strlen(j->token));
     metrics_sync(j->srv, !error_fmt, j->pulled, j->pushed, j->blobs);
-    save_row(j, false);              /* the end event and the waiter's answer follow the stored row */
+    save_end_row(j);                 /* the end event and the waiter's answer follow the stored row */
     log_info("sync_finished", "\"job\":\"%s\",\"space\":\"%s\",\"status\":\"%s\",\"pulled\":%llu,\"pushed\":%llu,"
              "\"requests\":%llu", j->id, j->space, j->status, (unsigned long long)j->pulled,
              (unsigned long long)j->pushed, (unsigned long long)j->requests);
@@ -1143,6 +1175,7 @@ static void step(struct sync_job *j)
         j->phase = j->pull ? PH_PULL : PH_PUSH;
         j->fetch_since = j->cp_pull;
         j->fetch_more = j->cp_pull < j->peer_version;     /* nothing new there: no request */
+        if ((j->pull && j->fetch_more) || (j->push && j->push_target > j->cp_push)) save_start_row(j);
         publish(j);
         step(j);
         return;
@@ -1295,8 +1328,8 @@ void api_sync_start(struct http_req *r)
     } else {
         j->accepted = r;             /* 202 once the job's row is stored */
         http_req_ref(r);
+        save_start_row(j);
     }
-    save_row(j, true);
     step(j);
 }
 
@@ -1662,7 +1695,6 @@ static void on_tick(uv_timer_t *t)
         struct sync_job *j = sync_job_new(srv, sp, p->url, p->peer_space, p->token, p->direction, "scheduler", "");
         snprintf(j->peer_name, sizeof j->peer_name, "%s", p->name);
         p->running = true;
-        save_row(j, true);
         step(j);
     }
 }
