@@ -112,8 +112,12 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
     struct peer_ctx *pc = userp;
     UNUSED(multi);
+    /* 0 is "as soon as possible": a 0 ms timer runs on the loop's next
+     * turn (not from inside this callback). Rounding it up to 1 ms, as
+     * curl's multi-uv example does, put a millisecond or more before every
+     * request started and every transfer step curl asked to hurry. */
     if (timeout_ms < 0) uv_timer_stop(&pc->timer);
-    else uv_timer_start(&pc->timer, on_timeout, (uint64_t)(timeout_ms ? timeout_ms : 1), 0);
+    else uv_timer_start(&pc->timer, on_timeout, (uint64_t)timeout_ms, 0);
     return 0;
 }
 
