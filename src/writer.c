@@ -218,11 +218,16 @@ struct space_stats *wtx_space_create(struct wtx *tx, const char *name, int *crea
 
 static const char SQL_SPACE_DEL_ENT[] = "DELETE FROM entities WHERE space_id = ?";
 static const char SQL_SPACE_DEL_CONF[] = "DELETE FROM conflicts WHERE space_id = ?";
+static const char SQL_SPACE_DEL_CKPT[] = "DELETE FROM checkpoints WHERE space_id = ?";
 static const char SQL_SPACE_DEL[] = "DELETE FROM spaces WHERE id = ?";
 
+/* A space created later may get the same id (INTEGER PRIMARY KEY reuses the
+ * highest): nothing keyed by the id may outlive the space. Sync checkpoints
+ * in particular would make the new, empty space skip everything its peers
+ * had already sent to the old one. */
 int wtx_space_delete(struct wtx *tx, struct space_stats *sp)
 {
-    const char *sqls[] = {SQL_SPACE_DEL_ENT, SQL_SPACE_DEL_CONF, SQL_SPACE_DEL};
+    const char *sqls[] = {SQL_SPACE_DEL_ENT, SQL_SPACE_DEL_CONF, SQL_SPACE_DEL_CKPT, SQL_SPACE_DEL};
     for (size_t i = 0; i < ARRAY_SIZE(sqls); i++) {
         sqlite3_stmt *st = wtx_stmt(tx, sqls[i]);
         sqlite3_bind_int64(st, 1, sp->id);
