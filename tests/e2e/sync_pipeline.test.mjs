@@ -1,0 +1,154 @@
+// sync_pipeline.test.mjs - SPEC §9 pulls of many pages, seen through a
+// proxy in front of the peer: B fetches the next page while the last one is
+// parsed and applied, yet applies pages in order and only whole. A page
+// that cannot be used stops the pull after the pages before it (the
+// checkpoint stays at the last applied page, and the next job resumes
+// there); pages whose end the read-ahead cannot read (pretty-printed) still
+// sync, one after the other. Also: a peer on loopback is not asked for
+// gzip; a space deleted and recreated under the same name does not inherit
+// the old space's checkpoints; a sync with nothing to do stores its job row
+// with both audit records.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { withServer, putSpace, api, apiOk } from './helpers.mjs';
+import { pushMany } from './sse_helpers.mjs';
+import { sp, put, startSync, syncOk, syncStatus, assertConverged } from './sync_helpers.mjs';
+
+const SPACE = 'pipe';
+
+/**
+ * An HTTP proxy on loopback in front of `target`. Every request is
+ * recorded ({method, path, headers}); `edit(n, path, body)` may replace the
+ * body of the n-th (from 1) GET /changes response (return a string), or
+ * return undefined to pass it as is.
+ */
+async function proxy(t, target, edit = () => undefined) {
+  const seen = [];
+  let feeds = 0;
+  const srv = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      seen.push({ method: req.method, path: req.url, headers: req.headers });
+      const isFeed = req.method === 'GET' && /\/changes\?/.test(req.url);
+      const n = isFeed ? ++feeds : 0;
+      const up = http.request({ host: '127.0.0.1', port: target.port, path: req.url, method: req.method,
+        headers: { ...req.headers, host: `127.0.0.1:${target.port}` } }, (ur) => {
+        const body = [];
+        ur.on('data', (c) => body.push(c));
+        ur.on('end', () => {
+          let out = Buffer.concat(body);
+          const replaced = isFeed && ur.statusCode === 200 ? edit(n, req.url, out.toString('utf8')) : undefined;
+          if (replaced !== undefined) out = Buffer.from(replaced, 'utf8');
+          const headers = { ...ur.headers, 'content-length': String(out.length) };
+          delete headers['transfer-encoding'];
+          res.writeHead(ur.statusCode, headers);
+          res.end(out);
+        });
+      });
+      up.on('error', () => { res.writeHead(502); res.end(); });
+      up.end(Buffer.concat(chunks));
+    });
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  t.after(() => new Promise((r) => srv.close(r)));
+  const base = `http://127.0.0.1:${srv.address().port}`;
+  return { base, seen, feedRequests: () => seen.filter((s) => s.method === 'GET' && /\/changes\?/.test(s.path)) };
+}
+
+const sinceOf = (p) => Number(/[?&]since=(\d+)/.exec(p)[1]);
+
+async function pairWith(t, n) {
+  const [A, B] = await Promise.all([withServer(t), withServer(t)]);
+  await putSpace(A, SPACE);
+  await putSpace(B, SPACE);
+  await pushMany(A, SPACE, n, { makeId: (i) => `k${String(i).padStart(5, '0')}`, bodyOf: (i) => ({ i, t: `text ${i}` }) });
+  return [A, B];
+}
+
+test('a page that cannot be used stops the pull after the pages before it; the next job resumes there', { timeout: 60000 }, async (t) => {
+  const N = 5500;                    // 6 pages of at most 1000
+  const [A, B] = await pairWith(t, N);
+  let broken = true;
+  const px = await proxy(t, A, (n, _path, body) => (broken && n === 3 ? body.slice(0, body.length >> 1) : undefined));
+
+  const r = await startSync(B, SPACE, A, { direction: 'pull', peerUrl: px.base });
+  assert.equal(r.status, 200, r.text);
+  const failed = r.body;
+  assert.equal(failed.status, 'failed', r.text);
+  assert.match(failed.error, /not usable|invalid JSON/i, `a clear error: ${failed.error}`);
+  // the two pages before the broken one are applied, whole; nothing after it
+  assert.equal(failed.pulled, 2000, r.text);
+  const mid = await syncStatus(B, SPACE);
+  assert.equal(mid.entity_count, 2000, 'exactly the pages before the broken one');
+  // the read-ahead may have fetched one page past the broken one, never more
+  const firstFeeds = px.feedRequests().length;
+  assert.ok(firstFeeds >= 3 && firstFeeds <= 4, `feed requests of the failed job: ${firstFeeds}`);
+  const pageEnds = px.feedRequests().map((s) => sinceOf(s.path));
+  for (let i = 1; i < pageEnds.length; i++) assert.ok(pageEnds[i] > pageEnds[i - 1], `pages in order: ${pageEnds}`);
+  // no gzip asked of a peer on loopback (compression would only cost CPU)
+  for (const s of px.seen) assert.doesNotMatch(String(s.headers['accept-encoding'] ?? ''), /gzip/, JSON.stringify(s));
+
+  // the next job starts where the checkpoint is: after page 2
+  broken = false;
+  const before = px.feedRequests().length;
+  const second = await syncOk(B, SPACE, A, { direction: 'pull', peerUrl: px.base });
+  const feeds = px.feedRequests().slice(before);
+  assert.equal(sinceOf(feeds[0].path), pageEnds[2], `resumed from the checkpoint: ${feeds.map((f) => f.path)}`);
+  assert.equal(second.pulled, N - 2000, JSON.stringify(second));
+  assert.equal(second.requests, 1 + Math.ceil((N - 2000) / 1000), JSON.stringify(second));
+  const conv = await assertConverged([A, B], SPACE, 'after the resumed pull');
+  assert.equal(conv.status[1].entity_count, N);
+});
+
+test('pages whose end the read-ahead cannot read (pretty-printed) still sync, in order', { timeout: 60000 }, async (t) => {
+  const N = 3200;
+  const [A, B] = await pairWith(t, N);
+  const px = await proxy(t, A, (_n, _path, body) => JSON.stringify(JSON.parse(body), null, 1) + '\n');
+  const job = await syncOk(B, SPACE, A, { direction: 'pull', peerUrl: px.base });
+  assert.equal(job.pulled, N);
+  assert.equal(job.requests, 1 + 4, JSON.stringify(job));
+  const since = px.feedRequests().map((s) => sinceOf(s.path));
+  assert.equal(since[0], 0);
+  for (let i = 1; i < since.length; i++) assert.ok(since[i] > since[i - 1], `pages in order: ${since}`);
+  await assertConverged([A, B], SPACE, 'after a pretty-printed pull');
+  // edits after that: an incremental pull through the same proxy
+  for (let i = 0; i < 5; i++) {
+    const cur = await apiOk(A, 'GET', `${sp(SPACE)}/collections/c/entities/k0000${i}`, {}, 200);
+    await put(A, SPACE, 'c', `k0000${i}`, { i, edited: true }, { ifMatch: cur.rev });
+  }
+  const inc = await syncOk(B, SPACE, A, { direction: 'pull', peerUrl: px.base });
+  assert.equal(inc.pulled, 5);
+  await assertConverged([A, B], SPACE, 'after the incremental pull');
+});
+
+test('a space deleted and recreated under the same name pulls everything again (no inherited checkpoint)', async (t) => {
+  const [A, B] = await pairWith(t, 30);
+  const first = await syncOk(B, SPACE, A, { direction: 'pull' });
+  assert.equal(first.pulled, 30);
+  const del = await api(B, 'DELETE', `${sp(SPACE)}?confirm=${SPACE}`);
+  assert.equal(del.status, 200, del.text);
+  await putSpace(B, SPACE);
+  assert.equal((await syncStatus(B, SPACE)).entity_count, 0);
+  const again = await syncOk(B, SPACE, A, { direction: 'pull' });
+  assert.equal(again.pulled, 30, `the new space starts from zero: ${JSON.stringify(again)}`);
+  await assertConverged([A, B], SPACE, 'after the recreated space pulled');
+});
+
+test('a sync with nothing to do: one request, and its job row with sync.start and sync.finish', async (t) => {
+  const [A, B] = await pairWith(t, 10);
+  await syncOk(B, SPACE, A, { direction: 'both' });
+  const idle = await syncOk(B, SPACE, A, { direction: 'both' });
+  assert.equal(idle.requests, 1, JSON.stringify(idle));
+  assert.equal(idle.pulled + idle.pushed, 0);
+  const list = await apiOk(B, 'GET', `${sp(SPACE)}/sync/jobs`, {}, 200);
+  const row = list.jobs.find((j) => j.id === idle.id);
+  assert.ok(row, 'the no-op job is listed as soon as it answered');
+  assert.equal(row.status, 'completed');
+  const audit = await apiOk(B, 'GET', `/api/v1/audit?space=${SPACE}&limit=1000`, {}, 200);
+  const mine = audit.entries.filter((e) => JSON.stringify(e.meta ?? '').includes(idle.id));
+  const actions = mine.map((e) => e.action).sort();
+  assert.deepEqual(actions, ['sync.finish', 'sync.start'], JSON.stringify(mine));
+});
