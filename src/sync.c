@@ -43,6 +43,7 @@
 
 #define SYNC_PAGE 1000
 #define SYNC_PAGES_HELD 2            /* pull: pages fetched or being fetched, not yet applied */
+#define SYNC_FIRST_PAGE 250          /* pull: the first page of a job; each next one twice as big, up to SYNC_PAGE */
 #define SYNC_TIMEOUT_MS 30000
 #define SYNC_RETRIES 3
 #define SYNC_KEEP 200                /* finished jobs kept in memory */
@@ -84,6 +85,7 @@ struct sync_job {
     bool fetch_more;                 /* the peer has changes after fetch_since */
     bool fetch_blocked;              /* the next page's start is known once the last one is parsed */
     bool fetching;                   /* a GET in flight */
+    int page_limit;                  /* limit= of the next page */
     int held;                        /* pages fetched or being fetched, not yet applied */
     int pipeline;                    /* fetches, parses and writer ops outstanding: the job stays */
     uint64_t seq_next, seq_submit;   /* page numbers: the next fetched, the next for the writer */
@@ -967,8 +969,13 @@ static void pull_pump(struct sync_job *j)
     if (j->fetch_more && !j->fetch_blocked && j->held < SYNC_PAGES_HELD) {
         char tail[128];
         /* what came from us does not need to come back */
+        /* small pages first: the first page is parsed and applied while the
+         * next ones come, instead of one big page going through each stage
+         * alone (an incremental sync of 1,000 changes is 3 pages, not 1) */
+        if (j->page_limit < SYNC_FIRST_PAGE) j->page_limit = SYNC_FIRST_PAGE;
         snprintf(tail, sizeof tail, "/changes?since=%llu&limit=%d&style=all_revs&exclude_origin=%s",
-                 (unsigned long long)j->fetch_since, SYNC_PAGE, store_instance_id(j->srv->store));
+                 (unsigned long long)j->fetch_since, j->page_limit, store_instance_id(j->srv->store));
+        j->page_limit = j->page_limit * 2 < SYNC_PAGE ? j->page_limit * 2 : SYNC_PAGE;
         j->fetching = true;
         j->held++;
         j->pipeline++;

@@ -59,6 +59,9 @@ async function proxy(t, target, edit = () => undefined) {
 }
 
 const sinceOf = (p) => Number(/[?&]since=(\d+)/.exec(p)[1]);
+const limitOf = (p) => Number(/[?&]limit=(\d+)/.exec(p)[1]);
+/** A job's page sizes: 250 first, each next twice as big, at most 1000. */
+const PAGE_SIZES = (n) => { const out = []; for (let l = 250, left = n; left > 0; l = Math.min(1000, l * 2)) { out.push(Math.min(l, left)); left -= l; } return out; };
 
 async function pairWith(t, n) {
   const [A, B] = await Promise.all([withServer(t), withServer(t)]);
@@ -69,7 +72,7 @@ async function pairWith(t, n) {
 }
 
 test('a page that cannot be used stops the pull after the pages before it; the next job resumes there', { timeout: 60000 }, async (t) => {
-  const N = 5500;                    // 6 pages of at most 1000
+  const N = 5500;                    // pages of 250, 500, 1000, 1000, 1000, 1000, 750
   const [A, B] = await pairWith(t, N);
   let broken = true;
   const px = await proxy(t, A, (n, _path, body) => (broken && n === 3 ? body.slice(0, body.length >> 1) : undefined));
@@ -80,14 +83,16 @@ test('a page that cannot be used stops the pull after the pages before it; the n
   assert.equal(failed.status, 'failed', r.text);
   assert.match(failed.error, /not usable|invalid JSON/i, `a clear error: ${failed.error}`);
   // the two pages before the broken one are applied, whole; nothing after it
-  assert.equal(failed.pulled, 2000, r.text);
+  const before2 = 250 + 500;
+  assert.equal(failed.pulled, before2, r.text);
   const mid = await syncStatus(B, SPACE);
-  assert.equal(mid.entity_count, 2000, 'exactly the pages before the broken one');
+  assert.equal(mid.entity_count, before2, 'exactly the pages before the broken one');
   // the read-ahead may have fetched one page past the broken one, never more
   const firstFeeds = px.feedRequests().length;
   assert.ok(firstFeeds >= 3 && firstFeeds <= 4, `feed requests of the failed job: ${firstFeeds}`);
   const pageEnds = px.feedRequests().map((s) => sinceOf(s.path));
   for (let i = 1; i < pageEnds.length; i++) assert.ok(pageEnds[i] > pageEnds[i - 1], `pages in order: ${pageEnds}`);
+  assert.deepEqual(px.feedRequests().slice(0, 3).map((s) => limitOf(s.path)), [250, 500, 1000], 'small pages first');
   // no gzip asked of a peer on loopback (compression would only cost CPU)
   for (const s of px.seen) assert.doesNotMatch(String(s.headers['accept-encoding'] ?? ''), /gzip/, JSON.stringify(s));
 
@@ -97,8 +102,8 @@ test('a page that cannot be used stops the pull after the pages before it; the n
   const second = await syncOk(B, SPACE, A, { direction: 'pull', peerUrl: px.base });
   const feeds = px.feedRequests().slice(before);
   assert.equal(sinceOf(feeds[0].path), pageEnds[2], `resumed from the checkpoint: ${feeds.map((f) => f.path)}`);
-  assert.equal(second.pulled, N - 2000, JSON.stringify(second));
-  assert.equal(second.requests, 1 + Math.ceil((N - 2000) / 1000), JSON.stringify(second));
+  assert.equal(second.pulled, N - before2, JSON.stringify(second));
+  assert.equal(second.requests, 1 + PAGE_SIZES(N - before2).length, JSON.stringify(second));
   const conv = await assertConverged([A, B], SPACE, 'after the resumed pull');
   assert.equal(conv.status[1].entity_count, N);
 });
@@ -109,7 +114,7 @@ test('pages whose end the read-ahead cannot read (pretty-printed) still sync, in
   const px = await proxy(t, A, (_n, _path, body) => JSON.stringify(JSON.parse(body), null, 1) + '\n');
   const job = await syncOk(B, SPACE, A, { direction: 'pull', peerUrl: px.base });
   assert.equal(job.pulled, N);
-  assert.equal(job.requests, 1 + 4, JSON.stringify(job));
+  assert.equal(job.requests, 1 + PAGE_SIZES(N).length, JSON.stringify(job));
   const since = px.feedRequests().map((s) => sinceOf(s.path));
   assert.equal(since[0], 0);
   for (let i = 1; i < since.length; i++) assert.ok(since[i] > since[i - 1], `pages in order: ${since}`);
