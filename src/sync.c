@@ -42,7 +42,7 @@
 #include "writer.h"
 
 #define SYNC_PAGE 1000
-#define SYNC_PAGES_HELD 2            /* pull: pages fetched or being fetched, not yet applied */
+#define SYNC_PAGES_HELD 3            /* pull: pages fetched or being fetched, not yet applied */
 #define SYNC_FIRST_PAGE 250          /* pull: the first page of a job; each next one twice as big, up to SYNC_PAGE */
 #define SYNC_TIMEOUT_MS 30000
 #define SYNC_RETRIES 3

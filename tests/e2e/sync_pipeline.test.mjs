@@ -87,9 +87,10 @@ test('a page that cannot be used stops the pull after the pages before it; the n
   assert.equal(failed.pulled, before2, r.text);
   const mid = await syncStatus(B, SPACE);
   assert.equal(mid.entity_count, before2, 'exactly the pages before the broken one');
-  // the read-ahead may have fetched one page past the broken one, never more
+  // the read-ahead may have fetched pages past the broken one, but at most
+  // 3 pages are held at once (fetched and not yet applied): never more than 2
   const firstFeeds = px.feedRequests().length;
-  assert.ok(firstFeeds >= 3 && firstFeeds <= 4, `feed requests of the failed job: ${firstFeeds}`);
+  assert.ok(firstFeeds >= 3 && firstFeeds <= 5, `feed requests of the failed job: ${firstFeeds}`);
   const pageEnds = px.feedRequests().map((s) => sinceOf(s.path));
   for (let i = 1; i < pageEnds.length; i++) assert.ok(pageEnds[i] > pageEnds[i - 1], `pages in order: ${pageEnds}`);
   assert.deepEqual(px.feedRequests().slice(0, 3).map((s) => limitOf(s.path)), [250, 500, 1000], 'small pages first');
