@@ -725,6 +725,13 @@ struct pull_page {
 static void pull_pump(struct sync_job *j);
 static void pull_submit_ready(struct sync_job *j);
 
+/* No page may reach the writer any more: the pull failed, or the job ended
+ * some other way (shutdown). */
+static bool pull_stopping(const struct sync_job *j)
+{
+    return j->pull_error[0] || strcmp(j->status, "running");
+}
+
 static void pull_page_free(struct pull_page *p)
 {
     rep_batch_free(&p->batch);
@@ -806,7 +813,7 @@ static void pull_applied(struct wop *op, struct http_req *r)
  * stopping, drops them instead (none reaches the writer after a failure). */
 static void pull_submit_ready(struct sync_job *j)
 {
-    while (j->pull_error[0] && !list_empty(&j->ready)) {
+    while (pull_stopping(j) && !list_empty(&j->ready)) {
         struct pull_page *p = container_of(j->ready.next, struct pull_page, link);
         list_remove(&p->link);
         j->held--;
@@ -862,7 +869,7 @@ static void pull_parsed(struct job *jb, struct http_req *r)
         bad = "its end does not match what was read ahead";
     else if (p->batch.last_version < p->since || (p->batch.more && p->batch.last_version == p->since))
         bad = "last_version goes backwards";
-    if (bad || p->xfer.err[0] || j->pull_error[0]) {
+    if (bad || p->xfer.err[0] || pull_stopping(j)) {
         j->held--;
         j->pipeline--;
         if (bad) pull_stop(j, "the peer's changes page is not usable: %s", bad);
@@ -1156,7 +1163,9 @@ static void step(struct sync_job *j)
 {
     if (strcmp(j->status, "running")) return;
     if (j->srv->shutting_down) {
-        finish(j, "interrupted: the server is shutting down");
+        /* a pull with pages on their way ends once they are done with */
+        if (j->phase == PH_PULL) pull_pump(j);
+        else finish(j, "interrupted: the server is shutting down");
         return;
     }
     switch (j->phase) {
