@@ -7,12 +7,16 @@
 // sync, one after the other. Also: a peer on loopback is not asked for
 // gzip; a space deleted and recreated under the same name does not inherit
 // the old space's checkpoints; a sync with nothing to do stores its job row
-// with both audit records.
+// with both audit records; a puller stopped (SIGTERM) mid-pull stores the
+// job as failed with exactly what it applied.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { withServer, putSpace, api, apiOk } from './helpers.mjs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { withServer, startServer, putSpace, api, apiOk, sleep } from './helpers.mjs';
 import { pushMany } from './sse_helpers.mjs';
 import { sp, put, startSync, syncOk, syncStatus, assertConverged } from './sync_helpers.mjs';
 
@@ -38,9 +42,9 @@ async function proxy(t, target, edit = () => undefined) {
         headers: { ...req.headers, host: `127.0.0.1:${target.port}` } }, (ur) => {
         const body = [];
         ur.on('data', (c) => body.push(c));
-        ur.on('end', () => {
+        ur.on('end', async () => {
           let out = Buffer.concat(body);
-          const replaced = isFeed && ur.statusCode === 200 ? edit(n, req.url, out.toString('utf8')) : undefined;
+          const replaced = isFeed && ur.statusCode === 200 ? await edit(n, req.url, out.toString('utf8')) : undefined;
           if (replaced !== undefined) out = Buffer.from(replaced, 'utf8');
           const headers = { ...ur.headers, 'content-length': String(out.length) };
           delete headers['transfer-encoding'];
@@ -157,4 +161,41 @@ test('a sync with nothing to do: one request, and its job row with sync.start an
   const mine = audit.entries.filter((e) => JSON.stringify(e.meta ?? '').includes(idle.id));
   const actions = mine.map((e) => e.action).sort();
   assert.deepEqual(actions, ['sync.finish', 'sync.start'], JSON.stringify(mine));
+});
+
+test('SIGTERM of the puller mid-pull: clean exit, the job is stored failed with what it applied, the next job resumes', { timeout: 90000 }, async (t) => {
+  const N = 30000;
+  const A = await withServer(t);
+  await putSpace(A, SPACE);
+  await pushMany(A, SPACE, N, { makeId: (i) => `k${String(i).padStart(5, '0')}`, bodyOf: (i) => ({ i, pad: 'y'.repeat(200) }) });
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'snapsync-e2e-pipe-'));
+  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  let B = await startServer({ dataDir });
+  t.after(async () => { try { await B.stop(); } catch { /* reported by the test */ } });
+  await putSpace(B, SPACE);
+  // a proxy that answers each page after 30 ms keeps the pull going long enough
+  const px = await proxy(t, A, (_n, _p, body) => new Promise((r) => setTimeout(() => r(body), 30)));
+  const r = await startSync(B, SPACE, A, { direction: 'pull', wait: false, peerUrl: px.base });
+  assert.equal(r.status, 202, r.text);
+  const jobId = r.body.id;
+  for (let k = 0; k < 400; k++) {
+    const j = await apiOk(B, 'GET', `${sp(SPACE)}/sync/jobs/${jobId}`, {}, 200);
+    if (j.pulled > 0) break;
+    await sleep(10);
+  }
+  const exit = await B.stop('SIGTERM');
+  assert.equal(exit.code, 0, `clean exit: ${JSON.stringify(exit)}`);
+
+  B = await startServer({ dataDir });
+  const list = await apiOk(B, 'GET', `${sp(SPACE)}/sync/jobs`, {}, 200);
+  const row = list.jobs.find((j) => j.id === jobId);
+  assert.ok(row, 'the interrupted job is stored');
+  assert.equal(row.status, 'failed', JSON.stringify(row));
+  assert.match(row.error, /interrupted|shutting down/, JSON.stringify(row));
+  const st = await syncStatus(B, SPACE);
+  assert.ok(row.pulled > 0 && row.pulled < N, JSON.stringify(row));
+  assert.equal(st.entity_count, row.pulled, `what the stored job says it pulled is what B holds: ${JSON.stringify(row)}`);
+  const again = await syncOk(B, SPACE, A, { direction: 'pull', peerUrl: px.base });
+  assert.equal(row.pulled + again.pulled, N, JSON.stringify(again));
+  await assertConverged([A, B], SPACE, 'after the resumed pull');
 });
