@@ -67,6 +67,24 @@ const limitOf = (p) => Number(/[?&]limit=(\d+)/.exec(p)[1]);
 /** A job's page sizes: 250 first, each next twice as big, at most 1000. */
 const PAGE_SIZES = (n) => { const out = []; for (let l = 250, left = n; left > 0; l = Math.min(1000, l * 2)) { out.push(Math.min(l, left)); left -= l; } return out; };
 
+/** The job as stored (GET /sync/jobs, read from the database) says what the
+ *  answer said, with one sync.start and one sync.finish audit record. */
+async function assertStored(srv, job) {
+  const list = await apiOk(srv, 'GET', `${sp(SPACE)}/sync/jobs`, {}, 200);
+  const row = list.jobs.find((j) => j.id === job.id);
+  assert.ok(row, `job ${job.id} listed`);
+  for (const k of ['status', 'phase', 'pulled', 'pushed', 'conflicts', 'finished_at', 'error']) {
+    assert.deepEqual(row[k], job[k], `stored ${k}: ${JSON.stringify(row)} vs ${JSON.stringify(job)}`);
+  }
+  const audit = await apiOk(srv, 'GET', `/api/v1/audit?space=${SPACE}&limit=1000`, {}, 200);
+  const mine = audit.entries.filter((e) => JSON.stringify(e.meta ?? '').includes(job.id));
+  assert.deepEqual(mine.map((e) => e.action).sort(), ['sync.finish', 'sync.start'], JSON.stringify(mine));
+  const fin = mine.find((e) => e.action === 'sync.finish');
+  const meta = typeof fin.meta === 'string' ? JSON.parse(fin.meta) : fin.meta;
+  assert.equal(meta.pulled, job.pulled, JSON.stringify(fin));
+  assert.equal(meta.status, job.status, JSON.stringify(fin));
+}
+
 async function pairWith(t, n) {
   const [A, B] = await Promise.all([withServer(t), withServer(t)]);
   await putSpace(A, SPACE);
@@ -108,6 +126,8 @@ test('a page that cannot be used stops the pull after the pages before it; the n
   const feeds = px.feedRequests().slice(before);
   assert.equal(sinceOf(feeds[0].path), pageEnds[2], `resumed from the checkpoint: ${feeds.map((f) => f.path)}`);
   assert.equal(second.pulled, N - before2, JSON.stringify(second));
+  await assertStored(B, failed);
+  await assertStored(B, second);
   assert.equal(second.requests, 1 + PAGE_SIZES(N - before2).length, JSON.stringify(second));
   const conv = await assertConverged([A, B], SPACE, 'after the resumed pull');
   assert.equal(conv.status[1].entity_count, N);
@@ -119,6 +139,7 @@ test('pages whose end the read-ahead cannot read (pretty-printed) still sync, in
   const px = await proxy(t, A, (_n, _path, body) => JSON.stringify(JSON.parse(body), null, 1) + '\n');
   const job = await syncOk(B, SPACE, A, { direction: 'pull', peerUrl: px.base });
   assert.equal(job.pulled, N);
+  await assertStored(B, job);
   assert.equal(job.requests, 1 + PAGE_SIZES(N).length, JSON.stringify(job));
   const since = px.feedRequests().map((s) => sinceOf(s.path));
   assert.equal(since[0], 0);
@@ -131,6 +152,7 @@ test('pages whose end the read-ahead cannot read (pretty-printed) still sync, in
   }
   const inc = await syncOk(B, SPACE, A, { direction: 'pull', peerUrl: px.base });
   assert.equal(inc.pulled, 5);
+  await assertStored(B, inc);
   await assertConverged([A, B], SPACE, 'after the incremental pull');
 });
 
