@@ -48,4 +48,34 @@ bool canon_int(const struct canon_doc *d, uint32_t n, int64_t *out);
 /* Appends the canonical text of node n (what json_canonical gives for it). */
 void canon_emit(const struct canon_doc *d, uint32_t n, struct buf *out);
 
+/* The same parse, one member of a top-level object at a time, and one
+ * element at a time of an array member: memory for one value, not for the
+ * whole text (a sync page of 1,000 entities holds one entity's nodes at a
+ * time). Checks are those of canon_parse (duplicate keys at the top too);
+ * max_depth counts from the top object (1). Any error (-1 or NULL) leaves
+ * err filled; only canon_stream_close may follow then.
+ *
+ *   cs = canon_stream_open(text, len, depth, &err);   NULL: not an object
+ *   while ((rc = canon_stream_member(cs, &key, &klen)) == 1) {
+ *       if (interesting array && canon_stream_array(cs) == 1)
+ *           while ((rc = canon_stream_element(cs)) == 1) d = canon_stream_value(cs);
+ *       else d = canon_stream_value(cs);       every value must be read
+ *   }
+ *   rc == 0: the whole text was read and is valid */
+struct canon_stream;
+struct canon_stream *canon_stream_open(const char *in, size_t len, int max_depth, struct json_err *err);
+void canon_stream_close(struct canon_stream *cs);
+/* 1 and the next member's key (valid until the stream closes), 0 at the end
+ * of the object (and of the text), -1 on error. */
+int canon_stream_member(struct canon_stream *cs, const char **key, size_t *klen);
+/* Enters the member's value if it is an array: 1, else 0 (read it with
+ * canon_stream_value), -1 on error. */
+int canon_stream_array(struct canon_stream *cs);
+/* In an array: 1 when there is a next element (read it with
+ * canon_stream_value), 0 at its end, -1 on error. */
+int canon_stream_element(struct canon_stream *cs);
+/* Parses the member's value or the current element: a doc whose node 0 is
+ * that value, valid until the next call, or NULL on error. */
+const struct canon_doc *canon_stream_value(struct canon_stream *cs);
+
 #endif

@@ -27,8 +27,10 @@ struct node {
     uint32_t first;                  /* containers: first child, 0 = none (node 0 is the root) */
     uint32_t next;                   /* next sibling, 0 = none */
     uint32_t count;                  /* containers: children (objects: key+value pairs count as 2) */
-    int64_t i;                       /* N_INT */
-    double d;                        /* N_REAL */
+    union {
+        int64_t i;                   /* N_INT */
+        double d;                    /* N_REAL */
+    };
 };
 
 struct parser {
@@ -385,7 +387,10 @@ static void emit(struct parser *ps, uint32_t idx, struct buf *b)
             m[i].k = ps->sbuf.data + ps->n[c].off;
             m[i].klen = ps->n[c].len;
         }
-        qsort(m, pairs, sizeof *m, member_cmp);
+        /* canonical input has its keys in order already: no sort then */
+        bool sorted = true;
+        for (i = 1; i < pairs && sorted; i++) sorted = member_cmp(&m[i - 1], &m[i]) < 0;
+        if (!sorted) qsort(m, pairs, sizeof *m, member_cmp);
         buf_putc(b, '{');
         for (i = 0; i < pairs; i++) {
             if (i) buf_putc(b, ',');
@@ -404,23 +409,28 @@ static void emit(struct parser *ps, uint32_t idx, struct buf *b)
  * a duplicate key is an error (as with JSON_REJECT_DUPLICATES). */
 static int check_dups(struct parser *ps)
 {
+    struct member stackm[64];
     for (uint32_t i = 0; i < ps->nn; i++) {
         const struct node *n = &ps->n[i];
         if (n->type != N_OBJ || n->count < 4) continue;
         uint32_t pairs = n->count / 2;
-        struct member *m = xmalloc(pairs * sizeof *m);
+        struct member *m = pairs <= 64 ? stackm : xmalloc(pairs * sizeof *m);
         uint32_t j = 0;
         for (uint32_t c = n->first; c; c = ps->n[ps->n[c].next].next, j++) {
             m[j].k = ps->sbuf.data + ps->n[c].off;
             m[j].klen = ps->n[c].len;
         }
-        qsort(m, pairs, sizeof *m, member_cmp);
-        for (j = 1; j < pairs; j++)
-            if (member_cmp(&m[j - 1], &m[j]) == 0) {
-                free(m);
-                return -1;
-            }
-        free(m);
+        /* keys in strictly increasing order (canonical input) hold no
+         * duplicate: only others are sorted to find out */
+        bool increasing = true;
+        for (j = 1; j < pairs && increasing; j++) increasing = member_cmp(&m[j - 1], &m[j]) < 0;
+        int dup = 0;
+        if (!increasing) {
+            qsort(m, pairs, sizeof *m, member_cmp);
+            for (j = 1; j < pairs && !dup; j++) dup = member_cmp(&m[j - 1], &m[j]) == 0;
+        }
+        if (m != stackm) free(m);
+        if (dup) return -1;
     }
     return 0;
 }
@@ -565,4 +575,162 @@ bool canon_int(const struct canon_doc *d, uint32_t n, int64_t *out)
 void canon_emit(const struct canon_doc *d, uint32_t n, struct buf *out)
 {
     if (node_at(d, n)) emit((struct parser *)&d->ps, n, out);
+}
+
+/* ---- reading a large object member by member --------------------------- */
+
+struct canon_stream {
+    struct canon_doc doc;            /* the last value parsed; its parser walks the text */
+    int base;                        /* nesting at the top object's members (1), array elements (2) */
+    bool in_array, first;            /* iterating an array value; no element/member read yet */
+    bool top_first;
+    struct buf keys;                 /* the top object's keys so far, NUL-separated (duplicates) */
+};
+
+struct canon_stream *canon_stream_open(const char *in, size_t len, int max_depth, struct json_err *err)
+{
+    struct canon_stream *cs = xcalloc(1, sizeof *cs);
+    struct parser *ps = &cs->doc.ps;
+    memset(err, 0, sizeof *err);
+    ps->s = ps->p = ps->start = in;
+    ps->end = in + len;
+    ps->err = err;
+    ps->max_depth = max_depth;
+    buf_init(&ps->sbuf);
+    buf_init(&cs->keys);
+    ws(ps);
+    if (ps->p >= ps->end) {
+        fail(ps, "invalid_json", "empty input");
+        canon_stream_close(cs);
+        return NULL;
+    }
+    if (*ps->p != '{') {
+        snprintf(err->code, sizeof err->code, "not_an_object");
+        snprintf(err->message, sizeof err->message, "the request body must be a JSON object");
+        canon_stream_close(cs);
+        return NULL;
+    }
+    ps->p++;
+    ps->depth = 1;
+    cs->base = 1;
+    cs->top_first = true;
+    return cs;
+}
+
+void canon_stream_close(struct canon_stream *cs)
+{
+    if (!cs) return;
+    free(cs->doc.ps.n);
+    buf_free(&cs->doc.ps.sbuf);
+    buf_free(&cs->keys);
+    free(cs);
+}
+
+/* Parses the value at the parser's position into a fresh set of nodes
+ * (node 0 its root). */
+static int stream_value(struct canon_stream *cs)
+{
+    struct parser *ps = &cs->doc.ps;
+    ps->nn = 0;
+    buf_reset(&ps->sbuf);
+    ps->sbuf.len = 0;
+    uint32_t root = new_node(ps, N_NULL);
+    ws(ps);
+    if (parse_value(ps, root) < 0) return -1;
+    if (no_dups(ps, ps->err) < 0) return -1;
+    return 0;
+}
+
+int canon_stream_member(struct canon_stream *cs, const char **key, size_t *klen)
+{
+    struct parser *ps = &cs->doc.ps;
+    if (cs->in_array) return fail(ps, "invalid_json", "an array value was not read to its end");
+    ws(ps);
+    if (ps->p >= ps->end) return fail(ps, "invalid_json", "unterminated object");
+    if (!cs->top_first) {
+        if (*ps->p == '}') goto end;
+        if (*ps->p != ',') return fail(ps, "invalid_json", "expected ',' or '}'");
+        ps->p++;
+        ws(ps);
+    } else if (*ps->p == '}') {
+        goto end;
+    }
+    cs->top_first = false;
+    if (ps->p >= ps->end || *ps->p != '"') return fail(ps, "invalid_json", "expected a string key");
+    /* the key is decoded into the keys list, not the value's buffer */
+    ps->nn = 0;
+    buf_reset(&ps->sbuf);
+    ps->sbuf.len = 0;
+    uint32_t off, len;
+    if (parse_string(ps, &off, &len) < 0) return -1;
+    if (memchr(ps->sbuf.data + off, '\0', len)) return fail(ps, "invalid_json", "object keys may not contain \\u0000");
+    for (size_t k = 0; k < cs->keys.len;) {
+        size_t l = strlen(cs->keys.data + k);
+        if (l == len && !memcmp(cs->keys.data + k, ps->sbuf.data + off, len)) {
+            snprintf(ps->err->code, sizeof ps->err->code, "invalid_json");
+            snprintf(ps->err->message, sizeof ps->err->message, "duplicate object key");
+            return -1;
+        }
+        k += l + 1;
+    }
+    size_t at = cs->keys.len;
+    buf_append(&cs->keys, ps->sbuf.data + off, len);
+    buf_append(&cs->keys, "", 1);
+    ws(ps);
+    if (ps->p >= ps->end || *ps->p != ':') return fail(ps, "invalid_json", "expected ':'");
+    ps->p++;
+    ws(ps);
+    *key = cs->keys.data + at;
+    *klen = len;
+    return 1;
+end:
+    ps->p++;
+    ws(ps);
+    if (ps->p != ps->end) return fail(ps, "invalid_json", "end of file expected");
+    return 0;
+}
+
+const struct canon_doc *canon_stream_value(struct canon_stream *cs)
+{
+    struct parser *ps = &cs->doc.ps;
+    if (cs->in_array) {
+        /* an element: the nesting is the array's */
+        ps->depth = cs->base + 1;
+    } else {
+        ps->depth = cs->base;
+    }
+    if (stream_value(cs) < 0) return NULL;
+    return &cs->doc;
+}
+
+int canon_stream_array(struct canon_stream *cs)
+{
+    struct parser *ps = &cs->doc.ps;
+    ws(ps);
+    if (ps->p >= ps->end || *ps->p != '[') return 0;
+    if (cs->base + 1 > ps->max_depth) return fail(ps, "too_deep", "nested too deeply");
+    ps->p++;
+    cs->in_array = true;
+    cs->first = true;
+    return 1;
+}
+
+int canon_stream_element(struct canon_stream *cs)
+{
+    struct parser *ps = &cs->doc.ps;
+    if (!cs->in_array) return fail(ps, "invalid_json", "not in an array");
+    ws(ps);
+    if (ps->p >= ps->end) return fail(ps, "invalid_json", "unterminated array");
+    if (*ps->p == ']') {
+        ps->p++;
+        cs->in_array = false;
+        return 0;
+    }
+    if (!cs->first) {
+        if (*ps->p != ',') return fail(ps, "invalid_json", "expected ',' or ']'");
+        ps->p++;
+        ws(ps);
+    }
+    cs->first = false;
+    return 1;
 }

@@ -224,43 +224,73 @@ static void item_parse(struct rep_batch *b, struct rep_item *it, const struct ca
     }
 }
 
+static void batch_items_reset(struct rep_batch *b)
+{
+    b->n = 0;
+    b->nconfs = 0;
+    b->nblobs = 0;
+    buf_reset(&b->text);
+    b->text.len = 0;
+}
+
 int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct json_err *err)
 {
     memset(b, 0, sizeof *b);
     buf_init(&b->text);
-    /* a body may nest as deep as a PUT allows: the page adds three levels
-     * (the page object, "changes", the entity) */
-    struct canon_doc *d = canon_parse(raw, len, JSON_MAX_DEPTH + 3, err);
-    if (!d) return -1;
-    uint32_t arr = canon_member(d, 0, "entities");
-    if (arr == CANON_NONE) arr = canon_member(d, 0, "changes");        /* a /changes page, as is */
-    if (canon_type(d, 0) != CANON_OBJ) {
-        snprintf(err->code, sizeof err->code, "not_an_object");
-        snprintf(err->message, sizeof err->message, "the request body must be a JSON object");
-        canon_doc_free(d);
-        return -1;
+    /* one member, and one entity, at a time: memory for one entity's parse,
+     * not the page's. A body may nest as deep as a PUT allows: the page adds
+     * three levels (the page object, "changes", the entity). */
+    struct canon_stream *cs = canon_stream_open(raw, len, JSON_MAX_DEPTH + 3, err);
+    if (!cs) return -1;
+    buf_reserve(&b->text, len);
+    size_t cap = 0;
+    int from = 0;                    /* where the items came from: 1 "changes", 2 "entities" */
+    const char *key;
+    size_t kl;
+    int rc;
+    while ((rc = canon_stream_member(cs, &key, &kl)) == 1) {
+        int which = !strcmp(key, "entities") ? 2 : !strcmp(key, "changes") ? 1 : 0;
+        const struct canon_doc *d;
+        if (which && which >= from && (rc = canon_stream_array(cs)) == 1) {
+            if (from) batch_items_reset(b);          /* "entities" wins over "changes" */
+            from = which;
+            while ((rc = canon_stream_element(cs)) == 1) {
+                if (!(d = canon_stream_value(cs))) { rc = -1; break; }
+                if (b->n == cap) {
+                    cap = cap ? cap * 2 : 256;
+                    b->items = xrealloc(b->items, cap * sizeof *b->items);
+                }
+                struct rep_item *it = &b->items[b->n++];
+                memset(it, 0, sizeof *it);
+                item_parse(b, it, d, 0);
+            }
+            if (rc < 0) break;
+            continue;
+        }
+        if (rc < 0) break;
+        if (!(d = canon_stream_value(cs))) { rc = -1; break; }
+        int64_t v;
+        size_t sl;
+        const char *str;
+        if (!strcmp(key, "last_version")) {
+            b->has_last = canon_int(d, 0, &v) && v >= 0;
+            b->last_version = b->has_last ? (uint64_t)v : 0;
+        } else if (!strcmp(key, "more")) {
+            b->more = canon_type(d, 0) == CANON_TRUE;
+        } else if (!strcmp(key, "source_instance") && (str = canon_str(d, 0, &sl)) && ulid_valid(str, sl)) {
+            memcpy(b->source_instance, str, sl + 1);
+        } else if (which && which >= from) {
+            from = -1;                                /* "changes"/"entities" that is not an array */
+        }
     }
-    if (canon_type(d, arr) != CANON_ARR) {
+    canon_stream_close(cs);
+    if (rc < 0) return -1;
+    if (from <= 0) {
         snprintf(err->code, sizeof err->code, "invalid_body");
         snprintf(err->message, sizeof err->message, "expected {\"entities\":[...]} or a changes page");
-        canon_doc_free(d);
         return -1;
     }
-    int64_t last;
-    if (canon_int(d, canon_member(d, 0, "last_version"), &last) && last >= 0) {
-        b->has_last = true;
-        b->last_version = (uint64_t)last;
-    }
-    b->more = canon_type(d, canon_member(d, 0, "more")) == CANON_TRUE;
-    size_t sl;
-    const char *src = canon_str(d, canon_member(d, 0, "source_instance"), &sl);
-    if (src && ulid_valid(src, sl)) memcpy(b->source_instance, src, sl + 1);
-    b->n = canon_count(d, arr);
-    b->items = xcalloc(b->n ? b->n : 1, sizeof *b->items);
-    buf_reserve(&b->text, len);
-    size_t i = 0;
-    for (uint32_t e = canon_first(d, arr); e != CANON_NONE; e = canon_next(d, e)) item_parse(b, &b->items[i++], d, e);
-    canon_doc_free(d);
+    if (!b->items) b->items = xcalloc(1, sizeof *b->items);
     return 0;
 }
 

@@ -166,6 +166,111 @@ static void doc_accessors(void)
     canon_doc_free(NULL);
 }
 
+/* canon_stream over {"a":1,"changes":[v,v],"z":v} accepts what canon_parse
+ * accepts, and gives each element and member the same canonical text */
+static void stream_like_doc(const char *v)
+{
+    struct json_err e, e2;
+    struct buf w;
+    buf_init(&w);
+    buf_printf(&w, "{\"a\":1,\"changes\":[%s, %s],\"z\":%s}", v, v, v);
+    struct canon_doc *whole = canon_parse(w.data, w.len, CANON_MAX_DEPTH + 3, &e);
+    struct canon_stream *cs = canon_stream_open(w.data, w.len, CANON_MAX_DEPTH + 3, &e2);
+    struct buf got, want;
+    buf_init(&got);
+    buf_init(&want);
+    int rc = cs ? 1 : -1;
+    const char *key;
+    size_t kl;
+    while (cs && (rc = canon_stream_member(cs, &key, &kl)) == 1) {
+        buf_printf(&got, "%s=", key);
+        const struct canon_doc *d;
+        if (!strcmp(key, "changes") && (rc = canon_stream_array(cs)) == 1) {
+            while ((rc = canon_stream_element(cs)) == 1) {
+                if (!(d = canon_stream_value(cs))) { rc = -1; break; }
+                canon_emit(d, 0, &got);
+                buf_putc(&got, ';');
+            }
+            if (rc < 0) break;
+            continue;
+        }
+        if (rc < 0 || !(d = canon_stream_value(cs))) { rc = -1; break; }
+        canon_emit(d, 0, &got);
+        buf_putc(&got, ';');
+    }
+    if (whole) {
+        buf_puts(&want, "a=1;changes=");
+        uint32_t arr = canon_member(whole, 0, "changes");
+        for (uint32_t x = canon_first(whole, arr); x != CANON_NONE; x = canon_next(whole, x)) {
+            canon_emit(whole, x, &want);
+            buf_putc(&want, ';');
+        }
+        buf_puts(&want, "z=");
+        canon_emit(whole, canon_member(whole, 0, "z"), &want);
+        buf_putc(&want, ';');
+    }
+    test_checks++;
+    if ((whole != NULL) != (rc == 0) || (whole && strcmp(got.data, want.data))) {
+        if (mismatches++ < 10)
+            fprintf(stderr, "stream vs doc for %s: rc %d (%s), doc %s\n  stream: %s\n  doc:    %s\n", v, rc, e2.message,
+                    whole ? "ok" : e.message, got.data ? got.data : "", want.data ? want.data : "");
+        test_failures++;
+    }
+    canon_stream_close(cs);
+    canon_doc_free(whole);
+    buf_free(&got);
+    buf_free(&want);
+    buf_free(&w);
+}
+
+static int stream_rc(const char *t, int depth, struct json_err *e)
+{
+    struct canon_stream *cs = canon_stream_open(t, strlen(t), depth, e);
+    if (!cs) return -2;
+    const char *key;
+    size_t kl;
+    int rc;
+    while ((rc = canon_stream_member(cs, &key, &kl)) == 1) {
+        if ((rc = canon_stream_array(cs)) == 1) {
+            while ((rc = canon_stream_element(cs)) == 1)
+                if (!canon_stream_value(cs)) { rc = -1; break; }
+            if (rc < 0) break;
+        } else if (rc < 0 || !canon_stream_value(cs)) {
+            rc = -1;
+            break;
+        }
+    }
+    canon_stream_close(cs);
+    return rc;
+}
+
+static void stream_errors(void)
+{
+    struct json_err e;
+    CHECK_INT(stream_rc("{}", 8, &e), 0);
+    CHECK_INT(stream_rc(" {\"a\":[],\"b\":[1,{\"c\":2}]} \n", 8, &e), 0);
+    CHECK_INT(stream_rc("[1]", 8, &e), -2);
+    CHECK_STR(e.code, "not_an_object");
+    CHECK_INT(stream_rc("", 8, &e), -2);
+    CHECK_STR(e.code, "invalid_json");
+    CHECK_INT(stream_rc("{\"a\":1,\"a\":2}", 8, &e), -1);                 /* duplicate at the top */
+    CHECK_STR(e.message, "duplicate object key");
+    CHECK_INT(stream_rc("{\"a\":[{\"k\":1,\"k\":2}]}", 8, &e), -1);      /* and inside an element */
+    CHECK_INT(stream_rc("{\"a\":1} x", 8, &e), -1);
+    CHECK_INT(stream_rc("{\"a\":1", 8, &e), -1);
+    CHECK_INT(stream_rc("{\"a\":[1,2}", 8, &e), -1);
+    CHECK_INT(stream_rc("{\"a\":[1,,2]}", 8, &e), -1);
+    CHECK_INT(stream_rc("{\"a\" 1}", 8, &e), -1);
+    CHECK_INT(stream_rc("{\"a\":1,}", 8, &e), -1);
+    /* depth counts from the top object, as canon_parse does */
+    CHECK_INT(stream_rc("{\"a\":[[1]]}", 3, &e), 0);
+    CHECK_INT(stream_rc("{\"a\":[[[1]]]}", 3, &e), -1);
+    CHECK_STR(e.code, "too_deep");
+    CHECK_INT(stream_rc("{\"a\":{\"b\":[1]}}", 3, &e), 0);
+    CHECK_INT(stream_rc("{\"a\":{\"b\":[[1]]}}", 3, &e), -1);
+    CHECK(canon_parse("{\"a\":[[[1]]]}", 13, 3, &e) == NULL);
+}
+
 int main(void)
 {
     const char *fixed[] = {
@@ -180,7 +285,9 @@ int main(void)
     };
     for (size_t i = 0; i < ARRAY_SIZE(fixed); i++) same(fixed[i]);
     for (size_t i = 0; i < ARRAY_SIZE(fixed); i++) if (fixed[i][0]) same_in_doc(fixed[i]);
+    for (size_t i = 0; i < ARRAY_SIZE(fixed); i++) if (fixed[i][0]) stream_like_doc(fixed[i]);
     doc_accessors();
+    stream_errors();
 
     struct buf b;
     buf_init(&b);
@@ -189,6 +296,7 @@ int main(void)
         gen(&b, 0);
         same(b.data);
         same_in_doc(b.data);
+        stream_like_doc(b.data);
     }
     buf_free(&b);
 
