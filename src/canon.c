@@ -8,6 +8,12 @@
  * again, so every path gives the same bytes for the same content:
  * tests/unit/test_canon.c checks canon(x) == canon(jansson(x)) on a corpus.
  * Pure function, any thread.
+ *
+ * The same parser also serves readers of larger texts: canon_parse keeps the
+ * nodes for member lookups and canon_emit of any node; canon_stream parses
+ * a top-level object one member at a time, and an array member one element
+ * at a time, reusing one node array (a sync page: one entity's nodes in
+ * memory, whatever the page's size).
  */
 #include "canon.h"
 

@@ -4,16 +4,20 @@
  * A job is a small state machine on the loop thread; every step is a peer
  * request (peer.c) or a local read/write, never a blocking call:
  *   status   GET peer /sync/status: its space_uid and server_version
- *   pull     GET peer /changes?since=cp&style=all_revs (pages of 1,000);
- *            each page is applied by one writer op that also advances the
- *            pull checkpoint in the same transaction, so a job killed at
- *            any moment resumes exactly after the last applied page
+ *   pull     GET peer /changes?since=cp&style=all_revs in pages of 250,
+ *            500, then 1,000, as a pipeline (struct pull_page): the next
+ *            page is fetched while earlier ones are parsed on the
+ *            threadpool and applied by the writer, at most SYNC_PAGES_HELD
+ *            at once, applied in order; each page's writer op also advances
+ *            the pull checkpoint in the same transaction, so a job killed
+ *            at any moment resumes exactly after the last applied page
  *   push     local changes since the push checkpoint, leaving out the
  *            revisions that came from that peer, POSTed to its /replicate;
  *            the checkpoint advances once the peer accepted the page
  * A checkpoint whose peer space_uid differs, or that is past the peer's
  * server_version (its data was replaced), is dropped: a full diff runs.
- * A sync with nothing to do costs the one status request.
+ * A sync with nothing to do costs the one status request, and one commit
+ * (its row with both audit records).
  * Progress goes out as SSE `sync` events; start and end are audited.
  */
 #include "sync.h"
