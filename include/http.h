@@ -114,7 +114,18 @@ void http_stream_begin(struct http_req *r, int status, const char *ctype, bool c
 /* A streamed body of known length (Content-Length, no chunking). */
 void http_stream_begin_length(struct http_req *r, int status, const char *ctype, uint64_t len);
 void http_stream_write(struct http_req *r, const void *data, size_t len);
-void http_stream_write_rbuf(struct http_req *r, struct rbuf *rb);     /* takes a ref */
+/* Pre-framed chunks, for one frame shared by many streams (SSE fan-out):
+ * the rbuf holds a whole HTTP/1.1 chunk, "%08zx\r\n" payload "\r\n", so a
+ * chunked stream sends it as one buffer in one send(), and a stream without
+ * chunking (HTTP/1.0) sends the payload part. Build one with
+ * http_chunk_start() on an empty buf, append the payload, then
+ * http_chunk_finish() (steals the buf). */
+#define HTTP_CHUNK_HEAD 10
+void http_chunk_start(struct buf *b);
+struct rbuf *http_chunk_finish(struct buf *b);
+struct rbuf *http_chunk_new(const void *payload, size_t len);
+static inline size_t http_chunk_payload_len(const struct rbuf *ch) { return ch->len - HTTP_CHUNK_HEAD - 2; }
+void http_stream_write_chunk(struct http_req *r, struct rbuf *ch);    /* takes a ref */
 size_t http_stream_queued(const struct http_req *r);                  /* bytes not yet sent */
 void http_stream_end(struct http_req *r);
 

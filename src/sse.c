@@ -132,7 +132,7 @@ static void sub_on_abort(struct http_req *r)
 static bool stream_send(struct sse_hub *h, struct http_req *r, struct rbuf *frame)
 {
     if (!r->conn) return false;
-    if (http_stream_queued(r) + frame->len > h->srv->cfg->sse_queue_bytes) {
+    if (http_stream_queued(r) + http_chunk_payload_len(frame) > h->srv->cfg->sse_queue_bytes) {
         /* no more events for it: the overflow event goes after what is
          * queued, the stream ends, and the connection closes once that is
          * read -- or after the 2 s linger, whichever comes first, so the
@@ -141,22 +141,22 @@ static bool stream_send(struct sse_hub *h, struct http_req *r, struct rbuf *fram
         if (r->on_abort) r->on_abort(r);
         r->on_abort = NULL;
         r->conn->close_after = 1;
-        http_stream_write_rbuf(r, h->overflow_frame);
+        http_stream_write_chunk(r, h->overflow_frame);
         http_stream_end(r);
         return false;
     }
-    http_stream_write_rbuf(r, frame);
+    http_stream_write_chunk(r, frame);
     return true;
 }
 
-void sse_publish(struct server *srv, enum sse_topic topic, const char *space, const char *data, size_t len)
+/* Encodes an event as a shared, pre-framed chunk and keeps it in the ring. */
+static struct rbuf *event_new(struct sse_hub *h, uint8_t topic, const char *space, const char *data, size_t len)
 {
-    struct sse_hub *h = hub_of(srv);
-    if (!h) return;
     uint64_t id = ++h->next_id;
     struct buf b;
     buf_init(&b);
-    buf_reserve(&b, len + 64);
+    buf_reserve(&b, len + 64 + HTTP_CHUNK_HEAD);
+    http_chunk_start(&b);
     buf_puts(&b, "id: ");
     buf_put_u64(&b, id);
     buf_puts(&b, "\nevent: ");
@@ -164,15 +164,68 @@ void sse_publish(struct server *srv, enum sse_topic topic, const char *space, co
     buf_puts(&b, "\ndata: ");
     buf_append(&b, data, len);
     buf_puts(&b, "\n\n");
-    struct rbuf *frame = rbuf_from_buf(&b);
-    ring_push(h, id, (uint8_t)topic, space, frame);
+    struct rbuf *frame = http_chunk_finish(&b);
+    ring_push(h, id, topic, space, frame);
     h->stats.published++;
+    return frame;
+}
+
+void sse_publish(struct server *srv, enum sse_topic topic, const char *space, const char *data, size_t len)
+{
+    struct sse_hub *h = hub_of(srv);
+    if (!h) return;
+    struct rbuf *frame = event_new(h, (uint8_t)topic, space, data, len);
     struct list *pos, *tmp;
     list_foreach_safe(pos, tmp, &h->subs) {
         struct sub *s = container_of(pos, struct sub, link);
         if (sub_wants(s, (uint8_t)topic, space)) stream_send(h, s->r, frame);
     }
     rbuf_unref(frame);
+}
+
+/* Sends a committed batch of events (already in the ring) to the
+ * subscribers: one that wants every event of the batch gets them all in one
+ * write of one chunk, built once and shared; one that wants some gets those
+ * frame by frame. So a subscriber costs one send(2) per commit rather than
+ * one per change (the cost of fan-out on loopback is almost all in the
+ * kernel, per send). The shared chunk is not used past half the queue cap:
+ * the cap applies to each event as it would one by one. */
+static void publish_batch(struct sse_hub *h, uint8_t topic, const char **spaces, struct rbuf **frames, size_t n)
+{
+    struct rbuf *all = NULL;
+    if (n > 1) {
+        size_t total = 0;
+        for (size_t i = 0; i < n; i++) total += http_chunk_payload_len(frames[i]);
+        if (total <= h->srv->cfg->sse_queue_bytes / 2) {
+            struct buf b;
+            buf_init(&b);
+            buf_reserve(&b, total + HTTP_CHUNK_HEAD + 2);
+            http_chunk_start(&b);
+            for (size_t i = 0; i < n; i++)
+                buf_append(&b, frames[i]->data + HTTP_CHUNK_HEAD, http_chunk_payload_len(frames[i]));
+            all = http_chunk_finish(&b);
+        }
+    }
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &h->subs) {
+        struct sub *s = container_of(pos, struct sub, link);
+        if (!(s->topics & topic)) continue;
+        if (all) {
+            size_t k = n;
+            if (!s->all_spaces) {
+                k = 0;
+                for (size_t i = 0; i < n; i++) k += sub_wants(s, topic, spaces[i]);
+            }
+            if (k == n) {
+                stream_send(h, s->r, all);
+                continue;
+            }
+            if (k == 0) continue;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (sub_wants(s, topic, spaces[i]) && !stream_send(h, s->r, frames[i])) break;
+    }
+    rbuf_unref(all);
 }
 
 static void sub_free(void *p)
@@ -503,6 +556,8 @@ void sse_changes_committed(struct server *srv, const struct change_rec *c, size_
     if (!h) return;
     struct buf b;
     buf_init(&b);
+    struct rbuf *stack_frames[64], **frames = n <= 64 ? stack_frames : xmalloc(n * sizeof *frames);
+    const char *stack_spaces[64], **sp_names = n <= 64 ? stack_spaces : xmalloc(n * sizeof *sp_names);
     for (size_t i = 0; i < n; i++) {
         buf_reset(&b);
         buf_puts(&b, "{\"space\":");
@@ -513,11 +568,16 @@ void sse_changes_committed(struct server *srv, const struct change_rec *c, size_
         json_kv_u64(&b, "version", c[i].version);
         json_kv_bool(&b, "deleted", c[i].deleted);
         buf_putc(&b, '}');
-        sse_publish(srv, SSE_CHANGE, c[i].space, b.data, b.len);
+        frames[i] = event_new(h, SSE_CHANGE, c[i].space, b.data, b.len);
+        sp_names[i] = c[i].space;
         struct space *sp = spaces_get(srv, c[i].space);
         if (sp) sp->changes_seen++;
     }
     buf_free(&b);
+    publish_batch(h, SSE_CHANGE, sp_names, frames, n);
+    for (size_t i = 0; i < n; i++) rbuf_unref(frames[i]);
+    if (frames != stack_frames) free(frames);
+    if (sp_names != stack_spaces) free(sp_names);
     /* wake the live feeds and long polls of the spaces that moved */
     struct list *pos, *tmp;
     list_foreach_safe(pos, tmp, &h->waiters) {
@@ -548,7 +608,7 @@ static void on_ping(uv_timer_t *t)
     list_foreach_safe(pos, tmp, &h->subs) stream_send(h, container_of(pos, struct sub, link)->r, h->ping_frame);
     list_foreach_safe(pos, tmp, &h->feeds) {
         struct feed *f = container_of(pos, struct feed, link);
-        if (f->r->conn) http_stream_write_rbuf(f->r, h->ping_frame);
+        if (f->r->conn) http_stream_write_chunk(f->r, h->ping_frame);
     }
 }
 
@@ -563,7 +623,7 @@ static void on_shutdown(struct server *srv, void *arg)
         sub_unlink(h, s);
         r->on_abort = NULL;
         if (r->conn) {
-            http_stream_write_rbuf(r, h->shutdown_frame);
+            http_stream_write_chunk(r, h->shutdown_frame);
             http_stream_end(r);
         }
     }
@@ -573,7 +633,7 @@ static void on_shutdown(struct server *srv, void *arg)
         feed_unlink(h, f);
         r->on_abort = NULL;
         if (r->conn) {
-            http_stream_write_rbuf(r, h->shutdown_frame);
+            http_stream_write_chunk(r, h->shutdown_frame);
             if (!f->reading) http_stream_end(r);   /* else feed_read_done ends it */
         }
     }
@@ -592,11 +652,11 @@ void sse_init(struct server *srv)
     h->ring = h->ring_cap ? xcalloc(h->ring_cap, sizeof *h->ring) : NULL;
     /* ids keep growing across restarts: start from the clock */
     h->next_id = now_ms_wall() * 1000;
-    h->ping_frame = rbuf_new(": ping\n\n", 8);
+    h->ping_frame = http_chunk_new(": ping\n\n", 8);
     static const char of[] = "event: overflow\ndata: {\"reason\":\"the client did not keep up\"}\n\n";
-    h->overflow_frame = rbuf_new(of, sizeof of - 1);
+    h->overflow_frame = http_chunk_new(of, sizeof of - 1);
     static const char sd[] = "event: shutdown\ndata: {}\n\n";
-    h->shutdown_frame = rbuf_new(sd, sizeof sd - 1);
+    h->shutdown_frame = http_chunk_new(sd, sizeof sd - 1);
     uv_timer_init(srv->loop, &h->ping);
     uv_timer_start(&h->ping, on_ping, srv->cfg->sse_keepalive_ms, srv->cfg->sse_keepalive_ms);
     uv_unref((uv_handle_t *)&h->ping);

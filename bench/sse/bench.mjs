@@ -57,8 +57,15 @@ if (SERVERS_INCLUDE_SNAPSYNC()) {
 }
 function SERVERS_INCLUDE_SNAPSYNC() { return env('SERVERS', 'snapsync node').split(/\s+/).includes('snapsync'); }
 const KEEP_TMP = env('KEEP_TMP', '0') === '1';
+// clients: c (bench/sse/sseclient.c, built by bench/sse/run) or node (clients.mjs)
+const CLIENT = env('CLIENT', 'c');
+const CLIENT_BIN = env('SSE_CLIENT_BIN', '');
+if (!['c', 'node'].includes(CLIENT) || (CLIENT === 'c' && !CLIENT_BIN)) { console.error('CLIENT must be c (with SSE_CLIENT_BIN) or node'); process.exit(2); }
 const HOST = '127.0.0.1';
-for (const s of SERVERS) if (!['snapsync', 'node'].includes(s)) { console.error(`unknown server ${s}`); process.exit(2); }
+for (const s of SERVERS) if (!['snapsync', 'node', 'bound'].includes(s)) { console.error(`unknown server ${s}`); process.exit(2); }
+// bound: bench/sse/bound.c, the kernel's floor (one send per subscriber, nothing else), built by bench/sse/run
+const BOUND_BIN = env('SSE_BOUND_BIN', '');
+if (SERVERS.includes('bound') && !BOUND_BIN) { console.error('SERVERS=bound needs SSE_BOUND_BIN (bench/sse/run builds it)'); process.exit(2); }
 
 const log = (...a) => process.stderr.write(`[bench/sse ${new Date().toISOString().slice(11, 19)}] ${a.join(' ')}\n`);
 
@@ -196,8 +203,8 @@ async function startServer(kind) {
     const r = await httpReq(port, 'PUT', '/api/v1/spaces/bench', { Authorization: `Bearer ${token}` });
     if (r.status !== 200 && r.status !== 201) throw new Error(`PUT /api/v1/spaces/bench -> ${r.status} ${r.body}`);
   } else {
-    proc = track(spawn('taskset', ['-c', String(SERVER_CPU), process.execPath, path.join(here, 'node-sse-server.mjs')],
-      { stdio: ['ignore', 'pipe', errFd] }));
+    const argv = kind === 'bound' ? [BOUND_BIN] : [process.execPath, path.join(here, 'node-sse-server.mjs')];
+    proc = track(spawn('taskset', ['-c', String(SERVER_CPU), ...argv], { stdio: ['ignore', 'pipe', errFd] }));
     let out = '';
     proc.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
     for (let i = 0; i < 200 && !port; i++) {
@@ -206,7 +213,7 @@ async function startServer(kind) {
       if (m) port = Number(m[1]);
       if (proc.exitCode !== null) break;
     }
-    if (!port) throw new Error(`node-sse-server did not start: ${fs.readFileSync(errFile, 'utf8').slice(-2000)}`);
+    if (!port) throw new Error(`${kind} server did not start: ${fs.readFileSync(errFile, 'utf8').slice(-2000)}`);
   }
   fs.closeSync(errFd);
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
@@ -222,12 +229,39 @@ async function stopServer(s) {
 }
 
 // ------------------------------------------------------------------ clients
+/** The C client (sseclient.c, built by bench/sse/run) behind the same
+ *  interface as a forked clients.mjs: send({cmd,...}) becomes one TAB-separated
+ *  line on its stdin, each JSON line on its stdout a 'message' event. */
+function spawnCClient() {
+  const p = spawn(CLIENT_BIN, [], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let pending = '';
+  p.stdout.setEncoding('utf8').on('data', (d) => {
+    pending += d;
+    let nl;
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      if (line) p.emit('message', JSON.parse(line));
+    }
+  });
+  p.stdin.on('error', () => { /* gone */ });
+  p.send = (m) => {
+    let f;
+    if (m.cmd === 'open') {
+      f = ['open', m.host, m.port, m.localAddress || '0.0.0.0', m.count, m.concurrency || 200, m.path,
+        ...Object.entries(m.headers || {}).map(([k, v]) => `${k}: ${v}`)];
+    } else if (m.cmd === 'arm') f = ['arm', m.trial, m.marker];
+    else if (m.cmd === 'collect') f = ['collect', m.trial];
+    else if (m.cmd === 'count') f = ['count', m.tag];
+    else f = [m.cmd];
+    p.stdin.write(`${f.join('\t')}\n`);
+  };
+  return p;
+}
+
 async function startClients(n, srv, count, tag) {
   const procs = [];
-  for (let i = 0; i < n; i++) {
-    const p = track(fork(path.join(here, 'clients.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
-    procs.push(p);
-  }
+  for (let i = 0; i < n; i++) procs.push(track(CLIENT === 'c' ? spawnCClient() : fork(path.join(here, 'clients.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })));
   await Promise.all(procs.map((p) => nextMsg(p, (m) => m.type === 'hello', 10000, 'client hello')));
   const per = Math.floor(count / n);
   const t0 = Date.now();
@@ -467,6 +501,9 @@ P(`# snapsync SSE benchmark, ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}
 P();
 P(`${os.cpus().length} CPUs (${cpuModel}); Linux ${os.release()}; node ${process.version}; ${version || 'snapsync not run'}${binInfo ? `: ${binInfo}` : ''}.`);
 P(`Servers pinned to CPU ${SERVER_CPU} (\`taskset\`); the client processes, the trigger connection and the writer share the other CPU.`);
+P(CLIENT === 'c'
+  ? 'Clients: `bench/sse/sseclient.c` (one epoll loop per process, one read() and a memmem() per event and connection; built with `cc -O2`).'
+  : 'Clients: `bench/sse/clients.mjs` (Node.js, raw sockets; CLIENT=node).');
 P(`snapsync: \`serve --max-connections ${Math.max(20000, SUBS + 1000)} --sse-max-clients ${Math.max(20000, SUBS + 1000)}\` (defaults otherwise: --durability full, access log to a file); ` +
   'node: `bench/sse/node-sse-server.mjs` (a Set of responses, a PUT endpoint that broadcasts, no storage).');
 P(`${RUNS} runs per server (order rotated per run), a fresh server per phase; medians over runs. ` +
@@ -478,7 +515,7 @@ if (fan.length) {
   P();
   P(`${SUBS.toLocaleString('en-US')} \`GET /api/v1/events?topics=change\` streams over ${PROCS} client processes (raw sockets, source addresses 127.0.0.10+), ` +
     `held ${SETTLE_MS / 1000} s idle, then ${WARM_EVENTS} warm-up events (not counted: the first events after 10,000 fresh connections are slower for both servers, and the clients' code is cold; the first one's p99 is shown) and ${TRIALS} trials of one entity PUT each on a kept-alive connection. Latency = arrival of the event at each ` +
-    'subscriber (process.hrtime in the client process; same monotonic clock) − the moment just before the PUT was written. ' +
+    'subscriber (CLOCK_MONOTONIC in the client process, the clock of process.hrtime) − the moment just before the PUT was written. ' +
     'Per run: the median over the trials of each trial\'s p50 / p99 / max; the table gives the median over runs. ' +
     'RSS per idle subscriber = (VmRSS with the subscribers − VmRSS before, after a warm-up of 10 writes and 200 subscribers) / subscribers.');
   P();
@@ -534,6 +571,10 @@ if (SERVERS.includes('snapsync')) {
     P(`| all ${SUBS.toLocaleString('en-US')} subscribers connected and reached in every trial | ${s.map((r) => `${r.subsOpen} open, min ${r.minReached} reached`).join('; ')} | ${res(all)} |`);
     const p99 = med(fan, 'p99', 'snapsync');
     P(`| p99 < 40 ms (one event, ${SUBS.toLocaleString('en-US')} subscribers) | ${f2(p99)} ms | ${res(p99 < 40)} |`);
+    if (SERVERS.includes('bound')) {
+      const b99 = med(fan, 'p99', 'bound');
+      P(`| (the floor: bound.c, one send(2) per subscriber and nothing else) | p99 ${f2(b99)} ms; snapsync / floor = ${f2(p99 / b99)}× | - |`);
+    }
     const per = med(fan, 'perSubBytes', 'snapsync');
     P(`| < 6 KiB (6,144 B) RSS per idle subscriber | ${f0(per)} B | ${res(per < 6144)} |`);
   }

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import {
   withServer, startServer, api, putSpace, createKey, checkError, sleep, assertHealthy, openConn,
 } from './helpers.mjs';
-import { SSEParser, openSSE, httpSSE, putEntity, changeData } from './sse_helpers.mjs';
+import { SSEParser, openSSE, httpSSE, putEntity, changeData, pushMany } from './sse_helpers.mjs';
 
 const EV = '/api/v1/events';
 const big = (s) => BigInt(s);
@@ -403,6 +403,62 @@ test('events: an HTTP/1.0 subscriber gets an unchunked stream (body delimited by
   assert.equal(ev.json.version, e.version);
   assert.ok(c.text.startsWith('retry: 2000\n\n'), `raw body: ${JSON.stringify(c.text.slice(0, 80))}`);
   assert.ok(!/^[0-9a-f]+\r\n/m.test(c.text), `no chunk-size lines in the body: ${JSON.stringify(c.text.slice(0, 120))}`);
+});
+
+test('events: batched commits (pushes of many changes, two spaces at once) reach every subscriber whole, once, in id order', async (t) => {
+  // A commit of many changes goes to a subscriber that wants all of them as
+  // one shared chunk, and frame by frame to one that wants some: both paths,
+  // chunked and HTTP/1.0, must give the same events as one write at a time.
+  const srv = await withServer(t);
+  await putSpace(srv, 'a');
+  await putSpace(srv, 'b');
+  const tok = srv.adminToken;
+  const subs = {
+    all: await openSSE(srv.port, `${EV}?topics=change`, { token: tok }),
+    a: await openSSE(srv.port, `${EV}?spaces=a&topics=change`, { token: tok }),
+    a10: await openSSE(srv.port, `${EV}?spaces=a&topics=change`, { token: tok, httpVersion: '1.0' }),
+    ab10: await openSSE(srv.port, `${EV}?spaces=a,b`, { token: tok, httpVersion: '1.0' }),
+    viaHttp: await httpSSE(srv.port, `${EV}?spaces=b,a`, { token: tok }),
+  };
+  t.after(() => { for (const s of Object.values(subs)) s.close(); });
+  const ROUNDS = 4;
+  const N = 40;
+  const push = (space, round) => pushMany(srv, space, N, { makeId: (i) => `${space}-${round}-${i}`, bodyOf: (i) => ({ i, pad: 'x'.repeat(i) }) });
+  const expected = { a: [], b: [] };
+  for (let r = 0; r < ROUNDS; r++) {
+    const [va, vb] = await Promise.all([push('a', r), push('b', r)]);     // concurrent: often one commit
+    expected.a.push(...va.map((v, i) => `a/a-${r}-${i}@${v}`));
+    expected.b.push(...vb.map((v, i) => `b/b-${r}-${i}@${v}`));
+  }
+  const total = 2 * ROUNDS * N;
+  await subs.all.waitEvents(total, { type: 'change' });
+  await subs.a.waitEvents(ROUNDS * N, { type: 'change' });
+  await subs.a10.waitEvents(ROUNDS * N, { type: 'change' });
+  await subs.ab10.waitEvents(total, { type: 'change' });
+  await subs.viaHttp.waitEvents(total, { type: 'change' });
+  await sleep(300);       // anything extra (a duplicate) would show up now
+  const keys = (s) => changeData(s).map((d) => `${d.space}/${d.id}@${d.version}`);
+  for (const [name, s] of Object.entries(subs)) {
+    const ids = s.ofType('change').map((e) => big(e.id));
+    for (let i = 1; i < ids.length; i++) assert.ok(ids[i] > ids[i - 1], `${name}: event ids increase (${ids[i - 1]} then ${ids[i]})`);
+    const k = keys(s);
+    assert.equal(new Set(k).size, k.length, `${name}: no event twice`);
+    const bySpace = (sp) => k.filter((x) => x.startsWith(`${sp}/`));
+    assert.deepEqual(bySpace('a'), expected.a, `${name}: space a's changes, all and in version order`);
+    if (name === 'a' || name === 'a10') assert.deepEqual(bySpace('b'), [], `${name}: nothing of b`);
+    else assert.deepEqual(bySpace('b'), expected.b, `${name}: space b's changes`);
+  }
+  // the same event carries the same id and data in every stream
+  const byKey = (s) => new Map(s.ofType('change').map((e) => [`${e.json.space}/${e.json.id}`, `${e.id} ${e.data}`]));
+  const all = byKey(subs.all);
+  for (const name of ['a', 'a10', 'ab10', 'viaHttp']) {
+    for (const [k, v] of byKey(subs[name])) assert.equal(v, all.get(k), `${name}: ${k} as in the all-spaces stream`);
+  }
+  for (const name of ['a10', 'ab10']) {
+    assert.equal(subs[name].headers['transfer-encoding'], undefined);
+    assert.ok(!/^[0-9a-f]+\r\n/m.test(subs[name].text), `${name}: no chunk-size lines in an HTTP/1.0 body`);
+  }
+  await assertHealthy(srv);
 });
 
 test('events: HEAD /api/v1/events answers the head and holds no subscriber slot (--sse-max-clients 1)', async (t) => {
