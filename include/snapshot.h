@@ -29,6 +29,8 @@ struct http_req;
 int snap_recover(const char *data_dir, void *db /* sqlite3 */, char *err, size_t errlen);
 void snap_init(struct server *srv);      /* loop: schedule timer, last_snapshot per space */
 void snap_free(struct server *srv);
+/* Removes a snapshot's file in the threadpool (its row is already gone). */
+void snap_remove_file(struct server *srv, const char *id);
 
 /* Offline check of a snapshot file: gzip integrity, header, every line,
  * counts. Fills a summary; returns 0 or -1 with err. Any thread. */

@@ -10,10 +10,12 @@
 #include "api_util.h"
 #include "auth.h"
 #include "blobs.h"
+#include "snapshot.h"
 #include "json.h"
 #include "log.h"
 #include "server.h"
 #include "store.h"
+#include "sync.h"
 
 /* ---- spaces ------------------------------------------------------------ */
 
@@ -74,11 +76,13 @@ void api_space_get(struct http_req *r)
 
 struct space_op {
     struct wop op;
+    struct server *srv;
     char name[64];
     char actor[32];
     char remote[56];
     bool remove;
     int created;
+    struct buf snap_ids;             /* deleted with the space: NUL-separated ids */
 };
 
 static int space_apply(struct wtx *tx, struct wop *op)
@@ -87,7 +91,9 @@ static int space_apply(struct wtx *tx, struct wop *op)
     if (s->remove) {
         struct space_stats *sp = wtx_space(tx, s->name);
         if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", s->name);
-        if (wtx_space_delete(tx, sp) < 0) return wop_fail(op, 500, "storage_error", "deleting the space failed");
+        buf_reset(&s->snap_ids);
+        if (wtx_space_delete(tx, sp, &s->snap_ids) < 0)
+            return wop_fail(op, 500, "storage_error", "deleting the space failed");
         char meta[96];
         snprintf(meta, sizeof meta, "{\"entities\":%llu,\"tombstones\":%llu}", (unsigned long long)sp->entities,
                  (unsigned long long)sp->tombstones);
@@ -103,6 +109,13 @@ static int space_apply(struct wtx *tx, struct wop *op)
 static void space_done(struct wop *op, struct http_req *r)
 {
     struct space_op *s = container_of(op, struct space_op, op);
+    if (s->remove && !op->status) {
+        /* committed: its snapshot files and its persistent peers go too */
+        for (size_t i = 0; i < s->snap_ids.len; i += strlen(s->snap_ids.data + i) + 1)
+            snap_remove_file(s->srv, s->snap_ids.data + i);
+        sync_space_deleted(s->srv, s->name);
+    }
+    buf_free(&s->snap_ids);
     if (r) {
         if (op->status) {
             api_send_wop_error(r, op);
@@ -128,6 +141,8 @@ static void space_done(struct wop *op, struct http_req *r)
 static struct space_op *space_op_new(struct http_req *r)
 {
     struct space_op *s = xcalloc(1, sizeof *s);
+    s->srv = r->srv;
+    buf_init(&s->snap_ids);
     snprintf(s->name, sizeof s->name, "%s", r->match.params.space);
     snprintf(s->actor, sizeof s->actor, "%s", api_actor(r));
     if (r->conn) snprintf(s->remote, sizeof s->remote, "%s", r->conn->peer);
@@ -142,7 +157,10 @@ void api_space_put(struct http_req *r)
         json_decref(v);
     }
     struct space_op *s = space_op_new(r);
-    if (api_write(r, &s->op, space_apply, space_done) < 0) free(s);
+    if (api_write(r, &s->op, space_apply, space_done) < 0) {
+        buf_free(&s->snap_ids);
+        free(s);
+    }
 }
 
 void api_space_delete(struct http_req *r)
@@ -154,10 +172,23 @@ void api_space_delete(struct http_req *r)
                         "deleting a space needs ?confirm=<space name>, repeating the space's name");
         return;
     }
-    if (!api_space(r)) return;
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    if (sp->busy) {
+        http_send_error(r, 409, "snapshot_in_progress", NULL,
+                        "a snapshot, restore or import of this space is running; delete it when that ends");
+        return;
+    }
+    if (sync_space_running(r->srv, sp->st.name)) {
+        http_send_error(r, 409, "sync_in_progress", NULL, "a sync job of this space is running; delete it when that ends");
+        return;
+    }
     struct space_op *s = space_op_new(r);
     s->remove = true;
-    if (api_write(r, &s->op, space_apply, space_done) < 0) free(s);
+    if (api_write(r, &s->op, space_apply, space_done) < 0) {
+        buf_free(&s->snap_ids);
+        free(s);
+    }
 }
 
 /* ---- /sync/status: O(1) from the registry ------------------------------- */

@@ -866,6 +866,8 @@ static void unlink_later(struct server *srv, const char *id)
     job_submit(srv, &u->job, NULL, unlink_work, unlink_done);
 }
 
+void snap_remove_file(struct server *srv, const char *id) { unlink_later(srv, id); }
+
 static void delete_done(struct wop *op, struct http_req *r)
 {
     struct delete_op *d = container_of(op, struct delete_op, op);

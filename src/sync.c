@@ -301,6 +301,20 @@ static void save_end_row(struct sync_job *j)
 
 /* ---- ending ------------------------------------------------------------- */
 
+/* A finished job nothing refers to any more (its rows written, no waiter). */
+static bool job_forgettable(const struct sync_job *x)
+{
+    return strcmp(x->status, "running") && !x->rows_pending && !x->pipeline && !x->waiter && !x->accepted;
+}
+
+static void job_forget(struct sync_ctx *sc, struct sync_job *x)
+{
+    list_remove(&x->link);
+    sc->n--;
+    free(x->token);
+    free(x);
+}
+
 static void job_forget_old(struct sync_ctx *sc)
 {
     while (sc->n > SYNC_KEEP) {
@@ -308,16 +322,13 @@ static void job_forget_old(struct sync_ctx *sc)
         struct sync_job *old = NULL;
         for (l = sc->jobs.next; l != &sc->jobs; l = l->next) {
             struct sync_job *x = container_of(l, struct sync_job, link);
-            if (strcmp(x->status, "running") && !x->rows_pending && !x->pipeline && !x->waiter && !x->accepted) {
+            if (job_forgettable(x)) {
                 old = x;
                 break;
             }
         }
         if (!old) return;
-        list_remove(&old->link);
-        sc->n--;
-        free(old->token);
-        free(old);
+        job_forget(sc, old);
     }
 }
 
@@ -1288,6 +1299,17 @@ static struct sync_job *running_for(struct server *srv, const char *space, const
     return NULL;
 }
 
+bool sync_space_running(struct server *srv, const char *space)
+{
+    if (!srv->sync) return false;
+    struct list *l;
+    for (l = srv->sync->jobs.next; l != &srv->sync->jobs; l = l->next) {
+        struct sync_job *j = container_of(l, struct sync_job, link);
+        if (!strcmp(j->status, "running") && !strcmp(j->space, space)) return true;
+    }
+    return false;
+}
+
 static struct sync_job *find_job(struct server *srv, const char *space, const char *id)
 {
     struct list *l;
@@ -1468,6 +1490,26 @@ static void peer_free_def(struct peer_def *p)
     if (p->token) memset(p->token, 0, strlen(p->token));
     free(p->token);
     free(p);
+}
+
+void sync_space_deleted(struct server *srv, const char *space)
+{
+    if (!srv->sync) return;
+    struct list *l, *next;
+    for (l = srv->sync->peers.next; l != &srv->sync->peers; l = next) {
+        next = l->next;
+        struct peer_def *p = container_of(l, struct peer_def, link);
+        if (strcmp(p->space, space)) continue;
+        list_remove(&p->link);
+        peer_free_def(p);
+    }
+    /* and the finished jobs kept in memory, so that a space made later
+     * under the same name does not show them */
+    for (l = srv->sync->jobs.next; l != &srv->sync->jobs; l = next) {
+        next = l->next;
+        struct sync_job *x = container_of(l, struct sync_job, link);
+        if (!strcmp(x->space, space) && job_forgettable(x)) job_forget(srv->sync, x);
+    }
 }
 
 struct peer_op {

@@ -29,7 +29,7 @@
 #include "store.h"
 #include "cli.h"
 
-#define STMT_CACHE 64
+#define STMT_CACHE 128
 
 struct batch {
     struct list link;
@@ -219,20 +219,40 @@ struct space_stats *wtx_space_create(struct wtx *tx, const char *name, int *crea
 static const char SQL_SPACE_DEL_ENT[] = "DELETE FROM entities WHERE space_id = ?";
 static const char SQL_SPACE_DEL_CONF[] = "DELETE FROM conflicts WHERE space_id = ?";
 static const char SQL_SPACE_DEL_CKPT[] = "DELETE FROM checkpoints WHERE space_id = ?";
+static const char SQL_SPACE_DEL_PEERS[] = "DELETE FROM peers WHERE space_id = ?";
+static const char SQL_SPACE_SNAP_IDS[] = "SELECT id FROM snapshots WHERE space_id = ?";
+static const char SQL_SPACE_DEL_SNAPS[] = "DELETE FROM snapshots WHERE space_id = ?";
 static const char SQL_SPACE_DEL[] = "DELETE FROM spaces WHERE id = ?";
+static const char SQL_SPACE_DEL_JOBS[] = "DELETE FROM sync_jobs WHERE space = ?";
 
 /* A space created later may get the same id (INTEGER PRIMARY KEY reuses the
- * highest): nothing keyed by the id may outlive the space. Sync checkpoints
- * in particular would make the new, empty space skip everything its peers
- * had already sent to the old one. */
-int wtx_space_delete(struct wtx *tx, struct space_stats *sp)
+ * highest) and may get the same name: nothing keyed by either may outlive
+ * the space. Sync checkpoints would make the new, empty space skip
+ * everything its peers had sent to the old one; persistent peers would go on
+ * syncing it; snapshots would be listed (and restorable) in it; its sync job
+ * history would be the old one's. The ids of the deleted snapshots are
+ * appended to snap_ids (NUL after each): their files go once this commits. */
+int wtx_space_delete(struct wtx *tx, struct space_stats *sp, struct buf *snap_ids)
 {
-    const char *sqls[] = {SQL_SPACE_DEL_ENT, SQL_SPACE_DEL_CONF, SQL_SPACE_DEL_CKPT, SQL_SPACE_DEL};
+    sqlite3_stmt *st = wtx_stmt(tx, SQL_SPACE_SNAP_IDS);
+    sqlite3_bind_int64(st, 1, sp->id);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        buf_append(snap_ids, sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+        buf_putc(snap_ids, '\0');
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return -1;
+    const char *sqls[] = {SQL_SPACE_DEL_ENT, SQL_SPACE_DEL_CONF, SQL_SPACE_DEL_CKPT, SQL_SPACE_DEL_PEERS,
+                          SQL_SPACE_DEL_SNAPS, SQL_SPACE_DEL};
     for (size_t i = 0; i < ARRAY_SIZE(sqls); i++) {
-        sqlite3_stmt *st = wtx_stmt(tx, sqls[i]);
+        st = wtx_stmt(tx, sqls[i]);
         sqlite3_bind_int64(st, 1, sp->id);
         if (sqlite3_step(st) != SQLITE_DONE) return -1;
     }
+    st = wtx_stmt(tx, SQL_SPACE_DEL_JOBS);
+    sqlite3_bind_text(st, 1, sp->name, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) return -1;
     sp->removed = true;
     wtx_space_touch(tx, sp);
     return 0;
