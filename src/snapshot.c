@@ -541,7 +541,9 @@ static void snap_finished(struct wop *op, struct http_req *r)
             }
         }
     }
-    if (ok && (!strcmp(sj->kind, "scheduled") || !strcmp(sj->kind, "pre_restore")))
+    /* after a failure too: a schedule that keeps failing (disk full, say)
+     * must not pile up failed rows without end */
+    if (!strcmp(sj->kind, "scheduled") || !strcmp(sj->kind, "pre_restore"))
         retention(srv, sj->space, sj->space_id, sj->kind);
     buf_free(&f->meta);
     free(f);
@@ -903,7 +905,8 @@ void api_snapshot_delete(struct http_req *r)
     if (api_write(r, &d->op, delete_apply, delete_done) < 0) free(d);
 }
 
-/* -- retention: keep the newest N of a kind -- */
+/* -- retention: keep the newest N completed snapshots of a kind, and the
+ * newest N failed ones (so the last errors stay visible) -- */
 
 struct retention_job {
     struct job job;
@@ -920,14 +923,17 @@ static void retention_work(struct job *j)
     sqlite3 *db = store_reader_get(j->srv->store);
     if (!db) return;
     sqlite3_stmt *q;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT id FROM snapshots WHERE space_id = ? AND kind = ? AND status = 'completed'"
-                           " ORDER BY id DESC LIMIT -1 OFFSET ?",
-                           -1, &q, NULL) == SQLITE_OK) {
+    size_t cap = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (sqlite3_prepare_v2(db,
+                               "SELECT id FROM snapshots WHERE space_id = ? AND kind = ? AND status = ?"
+                               " ORDER BY id DESC LIMIT -1 OFFSET ?",
+                               -1, &q, NULL) != SQLITE_OK)
+            break;
         sqlite3_bind_int64(q, 1, rj->space_id);
         sqlite3_bind_text(q, 2, rj->kind, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->keep);
-        size_t cap = 0;
+        sqlite3_bind_text(q, 3, pass ? "failed" : "completed", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 4, (sqlite3_int64)rj->keep);
         while (sqlite3_step(q) == SQLITE_ROW) {
             if (rj->n == cap) {
                 cap = cap ? cap * 2 : 8;
@@ -950,7 +956,7 @@ struct retire_op {
 static int retire_apply(struct wtx *tx, struct wop *op)
 {
     struct retire_op *d = container_of(op, struct retire_op, op);
-    sqlite3_stmt *st = wtx_stmt(tx, "DELETE FROM snapshots WHERE id = ? AND status = 'completed'");
+    sqlite3_stmt *st = wtx_stmt(tx, "DELETE FROM snapshots WHERE id = ? AND status IN ('completed', 'failed')");
     sqlite3_bind_text(st, 1, d->id, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "retention delete failed");
     if (sqlite3_changes(wtx_db(tx)) == 0) return wop_fail(op, 404, "not_found", "already gone");

@@ -233,3 +233,29 @@ test('a failed scheduled snapshot is an SSE event (kind scheduled, status failed
   assert.equal((await apiOk(srv, 'GET', '/api/v1/spaces/sf/sync/status', {}, 200)).last_snapshot, null);
   await until(() => snapFiles(srv.dataDir).length === 0, { timeoutMs: 2000, what: `no file left: ${snapFiles(srv.dataDir)}` });
 });
+
+test('a schedule that keeps failing keeps only the newest --snapshot-keep-scheduled failed rows (they do not pile up)', async (t) => {
+  const srv = await withServer(t, {
+    args: ['--snapshot-every', '1', '--snapshot-keep-scheduled', '2'],
+    env: { SNAPSYNC_TEST_SNAPSHOT_FAIL_AFTER: '20000' },
+  });
+  const sse = await openSSE(srv.port, '/api/v1/events?topics=snapshot&spaces=sk', { token: srv.adminToken });
+  t.after(() => sse.close());
+  await putSpace(srv, 'sk');
+  const items = [];
+  for (let i = 0; i < 500; i++) items.push({ collection: 'c', id: `e${i}`, body: bigBody(i) });
+  await pushEntities(srv, 'sk', items);
+  const failedIds = () => [...new Set(sse.ofType('snapshot').map((e) => e.json).filter((e) => e?.status === 'failed').map((e) => e.snapshot))];
+  await sse.waitFor(() => failedIds().length >= 5, 15000, 'five failed scheduled snapshots');
+  const ids = failedIds();
+  let rows;
+  await until(async () => {
+    rows = (await apiOk(srv, 'GET', '/api/v1/spaces/sk/snapshots?kind=scheduled&limit=100', {}, 200)).snapshots;
+    return rows.length <= 2;
+  }, { timeoutMs: 3000, what: 'at most 2 scheduled rows' });
+  assert.ok(rows.length >= 1 && rows.every((r) => r.status === 'failed' && r.error), JSON.stringify(rows));
+  // the ones kept are the newest; the oldest failures are gone
+  const listed = rows.map((r) => r.id);
+  for (const old of ids.slice(0, ids.length - 3)) assert.ok(!listed.includes(old), `old failure ${old} pruned; listed ${listed}`);
+  assert.deepEqual(listed, [...listed].sort().reverse(), 'newest first');
+});
