@@ -50,9 +50,11 @@ void read_submit(struct http_req *r, struct read_job *rj, read_fn fn, read_done_
 void read_submit_detached(struct server *srv, struct read_job *rj, read_fn fn, read_done_fn done);
 void read_fail(struct read_job *rj, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
 
-/* Parses ?limit= (default 100, max 1000) and ?cursor=. Answers 400 and
+/* Parses ?limit= (default 100, max 1000) and ?cursor=, which valid (when
+ * given) must accept: a cursor is an id of the listed kind, and one that
+ * cannot be is refused rather than taken as a position. Answers 400 and
  * returns -1 on a bad value. */
-int api_paging(struct http_req *r, uint64_t *limit, char *cursor, size_t cap);
+int api_paging(struct http_req *r, uint64_t *limit, char *cursor, size_t cap, bool (*valid)(const char *, size_t));
 /* The space of the route, or NULL after answering 404 space_not_found. */
 struct space *api_space(struct http_req *r);
 /* Parses the body as a JSON object, or answers 400 and returns NULL. */

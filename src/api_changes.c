@@ -412,7 +412,7 @@ void api_conflicts(struct http_req *r)
     if (!sp) return;
     struct read_job *rj = read_job_new();
     rj->space_id = sp->st.id;
-    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor) < 0) {
+    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor, ulid_valid) < 0) {
         free(rj);
         return;
     }

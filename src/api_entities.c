@@ -13,6 +13,7 @@
 #include "snapshot.h"
 #include "json.h"
 #include "log.h"
+#include "names.h"
 #include "server.h"
 #include "store.h"
 #include "sync.h"
@@ -40,7 +41,7 @@ void api_spaces_list(struct http_req *r)
 {
     uint64_t limit;
     char cursor[128];
-    if (api_paging(r, &limit, cursor, sizeof cursor) < 0) return;
+    if (api_paging(r, &limit, cursor, sizeof cursor, name_space_valid) < 0) return;
     size_t n;
     struct space **v = spaces_sorted(r->srv, &n);
     struct buf b;
@@ -323,7 +324,7 @@ void api_entity_list(struct http_req *r)
     struct space *sp = api_space(r);
     if (!sp) return;
     struct read_job *rj = entity_job(r, sp);
-    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor) < 0) {
+    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor, name_entity_id_valid) < 0) {
         free(rj);
         return;
     }

@@ -185,7 +185,7 @@ static void keys_list_work(sqlite3 *db, struct read_job *rj)
 void api_keys_list(struct http_req *r)
 {
     struct read_job *rj = read_job_new();
-    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor) < 0) {
+    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor, ulid_valid) < 0) {
         free(rj);
         return;
     }
@@ -248,7 +248,7 @@ void api_audit(struct http_req *r)
     struct read_job *rj = read_job_new();
     struct audit_arg *a = xcalloc(1, sizeof *a);
     rj->arg = a;
-    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor) < 0) goto fail;
+    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor, NULL) < 0) goto fail;   /* checked below */
     if (rj->cursor[0] && (parse_u64(rj->cursor, strlen(rj->cursor), INT64_MAX, &rj->since) < 0 || !rj->since)) {
         http_send_error(r, 400, "invalid_parameter", NULL, "cursor is not one this server gave out");
         goto fail;

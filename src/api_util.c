@@ -73,7 +73,7 @@ void read_submit_detached(struct server *srv, struct read_job *rj, read_fn fn, r
     job_submit(srv, &rj->job, NULL, read_work, read_after);
 }
 
-int api_paging(struct http_req *r, uint64_t *limit, char *cursor, size_t cap)
+int api_paging(struct http_req *r, uint64_t *limit, char *cursor, size_t cap, bool (*valid)(const char *, size_t))
 {
     char v[32];
     long l = http_query(r, "limit", v, sizeof v);
@@ -84,8 +84,8 @@ int api_paging(struct http_req *r, uint64_t *limit, char *cursor, size_t cap)
     }
     cursor[0] = '\0';
     l = http_query(r, "cursor", cursor, cap);
-    if (l == -2) {
-        http_send_error(r, 400, "invalid_parameter", NULL, "cursor is malformed");
+    if (l == -2 || (l >= 0 && valid && !valid(cursor, (size_t)l))) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "cursor is not one this server gave out");
         return -1;
     }
     if (l < 0) cursor[0] = '\0';

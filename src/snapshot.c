@@ -754,7 +754,7 @@ void api_snapshot_list(struct http_req *r)
     struct list_arg *a = xcalloc(1, sizeof *a);
     rj->arg = a;
     rj->space_id = sp->st.id;
-    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor) < 0) goto fail;
+    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor, ulid_valid) < 0) goto fail;
     long l = http_query(r, "kind", a->kind, sizeof a->kind);
     if (l >= 0 && strcmp(a->kind, "manual") && strcmp(a->kind, "scheduled") && strcmp(a->kind, "pre_restore") &&
         strcmp(a->kind, "imported")) {

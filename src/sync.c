@@ -1447,7 +1447,7 @@ void api_sync_jobs(struct http_req *r)
     if (!sp) return;
     struct read_job *rj = read_job_new();
     snprintf(rj->space, sizeof rj->space, "%s", sp->st.name);
-    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor) < 0) {
+    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor, ulid_valid) < 0) {
         free(rj);
         return;
     }

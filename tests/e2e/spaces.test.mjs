@@ -164,3 +164,25 @@ test('space counters follow entity writes and deletes', async () => {
   const listed = (await apiOk(srv, 'GET', '/api/v1/spaces?limit=1000')).spaces.find((x) => x.name === 'sp-count');
   assert.deepEqual(listed, s, 'the list shows the same counters');
 });
+
+test('lists refuse a cursor that cannot be one of their ids (400), and take any well-formed one', async () => {
+  await putSpace(srv, 'sp-cur');
+  const S = '/api/v1/spaces/sp-cur';
+  const ulid = '01ARZ3NDEKTSV4RRFFQ69G5FAV';
+  const cases = [
+    ['/api/v1/spaces', 'Bad..Name', 'zzz'],
+    [`${S}/collections/c/entities`, 'has space', 'e1'],
+    [`${S}/snapshots`, 'garbage', ulid],
+    [`${S}/sync/jobs`, 'garbage', ulid],
+    [`${S}/conflicts`, '~', ulid],
+    ['/api/v1/keys', 'not-a-key-id', ulid],
+    ['/api/v1/audit', 'abc', '1'],
+  ];
+  for (const [p, bad, good] of cases) {
+    const r = await api(srv, 'GET', `${p}?cursor=${encodeURIComponent(bad)}`);
+    const e = checkError(assert, r, 400, 'invalid_parameter', `GET ${p}?cursor=${bad}`);
+    assert.match(e.message, /cursor/);
+    const ok = await api(srv, 'GET', `${p}?cursor=${encodeURIComponent(good)}`);
+    assert.equal(ok.status, 200, `GET ${p}?cursor=${good} -> ${ok.status} ${ok.text}`);
+  }
+});
