@@ -11,6 +11,7 @@
 #include "api.h"
 #include "api_util.h"
 #include "blobs.h"
+#include "jobs.h"
 #include "json.h"
 #include "log.h"
 #include "names.h"
@@ -434,7 +435,12 @@ struct push_item {
 };
 
 struct push_op {
-    struct wop op;
+    struct job job;                  /* parsed on the threadpool */
+    struct wop op;                   /* then applied on the writer */
+    char *raw;                       /* the request body, until parsed */
+    size_t raw_len;
+    int err_status;                  /* a parse failure: 400 or 413 */
+    struct json_err err;
     const char *data_dir;
     char space[64];
     char origin[64];
@@ -527,6 +533,7 @@ static int push_apply(struct wtx *tx, struct wop *op)
 
 static void push_free(struct push_op *p)
 {
+    free(p->raw);
     for (size_t i = 0; i < p->n; i++) free(p->items[i].body);
     free(p->items);
     buf_free(&p->out);
@@ -581,32 +588,65 @@ static void push_item_parse(struct push_item *it, json_t *v)
     }
 }
 
+static void push_fail(struct push_op *p, int status, const char *code, const char *msg)
+{
+    p->err_status = status;
+    snprintf(p->err.code, sizeof p->err.code, "%s", code);
+    snprintf(p->err.message, sizeof p->err.message, "%s", msg);
+}
+
+/* threadpool: the body (up to --max-body-bytes) parsed, every item checked
+ * and its body canonicalized, so neither the loop nor the writer parses */
+static void push_parse_work(struct job *j)
+{
+    struct push_op *p = container_of(j, struct push_op, job);
+    json_t *root = json_parse(p->raw, p->raw_len, true, &p->err);
+    free(p->raw);
+    p->raw = NULL;
+    if (!root) {
+        p->err_status = 400;
+        return;
+    }
+    json_t *arr = json_object_get(root, "changes");
+    size_t n = json_array_size(arr);
+    if (!json_is_array(arr)) {
+        push_fail(p, 400, "invalid_body", "expected {\"changes\":[...]}");
+    } else if (n > PUSH_MAX_ITEMS) {
+        char m[64];
+        snprintf(m, sizeof m, "at most %d changes per push", PUSH_MAX_ITEMS);
+        push_fail(p, 413, "too_many_changes", m);
+    } else {
+        p->n = n;
+        p->items = xcalloc(n ? n : 1, sizeof *p->items);
+        for (size_t i = 0; i < n; i++) push_item_parse(&p->items[i], json_array_get(arr, i));
+    }
+    json_decref(root);
+}
+
+static void push_parsed(struct job *j, struct http_req *r)
+{
+    struct push_op *p = container_of(j, struct push_op, job);
+    if (!r) {
+        push_free(p);
+        return;
+    }
+    if (p->err_status) {
+        http_send_error(r, p->err_status, p->err.code, NULL, "%s", p->err.message);
+        push_free(p);
+        return;
+    }
+    if (api_write(r, &p->op, push_apply, push_done) < 0) push_free(p);
+}
+
 void api_changes_post(struct http_req *r)
 {
     if (!api_space(r)) return;
-    json_t *root = api_body_object(r);
-    if (!root) return;
-    json_t *arr = json_object_get(root, "changes");
-    if (!json_is_array(arr)) {
-        json_decref(root);
-        http_send_error(r, 400, "invalid_body", NULL, "expected {\"changes\":[...]}");
-        return;
-    }
-    size_t n = json_array_size(arr);
-    if (n > PUSH_MAX_ITEMS) {
-        json_decref(root);
-        http_send_error(r, 413, "too_many_changes", NULL, "at most %d changes per push", PUSH_MAX_ITEMS);
-        return;
-    }
     struct push_op *p = xcalloc(1, sizeof *p);
     p->data_dir = r->srv->cfg->data_dir;
     snprintf(p->space, sizeof p->space, "%s", r->match.params.space);
     snprintf(p->origin, sizeof p->origin, "push:%s", api_actor(r));
-    p->n = n;
-    p->items = xcalloc(n ? n : 1, sizeof *p->items);
-    for (size_t i = 0; i < n; i++) push_item_parse(&p->items[i], json_array_get(arr, i));
-    json_decref(root);
-    if (api_write(r, &p->op, push_apply, push_done) < 0) push_free(p);
+    p->raw = buf_steal(&r->body, &p->raw_len);
+    job_submit(r->srv, &p->job, r, push_parse_work, push_parsed);
 }
 
 /* ---- POST /conflicts/{id}/resolve --------------------------------------- */
