@@ -11,9 +11,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 enum durability { DURABILITY_FULL, DURABILITY_NORMAL };
 
 #define CFG_MAX_ORIGINS 32
+#define CFG_MAX_PROXIES 32
 
 struct config {
     char listen_host[256];
@@ -41,6 +44,8 @@ struct config {
     char *cors_origins[CFG_MAX_ORIGINS];
     int n_cors_origins;
     bool cors_any;
+    struct cidr trusted_proxies[CFG_MAX_PROXIES];   /* whose X-Forwarded-For is believed */
+    int n_trusted_proxies;
     bool metrics_open;
     bool access_log;
     enum durability durability;

@@ -57,6 +57,10 @@ struct http_req {
     struct buf body;
     uint64_t body_seen;             /* body bytes received so far */
     uint64_t body_limit;
+    /* the client: "ip:port" of the TCP peer, or the address a trusted proxy
+     * (--trusted-proxies) named in X-Forwarded-For; client_ip without port */
+    char client[56];
+    char client_ip[48];
     /* routing */
     struct route_match match;
     const struct route *route;

@@ -96,6 +96,16 @@ void random_bytes(void *out, size_t n);
 /* ULID: 26 chars of Crockford base32, time-sortable. out >= 27 bytes. */
 void ulid_make(char out[27], uint64_t ms_epoch);
 bool ulid_valid(const char *s, size_t len);
+
+/* An IPv4 or IPv6 network: "192.0.2.7", "10.0.0.0/8", "::1", "fd00::/8". */
+struct cidr {
+    int family;                      /* AF_INET or AF_INET6 */
+    unsigned bits;
+    unsigned char addr[16];
+};
+bool cidr_parse(const char *s, size_t len, struct cidr *out);
+/* Is the address text ip (no port, no brackets) inside one of the n nets? */
+bool cidr_match(const struct cidr *nets, int n, const char *ip, size_t len);
 void hex_encode(char *out, const unsigned char *in, size_t n);   /* out >= 2n+1 */
 
 /* Length (1..4) of the valid UTF-8 sequence at p (n bytes left), 0 if

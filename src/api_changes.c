@@ -850,7 +850,7 @@ void api_conflict_resolve(struct http_req *r)
     snprintf(rs->space, sizeof rs->space, "%s", r->match.params.space);
     snprintf(rs->conflict, sizeof rs->conflict, "%s", r->match.params.id);
     snprintf(rs->actor, sizeof rs->actor, "%s", api_actor(r));
-    if (r->conn) snprintf(rs->remote, sizeof rs->remote, "%s", r->conn->peer);
+    if (r->conn) snprintf(rs->remote, sizeof rs->remote, "%s", r->client);
     rs->strategy = (enum strategy)strategy;
     if (strategy == MERGE) {
         struct json_err je;

@@ -146,7 +146,7 @@ static struct space_op *space_op_new(struct http_req *r)
     buf_init(&s->snap_ids);
     snprintf(s->name, sizeof s->name, "%s", r->match.params.space);
     snprintf(s->actor, sizeof s->actor, "%s", api_actor(r));
-    if (r->conn) snprintf(s->remote, sizeof s->remote, "%s", r->conn->peer);
+    if (r->conn) snprintf(s->remote, sizeof s->remote, "%s", r->client);
     return s;
 }
 

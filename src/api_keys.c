@@ -136,7 +136,7 @@ void api_keys_create(struct http_req *r)
     root = NULL;
     token_make(ks->k.token, k->hash);
     snprintf(ks->k.actor, sizeof ks->k.actor, "%s", api_actor(r));
-    if (r->conn) snprintf(ks->k.remote, sizeof ks->k.remote, "%s", r->conn->peer);
+    if (r->conn) snprintf(ks->k.remote, sizeof ks->k.remote, "%s", r->client);
     if (api_write(r, &ks->k.op, key_apply, key_done) < 0) free(ks);
     return;
 fail:
@@ -151,7 +151,7 @@ void api_keys_revoke(struct http_req *r)
     ks->k.revoke = true;
     snprintf(ks->k.key.id, sizeof ks->k.key.id, "%s", r->match.params.key);
     snprintf(ks->k.actor, sizeof ks->k.actor, "%s", api_actor(r));
-    if (r->conn) snprintf(ks->k.remote, sizeof ks->k.remote, "%s", r->conn->peer);
+    if (r->conn) snprintf(ks->k.remote, sizeof ks->k.remote, "%s", r->client);
     if (api_write(r, &ks->k.op, key_apply, key_done) < 0) free(ks);
 }
 

@@ -343,10 +343,7 @@ static const struct key *find_key(struct auth *a, const unsigned char hash[32])
 
 static void client_ip(const struct http_req *r, char *out, size_t cap)
 {
-    const char *peer = r->conn ? r->conn->peer : "?";
-    const char *colon = strrchr(peer, ':');
-    size_t l = colon ? (size_t)(colon - peer) : strlen(peer);
-    snprintf(out, cap, "%.*s", (int)l, peer);
+    snprintf(out, cap, "%s", r->client_ip[0] ? r->client_ip : "?");
 }
 
 static void deny(struct http_req *r, int status, const char *code, const char *msg)
@@ -535,7 +532,7 @@ void auth_audit_denied(struct http_req *r, int status)
     snprintf(a->target, sizeof a->target, "%s %s", llhttp_method_name((llhttp_method_t)r->method),
              r->route ? r->route->name : "?");
     snprintf(a->meta, sizeof a->meta, "{\"status\":%d}", status);
-    if (r->conn) snprintf(a->remote, sizeof a->remote, "%s", r->conn->peer);
+    if (r->conn) snprintf(a->remote, sizeof a->remote, "%s", r->client);
     if (writer_submit(srv, &a->op, NULL, audit_apply, audit_done) < 0) free(a);
 }
 

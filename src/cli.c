@@ -11,7 +11,7 @@
 #include "log.h"
 #include "util.h"
 
-enum opt_type { OPT_U64, OPT_SIZE, OPT_BOOL, OPT_LISTEN, OPT_PATH, OPT_ORIGINS, OPT_DURABILITY, OPT_LOGLEVEL };
+enum opt_type { OPT_U64, OPT_SIZE, OPT_BOOL, OPT_LISTEN, OPT_PATH, OPT_ORIGINS, OPT_PROXIES, OPT_DURABILITY, OPT_LOGLEVEL };
 
 struct opt {
     const char *name;          /* without the leading "--" */
@@ -45,6 +45,7 @@ static const struct opt opts[] = {
     {"snapshot-threads", OPT_U64, OFF(snapshot_threads), 1, 8, "2", "compressor threads per snapshot (parallel gzip)"},
     {"workers", OPT_U64, OFF(workers), 1, 128, "4", "threadpool threads for database, compression and file work"},
     {"cors-origins", OPT_ORIGINS, 0, 0, 0, "", "comma-separated origins allowed cross-origin, or *"},
+    {"trusted-proxies", OPT_PROXIES, 0, 0, 0, "", "comma-separated addresses or networks (10.0.0.0/8) of reverse proxies whose X-Forwarded-For names the client"},
     {"metrics-open", OPT_BOOL, OFF(metrics_open), 0, 0, "false", "serve /metrics without an admin key"},
     {"access-log", OPT_BOOL, OFF(access_log), 0, 0, "true", "one JSON line per request on stderr"},
     {"durability", OPT_DURABILITY, 0, 0, 0, "full", "full: fsync at every commit; normal: fsync at checkpoints only"},
@@ -130,6 +131,20 @@ static int parse_origins(struct config *cfg, const char *v)
     return 0;
 }
 
+static int parse_proxies(struct config *cfg, const char *v)
+{
+    cfg->n_trusted_proxies = 0;
+    for (const char *s = v; *s;) {
+        while (*s == ',' || *s == ' ') s++;
+        if (!*s) break;
+        size_t l = strcspn(s, ", ");
+        if (cfg->n_trusted_proxies == CFG_MAX_PROXIES) return -1;
+        if (!cidr_parse(s, l, &cfg->trusted_proxies[cfg->n_trusted_proxies++])) return -1;
+        s += l;
+    }
+    return 0;
+}
+
 static int apply(struct config *cfg, const struct opt *o, const char *src, const char *v)
 {
     uint64_t n;
@@ -165,6 +180,10 @@ static int apply(struct config *cfg, const struct opt *o, const char *src, const
     case OPT_ORIGINS:
         if (parse_origins(cfg, v) < 0)
             return bad(o, src, v, "expected '*' or up to 32 comma-separated origins like https://app.example");
+        return 0;
+    case OPT_PROXIES:
+        if (parse_proxies(cfg, v) < 0)
+            return bad(o, src, v, "expected up to 32 comma-separated IP addresses or networks like 10.0.0.0/8");
         return 0;
     case OPT_DURABILITY:
         if (!strcmp(v, "full")) cfg->durability = DURABILITY_FULL;

@@ -266,6 +266,44 @@ static void send_raw(struct conn *c, const char *data, size_t len);
 
 /* Splits the URL, picks the request id, routes, and decides what to do
  * with the body -- all before the first body byte is read. */
+
+/* The client's address. Direct: the TCP peer. Through a reverse proxy the
+ * operator trusts (--trusted-proxies): X-Forwarded-For read from the right,
+ * skipping the trusted hops, so the first address no trusted proxy added
+ * itself is the client (a client can prepend anything it likes, but not
+ * append after what the proxy appends). Rate limits, audit entries and the
+ * access log use it. */
+static void client_addr(struct http_req *r)
+{
+    const struct config *cfg = r->srv->cfg;
+    const char *peer = r->conn ? r->conn->peer : "?";
+    const char *colon = strrchr(peer, ':');
+    size_t pl = colon ? (size_t)(colon - peer) : strlen(peer);
+    snprintf(r->client, sizeof r->client, "%s", peer);
+    snprintf(r->client_ip, sizeof r->client_ip, "%.*s", (int)pl, peer);
+    if (!cfg->n_trusted_proxies || !cidr_match(cfg->trusted_proxies, cfg->n_trusted_proxies, peer, pl)) return;
+    /* every X-Forwarded-For line, as one list, right to left */
+    for (int h = r->nhdrs - 1; h >= 0; h--) {
+        const struct http_hdr *x = &r->hdrs[h];
+        if (!str_ieq(r->head.data + x->name_off, x->name_len, "X-Forwarded-For")) continue;
+        const char *b = r->head.data + x->value_off, *e = b + x->value_len;
+        while (e > b) {
+            const char *comma = e;
+            while (comma > b && comma[-1] != ',') comma--;
+            const char *s = comma, *t = e;
+            while (s < t && (*s == ' ' || *s == '\t')) s++;
+            while (t > s && (t[-1] == ' ' || t[-1] == '\t')) t--;
+            e = comma > b ? comma - 1 : b;
+            struct cidr one;
+            if (t == s || !cidr_parse(s, (size_t)(t - s), &one) || memchr(s, '/', (size_t)(t - s))) return;  /* garbage: stop */
+            if (cidr_match(cfg->trusted_proxies, cfg->n_trusted_proxies, s, (size_t)(t - s))) continue;
+            snprintf(r->client_ip, sizeof r->client_ip, "%.*s", (int)(t - s), s);
+            snprintf(r->client, sizeof r->client, "%s", r->client_ip);
+            return;
+        }
+    }
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct conn *c = p->data;
@@ -295,6 +333,8 @@ static int on_headers_complete(llhttp_t *p)
     r->query = qm ? qm + 1 : NULL;
     r->query_len = qm ? ulen - r->path_len - 1 : 0;
     if (r->path_len == 0) { r->path = "/"; r->path_len = 1; }
+
+    client_addr(r);
 
     v = http_header(r, "X-Request-Id", &vlen);
     if (v && name_request_id_valid(v, vlen)) {
@@ -1002,6 +1042,6 @@ static void access_log(struct http_req *r)
     buf_printf(&f, ",\"status\":%d,\"bytes\":%llu,\"dur_ms\":%llu.%03llu,\"client\":", r->status,
                (unsigned long long)r->bytes_out, (unsigned long long)(dur_us / 1000),
                (unsigned long long)(dur_us % 1000));
-    json_cstr(&f, r->conn ? r->conn->peer : "-");
+    json_cstr(&f, r->client[0] ? r->client : r->conn ? r->conn->peer : "-");
     log_raw(LOG_INFO, "access", f.data, f.len);
 }

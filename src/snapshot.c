@@ -643,7 +643,7 @@ static int snap_start(struct server *srv, struct http_req *r, const char *space,
     snprintf(sj->space, sizeof sj->space, "%s", space);
     snprintf(sj->kind, sizeof sj->kind, "%s", kind);
     snprintf(sj->created_by, sizeof sj->created_by, "%s", actor);
-    if (r && r->conn) snprintf(sj->remote, sizeof sj->remote, "%s", r->conn->peer);
+    if (r && r->conn) snprintf(sj->remote, sizeof sj->remote, "%s", r->client);
     snprintf(sj->data_dir, sizeof sj->data_dir, "%s", srv->cfg->data_dir);
     sj->note = note ? xstrdup(note) : NULL;
     sj->started_ms = now_ms_wall();
@@ -900,7 +900,7 @@ void api_snapshot_delete(struct http_req *r)
     snprintf(d->id, sizeof d->id, "%s", r->match.params.id);
     snprintf(d->space, sizeof d->space, "%s", sp->st.name);
     snprintf(d->actor, sizeof d->actor, "%s", api_actor(r));
-    if (r->conn) snprintf(d->remote, sizeof d->remote, "%s", r->conn->peer);
+    if (r->conn) snprintf(d->remote, sizeof d->remote, "%s", r->client);
     d->space_id = sp->st.id;
     if (api_write(r, &d->op, delete_apply, delete_done) < 0) free(d);
 }
@@ -1779,7 +1779,7 @@ static void restore_row_loaded(struct read_job *rj, struct http_req *r)
     snprintf(rs->id, sizeof rs->id, "%.26s", rj->id);
     snprintf(rs->space, sizeof rs->space, "%s", rj->space);
     snprintf(rs->actor, sizeof rs->actor, "%s", api_actor(r));
-    if (r->conn) snprintf(rs->remote, sizeof rs->remote, "%s", r->conn->peer);
+    if (r->conn) snprintf(rs->remote, sizeof rs->remote, "%s", r->client);
     snprintf(rs->sha256, sizeof rs->sha256, "%s", row->sha256);
     rs->blobs = blobs;
     blobs = NULL;
@@ -2034,7 +2034,7 @@ void api_snapshot_import(struct http_req *r)
     ulid_make(im->id, now_ms_wall());
     snprintf(im->space, sizeof im->space, "%s", sp->st.name);
     snprintf(im->actor, sizeof im->actor, "%s", api_actor(r));
-    if (r->conn) snprintf(im->remote, sizeof im->remote, "%s", r->conn->peer);
+    if (r->conn) snprintf(im->remote, sizeof im->remote, "%s", r->client);
     snap_file(r->srv->cfg->data_dir, im->id, true, im->tmp, sizeof im->tmp);
     snap_file(r->srv->cfg->data_dir, im->id, false, im->path, sizeof im->path);
     r->ctx = im;

@@ -1360,7 +1360,7 @@ void api_sync_start(struct http_req *r)
         http_send_error(r, 409, "sync_in_progress", NULL, "a sync of this space with that peer is running");
         return;
     }
-    struct sync_job *j = sync_job_new(srv, sp, url, pspace, token, dir, api_actor(r), r->conn ? r->conn->peer : "");
+    struct sync_job *j = sync_job_new(srv, sp, url, pspace, token, dir, api_actor(r), r->conn ? r->client : "");
     json_decref(v);
     if (wait) {
         j->waiter = r;
@@ -1666,7 +1666,7 @@ void api_peer_put(struct http_req *r)
     snprintf(d->peer_space, sizeof d->peer_space, "%s", pspace);
     snprintf(d->direction, sizeof d->direction, "%s", dir);
     snprintf(po->actor, sizeof po->actor, "%s", api_actor(r));
-    if (r->conn) snprintf(po->remote, sizeof po->remote, "%s", r->conn->peer);
+    if (r->conn) snprintf(po->remote, sizeof po->remote, "%s", r->client);
     d->token = xstrdup(token);
     d->space_id = sp->st.id;
     d->every_s = every ? (uint64_t)json_integer_value(every) : 0;
@@ -1687,7 +1687,7 @@ void api_peer_delete(struct http_req *r)
     snprintf(po->def.space, sizeof po->def.space, "%s", sp->st.name);
     snprintf(po->def.name, sizeof po->def.name, "%s", r->match.params.peer);
     snprintf(po->actor, sizeof po->actor, "%s", api_actor(r));
-    if (r->conn) snprintf(po->remote, sizeof po->remote, "%s", r->conn->peer);
+    if (r->conn) snprintf(po->remote, sizeof po->remote, "%s", r->client);
     po->def.space_id = sp->st.id;
     if (api_write(r, &po->op, peer_apply, peer_op_done) < 0) free(po);
 }

@@ -2,6 +2,7 @@
  * Everything here is thread-safe except rbuf (loop thread only). */
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -396,4 +397,55 @@ const struct evp_md_st *sha256_md(void)
 {
     pthread_once(&sha256_once, sha256_fetch);
     return g_sha256;
+}
+
+/* ---- networks ------------------------------------------------------------ */
+
+static bool ip_parse(const char *s, size_t len, int *family, unsigned char addr[16])
+{
+    char t[INET6_ADDRSTRLEN + 1];
+    if (len == 0 || len >= sizeof t) return false;
+    memcpy(t, s, len);
+    t[len] = '\0';
+    memset(addr, 0, 16);
+    if (inet_pton(AF_INET, t, addr) == 1) {
+        *family = AF_INET;
+        return true;
+    }
+    if (inet_pton(AF_INET6, t, addr) == 1) {
+        *family = AF_INET6;
+        return true;
+    }
+    return false;
+}
+
+bool cidr_parse(const char *s, size_t len, struct cidr *out)
+{
+    const char *slash = memchr(s, '/', len);
+    size_t al = slash ? (size_t)(slash - s) : len;
+    if (!ip_parse(s, al, &out->family, out->addr)) return false;
+    unsigned max = out->family == AF_INET ? 32 : 128;
+    out->bits = max;
+    if (slash) {
+        uint64_t b;
+        if (parse_u64(slash + 1, len - al - 1, max, &b) < 0) return false;
+        out->bits = (unsigned)b;
+    }
+    return true;
+}
+
+bool cidr_match(const struct cidr *nets, int n, const char *ip, size_t len)
+{
+    int fam;
+    unsigned char a[16];
+    if (n == 0 || !ip_parse(ip, len, &fam, a)) return false;
+    for (int i = 0; i < n; i++) {
+        const struct cidr *c = &nets[i];
+        if (c->family != fam) continue;
+        unsigned full = c->bits / 8, rest = c->bits % 8;
+        if (memcmp(a, c->addr, full)) continue;
+        if (rest && ((a[full] ^ c->addr[full]) & (0xffu << (8 - rest)) & 0xffu)) continue;
+        return true;
+    }
+    return false;
 }

@@ -374,3 +374,45 @@ test('failed auth rate limit: 20 failures, then 429 rate_limited with Retry-Afte
   const again = await api(s, 'GET', '/api/v1/status');
   assert.equal(again.status, 200, `after ${ra} s: ${again.status} ${again.text}`);
 });
+
+test('--trusted-proxies: X-Forwarded-For names the client (rate limits, audit, access log) only when the peer is a trusted proxy', async (t) => {
+  const bogus = (i) => `sst_bogus${i}${'x'.repeat(40)}`;
+  const fail20 = async (s, xff, what) => {
+    for (let i = 0; i < 20; i++) {
+      const r = await api(s, 'GET', '/api/v1/status', { token: bogus(i), headers: { 'X-Forwarded-For': xff } });
+      checkError(assert, r, 401, 'unauthorized', `${what} failure ${i + 1}`);
+    }
+    const r = await api(s, 'GET', '/api/v1/status', { token: bogus(99), headers: { 'X-Forwarded-For': xff } });
+    checkError(assert, r, 429, 'rate_limited', `${what}: 21st failure`);
+  };
+
+  // trusted: 127.0.0.0/8 (the loopback "proxy" these requests come from)
+  const s = await withServer(t, { args: ['--trusted-proxies', '10.0.0.0/8, 127.0.0.0/8'] });
+  await fail20(s, '203.0.113.5', 'client 203.0.113.5');
+  // another client behind the same proxy is not blocked
+  const other = await api(s, 'GET', '/api/v1/status', { headers: { 'X-Forwarded-For': '203.0.113.6' } });
+  assert.equal(other.status, 200, `another forwarded client: ${other.text}`);
+  // the client cannot escape by prepending: the rightmost untrusted entry counts
+  const spoof = await api(s, 'GET', '/api/v1/status', { headers: { 'X-Forwarded-For': '198.51.100.1, 203.0.113.5' } });
+  checkError(assert, spoof, 429, 'rate_limited', 'prepended address ignored');
+  // trusted hops (10.x) on the right are skipped
+  const hops = await api(s, 'GET', '/api/v1/status', { headers: { 'X-Forwarded-For': '203.0.113.5, 10.1.2.3' } });
+  checkError(assert, hops, 429, 'rate_limited', 'trusted hop skipped');
+  // the audit entry and the access log name the forwarded client
+  await apiOk(s, 'PUT', '/api/v1/spaces/via-proxy', { headers: { 'X-Forwarded-For': '203.0.113.77' } });
+  const audit = await apiOk(s, 'GET', '/api/v1/audit?action=space.create&limit=1', { headers: { 'X-Forwarded-For': '203.0.113.77' } }, 200);
+  assert.equal(audit.entries[0].remote_addr, '203.0.113.77', JSON.stringify(audit.entries[0]));
+  const line = await s.waitForLog((l) => l.path === '/api/v1/spaces/via-proxy', 3000);
+  assert.equal(line.client, '203.0.113.77', JSON.stringify(line));
+
+  // not trusted (default): the header is ignored, every request is 127.0.0.1
+  const u = await withServer(t);
+  await fail20(u, '203.0.113.5', 'untrusted');
+  const still = await api(u, 'GET', '/api/v1/status', { headers: { 'X-Forwarded-For': '203.0.113.6' } });
+  checkError(assert, still, 429, 'rate_limited', 'X-Forwarded-For from an untrusted peer changes nothing');
+
+  // a bad value is refused at start
+  const bad = await runCli(['serve', '--trusted-proxies', 'example.com', '--data', '/nonexistent'], { timeoutMs: 5000 });
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /trusted-proxies/);
+});

@@ -145,8 +145,43 @@ static void test_ct_equal(void)
     CHECK(!ct_equal("abcdef", "abcdeg", 6));
 }
 
+#define IN(nets, n, ip) cidr_match(nets, n, ip, strlen(ip))
+
+static void test_cidr(void)
+{
+    struct cidr n[4];
+    CHECK(cidr_parse("10.0.0.0/8", 10, &n[0]));
+    CHECK(cidr_parse("192.0.2.7", 9, &n[1]));
+    CHECK(cidr_parse("fd00::/8", 8, &n[2]));
+    CHECK(cidr_parse("172.16.0.0/12", 13, &n[3]));
+    CHECK(IN(n, 4, "10.1.2.3"));
+    CHECK(IN(n, 4, "10.255.255.255"));
+    CHECK(!IN(n, 4, "11.0.0.1"));
+    CHECK(IN(n, 4, "192.0.2.7"));
+    CHECK(!IN(n, 4, "192.0.2.8"));           /* a bare address is a /32 */
+    CHECK(IN(n, 4, "172.31.255.1"));          /* /12: 172.16-172.31 */
+    CHECK(!IN(n, 4, "172.32.0.1"));
+    CHECK(!IN(n, 4, "172.15.255.255"));
+    CHECK(IN(n, 4, "fd12:3456::1"));
+    CHECK(!IN(n, 4, "fe80::1"));
+    CHECK(!IN(n, 4, "::ffff:10.1.2.3"));      /* v4-mapped v6 is another family */
+    CHECK(!IN(n, 4, "not-an-ip"));
+    CHECK(!IN(n, 4, ""));
+    CHECK(!IN(n, 0, "10.1.2.3"));
+    struct cidr x;
+    CHECK(!cidr_parse("10.0.0.0/33", 11, &x));
+    CHECK(!cidr_parse("::/129", 6, &x));
+    CHECK(!cidr_parse("10.0.0.0/", 9, &x));
+    CHECK(!cidr_parse("10.0.0/8", 8, &x));
+    CHECK(!cidr_parse("example.com", 11, &x));
+    CHECK(cidr_parse("0.0.0.0/0", 9, &x));
+    CHECK(cidr_match(&x, 1, "203.0.113.9", 11));
+    CHECK(cidr_parse("::1", 3, &x) && x.bits == 128);
+}
+
 int main(void)
 {
+    test_cidr();
     test_sizes();
     test_names();
     test_ulid();
