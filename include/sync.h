@@ -65,6 +65,10 @@ int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, cons
 
 void sync_init(struct server *srv);
 void sync_free(struct server *srv);
+struct sync_blob_stats {
+    uint64_t running, waiting, waited;
+};
+void sync_blob_stats(struct server *srv, struct sync_blob_stats *out);
 /* Loop: is a sync job of this space running? */
 bool sync_space_running(struct server *srv, const char *space);
 /* Loop: the space was deleted (its peers' rows with it): forget its peers. */

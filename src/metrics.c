@@ -15,6 +15,7 @@
 #include "server.h"
 #include "spaces.h"
 #include "sse.h"
+#include "sync.h"
 #include "store.h"
 #include "writer.h"
 
@@ -282,6 +283,14 @@ void api_metrics(struct http_req *r)
     buf_printf(b, "snapsync_sync_entities_pushed_total %llu\n", (unsigned long long)m->pushed);
     help(b, "snapsync_sync_blobs_moved_total", "counter", "Blobs transferred by sync jobs.");
     buf_printf(b, "snapsync_sync_blobs_moved_total %llu\n", (unsigned long long)m->blobs);
+    struct sync_blob_stats bs;
+    sync_blob_stats(srv, &bs);
+    help(b, "snapsync_sync_blob_jobs_running", "gauge", "Blob transfer jobs on the threadpool (at most half of it).");
+    buf_printf(b, "snapsync_sync_blob_jobs_running %llu\n", (unsigned long long)bs.running);
+    help(b, "snapsync_sync_blob_jobs_waiting", "gauge", "Blob transfer jobs waiting for a turn.");
+    buf_printf(b, "snapsync_sync_blob_jobs_waiting %llu\n", (unsigned long long)bs.waiting);
+    help(b, "snapsync_sync_blob_jobs_waited_total", "counter", "Blob transfer jobs that had to wait for a turn.");
+    buf_printf(b, "snapsync_sync_blob_jobs_waited_total %llu\n", (unsigned long long)bs.waited);
     help(b, "snapsync_write_queue_ops", "gauge", "Write operations submitted and not yet answered.");
     buf_printf(b, "snapsync_write_queue_ops %llu\n", (unsigned long long)writer_queue_len(srv));
 

@@ -109,9 +109,23 @@ struct peer_def {
     bool running;
 };
 
+/* A threadpool job that moves blobs: it blocks a pool thread for as long
+ * as its transfers take, so at most blob_cap of them run at once (half the
+ * pool, at least one) and the rest wait here, in order: database reads and
+ * snapshots always find a thread. */
+struct blob_wait {
+    struct list link;
+    struct job *job;
+    job_work_fn work;
+    job_done_fn done;
+};
+
 struct sync_ctx {
     struct list jobs;                /* newest last */
     size_t n;
+    struct list blob_waiting;        /* struct blob_wait */
+    unsigned blob_active, blob_cap;
+    uint64_t blob_waited;            /* how many had to wait (metrics, tests) */
     struct list peers;               /* struct peer_def */
     uv_timer_t tick;                 /* the peers' schedule */
     bool tick_on;
@@ -731,6 +745,7 @@ struct pull_page {
     int parse_rc;
     struct json_err err;
     struct rep_batch batch;
+    bool blobs_fetched;              /* the gated blob job was sent */
     struct blob_xfer xfer;
     /* writer: copies of the job's identity, and the counts */
     char peer_instance[27], peer_uid[27], peer_url[512], peer_space[64], space[64];
@@ -739,6 +754,35 @@ struct pull_page {
 
 static void pull_pump(struct sync_job *j);
 static void pull_submit_ready(struct sync_job *j);
+
+static void blob_gate_submit(struct server *srv, struct job *jb, job_work_fn work, job_done_fn done)
+{
+    struct sync_ctx *sc = srv->sync;
+    if (sc->blob_active < sc->blob_cap) {
+        sc->blob_active++;
+        job_submit(srv, jb, NULL, work, done);
+        return;
+    }
+    struct blob_wait *w = xcalloc(1, sizeof *w);
+    w->job = jb;
+    w->work = work;
+    w->done = done;
+    list_insert_tail(&sc->blob_waiting, &w->link);
+    sc->blob_waited++;
+}
+
+/* A gated job is done (call first thing in its done callback). */
+static void blob_gate_release(struct server *srv)
+{
+    struct sync_ctx *sc = srv->sync;
+    sc->blob_active--;
+    if (list_empty(&sc->blob_waiting)) return;
+    struct blob_wait *w = container_of(sc->blob_waiting.next, struct blob_wait, link);
+    list_remove(&w->link);
+    sc->blob_active++;
+    job_submit(srv, w->job, NULL, w->work, w->done);
+    free(w);
+}
 
 /* No page may reach the writer any more: the pull failed, or the job ended
  * some other way (shutdown). */
@@ -866,9 +910,23 @@ static void pull_parse_work(struct job *jb)
         p->parse_rc = -1;
         snprintf(p->err.message, sizeof p->err.message, "the page lacks last_version");
     }
-    /* blobs the page's entities reference come first (an entity naming a
-     * blob this server lacks would be unusable) */
-    if (p->parse_rc == 0) blobs_fetch(&p->xfer, p->batch.blobs, p->batch.nblobs);
+}
+
+/* blobs the page's entities reference come first (an entity naming a blob
+ * this server lacks would be unusable): a second job, through the gate */
+static void pull_blobs_work(struct job *jb)
+{
+    struct pull_page *p = container_of(jb, struct pull_page, job);
+    blobs_fetch(&p->xfer, p->batch.blobs, p->batch.nblobs);
+}
+
+static void pull_parsed(struct job *jb, struct http_req *r);
+
+static void pull_blobs_done(struct job *jb, struct http_req *r)
+{
+    struct pull_page *p = container_of(jb, struct pull_page, job);
+    blob_gate_release(p->j->srv);
+    pull_parsed(jb, r);
 }
 
 static void pull_parsed(struct job *jb, struct http_req *r)
@@ -876,6 +934,11 @@ static void pull_parsed(struct job *jb, struct http_req *r)
     struct pull_page *p = container_of(jb, struct pull_page, job);
     struct sync_job *j = p->j;
     UNUSED(r);
+    if (p->parse_rc == 0 && p->batch.nblobs && !p->blobs_fetched && !pull_stopping(j)) {
+        p->blobs_fetched = true;
+        blob_gate_submit(j->srv, &p->job, pull_blobs_work, pull_blobs_done);
+        return;
+    }
     j->blobs += p->xfer.moved;
     j->bytes += p->xfer.bytes;
     const char *bad = NULL;
@@ -1122,6 +1185,7 @@ static void push_blobs_done(struct job *jb, struct http_req *r)
     struct push_blobs *pb = container_of(jb, struct push_blobs, job);
     struct sync_job *j = pb->j;
     UNUSED(r);
+    blob_gate_release(j->srv);
     j->blobs += pb->xfer.moved;
     j->bytes += pb->xfer.bytes;
     char *page = pb->page;
@@ -1169,7 +1233,7 @@ static void push_page_read(struct read_job *rj, struct http_req *r)
     pb->page = page;
     pb->page_len = len;
     blob_xfer_init(&pb->xfer, j);
-    job_submit(j->srv, &pb->job, NULL, push_blobs_work, push_blobs_done);
+    blob_gate_submit(j->srv, &pb->job, push_blobs_work, push_blobs_done);
 }
 
 /* ---- the state machine --------------------------------------------------- */
@@ -1297,6 +1361,16 @@ static struct sync_job *running_for(struct server *srv, const char *space, const
             return j;
     }
     return NULL;
+}
+
+void sync_blob_stats(struct server *srv, struct sync_blob_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    struct sync_ctx *sc = srv->sync;
+    if (!sc) return;
+    out->running = sc->blob_active;
+    out->waited = sc->blob_waited;
+    for (struct list *l = sc->blob_waiting.next; l != &sc->blob_waiting; l = l->next) out->waiting++;
 }
 
 bool sync_space_running(struct server *srv, const char *space)
@@ -1837,6 +1911,8 @@ void sync_init(struct server *srv)
     struct sync_ctx *sc = xcalloc(1, sizeof *sc);
     list_init(&sc->jobs);
     list_init(&sc->peers);
+    list_init(&sc->blob_waiting);
+    sc->blob_cap = srv->cfg->workers / 2 ? (unsigned)(srv->cfg->workers / 2) : 1;
     srv->sync = sc;
     server_add_shutdown_hook(srv, on_shutdown, sc);
     uv_timer_init(srv->loop, &sc->tick);
@@ -1880,6 +1956,11 @@ void sync_free(struct server *srv)
         struct peer_def *p = container_of(sc->peers.next, struct peer_def, link);
         list_remove(&p->link);
         peer_free_def(p);
+    }
+    while (!list_empty(&sc->blob_waiting)) {    /* empty once every job ended */
+        struct blob_wait *w = container_of(sc->blob_waiting.next, struct blob_wait, link);
+        list_remove(&w->link);
+        free(w);
     }
     srv->sync = NULL;
     if (sc->tick_on) uv_close((uv_handle_t *)&sc->tick, tick_closed);

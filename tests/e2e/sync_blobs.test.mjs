@@ -198,3 +198,47 @@ test('sync moves only the missing blobs, before the entities (pull and push)', a
   const [sa, sb] = await Promise.all([syncStatus(A, SPACE), syncStatus(B, SPACE)]);
   assert.equal(sa.digest, sb.digest, 'converged');
 });
+
+test('blob transfers take at most half the threadpool (--workers 2: one at a time); the others wait their turn, and the pull still converges', async (t) => {
+  const [A, B] = await Promise.all([withServer(t), withServer(t, { args: ['--workers', '2'] })]);
+  await putSpace(A, SPACE);
+  await putSpace(B, SPACE);
+  // four 8 MiB blobs, each referenced by the entities of one 1,000-entity page
+  const blobs = [];
+  for (let k = 0; k < 4; k++) {
+    const data = randomBytes(8 << 20);
+    const h = sha(data);
+    assert.equal((await raw(A, 'PUT', blobPath(h), { body: data })).status, 201);
+    blobs.push(h);
+  }
+  for (let k = 0; k < 4; k++) {
+    const changes = [];
+    for (let i = 0; i < 1000; i++) changes.push({ collection: 'docs', id: `p${k}-${i}`, base_rev: null, deleted: false, body: { k, i, _blobs: [blobs[k]] } });
+    await apiOk(A, 'POST', `${sp(SPACE)}/changes`, { body: { changes }, timeoutMs: 60000 }, 200);
+  }
+  const metricsText = async () => (await raw(B, 'GET', '/metrics')).buf.toString('utf8');
+  const num = (txt, name) => Number((new RegExp(`^${name} (\\d+)$`, 'm').exec(txt) || [])[1]);
+  assert.equal(num(await metricsText(), 'snapsync_sync_blob_jobs_running'), 0);
+  // sample the gauge while the pull runs
+  let sampling = true;
+  let maxRunning = 0;
+  const sampler = (async () => {
+    while (sampling) {
+      const txt = await metricsText();
+      maxRunning = Math.max(maxRunning, num(txt, 'snapsync_sync_blob_jobs_running'));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  const job = await syncOk(B, SPACE, A, { direction: 'pull' });
+  sampling = false;
+  await sampler;
+  assert.equal(job.pulled, 4000, JSON.stringify(job));
+  assert.equal(job.blobs, 4, `each blob moved once: ${JSON.stringify(job)}`);
+  assert.equal((await syncStatus(B, SPACE)).digest, (await syncStatus(A, SPACE)).digest);
+  const txt = await metricsText();
+  assert.ok(maxRunning <= 1, `never more than one blob job at once with --workers 2 (saw ${maxRunning})`);
+  assert.ok(num(txt, 'snapsync_sync_blob_jobs_waited_total') >= 1, `pages with blobs waited their turn: ${txt.match(/^snapsync_sync_blob.*$/gm)}`);
+  assert.equal(num(txt, 'snapsync_sync_blob_jobs_running'), 0);
+  assert.equal(num(txt, 'snapsync_sync_blob_jobs_waiting'), 0);
+  for (const h of blobs) assert.equal((await raw(B, 'HEAD', blobPath(h))).status, 200);
+});
