@@ -116,8 +116,8 @@ const char *http_header(const struct http_req *r, const char *name, size_t *len)
 long http_query(const struct http_req *r, const char *name, char *out, size_t cap)
 {
     size_t nl = strlen(name);
+    if (!r->query) return -1;
     const char *q = r->query, *end = r->query + r->query_len;
-    if (!q) return -1;
     while (q < end) {
         const char *amp = memchr(q, '&', (size_t)(end - q));
         const char *pe = amp ? amp : end;

@@ -224,6 +224,10 @@ static int migrate(struct store *st, char *err, size_t errlen)
         version = sqlite3_column_int(q, 0);
     sqlite3_finalize(q);
     int latest = (int)ARRAY_SIZE(migrations);
+    if (version < 0) {
+        snprintf(err, errlen, "database schema version %d is not valid", version);
+        return -1;
+    }
     if (version > latest) {
         snprintf(err, errlen, "database schema version %d is newer than this binary knows (%d)", version, latest);
         return -1;
