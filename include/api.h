@@ -29,10 +29,19 @@ void *changes_filter_copy(const void *filter);
 void changes_sse_work(sqlite3 *db, struct read_job *rj);
 typedef void (*read_done_fn)(struct read_job *rj, struct http_req *r);
 struct server;
-void changes_page(struct server *srv, int64_t space_id, uint64_t since, uint64_t limit, const char *exclude_origin,
+void changes_page(struct server *srv, int64_t space_id, uint64_t since, uint64_t until, uint64_t limit,
+                  const char *exclude_origin,
                   read_done_fn done, void *user);
 /* Answers a normal /changes page (takes filter). */
-void changes_respond(struct http_req *r, int64_t space_id, uint64_t since, uint64_t limit, bool bodies, void *filter);
+void changes_respond(struct http_req *r, int64_t space_id, uint64_t since, uint64_t until, uint64_t limit, bool bodies,
+                     void *filter);
+/* Loop: the newest version of a space that change reads may show: what the
+ * loop has been told is committed (and, with --durability full, fsynced).
+ * A reader connection can see a commit before its fsync; a change feed, a
+ * sync peer or a live feed that saw such a version could lose it to a power
+ * cut after passing it on (a peer's checkpoint would then skip the versions
+ * the source hands out again). UINT64_MAX for an unknown space. */
+uint64_t changes_until(struct server *srv, const char *space);
 void api_changes_get(struct http_req *r);
 void api_changes_post(struct http_req *r);
 void api_conflicts(struct http_req *r);

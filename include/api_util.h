@@ -30,6 +30,7 @@ struct read_job {
     char space[64], collection[64], id[129];
     char cursor[256];
     uint64_t since, limit;
+    uint64_t until;                  /* change reads: the newest version to show (see changes_until) */
     bool flag;                       /* handler-specific switch */
     char *text;                      /* handler-specific, freed */
     void *arg;                       /* handler-specific, freed */

@@ -50,7 +50,7 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
     char sql[1024];
     size_t n = (size_t)snprintf(sql, sizeof sql,
                                 "SELECT collection, id, rev, version, created_at, updated_at, deleted, body, revs"
-                                " FROM entities WHERE space_id = ?1 AND version > ?2");
+                                " FROM entities WHERE space_id = ?1 AND version > ?2 AND version <= ?21");
     if (ca && ca->ncoll) {
         n += (size_t)snprintf(sql + n, sizeof sql - n, " AND collection IN (");
         for (int i = 0; i < ca->ncoll; i++) n += (size_t)snprintf(sql + n, sizeof sql - n, "%s?%d", i ? "," : "", 4 + i);
@@ -69,6 +69,7 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
     sqlite3_bind_int64(q, 1, rj->space_id);
     sqlite3_bind_int64(q, 2, (sqlite3_int64)rj->since);
     sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->limit + 1);
+    sqlite3_bind_int64(q, 21, rj->until > (uint64_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)rj->until);
     for (int i = 0; ca && i < ca->ncoll; i++) sqlite3_bind_text(q, 4 + i, ca->coll[i], -1, SQLITE_STATIC);
     if (ca) {
         ca->db = db;
@@ -95,6 +96,7 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
             sqlite3_bind_int64(q, 1, rj->space_id);
             if (sqlite3_step(q) == SQLITE_ROW) {
                 *last = (uint64_t)sqlite3_column_int64(q, 0);   /* even when since is ahead */
+                if (*last > rj->until) *last = rj->until;        /* never past what may be shown */
             }
             sqlite3_finalize(q);
         }
@@ -197,10 +199,17 @@ static void changes_work(sqlite3 *db, struct read_job *rj)
 }
 
 /* A page of all_revs changes for a sync push (detached: no request). */
-void changes_page(struct server *srv, int64_t space_id, uint64_t since, uint64_t limit, const char *exclude_origin,
-                  read_done_fn done, void *user)
+uint64_t changes_until(struct server *srv, const char *space)
+{
+    struct space *sp = spaces_get(srv, space);
+    return sp ? sp->st.version : UINT64_MAX;
+}
+
+void changes_page(struct server *srv, int64_t space_id, uint64_t since, uint64_t until, uint64_t limit,
+                  const char *exclude_origin, read_done_fn done, void *user)
 {
     struct read_job *rj = read_job_new();
+    rj->until = until;
     struct changes_arg *ca = xcalloc(1, sizeof *ca);
     ca->all_revs = true;
     if (exclude_origin) snprintf(ca->exclude_origin, sizeof ca->exclude_origin, "%s", exclude_origin);
@@ -234,9 +243,11 @@ void changes_sse_work(sqlite3 *db, struct read_job *rj)
     rj->flag = more;
 }
 
-void changes_respond(struct http_req *r, int64_t space_id, uint64_t since, uint64_t limit, bool bodies, void *filter)
+void changes_respond(struct http_req *r, int64_t space_id, uint64_t since, uint64_t until, uint64_t limit, bool bodies,
+                     void *filter)
 {
     struct read_job *rj = read_job_new();
+    rj->until = until;
     rj->arg = filter;
     rj->space_id = space_id;
     rj->since = since;
@@ -308,7 +319,7 @@ void api_changes_get(struct http_req *r)
     }
     l = http_query(r, "feed", v, sizeof v);
     if (l < 0 || !strcmp(v, "normal")) {
-        changes_respond(r, sp->st.id, since, limit, bodies, ca);
+        changes_respond(r, sp->st.id, since, sp->st.version, limit, bodies, ca);
     } else if (!strcmp(v, "longpoll")) {
         feed_longpoll(r, sp->st.id, since, limit, bodies, timeout_ms, ca);
     } else if (!strcmp(v, "sse") || !strcmp(v, "eventsource")) {

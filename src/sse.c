@@ -415,6 +415,7 @@ static void feed_read(struct feed *f)
     rj->since = f->sent;
     rj->limit = LIST_MAX;
     rj->flag = true;                 /* bodies */
+    rj->until = changes_until(f->r->srv, f->space);
     rj->arg = changes_filter_copy(f->filter);
     f->reading = true;
     f->dirty = false;
@@ -495,7 +496,7 @@ static void waiter_answer(struct sse_hub *h, struct waiter *w, bool timed_out)
     void *filter = w->filter;
     w->filter = NULL;
     int64_t sid = w->space_id;
-    uint64_t since = w->since, limit = w->limit;
+    uint64_t since = w->since, limit = w->limit, until = changes_until(r->srv, w->space);
     bool bodies = w->bodies;
     waiter_finish(h, w);
     if (r->conn) {
@@ -508,7 +509,7 @@ static void waiter_answer(struct sse_hub *h, struct waiter *w, bool timed_out)
             http_send_json(r, 200, &b);
             free(filter);
         } else {
-            changes_respond(r, sid, since, limit, bodies, filter);
+            changes_respond(r, sid, since, until, limit, bodies, filter);
         }
     } else {
         free(filter);
@@ -528,7 +529,8 @@ void feed_longpoll(struct http_req *r, int64_t space_id, uint64_t since, uint64_
     struct sse_hub *h = hub_of(r->srv);
     struct space *sp = spaces_get(r->srv, r->match.params.space);
     if (!sp || sp->st.version > since) {
-        changes_respond(r, space_id, since, limit, bodies, filter);   /* something is there already */
+        changes_respond(r, space_id, since, sp ? sp->st.version : UINT64_MAX, limit, bodies,
+                        filter);   /* something is there already */
         return;
     }
     struct waiter *w = xcalloc(1, sizeof *w);

@@ -1284,8 +1284,8 @@ static void step(struct sync_job *j)
             step(j);
             return;
         }
-        changes_page(j->srv, j->space_id, j->cp_push, SYNC_PAGE, j->peer_instance[0] ? j->peer_instance : NULL,
-                     push_page_read, j);
+        changes_page(j->srv, j->space_id, j->cp_push, here->st.version, SYNC_PAGE,
+                     j->peer_instance[0] ? j->peer_instance : NULL, push_page_read, j);
         return;
     }
     case PH_DONE:

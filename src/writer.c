@@ -18,6 +18,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <uv.h>
 
@@ -584,6 +585,12 @@ static void *sync_main(void *arg)
 {
     struct writer *w = arg;
     pthread_setname_np(pthread_self(), "snapsync-sync");
+    /* test hook: SNAPSYNC_TEST_FSYNC_DELAY_MS=N holds every group fsync back
+     * N ms, widening the window in which a commit is visible to readers
+     * but not yet durable (tests/e2e/durability.test.mjs) */
+    const char *dv = getenv("SNAPSYNC_TEST_FSYNC_DELAY_MS");
+    uint64_t delay_ms = 0;
+    if (dv && parse_u64(dv, strlen(dv), 60000, &delay_ms) < 0) delay_ms = 0;
     struct list local;
     pthread_mutex_lock(&w->mu);
     for (;;) {
@@ -597,6 +604,10 @@ static void *sync_main(void *arg)
         }
         pthread_mutex_unlock(&w->mu);
         int err = 0;
+        if (delay_ms) {
+            struct timespec ts = {(time_t)(delay_ms / 1000), (long)(delay_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
         if (w->wal_fd < 0) w->wal_fd = open(w->wal_path, O_RDONLY | O_CLOEXEC);
         if (w->wal_fd < 0 || fdatasync(w->wal_fd) < 0) err = errno ? errno : EIO;
         if (err) {

@@ -207,3 +207,29 @@ test('concurrency: 100 concurrent PUTs to distinct ids take 100 distinct consecu
   assert.equal(st.entity_count, 100);
   assert.equal(st.server_version, 100);
 });
+
+test('the change feed never shows a commit before it is durable (fsync held back 1.5 s by a test hook): GET /changes, plain and style=all_revs', async (t) => {
+  const srv = await withServer(t, { env: { SNAPSYNC_TEST_FSYNC_DELAY_MS: '1500' } });
+  await putSpace(srv, 'dur');          // acknowledged: durable
+  const base = await apiOk(srv, 'GET', '/api/v1/spaces/dur/changes?since=0', {}, 200);
+  // a write that is committed at once but acknowledged only after the fsync
+  const t0 = Date.now();
+  const pending = api(srv, 'PUT', E('dur', 'c', 'x'), { body: { v: 1 } });
+  await new Promise((r) => setTimeout(r, 400));
+  // the writer has committed by now (the row is in the database) ...
+  const feed = await apiOk(srv, 'GET', '/api/v1/spaces/dur/changes?since=0', {}, 200);
+  const allRevs = await apiOk(srv, 'GET', '/api/v1/spaces/dur/changes?since=0&style=all_revs', {}, 200);
+  const ackedYet = Date.now() - t0 >= 1500;
+  // ... but no feed shows it before it is acknowledged
+  if (!ackedYet) {
+    assert.deepEqual(feed.changes, [], `not durable yet, not in the feed: ${JSON.stringify(feed)}`);
+    assert.equal(feed.last_version, base.last_version, 'last_version does not run ahead of what is durable');
+    assert.deepEqual(allRevs.changes, []);
+  }
+  const put = await pending;
+  assert.equal(put.status, 201, put.text);
+  assert.ok(Date.now() - t0 >= 1400, 'the hook held the acknowledgment back');
+  const after = await apiOk(srv, 'GET', '/api/v1/spaces/dur/changes?since=0', {}, 200);
+  assert.deepEqual(after.changes.map((c) => c.id), ['x'], 'in the feed once acknowledged');
+  assert.equal(after.last_version, put.body.version);
+});
