@@ -4,7 +4,7 @@
 //   node sync.mjs stats        --count N
 //   node sync.mjs snap-load    --url U --token T --space S --count N [--concurrency 2]
 //   node sync.mjs snap-edit    --url U --token T --space S --count N --edits E --run R
-//   node sync.mjs snap-sync    --url B --token TB --space S --peer A --peer-token TA [--reps 1]
+//   node sync.mjs snap-sync    --url B --token TB --space S --peer A --peer-token TA [--reps 1] [--direction pull]
 //   node sync.mjs snap-digests --url A --token TA --url2 B --token2 TB --space S
 //   node sync.mjs pouch-load   --url U --db D --count N [--concurrency 2]
 //   node sync.mjs pouch-edit   --url U --db D --count N --edits E --run R
@@ -315,6 +315,8 @@ async function cmdSnapSync() {
   const url = need('url'); const token = need('token'); const space = args.space ?? 'bench';
   const peer = need('peer'); const peerToken = need('peer-token');
   const reps = intArg('reps', 1, 1, 1000);
+  const direction = args.direction ?? 'pull';
+  if (!['pull', 'push', 'both'].includes(direction)) fail('--direction is pull, push or both');
   // open the keep-alive connection (not timed)
   const w = await request(url, 'GET', `${spacePath(space)}/sync/status`, undefined, auth(token));
   if (w.status !== 200) fail(`GET /sync/status answered ${w.status}: ${w.body.slice(0, 200)}`);
@@ -322,7 +324,7 @@ async function cmdSnapSync() {
   for (let i = 0; i < reps; i++) {
     const t0 = hr();
     const res = await request(url, 'POST', `${spacePath(space)}/sync`, { peer_url: peer, peer_space: space,
-      peer_token: peerToken, direction: 'pull', wait: true }, auth(token));
+      peer_token: peerToken, direction, wait: true }, auth(token));
     const ms = hr() - t0;
     if (res.status !== 200) fail(`POST /sync answered ${res.status}: ${res.body.slice(0, 300)}`);
     const j = JSON.parse(res.body);
