@@ -80,6 +80,15 @@ struct sync_job {
     struct http_req *waiter;         /* wait=true: answered at the end */
     uint64_t page_cp;                /* the push page in flight ends at this version */
     bool page_more;
+    uint64_t push_sent;              /* the peer acknowledged our changes up to here (cp_push may lag) */
+    /* the next push page, read (and its blobs sent) while the peer applies
+     * the current one */
+    struct push_blobs *pre;          /* ready to send, or NULL */
+    bool pre_busy;                   /* its read or blob job is out */
+    bool pre_wanted;                 /* step() is waiting for it */
+    bool pre_end;                    /* the read found nothing more: pre_since is the end */
+    uint64_t pre_since;
+    int cp_pending;                  /* push checkpoints on their way to the writer: keep the job */
     int rows_pending;                /* row writes not yet committed: keep the job */
     bool row_saved;                  /* the start row went to the writer (see save_start_row) */
     struct http_req *accepted;       /* 202 to send once the first row is stored */
@@ -168,7 +177,7 @@ static int percent(const struct sync_job *j)
     if (j->push) {
         parts++;
         uint64_t span = j->push_target > j->push_from ? j->push_target - j->push_from : 0;
-        p += j->phase == PH_PUSH && span ? (double)(j->cp_push - j->push_from) / (double)span : 0.0;
+        p += j->phase == PH_PUSH && span ? (double)(j->push_sent - j->push_from) / (double)span : 0.0;
     }
     int pct = parts ? (int)(p / parts * 100.0) : 0;
     return pct > 99 ? 99 : pct < 0 ? 0 : pct;
@@ -318,11 +327,15 @@ static void save_end_row(struct sync_job *j)
 /* A finished job nothing refers to any more (its rows written, no waiter). */
 static bool job_forgettable(const struct sync_job *x)
 {
-    return strcmp(x->status, "running") && !x->rows_pending && !x->pipeline && !x->waiter && !x->accepted;
+    return strcmp(x->status, "running") && !x->rows_pending && !x->pipeline && !x->cp_pending && !x->waiter &&
+           !x->accepted;
 }
+
+static void push_pre_free(struct sync_job *j);
 
 static void job_forget(struct sync_ctx *sc, struct sync_job *x)
 {
+    push_pre_free(x);
     list_remove(&x->link);
     sc->n--;
     free(x->token);
@@ -1099,18 +1112,22 @@ static int push_cp_apply(struct wtx *tx, struct wop *op)
     return 0;
 }
 
+/* The push goes on as soon as the peer has acknowledged a page (from
+ * push_sent); the checkpoint of that page commits meanwhile, in order (one
+ * writer), and the job ends only once the last one has. */
 static void push_cp_done(struct wop *op, struct http_req *r)
 {
     struct push_cp_op *p = container_of(op, struct push_cp_op, op);
     struct sync_job *j = p->j;
     UNUSED(r);
-    if (op->status) finish(j, "saving the push checkpoint failed");
-    else {
-        j->cp_push = p->version;
-        if (p->pull_version) j->cp_pull = p->pull_version;
+    j->cp_pending--;
+    if (op->status) {
+        finish(j, "saving the push checkpoint failed");
+    } else {
+        if (p->version > j->cp_push) j->cp_push = p->version;
+        if (p->pull_version > j->cp_pull) j->cp_pull = p->pull_version;
         snprintf(j->cp_push_uid, sizeof j->cp_push_uid, "%s", j->peer_uid);
-        publish(j);
-        step(j);
+        if (!strcmp(j->status, "running") && j->phase == PH_DONE && !j->cp_pending) step(j);
     }
     free(p);
 }
@@ -1118,6 +1135,7 @@ static void push_cp_done(struct wop *op, struct http_req *r)
 static void save_push_cp(struct sync_job *j, uint64_t version, uint64_t pull_version)
 {
     struct push_cp_op *p = xcalloc(1, sizeof *p);
+    j->cp_pending++;
     p->j = j;
     p->space_id = j->space_id;
     p->version = version;
@@ -1127,6 +1145,7 @@ static void save_push_cp(struct sync_job *j, uint64_t version, uint64_t pull_ver
     snprintf(p->peer_uid, sizeof p->peer_uid, "%s", j->peer_uid);
     if (writer_submit(j->srv, &p->op, NULL, push_cp_apply, push_cp_done) < 0) {
         free(p);
+        j->cp_pending--;
         finish(j, "the local write queue is full");
     }
 }
@@ -1151,9 +1170,14 @@ static void on_push_sent(void *arg, const struct peer_result *res)
     uint64_t pull_to = (j->pull || j->cp_pull_uid[0]) && before == j->cp_pull && !strcmp(j->cp_pull_uid, j->peer_uid)
                            ? after : 0;
     json_decref(v);
-    if (!j->push_target || j->push_target < j->cp_push) j->push_target = j->cp_push;
+    if (pull_to) j->cp_pull = pull_to;       /* the next page's version_before is compared with it */
+    j->push_sent = j->page_cp;
+    if (!j->push_target || j->push_target < j->push_sent) j->push_target = j->push_sent;
     if (!j->page_more) j->phase = PH_DONE;
-    save_push_cp(j, j->page_cp, pull_to);     /* then step() goes on */
+    save_push_cp(j, j->page_cp, pull_to);
+    if (strcmp(j->status, "running")) return;  /* the save failed at once */
+    publish(j);
+    step(j);                                   /* the next page, while the checkpoint commits */
 }
 
 /* A push page's blobs go first (threadpool): the peer refuses nothing for a
@@ -1163,6 +1187,8 @@ struct push_blobs {
     struct sync_job *j;              /* loop side only */
     char *page;                      /* read-only on the threadpool */
     size_t page_len;
+    uint64_t cp;                     /* the page ends at this version */
+    bool more;
     struct blob_xfer xfer;
 };
 
@@ -1180,14 +1206,16 @@ static void push_blobs_work(struct job *jb)
     rep_batch_free(&b);
 }
 
-static void push_blobs_done(struct job *jb, struct http_req *r)
+static void push_prefetch(struct sync_job *j);
+
+/* A page whose blobs the peer now has goes out; the next one is read
+ * meanwhile. */
+static void push_send(struct sync_job *j, struct push_blobs *pb)
 {
-    struct push_blobs *pb = container_of(jb, struct push_blobs, job);
-    struct sync_job *j = pb->j;
-    UNUSED(r);
-    blob_gate_release(j->srv);
     j->blobs += pb->xfer.moved;
     j->bytes += pb->xfer.bytes;
+    j->page_cp = pb->cp;
+    j->page_more = pb->more;
     char *page = pb->page;
     size_t len = pb->page_len;
     if (pb->xfer.err[0]) {
@@ -1204,9 +1232,89 @@ static void push_blobs_done(struct job *jb, struct http_req *r)
         buf_append(&b, page + 1, len - 1);      /* skip the page's '{' */
         send_peer(j, "POST", "/replicate", b.data, b.len, on_push_sent);
         buf_free(&b);
+        if (j->page_more) push_prefetch(j);
     }
     free(page);
     free(pb);
+}
+
+static void push_blobs_done(struct job *jb, struct http_req *r)
+{
+    struct push_blobs *pb = container_of(jb, struct push_blobs, job);
+    struct sync_job *j = pb->j;
+    UNUSED(r);
+    blob_gate_release(j->srv);
+    push_send(j, pb);
+}
+
+static void push_pre_free(struct sync_job *j)
+{
+    if (!j->pre) return;
+    free(j->pre->page);
+    free(j->pre);
+    j->pre = NULL;
+}
+
+/* The prefetched page is ready (or the read found the end): hand it to
+ * step() if it is waiting, else keep it. */
+static void push_pre_landed(struct sync_job *j)
+{
+    j->pre_busy = false;
+    if (strcmp(j->status, "running")) {
+        push_pre_free(j);
+        return;
+    }
+    if (j->pre_wanted) {
+        j->pre_wanted = false;
+        step(j);
+    }
+}
+
+static void push_pre_blobs_done(struct job *jb, struct http_req *r)
+{
+    struct push_blobs *pb = container_of(jb, struct push_blobs, job);
+    struct sync_job *j = pb->j;
+    UNUSED(r);
+    blob_gate_release(j->srv);
+    j->pipeline--;
+    j->pre = pb;
+    push_pre_landed(j);
+}
+
+static void push_pre_read(struct read_job *rj, struct http_req *r)
+{
+    struct sync_job *j = rj->user;
+    UNUSED(r);
+    j->pipeline--;
+    if (rj->status || strcmp(j->status, "running")) {
+        push_pre_landed(j);          /* nothing kept: step() reads it again */
+        return;
+    }
+    if (rj->n == 0) {
+        j->pre_end = true;
+        j->pre_since = rj->since;
+        push_pre_landed(j);
+        return;
+    }
+    struct push_blobs *pb = xcalloc(1, sizeof *pb);
+    pb->j = j;
+    pb->page = buf_steal(&rj->out, &pb->page_len);
+    pb->cp = rj->since;
+    pb->more = rj->flag;
+    blob_xfer_init(&pb->xfer, j);
+    j->pipeline++;
+    blob_gate_submit(j->srv, &pb->job, push_blobs_work, push_pre_blobs_done);
+}
+
+/* Reads the page after the one being sent (since = its end). */
+static void push_prefetch(struct sync_job *j)
+{
+    struct space *here = spaces_get(j->srv, j->space);
+    if (!here || j->pre_busy || j->pre || j->pre_end) return;
+    j->pre_busy = true;
+    j->pipeline++;
+    changes_page(j->srv, j->space_id, j->page_cp, here->st.version, SYNC_PAGE,
+                 j->peer_instance[0] ? j->peer_instance : NULL, push_pre_read, j);
 }
 
 static void push_page_read(struct read_job *rj, struct http_req *r)
@@ -1220,18 +1328,21 @@ static void push_page_read(struct read_job *rj, struct http_req *r)
     if (rj->n == 0) {
         /* nothing (left) to send: remember how far we looked */
         j->phase = PH_DONE;
-        if (rj->since != j->cp_push) save_push_cp(j, rj->since, 0);
-        else step(j);
+        if (rj->since != j->push_sent) {
+            j->push_sent = rj->since;
+            save_push_cp(j, rj->since, 0);
+        }
+        step(j);
         return;
     }
-    j->page_cp = rj->since;
-    j->page_more = rj->flag;
     size_t len;
     char *page = buf_steal(&rj->out, &len);
     struct push_blobs *pb = xcalloc(1, sizeof *pb);
     pb->j = j;
     pb->page = page;
     pb->page_len = len;
+    pb->cp = rj->since;
+    pb->more = rj->flag;
     blob_xfer_init(&pb->xfer, j);
     blob_gate_submit(j->srv, &pb->job, push_blobs_work, push_blobs_done);
 }
@@ -1262,9 +1373,15 @@ static void step(struct sync_job *j)
         /* a checkpoint from another incarnation of the peer's space, or one
          * past what the peer has now (its data was replaced), is dropped */
         if (strcmp(j->cp_pull_uid, j->peer_uid) || j->cp_pull > j->peer_version) j->cp_pull = 0;
+        /* cp_pull (perhaps just reset to 0) is now a position in this
+         * incarnation of the peer's space: a push that follows may move it
+         * past our own changes (on_push_sent), even when the pull had
+         * nothing to fetch and so stored no checkpoint of its own */
+        snprintf(j->cp_pull_uid, sizeof j->cp_pull_uid, "%s", j->peer_uid);
         if (strcmp(j->cp_push_uid, j->peer_uid)) j->cp_push = 0;
         j->pull_from = j->cp_pull;
         j->push_from = j->cp_push;
+        j->push_sent = j->cp_push;
         struct space *sp = spaces_get(j->srv, j->space);
         j->push_target = sp ? sp->st.version : 0;
         j->phase = j->pull ? PH_PULL : PH_PUSH;
@@ -1279,16 +1396,37 @@ static void step(struct sync_job *j)
         return;
     case PH_PUSH: {
         struct space *here = spaces_get(j->srv, j->space);
-        if (!here || here->st.version <= j->cp_push) {  /* nothing new here: no request */
+        if (j->pre_busy) {           /* the next page is on its way */
+            j->pre_wanted = true;
+            return;
+        }
+        if (j->pre) {
+            struct push_blobs *pb = j->pre;
+            j->pre = NULL;
+            push_send(j, pb);
+            return;
+        }
+        if (j->pre_end) {            /* the prefetch found the end: as push_page_read does */
+            j->pre_end = false;
+            j->phase = PH_DONE;
+            if (j->pre_since != j->push_sent) {
+                j->push_sent = j->pre_since;
+                save_push_cp(j, j->pre_since, 0);
+            }
+            step(j);
+            return;
+        }
+        if (!here || here->st.version <= j->push_sent) {  /* nothing new here: no request */
             j->phase = PH_DONE;
             step(j);
             return;
         }
-        changes_page(j->srv, j->space_id, j->cp_push, here->st.version, SYNC_PAGE,
+        changes_page(j->srv, j->space_id, j->push_sent, here->st.version, SYNC_PAGE,
                      j->peer_instance[0] ? j->peer_instance : NULL, push_page_read, j);
         return;
     }
     case PH_DONE:
+        if (j->cp_pending) return;   /* push_cp_done steps again after the last one */
         finish(j, NULL);
         return;
     }
@@ -1899,7 +2037,8 @@ static void on_shutdown(struct server *srv, void *arg)
         struct sync_job *j = container_of(l, struct sync_job, link);
         if (j->retry_init && uv_is_active((uv_handle_t *)&j->retry) && !strcmp(j->status, "running")) {
             uv_timer_stop(&j->retry);
-            if (j->pipeline) pull_stop(j, "interrupted: the server is shutting down");    /* finishes when drained */
+            if (j->phase == PH_PULL && j->pipeline)
+                pull_stop(j, "interrupted: the server is shutting down");    /* finishes when drained */
             else finish(j, "interrupted: the server is shutting down");
         }
     }
@@ -1944,6 +2083,7 @@ void sync_free(struct server *srv)
     while (!list_empty(&sc->jobs)) {
         struct sync_job *j = container_of(sc->jobs.next, struct sync_job, link);
         list_remove(&j->link);
+        push_pre_free(j);
         if (j->waiter) http_req_unref(j->waiter);
         if (j->accepted) http_req_unref(j->accepted);
         if (j->retry_init) uv_close((uv_handle_t *)&j->retry, retry_closed);
