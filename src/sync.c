@@ -1247,6 +1247,17 @@ static void push_blobs_done(struct job *jb, struct http_req *r)
     push_send(j, pb);
 }
 
+/* A read found nothing (left) to send: remember how far it looked. */
+static void push_reached_end(struct sync_job *j, uint64_t since)
+{
+    j->phase = PH_DONE;
+    if (since != j->push_sent) {
+        j->push_sent = since;
+        save_push_cp(j, since, 0);
+    }
+    step(j);
+}
+
 static void push_pre_free(struct sync_job *j)
 {
     if (!j->pre) return;
@@ -1326,13 +1337,7 @@ static void push_page_read(struct read_job *rj, struct http_req *r)
         return;
     }
     if (rj->n == 0) {
-        /* nothing (left) to send: remember how far we looked */
-        j->phase = PH_DONE;
-        if (rj->since != j->push_sent) {
-            j->push_sent = rj->since;
-            save_push_cp(j, rj->since, 0);
-        }
-        step(j);
+        push_reached_end(j, rj->since);
         return;
     }
     size_t len;
@@ -1406,14 +1411,9 @@ static void step(struct sync_job *j)
             push_send(j, pb);
             return;
         }
-        if (j->pre_end) {            /* the prefetch found the end: as push_page_read does */
+        if (j->pre_end) {            /* the prefetch found the end */
             j->pre_end = false;
-            j->phase = PH_DONE;
-            if (j->pre_since != j->push_sent) {
-                j->push_sent = j->pre_since;
-                save_push_cp(j, j->pre_since, 0);
-            }
-            step(j);
+            push_reached_end(j, j->pre_since);
             return;
         }
         if (!here || here->st.version <= j->push_sent) {  /* nothing new here: no request */
