@@ -12,10 +12,9 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { apiOk, putSpace, startServer } from '../e2e/helpers.mjs';
+import { apiOk, freePort, putSpace, startServer } from '../e2e/helpers.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -24,15 +23,6 @@ const SKIP = existsSync(CHROMIUM) ? false : `chromium not found at ${CHROMIUM} (
 
 let browser;
 const pageServers = [];
-
-/** A loopback port free right now. */
-async function freePort() {
-  const s = net.createServer();
-  await new Promise((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address();
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** A plain page server: its own origin, nothing but an empty HTML page. */
 async function pageOrigin() {

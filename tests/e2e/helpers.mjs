@@ -63,6 +63,16 @@ process.on('exit', () => {
   for (const p of live) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
 });
 
+/** A loopback port nobody listens on right now (for a server to take, or
+ *  as an address that refuses connections). */
+export async function freePort() {
+  const s = net.createServer();
+  await new Promise((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address();
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
 /** Number of open file descriptors of a process, or null off Linux. */
 export function fdCount(pid) {
   try { return readdirSync(`/proc/${pid}/fd`).length; } catch { return null; }

@@ -6,8 +6,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { withServer, putSpace, createKey, api, apiOk, checkError, sleep, ULID_RE } from './helpers.mjs';
+import { withServer, putSpace, createKey, api, apiOk, checkError, sleep, ULID_RE, freePort } from './helpers.mjs';
 import { sp, put, startSync, syncStatus, getJob, waitFinished, states } from './sync_helpers.mjs';
 
 const SPACE = 'errs';
@@ -21,14 +20,6 @@ async function pair(t) {
   return [A, B];
 }
 
-/** A loopback port nobody listens on. */
-async function deadPort() {
-  const s = net.createServer();
-  await new Promise((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address();
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 async function failedJob(srv, space, peer, opts, re, what) {
   const t0 = Date.now();
@@ -101,7 +92,7 @@ test('wrong peer token, unknown peer space, reader token pushing -> failed job w
 test('unreachable peer -> failed after the retries with "could not be reached"; nothing applied', async (t) => {
   const [A, B] = await pair(t);
   const before = { a: await syncStatus(A, SPACE), b: await syncStatus(B, SPACE) };
-  const port = await deadPort();
+  const port = await freePort();
   const { job, ms } = await failedJob(B, SPACE, A, { direction: 'both', peerUrl: `http://127.0.0.1:${port}` },
     /could not be reached/, 'unreachable peer');
   assert.ok(job.error.length < 300, 'a short error');
