@@ -443,15 +443,20 @@ static int check_dups(struct parser *ps)
 
 /* Parses a whole text into ps (nodes from 0, the root). 0 or -1 with
  * ps->err filled. */
-static int parse_text(struct parser *ps, const char *in, size_t len, int max_depth, struct json_err *err)
+static void parser_init(struct parser *ps, const char *in, size_t len, int max_depth, struct json_err *err)
 {
-    memset(ps, 0, sizeof *ps);
     memset(err, 0, sizeof *err);
     ps->s = ps->p = ps->start = in;
     ps->end = in + len;
     ps->err = err;
     ps->max_depth = max_depth;
     buf_init(&ps->sbuf);
+}
+
+static int parse_text(struct parser *ps, const char *in, size_t len, int max_depth, struct json_err *err)
+{
+    memset(ps, 0, sizeof *ps);
+    parser_init(ps, in, len, max_depth, err);
     uint32_t root = new_node(ps, N_NULL);
     ws(ps);
     if (len == 0 || ps->p == ps->end) return fail(ps, "invalid_json", "empty input");
@@ -597,12 +602,7 @@ struct canon_stream *canon_stream_open(const char *in, size_t len, int max_depth
 {
     struct canon_stream *cs = xcalloc(1, sizeof *cs);
     struct parser *ps = &cs->doc.ps;
-    memset(err, 0, sizeof *err);
-    ps->s = ps->p = ps->start = in;
-    ps->end = in + len;
-    ps->err = err;
-    ps->max_depth = max_depth;
-    buf_init(&ps->sbuf);
+    parser_init(ps, in, len, max_depth, err);
     buf_init(&cs->keys);
     ws(ps);
     if (ps->p >= ps->end) {
