@@ -133,6 +133,13 @@ static void help(struct buf *b, const char *name, const char *type, const char *
     buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
 }
 
+/* One unlabelled sample with its HELP and TYPE lines. */
+static void metric_u64(struct buf *b, const char *name, const char *type, const char *text, uint64_t v)
+{
+    help(b, name, type, text);
+    buf_printf(b, "%s %llu\n", name, (unsigned long long)v);
+}
+
 /* label values: our own names ([a-z0-9_-]) need no escaping, but be safe */
 static void label(struct buf *b, const char *v)
 {
@@ -219,19 +226,14 @@ void api_metrics(struct http_req *r)
         label(b, l->route);
         buf_printf(b, "\"} %llu\n", (unsigned long long)l->count);
     }
-    help(b, "snapsync_open_connections", "gauge", "Open client connections.");
-    buf_printf(b, "snapsync_open_connections %llu\n", (unsigned long long)srv->stats.open_conns);
-    help(b, "snapsync_connections_rejected_total", "counter", "Connections refused past --max-connections.");
-    buf_printf(b, "snapsync_connections_rejected_total %llu\n", (unsigned long long)srv->stats.rejected);
+    metric_u64(b, "snapsync_open_connections", "gauge", "Open client connections.", srv->stats.open_conns);
+    metric_u64(b, "snapsync_connections_rejected_total", "counter", "Connections refused past --max-connections.", srv->stats.rejected);
 
     struct sse_stats ss;
     sse_get_stats(srv, &ss);
-    help(b, "snapsync_sse_subscribers", "gauge", "Open event streams (events and feed=sse).");
-    buf_printf(b, "snapsync_sse_subscribers %llu\n", (unsigned long long)ss.subscribers);
-    help(b, "snapsync_sse_dropped_subscribers_total", "counter", "Subscribers closed for not keeping up (overflow).");
-    buf_printf(b, "snapsync_sse_dropped_subscribers_total %llu\n", (unsigned long long)ss.dropped);
-    help(b, "snapsync_sse_events_total", "counter", "Events published.");
-    buf_printf(b, "snapsync_sse_events_total %llu\n", (unsigned long long)ss.published);
+    metric_u64(b, "snapsync_sse_subscribers", "gauge", "Open event streams (events and feed=sse).", ss.subscribers);
+    metric_u64(b, "snapsync_sse_dropped_subscribers_total", "counter", "Subscribers closed for not keeping up (overflow).", ss.dropped);
+    metric_u64(b, "snapsync_sse_events_total", "counter", "Events published.", ss.published);
 
     size_t n;
     struct space **v = spaces_sorted(srv, &n);
@@ -277,22 +279,15 @@ void api_metrics(struct http_req *r)
     help(b, "snapsync_sync_jobs_total", "counter", "Sync jobs finished since start, by status.");
     buf_printf(b, "snapsync_sync_jobs_total{status=\"completed\"} %llu\n", (unsigned long long)m->sync_ok);
     buf_printf(b, "snapsync_sync_jobs_total{status=\"failed\"} %llu\n", (unsigned long long)m->sync_failed);
-    help(b, "snapsync_sync_entities_pulled_total", "counter", "Entities applied from peers by sync jobs.");
-    buf_printf(b, "snapsync_sync_entities_pulled_total %llu\n", (unsigned long long)m->pulled);
-    help(b, "snapsync_sync_entities_pushed_total", "counter", "Entities sent to peers by sync jobs.");
-    buf_printf(b, "snapsync_sync_entities_pushed_total %llu\n", (unsigned long long)m->pushed);
-    help(b, "snapsync_sync_blobs_moved_total", "counter", "Blobs transferred by sync jobs.");
-    buf_printf(b, "snapsync_sync_blobs_moved_total %llu\n", (unsigned long long)m->blobs);
+    metric_u64(b, "snapsync_sync_entities_pulled_total", "counter", "Entities applied from peers by sync jobs.", m->pulled);
+    metric_u64(b, "snapsync_sync_entities_pushed_total", "counter", "Entities sent to peers by sync jobs.", m->pushed);
+    metric_u64(b, "snapsync_sync_blobs_moved_total", "counter", "Blobs transferred by sync jobs.", m->blobs);
     struct sync_blob_stats bs;
     sync_blob_stats(srv, &bs);
-    help(b, "snapsync_sync_blob_jobs_running", "gauge", "Blob transfer jobs on the threadpool (at most half of it).");
-    buf_printf(b, "snapsync_sync_blob_jobs_running %llu\n", (unsigned long long)bs.running);
-    help(b, "snapsync_sync_blob_jobs_waiting", "gauge", "Blob transfer jobs waiting for a turn.");
-    buf_printf(b, "snapsync_sync_blob_jobs_waiting %llu\n", (unsigned long long)bs.waiting);
-    help(b, "snapsync_sync_blob_jobs_waited_total", "counter", "Blob transfer jobs that had to wait for a turn.");
-    buf_printf(b, "snapsync_sync_blob_jobs_waited_total %llu\n", (unsigned long long)bs.waited);
-    help(b, "snapsync_write_queue_ops", "gauge", "Write operations submitted and not yet answered.");
-    buf_printf(b, "snapsync_write_queue_ops %llu\n", (unsigned long long)writer_queue_len(srv));
+    metric_u64(b, "snapsync_sync_blob_jobs_running", "gauge", "Blob transfer jobs on the threadpool (at most half of it).", bs.running);
+    metric_u64(b, "snapsync_sync_blob_jobs_waiting", "gauge", "Blob transfer jobs waiting for a turn.", bs.waiting);
+    metric_u64(b, "snapsync_sync_blob_jobs_waited_total", "counter", "Blob transfer jobs that had to wait for a turn.", bs.waited);
+    metric_u64(b, "snapsync_write_queue_ops", "gauge", "Write operations submitted and not yet answered.", writer_queue_len(srv));
 
     job_submit(srv, &mj->job, r, metrics_work, metrics_done);
 }
