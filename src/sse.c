@@ -170,18 +170,6 @@ static struct rbuf *event_new(struct sse_hub *h, uint8_t topic, const char *spac
     return frame;
 }
 
-void sse_publish(struct server *srv, enum sse_topic topic, const char *space, const char *data, size_t len)
-{
-    struct sse_hub *h = hub_of(srv);
-    if (!h) return;
-    struct rbuf *frame = event_new(h, (uint8_t)topic, space, data, len);
-    struct list *pos, *tmp;
-    list_foreach_safe(pos, tmp, &h->subs) {
-        struct sub *s = container_of(pos, struct sub, link);
-        if (sub_wants(s, (uint8_t)topic, space)) stream_send(h, s->r, frame);
-    }
-    rbuf_unref(frame);
-}
 
 /* Sends a committed batch of events (already in the ring) to the
  * subscribers: one that wants every event of the batch gets them all in one
@@ -226,6 +214,15 @@ static void publish_batch(struct sse_hub *h, uint8_t topic, const char **spaces,
             if (sub_wants(s, topic, spaces[i]) && !stream_send(h, s->r, frames[i])) break;
     }
     rbuf_unref(all);
+}
+
+void sse_publish(struct server *srv, enum sse_topic topic, const char *space, const char *data, size_t len)
+{
+    struct sse_hub *h = hub_of(srv);
+    if (!h) return;
+    struct rbuf *frame = event_new(h, (uint8_t)topic, space, data, len);
+    publish_batch(h, (uint8_t)topic, &space, &frame, 1);
+    rbuf_unref(frame);
 }
 
 static void sub_free(void *p)
