@@ -106,6 +106,7 @@ struct server {
     uint64_t jobs_inflight;         /* threadpool jobs not yet completed */
     atomic_bool stopping;           /* workers poll this to cut long jobs short */
     bool shutting_down;
+    unsigned loading;                /* startup reads still on the pool: listen at 0 */
     bool listener_open;
     char bound_addr[64];
     int bound_port;

@@ -127,6 +127,8 @@ bool header_has_token(const char *v, size_t vlen, const char *token);
 int parse_size(const char *s, uint64_t *out);
 /* Parses a non-negative decimal integer within [0, max]. Returns 0 or -1. */
 int parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out);
+/* test hooks: the environment variable `name` as 0..60000 ms (0 when unset or bad) */
+uint64_t env_ms(const char *name);
 
 /* mkdir -p with the given mode. Returns 0 or -errno. Blocking: startup only. */
 int mkdir_p(const char *path, unsigned mode);

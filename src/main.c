@@ -70,6 +70,15 @@ static void walk_close(uv_handle_t *h, void *arg)
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+/* stored state the loop keeps (peers, each space's last snapshot) is read on
+ * the pool at startup; turn the loop until it is all in, then listen, so no
+ * request ever sees it half loaded */
+static void wait_loaded(struct server *srv)
+{
+    while (srv->loading)
+        if (!uv_run(srv->loop, UV_RUN_ONCE) && srv->loading) break;   /* nothing left to wait on */
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     static struct config cfg;
@@ -131,7 +140,7 @@ static int cmd_serve(int argc, char **argv)
         log_error("writer_start_failed", "\"error\":\"%s\"", err);
         rc = 1;
     } else if (sse_init(&srv), auth_start_refresh(&srv), snap_init(&srv), peer_init(&srv) < 0 ||
-               (sync_init(&srv), server_start(&srv, &loop, &cfg) < 0)) {
+               (sync_init(&srv), wait_loaded(&srv), server_start(&srv, &loop, &cfg) < 0)) {
         server_shutdown(&srv);
         uv_run(&loop, UV_RUN_DEFAULT);
         rc = 1;

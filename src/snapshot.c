@@ -54,7 +54,6 @@ static void snap_file(const char *data_dir, const char *id, bool tmp, char *out,
     snprintf(out, cap, "%s/snapshots/%s.ndjson.gz%s", data_dir, id, tmp ? ".tmp" : "");
 }
 
-static void snap_refresh_last(struct server *srv);
 
 /* ---- metadata ---------------------------------------------------------- */
 
@@ -2130,6 +2129,8 @@ static void last_work(struct job *j)
     sqlite3 *db = store_reader_get(j->srv->store);
     if (!db) return;
     sqlite3_stmt *q;
+    uint64_t delay = env_ms("SNAPSYNC_TEST_LOAD_DELAY_MS");   /* test hook, as in peers_load_work */
+    if (delay) uv_sleep((unsigned)delay);
     if (sqlite3_prepare_v2(db,
                            "SELECT space, max(id), server_version FROM snapshots WHERE status = 'completed'"
                            " GROUP BY space_id",
@@ -2161,19 +2162,22 @@ static void last_done(struct job *j, struct http_req *r)
             sp->last_snapshot_version = lj->v[i].version;
         }
     }
+    j->srv->loading--;
     free(lj->v);
     free(lj);
 }
 
-static void snap_refresh_last(struct server *srv)
+/* once, at startup: main listens when it is in (srv->loading) */
+static void snap_load_last(struct server *srv)
 {
     struct last_job *lj = xcalloc(1, sizeof *lj);
+    srv->loading++;
     job_submit(srv, &lj->job, NULL, last_work, last_done);
 }
 
 void snap_init(struct server *srv)
 {
-    snap_refresh_last(srv);
+    snap_load_last(srv);
     if (srv->cfg->snapshot_every) {
         uv_timer_init(srv->loop, &sched_timer);
         sched_timer.data = srv;

@@ -1978,6 +1978,9 @@ static void peers_load_work(sqlite3 *db, struct read_job *rj)
     struct server *srv = rj->user;
     UNUSED(srv);
     sqlite3_stmt *q;
+    /* test hook: a slow startup load (the server must not listen before it) */
+    uint64_t delay = env_ms("SNAPSYNC_TEST_LOAD_DELAY_MS");
+    if (delay) uv_sleep((unsigned)delay);
     if (sqlite3_prepare_v2(db,
                            "SELECT space_id, space, name, url, peer_space, token, direction, every_seconds, created_at,"
                            " last_job, last_status, last_error, last_run_at, failures FROM peers",
@@ -2014,6 +2017,7 @@ static void peers_loaded(struct read_job *rj, struct http_req *r)
     struct server *srv = rj->user;
     struct list *in = rj->arg;
     UNUSED(r);
+    srv->loading--;
     if (!in) return;
     while (!list_empty(in)) {
         struct peer_def *p = container_of(in->next, struct peer_def, link);
@@ -2061,6 +2065,7 @@ void sync_init(struct server *srv)
     sc->tick_on = true;
     struct read_job *rj = read_job_new();
     rj->user = srv;
+    srv->loading++;
     read_submit_detached(srv, rj, peers_load_work, peers_loaded);
 }
 

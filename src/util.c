@@ -349,6 +349,14 @@ int parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
     return 0;
 }
 
+uint64_t env_ms(const char *name)
+{
+    const char *v = getenv(name);
+    uint64_t ms = 0;
+    if (!v || parse_u64(v, strlen(v), 60000, &ms) < 0) return 0;
+    return ms;
+}
+
 int parse_size(const char *s, uint64_t *out)
 {
     size_t n = 0;

@@ -588,9 +588,7 @@ static void *sync_main(void *arg)
     /* test hook: SNAPSYNC_TEST_FSYNC_DELAY_MS=N holds every group fsync back
      * N ms, widening the window in which a commit is visible to readers
      * but not yet durable (tests/e2e/durability.test.mjs) */
-    const char *dv = getenv("SNAPSYNC_TEST_FSYNC_DELAY_MS");
-    uint64_t delay_ms = 0;
-    if (dv && parse_u64(dv, strlen(dv), 60000, &delay_ms) < 0) delay_ms = 0;
+    uint64_t delay_ms = env_ms("SNAPSYNC_TEST_FSYNC_DELAY_MS");
     struct list local;
     pthread_mutex_lock(&w->mu);
     for (;;) {

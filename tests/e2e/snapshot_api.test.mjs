@@ -514,3 +514,31 @@ test('concurrent creations on different spaces all complete; the server keeps an
   }
   for (const s of spaces) assert.equal((await apiOk(srv, 'GET', `/api/v1/spaces/${s}/sync/status`, {}, 200)).last_snapshot, ms[spaces.indexOf(s)].id);
 });
+
+test('restart: the first request after a restart already knows the last snapshot and the peers (the server listens once they are loaded)', async (t) => {
+  let a = await startServer({ keepData: true });
+  const dataDir = a.dataDir;
+  t.after(async () => { await a.stop().catch(() => {}); rmSync(dataDir, { recursive: true, force: true }); });
+  await putSpace(a, 'rs');
+  await apiOk(a, 'PUT', '/api/v1/spaces/rs/collections/c/entities/x', { body: { x: 1 } }, 201);
+  const s = await createSnapshot(a, 'rs');
+  assert.equal(s.status, 'completed');
+  assert.equal((await api(a, 'PUT', '/api/v1/spaces/rs/peers/p', {
+    body: { url: 'http://127.0.0.1:9', space: 'rs', token: 'sk_none', direction: 'pull', every_seconds: 0 },
+  })).status, 201);
+  assert.deepEqual(await a.stop(), { code: 0, signal: null });
+  for (let i = 0; i < 3; i++) {
+    // the hook holds both startup loads 300 ms on the pool
+    const b = a = await startServer({ dataDir, env: { SNAPSYNC_TEST_LOAD_DELAY_MS: '300' } });
+    // no wait of any kind: the very first answers
+    const [sp, st, pe] = await Promise.all([
+      apiOk(b, 'GET', '/api/v1/spaces/rs', {}, 200),
+      apiOk(b, 'GET', '/api/v1/spaces/rs/sync/status', {}, 200),
+      apiOk(b, 'GET', '/api/v1/spaces/rs/peers', {}, 200),
+    ]);
+    assert.equal(sp.last_snapshot, s.id, `GET space after restart ${i}`);
+    assert.equal(st.last_snapshot, s.id, `sync/status after restart ${i}`);
+    assert.deepEqual(pe.peers.map((p) => p.name), ['p'], `peers after restart ${i}`);
+    assert.deepEqual(await b.stop(), { code: 0, signal: null });
+  }
+});
