@@ -106,6 +106,8 @@ struct cidr {
 bool cidr_parse(const char *s, size_t len, struct cidr *out);
 /* Is the address text ip (no port, no brackets) inside one of the n nets? */
 bool cidr_match(const struct cidr *nets, int n, const char *ip, size_t len);
+/* the same for an address already parsed (family, 4 or 16 bytes) */
+bool cidr_contains(const struct cidr *nets, int n, int family, const unsigned char *addr);
 void hex_encode(char *out, const unsigned char *in, size_t n);   /* out >= 2n+1 */
 
 /* Length (1..4) of the valid UTF-8 sequence at p (n bytes left), 0 if

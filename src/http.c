@@ -296,7 +296,7 @@ static void client_addr(struct http_req *r)
             e = comma > b ? comma - 1 : b;
             struct cidr one;
             if (t == s || !cidr_parse(s, (size_t)(t - s), &one) || memchr(s, '/', (size_t)(t - s))) return;  /* garbage: stop */
-            if (cidr_match(cfg->trusted_proxies, cfg->n_trusted_proxies, s, (size_t)(t - s))) continue;
+            if (cidr_contains(cfg->trusted_proxies, cfg->n_trusted_proxies, one.family, one.addr)) continue;
             snprintf(r->client_ip, sizeof r->client_ip, "%.*s", (int)(t - s), s);
             snprintf(r->client, sizeof r->client, "%s", r->client_ip);
             return;

@@ -442,18 +442,22 @@ bool cidr_parse(const char *s, size_t len, struct cidr *out)
     return true;
 }
 
-bool cidr_match(const struct cidr *nets, int n, const char *ip, size_t len)
+bool cidr_contains(const struct cidr *nets, int n, int family, const unsigned char *a)
 {
-    int fam;
-    unsigned char a[16];
-    if (n == 0 || !ip_parse(ip, len, &fam, a)) return false;
     for (int i = 0; i < n; i++) {
         const struct cidr *c = &nets[i];
-        if (c->family != fam) continue;
+        if (c->family != family) continue;
         unsigned full = c->bits / 8, rest = c->bits % 8;
         if (memcmp(a, c->addr, full)) continue;
         if (rest && ((a[full] ^ c->addr[full]) & (0xffu << (8 - rest)) & 0xffu)) continue;
         return true;
     }
     return false;
+}
+
+bool cidr_match(const struct cidr *nets, int n, const char *ip, size_t len)
+{
+    int fam;
+    unsigned char a[16];
+    return n > 0 && ip_parse(ip, len, &fam, a) && cidr_contains(nets, n, fam, a);
 }
