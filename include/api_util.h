@@ -43,6 +43,11 @@ struct read_job {
     struct buf out;
     char etag[REV_MAX];
     uint64_t n;
+    /* the newest version of rj->space_id the answer shows: when the loop
+     * does not yet know it as acknowledged, the answer waits (writer.h
+     * struct durable_wait). 0: not tracked. */
+    uint64_t seen;
+    struct durable_wait hold;
 };
 
 struct read_job *read_job_new(void);

@@ -83,6 +83,23 @@ void writer_stop(struct server *srv);
 int writer_submit(struct server *srv, struct wop *op, struct http_req *r, wop_apply_fn apply, wop_done_fn done);
 uint64_t writer_queue_len(struct server *srv);
 
+/* A reader's transaction can see a commit before it is durable (the syncer's
+ * fdatasync comes after COMMIT) and before the writers are told. A read that
+ * shows version `version` of space `space_id` waits here until the loop knows
+ * that version as acknowledged, so nobody is shown a write that a crash could
+ * still take back. ready() runs on the loop: at once if the version is there,
+ * else after the commit that brings it (or the space goes, or the writer
+ * stops). The wait is at most one group commit and its fsync. */
+struct durable_wait {
+    struct list link;
+    int64_t space_id;
+    char space[64];
+    uint64_t version;
+    void (*ready)(struct durable_wait *dw);
+};
+bool writer_is_durable(struct server *srv, const struct durable_wait *dw);
+void writer_wait_durable(struct server *srv, struct durable_wait *dw);
+
 /* Fails the op (returns -1 for apply to return). */
 int wop_fail(struct wop *op, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
 

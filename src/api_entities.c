@@ -236,6 +236,7 @@ static void entity_get_work(sqlite3 *db, struct read_job *rj)
     sqlite3_bind_text(q, 2, rj->collection, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 3, rj->id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) rj->seen = (uint64_t)sqlite3_column_int64(q, 1);   /* a tombstone's 404 too */
     if (rc == SQLITE_ROW && (!sqlite3_column_int(q, 4) || rj->flag)) {
         snprintf(rj->etag, sizeof rj->etag, "%s", (const char *)sqlite3_column_text(q, 0));
         entity_json(&rj->out, rj->collection, rj->id, rj->etag, (uint64_t)sqlite3_column_int64(q, 1),
@@ -307,6 +308,8 @@ static void entity_list_work(sqlite3 *db, struct read_job *rj)
         if (n++) buf_putc(b, ',');
         const char *id = (const char *)sqlite3_column_text(q, 0);
         snprintf(last, sizeof last, "%s", id);
+        uint64_t v = (uint64_t)sqlite3_column_int64(q, 2);
+        if (v > rj->seen) rj->seen = v;           /* the answer waits for it to be durable */
         entity_json(b, rj->collection, id, (const char *)sqlite3_column_text(q, 1),
                     (uint64_t)sqlite3_column_int64(q, 2), (uint64_t)sqlite3_column_int64(q, 3),
                     (uint64_t)sqlite3_column_int64(q, 4), false, (const char *)sqlite3_column_text(q, 5),

@@ -45,15 +45,41 @@ static void read_job_free(struct read_job *rj)
     free(rj);
 }
 
+static void read_answer(struct read_job *rj, struct http_req *r)
+{
+    if (rj->status) http_send_error(r, rj->status, rj->code, NULL, "%s", rj->msg);
+    else if (rj->done) rj->done(rj, r);
+    else http_send_json(r, 200, &rj->out);
+}
+
+/* the version the answer shows is acknowledged now */
+static void read_held_ready(struct durable_wait *dw)
+{
+    struct read_job *rj = container_of(dw, struct read_job, hold);
+    struct http_req *r = rj->job.req;
+    if (r->conn) read_answer(rj, r);
+    http_req_unref(r);
+    read_job_free(rj);
+}
+
 static void read_after(struct job *j, struct http_req *r)
 {
     struct read_job *rj = container_of(j, struct read_job, job);
+    if (r && rj->seen) {
+        rj->hold.space_id = rj->space_id;
+        snprintf(rj->hold.space, sizeof rj->hold.space, "%s", rj->space);
+        rj->hold.version = rj->seen;
+        if (!writer_is_durable(r->srv, &rj->hold)) {
+            rj->hold.ready = read_held_ready;
+            http_req_ref(r);         /* j->req: the job's own reference ends when we return */
+            writer_wait_durable(r->srv, &rj->hold);
+            return;
+        }
+    }
     if (rj->detached) {
         rj->done(rj, NULL);
     } else if (r) {
-        if (rj->status) http_send_error(r, rj->status, rj->code, NULL, "%s", rj->msg);
-        else if (rj->done) rj->done(rj, r);
-        else http_send_json(r, 200, &rj->out);
+        read_answer(rj, r);
     }
     read_job_free(rj);
 }

@@ -76,6 +76,7 @@ struct writer {
     bool stop;
     uv_async_t async;
     uint64_t inflight;               /* loop thread: submitted, not yet done */
+    struct list durable_waits;       /* loop thread: struct durable_wait */
     /* checkpointer: its own thread and connection, so a checkpoint's
      * fsyncs never stall a commit */
     pthread_t ckpt_thread;
@@ -633,6 +634,34 @@ static void *sync_main(void *arg)
 
 /* ---- loop side --------------------------------------------------------- */
 
+bool writer_is_durable(struct server *srv, const struct durable_wait *dw)
+{
+    const struct space *sp = spaces_get(srv, dw->space);
+    return !sp || sp->st.id != dw->space_id || sp->st.version >= dw->version;
+}
+
+void writer_wait_durable(struct server *srv, struct durable_wait *dw)
+{
+    struct writer *w = srv->writer;
+    if (!w || writer_is_durable(srv, dw)) {
+        dw->ready(dw);
+        return;
+    }
+    list_insert_tail(&w->durable_waits, &dw->link);
+}
+
+/* after commits came back (or at stop, all = true) */
+static void durable_wake(struct writer *w, bool all)
+{
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &w->durable_waits) {
+        struct durable_wait *dw = container_of(pos, struct durable_wait, link);
+        if (!all && !writer_is_durable(w->srv, dw)) continue;
+        list_remove(pos);
+        dw->ready(dw);
+    }
+}
+
 static void on_async(uv_async_t *a)
 {
     struct writer *w = container_of(a, struct writer, async);
@@ -664,6 +693,7 @@ static void on_async(uv_async_t *a)
         free(b->changes);
         free(b);
     }
+    if (!list_empty(&w->durable_waits)) durable_wake(w, false);
     if (w->inflight == 0) uv_unref((uv_handle_t *)&w->async);
 }
 
@@ -704,6 +734,7 @@ int writer_start(struct server *srv, const char *db_path, int durability, char *
     pthread_cond_init(&w->cv, NULL);
     list_init(&w->queue);
     list_init(&w->finished);
+    list_init(&w->durable_waits);
     pthread_cond_init(&w->ckpt_cv, NULL);
     pthread_cond_init(&w->sync_cv, NULL);
     list_init(&w->committed);
@@ -763,6 +794,7 @@ void writer_stop(struct server *srv)
     if (w->wal_fd >= 0) close(w->wal_fd);
     sqlite3_close(w->ckpt_db);
     on_async(&w->async);             /* answer nobody, free what came back */
+    durable_wake(w, true);           /* nothing more will come */
     for (int i = 0; i < w->nstmts; i++) sqlite3_finalize(w->stmts[i].st);
     for (size_t i = 0; i < w->nspaces; i++) free(w->spaces[i]);
     free(w->spaces);

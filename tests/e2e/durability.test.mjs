@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import {
-  startServer, withServer, api, apiOk, putSpace, createKey, allChanges, checkError,
+  startServer, withServer, api, apiOk, putSpace, createKey, allChanges, checkError, sleep,
 } from './helpers.mjs';
 
 const E = (sp, c, id) => `/api/v1/spaces/${sp}/collections/${c}/entities/${id}`;
@@ -232,4 +232,37 @@ test('the change feed never shows a commit before it is durable (fsync held back
   const after = await apiOk(srv, 'GET', '/api/v1/spaces/dur/changes?since=0', {}, 200);
   assert.deepEqual(after.changes.map((c) => c.id), ['x'], 'in the feed once acknowledged');
   assert.equal(after.last_version, put.body.version);
+});
+
+test('a read never shows a write before it is acknowledged (fsync held back 1.5 s): GET entity and the collection list wait for it, a tombstone\'s 404 too', async (t) => {
+  const srv = await withServer(t, { env: { SNAPSYNC_TEST_FSYNC_DELAY_MS: '1500' } });
+  await putSpace(srv, 'dr');
+  const order = [];
+  const t0 = Date.now();
+  const pending = api(srv, 'PUT', E('dr', 'c', 'x'), { body: { v: 1 } }).then((res) => { order.push('put'); return res; });
+  await sleep(400);                    // committed by now, not yet durable
+  const get = api(srv, 'GET', E('dr', 'c', 'x')).then((res) => { order.push('get'); return res; });
+  const list = api(srv, 'GET', '/api/v1/spaces/dr/collections/c/entities').then((res) => { order.push('list'); return res; });
+  const [put, g, l] = await Promise.all([pending, get, list]);
+  assert.equal(put.status, 201, put.text);
+  assert.ok(Date.now() - t0 >= 1400, 'the hook held the acknowledgment back');
+  assert.equal(order[0], 'put', `the write is answered before any read shows it: ${order}`);
+  assert.equal(g.status, 200, g.text);
+  assert.equal(g.body.version, put.body.version);
+  assert.deepEqual(l.body.entities.map((e) => e.id), ['x']);
+
+  // a delete: the old body is never shown again once the 404 could be
+  const t1 = Date.now();
+  const del = api(srv, 'DELETE', E('dr', 'c', 'x'), { headers: { 'If-Match': `"${put.body.rev}"` } })
+    .then((res) => { order.push('del'); return res; });
+  await sleep(400);
+  const g2 = await api(srv, 'GET', E('dr', 'c', 'x')).then((res) => { order.push('get404'); return res; });
+  assert.ok([200, 204].includes((await del).status));
+  assert.deepEqual(order.slice(3), ['del', 'get404'], `the 404 of a tombstone waits for the delete's acknowledgment: ${order}`);
+  assert.equal(g2.status, 404);
+  assert.ok(Date.now() - t1 >= 1400);
+  // reads of what is already durable do not wait
+  const t2 = Date.now();
+  await apiOk(srv, 'GET', '/api/v1/spaces/dr/collections/c/entities', {}, 200);
+  assert.ok(Date.now() - t2 < 1000, 'a durable answer is not held');
 });
