@@ -131,6 +131,30 @@ struct ent_row {
     char revs[REV_HISTORY * REV_MAX];  /* earlier revs, newest first, space-separated */
 };
 void ent_row_free(struct ent_row *e);
+
+/* A restore's journal (writer thread only). From wtx_journal_start on, every
+ * write of an entity of that space notes the entity's state just before it
+ * (live body, or none) and the version it got: a restore planned against a
+ * read snapshot at version V learns from it which entities moved after V and
+ * what they were at V. Capped at `cap` bytes of bodies: past it, overflowed
+ * (the restore then merges inside its transaction). */
+struct journal_ent {
+    char c[64], i[130];
+    uint64_t version;                /* the version the write took */
+    bool live;                       /* before the write: a live entity with body */
+    char *body;
+    size_t blen;
+};
+struct journal {
+    int64_t space_id;
+    struct journal_ent *v;
+    size_t n, cap, bytes, max_bytes;
+    bool overflowed;
+    struct journal *next;
+};
+void wtx_journal_start(struct wtx *tx, int64_t space_id, size_t max_bytes);   /* replaces an older one */
+struct journal *wtx_journal_take(struct wtx *tx, int64_t space_id);           /* NULL if none; caller frees */
+void journal_free(struct journal *j);
 int wtx_entity_get(struct wtx *tx, struct space_stats *sp, const char *coll, const char *id, struct ent_row *out);
 /* Writes the new state of an entity: takes the space's next version, keeps
  * the old rev in the history, and updates counters and digest. body is the

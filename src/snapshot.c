@@ -10,9 +10,16 @@
  *   writer   snap_finish_apply
  *   loop     snap_finished: clear busy, last_snapshot, SSE, answer, retention
  * Restore runs verify (pool) -> pre_restore snapshot (as above) -> the
- * restore op on the writer thread, which merges the snapshot file with the
- * live entities in key order (both sorted by collection, id) so memory stays
- * flat, all in one transaction.
+ * journal (writer: from now on, each write to the space notes the entity's
+ * state before it) -> plan (pool): one read transaction at version V merges
+ * the snapshot file with the live entities in key order (both sorted by
+ * collection, id, so memory stays flat) and writes the changes it finds to a
+ * plan file -> the restore op on the writer thread applies the plan, then
+ * puts back the entities written after V that the plan has no record of (at
+ * V they were as in the snapshot: the journal has that state). The write
+ * lock is held for the changes only, not for the whole comparison. Without a
+ * plan, or past the journal's cap, the whole merge runs inside the
+ * transaction. Either way the space's entities change in one transaction.
  */
 #include "snapshot.h"
 
@@ -860,11 +867,19 @@ static void unlink_done(struct job *j, struct http_req *r)
     free(container_of(j, struct unlink_job, job));
 }
 
-static void unlink_later(struct server *srv, const char *id)
+/* unlink(2) on the pool, not the loop */
+static void unlink_path_later(struct server *srv, const char *path)
 {
     struct unlink_job *u = xcalloc(1, sizeof *u);
-    snap_file(srv->cfg->data_dir, id, false, u->path, sizeof u->path);
+    snprintf(u->path, sizeof u->path, "%s", path);
     job_submit(srv, &u->job, NULL, unlink_work, unlink_done);
+}
+
+static void unlink_later(struct server *srv, const char *id)
+{
+    char path[1200];
+    snap_file(srv->cfg->data_dir, id, false, path, sizeof path);
+    unlink_path_later(srv, path);
 }
 
 void snap_remove_file(struct server *srv, const char *id) { unlink_later(srv, id); }
@@ -1573,6 +1588,13 @@ struct restore {
     int64_t space_id;
     char pre_id[27];
     uint64_t puts, dels, server_version;
+    /* the plan: the merge done on a pool thread against a read snapshot of
+     * the space at plan_version, its changes written to plan_path */
+    char plan_path[1200];
+    bool planned;                    /* plan_path holds a complete plan */
+    uint64_t plan_version;
+    bool used_plan;                  /* the apply followed the plan */
+    uint64_t moved;                  /* entities written between the plan's read and the apply */
 };
 
 static void restore_free(struct restore *rs)
@@ -1586,30 +1608,219 @@ struct restore_op {
     struct restore *rs;
     struct wtx *tx;
     struct space_stats *sp;
+    uint64_t puts, dels;             /* changes made */
 };
 
-static int restore_put(void *arg, const char *c, const char *i, struct cur_row *cur, const char *body, size_t blen)
+/* One entity to the snapshot's state: its body, or gone (a tombstone).
+ * Nothing is written when it is that already. */
+static int restore_change(struct restore_op *ro, const char *c, const char *i, bool del, const char *body, size_t blen)
 {
-    struct restore_op *ro = arg;
     struct ent_row row;
     if (wtx_entity_get(ro->tx, ro->sp, c, i, &row) < 0) return -1;
-    char rev[REV_MAX];
-    rev_make(row.exists ? row.rev : NULL, false, body, blen, rev);
-    UNUSED(cur);
-    int rc = wtx_entity_put(ro->tx, &ro->op, ro->sp, c, i, &row, rev, false, body, blen, NULL);
+    bool live = row.exists && !row.deleted;
+    int rc = 0;
+    if (del ? live : (!live || !row.body || row.body_len != blen || memcmp(row.body, body, blen))) {
+        char rev[REV_MAX];
+        rev_make(row.exists ? row.rev : NULL, del, body, blen, rev);
+        rc = wtx_entity_put(ro->tx, &ro->op, ro->sp, c, i, &row, rev, del, body, blen, NULL);
+        if (rc == 0) {
+            if (del) ro->dels++;
+            else ro->puts++;
+        }
+    }
     ent_row_free(&row);
     return rc;
 }
 
+static int restore_put(void *arg, const char *c, const char *i, struct cur_row *cur, const char *body, size_t blen)
+{
+    UNUSED(cur);
+    return restore_change(arg, c, i, false, body, blen);
+}
+
 static int restore_del(void *arg, struct cur_row *cur)
 {
-    struct restore_op *ro = arg;
-    struct ent_row row;
-    if (wtx_entity_get(ro->tx, ro->sp, cur->c, cur->i, &row) < 0) return -1;
-    char rev[REV_MAX];
-    rev_make(row.rev, true, NULL, 0, rev);
-    int rc = wtx_entity_put(ro->tx, &ro->op, ro->sp, cur->c, cur->i, &row, rev, true, NULL, 0, NULL);
-    ent_row_free(&row);
+    return restore_change(arg, cur->c, cur->i, true, NULL, 0);
+}
+
+/* ---- the plan file: one record per change --------------------------------
+ * u8 kind ('P' put, 'D' delete), u16 collection length, u16 id length,
+ * u32 body length, then the three strings (no terminators). Written and read
+ * with stdio buffering; memory stays one record. */
+
+struct plan_rec_head {
+    uint8_t kind;
+    uint16_t clen, ilen;
+    uint32_t blen;
+};
+
+static int plan_write(FILE *f, uint8_t kind, const char *c, const char *i, const char *body, size_t blen)
+{
+    struct plan_rec_head h = {.kind = kind, .clen = (uint16_t)strlen(c), .ilen = (uint16_t)strlen(i), .blen = (uint32_t)blen};
+    if (fwrite(&h, sizeof h, 1, f) != 1 || fwrite(c, 1, h.clen, f) != h.clen || fwrite(i, 1, h.ilen, f) != h.ilen ||
+        (blen && fwrite(body, 1, blen, f) != blen))
+        return -1;
+    return 0;
+}
+
+static int plan_put(void *arg, const char *c, const char *i, struct cur_row *cur, const char *body, size_t blen)
+{
+    UNUSED(cur);
+    return plan_write(arg, 'P', c, i, body, blen);
+}
+
+static int plan_del(void *arg, struct cur_row *cur)
+{
+    return plan_write(arg, 'D', cur->c, cur->i, NULL, 0);
+}
+
+struct plan_job {
+    struct job job;
+    struct restore *rs;
+    bool ok;
+    char err[200];
+};
+
+/* pool thread: one read transaction, so the plan is exactly "the space at
+ * plan_version" -> "the snapshot" */
+static void plan_work(struct job *j)
+{
+    struct plan_job *pj = container_of(j, struct plan_job, job);
+    struct restore *rs = pj->rs;
+    sqlite3 *db = store_reader_get(j->srv->store);
+    if (!db) {
+        snprintf(pj->err, sizeof pj->err, "no database connection");
+        return;
+    }
+    FILE *f = fopen(rs->plan_path, "wb");
+    if (!f) {
+        snprintf(pj->err, sizeof pj->err, "cannot write the restore plan: %s", strerror(errno));
+        store_reader_put(j->srv->store, db);
+        return;
+    }
+    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    sqlite3_stmt *q;
+    bool have_version = false;
+    if (sqlite3_prepare_v2(db, "SELECT version FROM spaces WHERE id = ?", -1, &q, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, rs->space_id);
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            rs->plan_version = (uint64_t)sqlite3_column_int64(q, 0);
+            have_version = true;
+        }
+        sqlite3_finalize(q);
+    }
+    /* test hook: a slow plan, so a test can write to the space meanwhile */
+    uint64_t delay = env_ms("SNAPSYNC_TEST_RESTORE_PLAN_DELAY_MS");
+    if (delay) uv_sleep((unsigned)delay);
+    struct merge m = {.put = plan_put, .del = plan_del, .arg = f};
+    char err[200];
+    if (!have_version) {
+        snprintf(pj->err, sizeof pj->err, "the space is gone");
+    } else if (merge_run(rs->path, rs->sha256, db, rs->space_id, &m, err, sizeof err) < 0) {
+        snprintf(pj->err, sizeof pj->err, "%s", err);
+    } else {
+        pj->ok = true;
+    }
+    free(m.d);
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    store_reader_put(j->srv->store, db);
+    if (fclose(f) != 0 && pj->ok) {
+        pj->ok = false;
+        snprintf(pj->err, sizeof pj->err, "writing the plan failed: %s", strerror(errno));
+    }
+    if (!pj->ok) unlink(rs->plan_path);
+}
+
+/* The entities written after the plan's read (version > since), each once,
+ * with its state at `since` (the first note after it), sorted by key. */
+struct moved {
+    const struct journal_ent **v;
+    bool *covered;                   /* the plan has a record for it */
+    size_t n;
+};
+
+static int moved_cmp(const void *a, const void *b)
+{
+    const struct journal_ent *x = *(const struct journal_ent *const *)a, *y = *(const struct journal_ent *const *)b;
+    int c = key_cmp(x->c, x->i, y->c, y->i);
+    if (c) return c;
+    return x < y ? -1 : x > y;       /* same key: the earlier note first (notes are in write order) */
+}
+
+static void moved_build(struct moved *mv, const struct journal *j, uint64_t since)
+{
+    memset(mv, 0, sizeof *mv);
+    if (!j->n) return;
+    mv->v = xmalloc(j->n * sizeof *mv->v);
+    for (size_t k = 0; k < j->n; k++)
+        if (j->v[k].version > since) mv->v[mv->n++] = &j->v[k];
+    qsort(mv->v, mv->n, sizeof *mv->v, moved_cmp);
+    size_t out = 0;
+    for (size_t k = 0; k < mv->n; k++)
+        if (!out || key_cmp(mv->v[out - 1]->c, mv->v[out - 1]->i, mv->v[k]->c, mv->v[k]->i))
+            mv->v[out++] = mv->v[k];
+    mv->n = out;
+    mv->covered = xcalloc(mv->n ? mv->n : 1, sizeof *mv->covered);
+}
+
+static void moved_cover(struct moved *mv, const char *c, const char *i)
+{
+    size_t lo = 0, hi = mv->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int r = key_cmp(mv->v[mid]->c, mv->v[mid]->i, c, i);
+        if (!r) { mv->covered[mid] = true; return; }
+        if (r < 0) lo = mid + 1;
+        else hi = mid;
+    }
+}
+
+/* Writer thread: follow the plan, then put back what moved after the plan's
+ * read and the plan has no record for: such an entity was, at the plan's
+ * version, the same as in the snapshot, so its state then (from the journal)
+ * is the snapshot's. -1 with the op failed. */
+static int plan_apply(struct restore_op *ro, struct moved *mv)
+{
+    struct restore *rs = ro->rs;
+    FILE *f = fopen(rs->plan_path, "rb");
+    if (!f) return wop_fail(&ro->op, 500, "storage_error", "the restore plan is gone: %s", strerror(errno));
+    char c[64], i[130];
+    char *body = NULL;
+    size_t cap = 0;
+    struct plan_rec_head h;
+    int rc = 0;
+    while (rc == 0 && fread(&h, sizeof h, 1, f) == 1) {
+        if (h.clen >= sizeof c || h.ilen >= sizeof i || (h.kind != 'P' && h.kind != 'D') ||
+            fread(c, 1, h.clen, f) != h.clen || fread(i, 1, h.ilen, f) != h.ilen) {
+            rc = wop_fail(&ro->op, 500, "storage_error", "the restore plan is damaged");
+            break;
+        }
+        c[h.clen] = i[h.ilen] = '\0';
+        if (h.blen + 1 > cap) {
+            cap = h.blen + 1;
+            body = xrealloc(body, cap);
+        }
+        if (h.blen && fread(body, 1, h.blen, f) != h.blen) {
+            rc = wop_fail(&ro->op, 500, "storage_error", "the restore plan is damaged");
+            break;
+        }
+        if (mv->n) moved_cover(mv, c, i);
+        if (restore_change(ro, c, i, h.kind == 'D', h.kind == 'D' ? NULL : body, h.blen) < 0) {
+            if (!ro->op.status) wop_fail(&ro->op, 500, "storage_error", "writing %s/%s failed", c, i);
+            rc = -1;
+        }
+    }
+    if (rc == 0 && ferror(f)) rc = wop_fail(&ro->op, 500, "storage_error", "reading the restore plan failed");
+    free(body);
+    fclose(f);
+    for (size_t k = 0; rc == 0 && k < mv->n; k++) {
+        const struct journal_ent *e = mv->v[k];
+        if (mv->covered[k]) continue;
+        if (restore_change(ro, e->c, e->i, !e->live, e->body, e->blen) < 0) {
+            if (!ro->op.status) wop_fail(&ro->op, 500, "storage_error", "writing %s/%s failed", e->c, e->i);
+            rc = -1;
+        }
+    }
     return rc;
 }
 
@@ -1618,31 +1829,53 @@ static int restore_apply(struct wtx *tx, struct wop *op)
     struct restore_op *ro = container_of(op, struct restore_op, op);
     struct restore *rs = ro->rs;
     struct space_stats *sp = wtx_space(tx, rs->space);
+    struct journal *jn = sp ? wtx_journal_take(tx, sp->id) : NULL;
     if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", rs->space);
     struct space_stats before = *sp;           /* memory goes back if we fail */
     ro->tx = tx;
     ro->sp = sp;
-    struct merge m = {.put = restore_put, .del = restore_del, .arg = ro};
-    char err[200];
-    if (merge_run(rs->path, rs->sha256, wtx_db(tx), sp->id, &m, err, sizeof err) < 0) {
-        *sp = before;
+    ro->puts = ro->dels = 0;
+    rs->used_plan = false;
+    int rc = 0;
+    if (rs->planned && jn && !jn->overflowed && sp->id == rs->space_id && sp->version >= rs->plan_version) {
+        /* the transaction applies only the changes (the write lock is held
+         * for them, not for the whole comparison) */
+        struct moved mv;
+        moved_build(&mv, jn, rs->plan_version);
+        rs->used_plan = true;
+        rs->moved = mv.n;
+        rc = plan_apply(ro, &mv);
+        free(mv.v);
+        free(mv.covered);
+    } else {
+        /* no plan, or the journal overflowed: the whole merge here */
+        struct merge m = {.put = restore_put, .del = restore_del, .arg = ro};
+        char err[200];
+        if (merge_run(rs->path, rs->sha256, wtx_db(tx), sp->id, &m, err, sizeof err) < 0) {
+            if (!op->status) wop_fail(op, 422, "snapshot_corrupt", "%s", err);
+            rc = -1;
+        }
         free(m.d);
-        if (!op->status) wop_fail(op, 422, "snapshot_corrupt", "%s", err);
+    }
+    journal_free(jn);
+    if (rc < 0) {
+        *sp = before;
         return -1;
     }
-    free(m.d);
-    rs->puts = m.puts;
-    rs->dels = m.dels;
+    rs->puts = ro->puts;
+    rs->dels = ro->dels;
     rs->server_version = sp->version;
     char meta[160];
     snprintf(meta, sizeof meta, "{\"pre_restore_snapshot\":\"%s\",\"put\":%llu,\"deleted\":%llu}", rs->pre_id,
-             (unsigned long long)m.puts, (unsigned long long)m.dels);
+             (unsigned long long)rs->puts, (unsigned long long)rs->dels);
     if (wtx_audit(tx, rs->actor, "snapshot.restore", rs->space, rs->id, meta, rs->remote) < 0) {
         *sp = before;
         return wop_fail(op, 500, "storage_error", "audit failed");
     }
     return 0;
 }
+
+static void plan_start(struct restore *rs, struct http_req *r);
 
 static void restore_done(struct wop *op, struct http_req *r)
 {
@@ -1666,11 +1899,75 @@ static void restore_done(struct wop *op, struct http_req *r)
             http_send_json(r, 200, &b);
         }
     }
-    log_info("snapshot_restore", "\"space\":\"%s\",\"snapshot\":\"%s\",\"status\":%d,\"put\":%llu,\"deleted\":%llu",
+    log_info("snapshot_restore",
+             "\"space\":\"%s\",\"snapshot\":\"%s\",\"status\":%d,\"put\":%llu,\"deleted\":%llu,\"planned\":%s,"
+             "\"moved\":%llu",
              rs->space, rs->id, op->status ? op->status : 200, (unsigned long long)rs->puts,
-             (unsigned long long)rs->dels);
+             (unsigned long long)rs->dels, rs->used_plan ? "true" : "false", (unsigned long long)rs->moved);
+    if (rs->planned) unlink_path_later(rs->srv, rs->plan_path);
     restore_free(rs);
     free(ro);
+}
+
+static void restore_submit(struct restore *rs, struct http_req *r)
+{
+    struct restore_op *ro = xcalloc(1, sizeof *ro);
+    ro->rs = rs;
+    if (writer_submit(rs->srv, &ro->op, r, restore_apply, restore_done) < 0) {
+        set_busy(rs->srv, rs->space, false);
+        if (r) http_send_error(r, 503, "overloaded", NULL, "the write queue is full; retry shortly");
+        if (rs->planned) unlink_path_later(rs->srv, rs->plan_path);
+        free(ro);
+        restore_free(rs);
+    }
+}
+
+static void plan_done(struct job *j, struct http_req *r)
+{
+    struct plan_job *pj = container_of(j, struct plan_job, job);
+    struct restore *rs = pj->rs;
+    rs->planned = pj->ok;
+    if (!pj->ok)
+        log_warn("snapshot_restore_plan_failed", "\"space\":\"%s\",\"snapshot\":\"%s\",\"error\":\"%s\"", rs->space,
+                 rs->id, pj->err);
+    free(pj);
+    /* the client may have left (r NULL): the restore goes on. A failed plan
+     * falls back to the merge inside the write transaction, which reports
+     * the error if there is one */
+    restore_submit(rs, r);
+}
+
+static void plan_start(struct restore *rs, struct http_req *r)
+{
+    struct plan_job *pj = xcalloc(1, sizeof *pj);
+    pj->rs = rs;
+    job_submit(rs->srv, &pj->job, r, plan_work, plan_done);
+}
+
+/* The journal starts before the plan's read, so every write the plan cannot
+ * see is in it. Past RESTORE_JOURNAL_BYTES of noted bodies (a space written
+ * to heavily during the plan) the restore merges inside its transaction. */
+#define RESTORE_JOURNAL_BYTES (64u << 20)
+
+struct journal_op {
+    struct wop op;
+    struct restore *rs;
+    size_t cap;
+};
+
+static int journal_start_apply(struct wtx *tx, struct wop *op)
+{
+    struct journal_op *jo = container_of(op, struct journal_op, op);
+    wtx_journal_start(tx, jo->rs->space_id, jo->cap);
+    return 0;
+}
+
+static void journal_started(struct wop *op, struct http_req *r)
+{
+    struct journal_op *jo = container_of(op, struct journal_op, op);
+    struct restore *rs = jo->rs;
+    free(jo);
+    plan_start(rs, r);
 }
 
 /* after the pre-restore snapshot */
@@ -1686,12 +1983,19 @@ static void restore_after_pre(struct snap_job *sj, struct http_req *r)
         return;
     }
     snprintf(rs->pre_id, sizeof rs->pre_id, "%s", sj->id);
-    struct restore_op *ro = xcalloc(1, sizeof *ro);
-    ro->rs = rs;
-    if (writer_submit(rs->srv, &ro->op, r, restore_apply, restore_done) < 0) {
+    /* under snapshots/, so a crash's leftover goes with the start-up sweep */
+    snprintf(rs->plan_path, sizeof rs->plan_path, "%s/snapshots/%s.restore-plan.tmp", rs->data_dir, rs->pre_id);
+    struct journal_op *jo = xcalloc(1, sizeof *jo);
+    jo->rs = rs;
+    /* test hook: a small journal, to drive the fallback */
+    const char *v = getenv("SNAPSYNC_TEST_RESTORE_JOURNAL_BYTES");
+    uint64_t cap = RESTORE_JOURNAL_BYTES;
+    if (v && parse_u64(v, strlen(v), RESTORE_JOURNAL_BYTES, &cap) < 0) cap = RESTORE_JOURNAL_BYTES;
+    jo->cap = (size_t)cap;
+    if (writer_submit(rs->srv, &jo->op, r, journal_start_apply, journal_started) < 0) {
         set_busy(rs->srv, rs->space, false);
         if (r) http_send_error(r, 503, "overloaded", NULL, "the write queue is full; retry shortly");
-        free(ro);
+        free(jo);
         restore_free(rs);
     }
 }

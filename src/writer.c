@@ -88,6 +88,7 @@ struct writer {
     sqlite3 *db;
     struct { const char *sql; sqlite3_stmt *st; } stmts[STMT_CACHE];
     int nstmts;
+    struct journal *journals;        /* restores in progress (writer thread) */
     struct space_stats **spaces;
     size_t nspaces, capspaces;
 };
@@ -343,6 +344,60 @@ static void history_push(char *out, size_t cap, const char *rev, const char *old
     }
 }
 
+void journal_free(struct journal *j)
+{
+    if (!j) return;
+    for (size_t k = 0; k < j->n; k++) free(j->v[k].body);
+    free(j->v);
+    free(j);
+}
+
+void wtx_journal_start(struct wtx *tx, int64_t space_id, size_t max_bytes)
+{
+    journal_free(wtx_journal_take(tx, space_id));
+    struct journal *j = xcalloc(1, sizeof *j);
+    j->space_id = space_id;
+    j->max_bytes = max_bytes;
+    j->next = tx->w->journals;
+    tx->w->journals = j;
+}
+
+struct journal *wtx_journal_take(struct wtx *tx, int64_t space_id)
+{
+    for (struct journal **pp = &tx->w->journals; *pp; pp = &(*pp)->next) {
+        if ((*pp)->space_id != space_id) continue;
+        struct journal *j = *pp;
+        *pp = j->next;
+        j->next = NULL;
+        return j;
+    }
+    return NULL;
+}
+
+/* an entity of a journaled space is about to take `version`; cur is its state now */
+static void journal_note(struct journal *j, const char *coll, const char *id, uint64_t version, const struct ent_row *cur)
+{
+    if (j->overflowed) return;
+    bool live = cur->exists && !cur->deleted && cur->body;
+    size_t add = sizeof *j->v + (live ? cur->body_len : 0);
+    if (j->bytes + add > j->max_bytes) {
+        j->overflowed = true;
+        return;
+    }
+    if (j->n == j->cap) {
+        j->cap = j->cap ? j->cap * 2 : 64;
+        j->v = xrealloc(j->v, j->cap * sizeof *j->v);
+    }
+    struct journal_ent *e = &j->v[j->n++];
+    snprintf(e->c, sizeof e->c, "%s", coll);
+    snprintf(e->i, sizeof e->i, "%s", id);
+    e->version = version;
+    e->live = live;
+    e->body = live ? xstrndup(cur->body, cur->body_len) : NULL;
+    e->blen = live ? cur->body_len : 0;
+    j->bytes += add;
+}
+
 int wtx_entity_put(struct wtx *tx, struct wop *op, struct space_stats *sp, const char *coll, const char *id,
                    struct ent_row *cur, const char *rev, bool deleted, const char *body, size_t body_len,
                    const char *revs_after)
@@ -367,6 +422,11 @@ int wtx_entity_put(struct wtx *tx, struct wop *op, struct space_stats *sp, const
     else sqlite3_bind_null(st, 10);
     if (sqlite3_step(st) != SQLITE_DONE)
         return wop_fail(op, 500, "storage_error", "writing the entity failed: %s", sqlite3_errmsg(tx->w->db));
+    /* a restore of this space is being planned: note what the entity was.
+     * (If the op or batch rolls back later, the note stays: it still tells
+     * the entity's state before that version, which is all it claims.) */
+    for (struct journal *j = tx->w->journals; j; j = j->next)
+        if (j->space_id == sp->id) journal_note(j, coll, id, version, cur);
     /* the statement succeeded: now the memory state follows */
     struct digest d;
     if (cur->exists) {
@@ -796,6 +856,11 @@ void writer_stop(struct server *srv)
     on_async(&w->async);             /* answer nobody, free what came back */
     durable_wake(w, true);           /* nothing more will come */
     for (int i = 0; i < w->nstmts; i++) sqlite3_finalize(w->stmts[i].st);
+    while (w->journals) {
+        struct journal *j = w->journals;
+        w->journals = j->next;
+        journal_free(j);
+    }
     for (size_t i = 0; i < w->nspaces; i++) free(w->spaces[i]);
     free(w->spaces);
     sqlite3_close(w->db);

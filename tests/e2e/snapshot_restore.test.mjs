@@ -424,3 +424,113 @@ test('retention: --snapshot-keep-pre-restore 2 keeps the two newest pre_restore 
   const f = parseSnapshot((await downloadGz(s, 'kp', pres[3])).body);
   assert.deepEqual(f.entities.map((e) => e.body), [{ n: 4 }]);
 });
+
+/* The restore's comparison runs as a plan on a pool thread
+ * (SNAPSYNC_TEST_RESTORE_PLAN_DELAY_MS holds it back); the write transaction
+ * applies the planned changes, then puts back what was written after the
+ * plan's read (the writer's journal knows what it was). */
+async function planServer(t, delayMs, env = {}) {
+  const s = await withServer(t, { env: { SNAPSYNC_TEST_RESTORE_PLAN_DELAY_MS: String(delayMs), ...env } });
+  await putSpace(s, 'rp');
+  await putSpace(s, 'other');
+  const items = [];
+  for (let i = 0; i < 300; i++) items.push({ collection: i % 3 ? 'issues' : 'projects', id: `e${i}`, body: { i, t: `title ${i}` } });
+  await pushEntities(s, 'rp', items);
+  const base = await createSnapshot(s, 'rp');
+  const want = contentSet((await liveState(s, 'rp')).map.values());
+  // change some, delete some, add some after the snapshot
+  for (let i = 0; i < 20; i++) await put(s, 'rp', 'issues', `e${3 * i + 1}`, { changed: i });
+  for (let i = 0; i < 5; i++) await del(s, 'rp', 'projects', `e${30 * i}`);
+  for (let i = 0; i < 7; i++) await put(s, 'rp', 'notes', `n${i}`, { n: i });
+  return { s, base, want };
+}
+
+const restoreLog = (s) => s.waitForLog((o) => o.msg === 'snapshot_restore', 10000);
+const leftovers = (s) => snapFiles(s.dataDir).filter((f) => !f.endsWith('.ndjson.gz'));
+const planFileSeen = (s) => until(async () => snapFiles(s.dataDir).some((f) => f.endsWith('.restore-plan.tmp')), { what: 'the plan file' });
+
+test('restore plan: other spaces write while the plan runs (the write lock is taken only to apply); the result is exactly the snapshot; the plan file is gone', async (t) => {
+  const { s, base, want } = await planServer(t, 1500);
+  const order = [];
+  const restore = api(s, 'POST', snapPath('rp', base.id, '/restore'), { body: { confirm: base.id }, timeoutMs: 30000 })
+    .then((r) => { order.push('restore'); return r; });
+  await planFileSeen(s);
+  const w = await put(s, 'other', 'c', 'during', { x: 1 });
+  order.push('other-write');
+  const r = await restore;
+  assert.equal(r.status, 200, r.text);
+  assert.deepEqual(order, ['other-write', 'restore'], 'a write to another space is not held behind the plan');
+  assert.deepEqual(r.body.changes, { put: 25, deleted: 7 });
+  assert.deepEqual(contentSet((await liveState(s, 'rp')).map.values()), want, 'the space is exactly the snapshot');
+  assert.ok(w.version > 0);
+  const log = await restoreLog(s);
+  assert.equal(log.planned, true);
+  assert.equal(log.moved, 0);
+  await until(async () => leftovers(s).length === 0, { what: 'no plan file left' });
+});
+
+test('restore plan: writes to the restored space during the plan are undone like any other change since the snapshot (one in the plan, one not)', async (t) => {
+  const { s, base, want } = await planServer(t, 1200);
+  const restore = api(s, 'POST', snapPath('rp', base.id, '/restore'), { body: { confirm: base.id }, timeoutMs: 30000 });
+  await planFileSeen(s);
+  await put(s, 'rp', 'issues', 'e1', { during: 'the plan' });       // the plan reverts e1 already
+  await put(s, 'rp', 'issues', 'e2', { during: 'the plan' });       // e2 was as in the snapshot: the journal has it
+  await del(s, 'rp', 'issues', 'e5');                                // also as in the snapshot: comes back
+  await put(s, 'rp', 'late', 'x', { during: 'the plan' });           // not in the snapshot: deleted
+  const r = await restore;
+  assert.equal(r.status, 200, r.text);
+  assert.deepEqual(r.body.changes, { put: 27, deleted: 8 });
+  assert.deepEqual(contentSet((await liveState(s, 'rp')).map.values()), want);
+  const log = await restoreLog(s);
+  assert.equal(log.planned, true);
+  assert.equal(log.moved, 4);
+  await until(async () => leftovers(s).length === 0, { what: 'no plan file left' });
+});
+
+async function restoreUnderWrites(s, base) {
+  let stop = false;
+  let n = 0;
+  const writer = (async () => {
+    while (!stop) {
+      await api(s, 'PUT', ent('rp', 'busy', `b${n % 40}`), { body: { n } });
+      if (n % 3 === 0) await api(s, 'PUT', ent('rp', 'issues', `e${(n * 7) % 300 || 1}`), { body: { busy: n } });
+      n++;
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  })();
+  const r = await api(s, 'POST', snapPath('rp', base.id, '/restore'), { body: { confirm: base.id }, timeoutMs: 30000 });
+  stop = true;
+  await writer;
+  return r;
+}
+
+/* What the restore answered is exactly the snapshot, plus what was written after it. */
+async function checkRestoredAt(s, r, want) {
+  const all = (await allChanges(s, 'rp', { extra: '&bodies=true' })).changes;
+  const after = new Set(all.filter((e) => e.version > r.body.server_version).map((e) => `${e.collection}\u0000${e.id}`));
+  // entities not written after the restore must be exactly the snapshot's
+  const live = all.filter((e) => !e.deleted && !after.has(`${e.collection}\u0000${e.id}`));
+  const wantUntouched = want.filter((k) => !after.has(k.split('\u0000').slice(0, 2).join('\u0000')));
+  assert.deepEqual(contentSet(live), wantUntouched, 'at the restore\'s version the space was exactly the snapshot');
+}
+
+test('restore plan: a space written to all through the plan still comes out exactly as the snapshot', async (t) => {
+  const { s, base, want } = await planServer(t, 800);
+  const r = await restoreUnderWrites(s, base);
+  assert.equal(r.status, 200, r.text);
+  const log = await restoreLog(s);
+  assert.equal(log.planned, true);
+  assert.ok(log.moved > 0, JSON.stringify(log));
+  await checkRestoredAt(s, r, want);
+  await until(async () => leftovers(s).length === 0, { what: 'no plan file left' });
+});
+
+test('restore plan: past the journal cap the comparison runs inside the transaction, with the same result', async (t) => {
+  const { s, base, want } = await planServer(t, 800, { SNAPSYNC_TEST_RESTORE_JOURNAL_BYTES: '100' });
+  const r = await restoreUnderWrites(s, base);
+  assert.equal(r.status, 200, r.text);
+  const log = await restoreLog(s);
+  assert.equal(log.planned, false, 'the journal overflowed');
+  await checkRestoredAt(s, r, want);
+  await until(async () => leftovers(s).length === 0, { what: 'no plan file left' });
+});
