@@ -34,6 +34,9 @@ sqlite3 *store_startup_db(struct store *st);
 /* Read connections for worker threads (WAL: readers never block writers). */
 sqlite3 *store_reader_get(struct store *st);
 void store_reader_put(struct store *st, sqlite3 *db);
+/* A space's version as this connection's transaction sees it: 1 found, 0 no
+ * such space, -1 SQL error. */
+int store_space_version(sqlite3 *db, int64_t space_id, uint64_t *out);
 
 /* Opens a connection with the project's pragmas. Worker threads or startup. */
 int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,

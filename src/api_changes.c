@@ -17,6 +17,7 @@
 #include "names.h"
 #include "server.h"
 #include "sse.h"
+#include "store.h"
 
 #define PUSH_MAX_ITEMS 1000
 
@@ -92,14 +93,9 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
     if (!*more) {
         /* the end of the feed: report the space's version in this same read
          * snapshot, so a filtered feed does not make the client rescan */
-        if (sqlite3_prepare_v2(db, "SELECT version FROM spaces WHERE id = ?", -1, &q, NULL) == SQLITE_OK) {
-            sqlite3_bind_int64(q, 1, rj->space_id);
-            if (sqlite3_step(q) == SQLITE_ROW) {
-                *last = (uint64_t)sqlite3_column_int64(q, 0);   /* even when since is ahead */
-                if (*last > rj->until) *last = rj->until;        /* never past what may be shown */
-            }
-            sqlite3_finalize(q);
-        }
+        uint64_t v;
+        if (store_space_version(db, rj->space_id, &v) == 1)
+            *last = v < rj->until ? v : rj->until;   /* even when since is ahead; never past what may be shown */
     }
     return count;
 }

@@ -1525,12 +1525,7 @@ static void preview_work(sqlite3 *db, struct read_job *rj)
         read_fail(rj, 409, "snapshot_not_ready", "the snapshot is %s", pa->row.status);
         goto out;
     }
-    sqlite3_stmt *q;
-    if (sqlite3_prepare_v2(db, "SELECT version FROM spaces WHERE id = ?", -1, &q, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(q, 1, rj->space_id);
-        if (sqlite3_step(q) == SQLITE_ROW) pa->current_version = (uint64_t)sqlite3_column_int64(q, 0);
-        sqlite3_finalize(q);
-    }
+    store_space_version(db, rj->space_id, &pa->current_version);
     char path[1200], err[200];
     snap_file(pa->data_dir, rj->id, false, path, sizeof path);
     struct merge m = {0};
@@ -1699,16 +1694,7 @@ static void plan_work(struct job *j)
         return;
     }
     sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-    sqlite3_stmt *q;
-    bool have_version = false;
-    if (sqlite3_prepare_v2(db, "SELECT version FROM spaces WHERE id = ?", -1, &q, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(q, 1, rs->space_id);
-        if (sqlite3_step(q) == SQLITE_ROW) {
-            rs->plan_version = (uint64_t)sqlite3_column_int64(q, 0);
-            have_version = true;
-        }
-        sqlite3_finalize(q);
-    }
+    bool have_version = store_space_version(db, rs->space_id, &rs->plan_version) == 1;
     /* test hook: a slow plan, so a test can write to the space meanwhile */
     uint64_t delay = env_ms("SNAPSYNC_TEST_RESTORE_PLAN_DELAY_MS");
     if (delay) uv_sleep((unsigned)delay);

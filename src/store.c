@@ -327,6 +327,17 @@ int store_schema_version(const struct store *st) { return st->schema_version; }
 uint64_t store_space_count(const struct store *st) { return st->spaces; }
 sqlite3 *store_startup_db(struct store *st) { return st->db; }
 
+int store_space_version(sqlite3 *db, int64_t space_id, uint64_t *out)
+{
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db, "SELECT version FROM spaces WHERE id = ?", -1, &q, NULL) != SQLITE_OK) return -1;
+    sqlite3_bind_int64(q, 1, space_id);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) *out = (uint64_t)sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
 sqlite3 *store_reader_get(struct store *st)
 {
     sqlite3 *db = NULL;
