@@ -2084,6 +2084,16 @@ void api_snapshot_restore(struct http_req *r)
 {
     struct space *sp = api_space(r);
     if (!sp) return;
+    /* no body (or only whitespace) is a missing confirm, not broken JSON */
+    size_t k = 0;
+    while (k < r->body.len && (r->body.data[k] == ' ' || r->body.data[k] == '\t' || r->body.data[k] == '\r' ||
+                               r->body.data[k] == '\n'))
+        k++;
+    if (k == r->body.len) {
+        http_send_error(r, 400, "confirm_mismatch", NULL,
+                        "send {\"confirm\":\"%s\"} to restore this snapshot (the body was empty)", r->match.params.id);
+        return;
+    }
     json_t *v = api_body_object(r);
     if (!v) return;
     const char *confirm = json_string_value(json_object_get(v, "confirm"));

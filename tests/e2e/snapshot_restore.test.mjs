@@ -104,6 +104,18 @@ test('restore: confirm must repeat the id (400 confirm_mismatch, nothing changes
     const r = await api(srv, 'POST', snapPath('rc', m.id, '/restore'), { body });
     checkError(assert, r, 400, 'confirm_mismatch', `restore with ${JSON.stringify(body)}`);
   }
+  // no body at all, an empty body, a body of whitespace: a missing confirm
+  // is a mismatch too (as docs/api.md says), not invalid_json
+  for (const [what, opts] of [['no body', {}], ['an empty body', { body: '' }],
+    ['Content-Length: 0 with a JSON type', { body: Buffer.alloc(0), headers: { 'Content-Type': 'application/json' } }],
+    ['a body of whitespace', { body: ' \r\n\t' }]]) {
+    const r = await api(srv, 'POST', snapPath('rc', m.id, '/restore'), opts);
+    const e = checkError(assert, r, 400, 'confirm_mismatch', `restore with ${what}`);
+    assert.ok(e.message.includes(m.id), `the message shows the body to send: ${e.message}`);
+  }
+  // a body that is not JSON stays invalid_json
+  checkError(assert, await api(srv, 'POST', snapPath('rc', m.id, '/restore'), { body: '{"confirm":' }), 400, 'invalid_json',
+    'restore with broken JSON');
   // dry run
   const d = await api(srv, 'POST', snapPath('rc', m.id, '/restore'), { body: { confirm: m.id, dry_run: true } });
   assert.equal(d.status, 200, d.text);
