@@ -698,6 +698,7 @@ void api_snapshot_create(struct http_req *r)
     }
     uint64_t retry;
     if (!auth_snapshot_rate(r, &retry)) {
+        auth_audit_denied(r, 429);   /* sampled, like the other denials */
         http_add_header(r, "Retry-After", "%llu", (unsigned long long)retry);
         http_send_error(r, 429, "rate_limited", NULL, "at most %llu snapshots a minute per key and space",
                         (unsigned long long)srv->cfg->snapshot_rate);
