@@ -75,13 +75,19 @@ static void meta_json(struct buf *b, sqlite3_stmt *q)
     json_kv_u64(b, "server_version", (uint64_t)sqlite3_column_int64(q, 4));
     json_kv_time(b, "created_at", (uint64_t)sqlite3_column_int64(q, 5));
     json_kv_time(b, "completed_at", (uint64_t)sqlite3_column_int64(q, 6));
+    /* an import's row is written completed when the upload is in: created_at
+     * is the capture time from the file's header, this is the import's */
+    if (TXT(2) && !strcmp(TXT(2), "imported")) json_kv_time(b, "imported_at", (uint64_t)sqlite3_column_int64(q, 6));
+    else json_kv_null(b, "imported_at");
     buf_puts(b, ",\"entity_counts\":");
     buf_puts(b, TXT(7) ? TXT(7) : "{}");
     json_kv_u64(b, "entity_total", (uint64_t)sqlite3_column_int64(q, 8));
     json_kv_u64(b, "raw_bytes", (uint64_t)sqlite3_column_int64(q, 9));
     json_kv_u64(b, "size_bytes", (uint64_t)sqlite3_column_int64(q, 10));
     json_kv_str(b, "sha256", TXT(11));
-    json_kv_u64(b, "level", (uint64_t)sqlite3_column_int64(q, 12));
+    /* -1: not known (an uploaded gzip file: the format does not record it) */
+    if (sqlite3_column_int64(q, 12) < 0) json_kv_null(b, "level");
+    else json_kv_u64(b, "level", (uint64_t)sqlite3_column_int64(q, 12));
     json_kv_str(b, "created_by", TXT(13));
     json_kv_str(b, "note", TXT(14));
     json_kv_str(b, "error", TXT(15));
@@ -1271,6 +1277,12 @@ int snap_verify_file(const char *path, struct snap_summary *sum, char *err, size
         snprintf(err, errlen, "the header lacks space, entity_counts or entity_total");
         goto out;
     }
+    json_t *created = json_object_get(hdr, "created_at");
+    if (!json_is_string(created) ||
+        parse_time_ms(json_string_value(created), json_string_length(created), &sum->created_at_ms) < 0) {
+        snprintf(err, errlen, "the header's created_at is not a time like 2026-11-24T14:48:26.801Z");
+        goto out;
+    }
     sum->lines = 1;
     while ((r = sr_line(&sr, &line, &len)) == 1) {
         struct snap_ent e;
@@ -2207,14 +2219,15 @@ static int import_apply(struct wtx *tx, struct wop *op)
                                 "INSERT INTO snapshots(id, space_id, space, kind, status, server_version, created_at,"
                                 " completed_at, entity_total, raw_bytes, size_bytes, sha256, level, created_by, note,"
                                 " entity_counts)"
-                                " VALUES (?1, ?2, ?3, 'imported', 'completed', ?4, ?5, ?5, ?6, ?7, ?8, ?9, -1, ?10, ?11, ?12)");
+                                " VALUES (?1, ?2, ?3, 'imported', 'completed', ?4, ?5, ?13, ?6, ?7, ?8, ?9, -1, ?10, ?11, ?12)");
     char note[200];
     snprintf(note, sizeof note, "imported from space %s (instance %s)", im->sum.space, im->sum.instance_id);
     sqlite3_bind_text(st, 1, im->id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, sp->id);
     sqlite3_bind_text(st, 3, im->space, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)im->sum.server_version);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)wtx_now(tx));
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)im->sum.created_at_ms);      /* the capture time */
+    sqlite3_bind_int64(st, 13, (sqlite3_int64)wtx_now(tx));              /* completed_at = imported_at */
     sqlite3_bind_int64(st, 6, (sqlite3_int64)im->sum.entity_total);
     sqlite3_bind_int64(st, 7, (sqlite3_int64)im->sum.raw_bytes);
     sqlite3_bind_int64(st, 8, (sqlite3_int64)im->sum.size_bytes);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { gzipSync, gunzipSync } from 'node:zlib';
 import {
-  startServer, withServer, api, apiOk, putSpace, checkError, allChanges,
+  startServer, withServer, api, apiOk, putSpace, checkError, allChanges, sleep,
 } from './helpers.mjs';
 import {
   snapPath, downloadGz, parseSnapshot, liveState, contentSet, createSnapshot, listAll, snapFiles, snapFile,
@@ -284,11 +284,23 @@ test('import: a downloaded file imported into another space -> 201 imported, the
   await putSpace(srv, 'imd');
   await put(srv, 'imd', 'local', 'L1', { mine: true });       // replaced by the restore
   const gz = (await downloadGz(srv, 'ims', m.id)).body;
+  await sleep(20);                                             // so the import's time differs from the capture's
+  const t0 = Date.now();
   const r = await postBinary(srv, snapPath('imd', 'import'), gz);
   assert.equal(r.status, 201, r.text);
   const im = r.body;
   checkCompletedMeta(im, { space: 'imd', kind: 'imported' });
   assert.notEqual(im.id, m.id, 'an import gets its own id');
+  // the capture time from the file's header, not the import's; the import's
+  // in imported_at; the level is not in the format: null, not 2^64-1
+  const hdr = parseSnapshot(gz).header;
+  assert.equal(im.created_at, hdr.created_at, 'created_at is the header\'s');
+  assert.ok(Date.parse(im.created_at) >= Date.parse(m.created_at) && Date.parse(im.created_at) <= Date.parse(m.completed_at),
+    `the capture time lies within the source snapshot's run: ${im.created_at} vs ${JSON.stringify(m)}`);
+  assert.ok(Date.parse(im.imported_at) >= t0 - 5 && Date.parse(im.imported_at) <= Date.now() + 5, `imported_at ${im.imported_at}`);
+  assert.ok(Date.parse(im.imported_at) > Date.parse(im.created_at), 'imported after the capture');
+  assert.equal(im.level, null, 'the level of an uploaded gzip file is not known');
+  assert.deepEqual(await apiOk(srv, 'GET', snapPath('imd', im.id), {}, 200), im, 'GET shows the same');
   assert.deepEqual(im.entity_counts, m.entity_counts, 'entity_counts from the file header');
   assert.equal(im.entity_total, m.entity_total);
   assert.equal(im.sha256, sha256(gz));
@@ -337,6 +349,8 @@ test('import of bad uploads: garbage, truncated, tampered, empty -> 4xx, nothing
     'lines out of order': rejoin([lines[0], lines[2], lines[1], ...lines.slice(3)]),
     'an entity that is not an object': rejoin([...lines.slice(0, 3), '[1,2,3]', ...lines.slice(4)]),
     'no header': rejoin(lines.slice(1)),
+    'header without created_at': rejoin([JSON.stringify({ ...hdr, created_at: undefined }), ...lines.slice(1)]),
+    'header created_at not a time': rejoin([JSON.stringify({ ...hdr, created_at: 'yesterday' }), ...lines.slice(1)]),
   };
   for (const [name, buf] of Object.entries(bad)) {
     const r = await postBinary(srv, snapPath('imbad', 'import'), buf);
