@@ -127,6 +127,9 @@ test('download: gzip as stored (Content-Length, sha256, ETag) or inflated NDJSON
   assert.equal(gzr.headers.etag, `"${m.sha256}"`);
   assert.equal(sha256(gzr.body), m.sha256, 'sha256 of the downloaded gzip');
   assert.deepEqual(gzr.body, readFileSync(snapFile(srv.dataDir, m.id)), 'the download is the stored file');
+  // a client that asked for gzip decodes Content-Encoding: it ends up with NDJSON, and the name says so
+  assert.equal(gzr.headers['content-disposition'], `attachment; filename="sdl-${m.id}.ndjson"`);
+  assert.match(gzr.headers.vary || '', /accept-encoding/i, 'the representation depends on Accept-Encoding');
 
   const plain = await rawGet(srv, snapPath('sdl', m.id, '/download'));
   assert.equal(plain.status, 200);
@@ -135,6 +138,8 @@ test('download: gzip as stored (Content-Length, sha256, ETag) or inflated NDJSON
   assert.match(plain.headers['transfer-encoding'] || '', /chunked/i);
   assert.equal(plain.headers.etag, `"${m.sha256}"`);
   assert.deepEqual(plain.body, gunzipSync(gzr.body), 'inflated download = gunzip(stored file)');
+  assert.equal(plain.headers['content-disposition'], `attachment; filename="sdl-${m.id}.ndjson"`);
+  assert.match(plain.headers.vary || '', /accept-encoding/i);
   assert.equal(plain.body.length, m.raw_bytes);
 
   // Accept-Encoding without gzip -> inflated
