@@ -37,6 +37,7 @@ void snap_remove_file(struct server *srv, const char *id);
 struct snap_summary {
     char space[64], space_uid[27], instance_id[27];
     uint64_t server_version, entity_total, lines, raw_bytes, size_bytes;
+    uint64_t created_at_ms;          /* the header's created_at */
     char sha256[65];
     char *counts_json;               /* the header's entity_counts (malloc'd; caller frees) */
 };

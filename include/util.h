@@ -90,6 +90,10 @@ uint64_t now_ms_wall(void);               /* ms since the epoch */
 uint64_t now_ns_mono(void);               /* monotonic ns */
 /* RFC 3339 UTC with milliseconds into out (>= 25 bytes). Returns length. */
 size_t fmt_time_ms(char *out, uint64_t ms_epoch);
+/* The inverse: exactly the form fmt_time_ms writes (24 bytes,
+ * "YYYY-MM-DDTHH:MM:SS.mmmZ", 1970 or later), into ms since the epoch.
+ * Returns 0, or -1 for anything else (no other offsets or precisions). */
+int parse_time_ms(const char *s, size_t len, uint64_t *out);
 
 /* Randomness from getrandom(); aborts if the kernel refuses. */
 void random_bytes(void *out, size_t n);

@@ -75,13 +75,19 @@ static void meta_json(struct buf *b, sqlite3_stmt *q)
     json_kv_u64(b, "server_version", (uint64_t)sqlite3_column_int64(q, 4));
     json_kv_time(b, "created_at", (uint64_t)sqlite3_column_int64(q, 5));
     json_kv_time(b, "completed_at", (uint64_t)sqlite3_column_int64(q, 6));
+    /* an import's row is written completed when the upload is in: created_at
+     * is the capture time from the file's header, this is the import's */
+    if (TXT(2) && !strcmp(TXT(2), "imported")) json_kv_time(b, "imported_at", (uint64_t)sqlite3_column_int64(q, 6));
+    else json_kv_null(b, "imported_at");
     buf_puts(b, ",\"entity_counts\":");
     buf_puts(b, TXT(7) ? TXT(7) : "{}");
     json_kv_u64(b, "entity_total", (uint64_t)sqlite3_column_int64(q, 8));
     json_kv_u64(b, "raw_bytes", (uint64_t)sqlite3_column_int64(q, 9));
     json_kv_u64(b, "size_bytes", (uint64_t)sqlite3_column_int64(q, 10));
     json_kv_str(b, "sha256", TXT(11));
-    json_kv_u64(b, "level", (uint64_t)sqlite3_column_int64(q, 12));
+    /* -1: not known (an uploaded gzip file: the format does not record it) */
+    if (sqlite3_column_int64(q, 12) < 0) json_kv_null(b, "level");
+    else json_kv_u64(b, "level", (uint64_t)sqlite3_column_int64(q, 12));
     json_kv_str(b, "created_by", TXT(13));
     json_kv_str(b, "note", TXT(14));
     json_kv_str(b, "error", TXT(15));
@@ -235,7 +241,7 @@ static int gz_emit(struct gz_out *g, size_t n)
         }
         off += (size_t)w;
     }
-    EVP_DigestUpdate(g->md, g->out, n);
+    if (g->md) EVP_DigestUpdate(g->md, g->out, n);
     g->written += n;
     return 0;
 }
@@ -698,6 +704,7 @@ void api_snapshot_create(struct http_req *r)
     }
     uint64_t retry;
     if (!auth_snapshot_rate(r, &retry)) {
+        auth_audit_denied(r, 429);   /* sampled, like the other denials */
         http_add_header(r, "Retry-After", "%llu", (unsigned long long)retry);
         http_send_error(r, 429, "rate_limited", NULL, "at most %llu snapshots a minute per key and space",
                         (unsigned long long)srv->cfg->snapshot_rate);
@@ -1026,6 +1033,7 @@ static void dl_start(struct read_job *rj, struct http_req *r)
     size_t il;
     const char *inm = http_header(r, "If-None-Match", &il);
     http_add_header(r, "ETag", "\"%s\"", row->sha256);
+    http_add_header(r, "Vary", "Accept-Encoding");
     if (inm && etag_list_match(inm, il, row->sha256, true)) {
         http_send_empty(r, 304);
         return;
@@ -1038,8 +1046,10 @@ static void dl_start(struct read_job *rj, struct http_req *r)
         return;
     }
     bool gz = r->accept_gzip;
-    http_add_header(r, "Content-Disposition", "attachment; filename=\"%s-%s.ndjson%s\"", rj->space, row->id,
-                    gz ? ".gz" : "");
+    /* the name of what the client ends up with: with Content-Encoding: gzip
+     * it decodes the stored file (curl --compressed, browsers, fetch), so
+     * both representations are NDJSON. Import takes either file. */
+    http_add_header(r, "Content-Disposition", "attachment; filename=\"%s-%s.ndjson\"", rj->space, row->id);
     if (gz) http_add_header(r, "Content-Encoding", "gzip");
     filestream_start(r, fd, 200, "application/x-ndjson", 0, gz ? (int64_t)row->size_bytes : -1, !gz);
 }
@@ -1268,6 +1278,12 @@ int snap_verify_file(const char *path, struct snap_summary *sum, char *err, size
     json_t *total = json_object_get(hdr, "entity_total");
     if (!json_is_object(counts) || !json_is_integer(total) || !name_space_valid(sum->space, strlen(sum->space))) {
         snprintf(err, errlen, "the header lacks space, entity_counts or entity_total");
+        goto out;
+    }
+    json_t *created = json_object_get(hdr, "created_at");
+    if (!json_is_string(created) ||
+        parse_time_ms(json_string_value(created), json_string_length(created), &sum->created_at_ms) < 0) {
+        snprintf(err, errlen, "the header's created_at is not a time like 2026-11-24T14:48:26.801Z");
         goto out;
     }
     sum->lines = 1;
@@ -2084,6 +2100,16 @@ void api_snapshot_restore(struct http_req *r)
 {
     struct space *sp = api_space(r);
     if (!sp) return;
+    /* no body (or only whitespace) is a missing confirm, not broken JSON */
+    size_t k = 0;
+    while (k < r->body.len && (r->body.data[k] == ' ' || r->body.data[k] == '\t' || r->body.data[k] == '\r' ||
+                               r->body.data[k] == '\n'))
+        k++;
+    if (k == r->body.len) {
+        http_send_error(r, 400, "confirm_mismatch", NULL,
+                        "send {\"confirm\":\"%s\"} to restore this snapshot (the body was empty)", r->match.params.id);
+        return;
+    }
     json_t *v = api_body_object(r);
     if (!v) return;
     const char *confirm = json_string_value(json_object_get(v, "confirm"));
@@ -2111,9 +2137,21 @@ void api_snapshot_restore(struct http_req *r)
     read_submit(r, rj, row_work, restore_row_loaded);
 }
 
-/* ---- import: the upload streamed to a temp file on the threadpool -------- */
+/* ---- import: the upload streamed to a temp file on the threadpool -------- *
+ * The body arrives on the loop into `pending` (reading pauses past
+ * IMPORT_PENDING_MAX); one write job at a time moves it to the temp file.
+ * A gzip upload is written as it comes; plain NDJSON (the download without
+ * Accept-Encoding: gzip) is deflated into the file by those jobs. At the end
+ * the stored file is verified like a restore's and renamed. */
 
 #define IMPORT_PENDING_MAX (1u << 20)
+
+/* What the upload is, told by its first two bytes (loop) */
+enum import_mode {
+    IMPORT_UNKNOWN,
+    IMPORT_GZIP,                     /* 1f 8b: a .ndjson.gz, stored as it comes */
+    IMPORT_PLAIN,                    /* anything else: NDJSON, compressed as it comes */
+};
 
 struct import {
     struct job job;
@@ -2121,6 +2159,9 @@ struct import {
     char id[27], space[64], actor[32], remote[56];
     char tmp[1200], path[1200];
     int fd;
+    enum import_mode mode;           /* set on the loop before the first write job */
+    int level;                       /* of the stored file; -1 for a gzip upload (not known) */
+    struct gz_out *gz;               /* IMPORT_PLAIN: the deflate stream (worker) */
     struct buf pending, writing;
     bool busy, ended, paused, failed, finalizing;
     int err;
@@ -2136,6 +2177,10 @@ static void import_free(void *p)
         return;
     }
     if (im->fd >= 0) close(im->fd);
+    if (im->gz) {
+        if (im->gz->zs.state) deflateEnd(&im->gz->zs);
+        free(im->gz);
+    }
     if (!im->finalizing || im->failed) unlink(im->tmp);
     set_busy(im->srv, im->space, false);
     buf_free(&im->pending);
@@ -2155,15 +2200,32 @@ static void import_write_work(struct job *j)
         im->fd = open(im->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (im->fd < 0) { im->err = errno; return; }
     }
-    size_t off = 0;
-    while (off < im->writing.len) {
-        ssize_t w = write(im->fd, im->writing.data + off, im->writing.len - off);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            im->err = errno;
+    if (im->mode == IMPORT_PLAIN) {
+        /* stored gzip like every snapshot file, in the same bounded steps */
+        if (!im->gz) {
+            im->gz = xcalloc(1, sizeof *im->gz);
+            im->gz->fd = im->fd;
+            if (deflateInit2(&im->gz->zs, im->level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+                im->err = ENOMEM;
+                return;
+            }
+        }
+        if (gz_put(im->gz, im->writing.data ? im->writing.data : "", im->writing.len,
+                   im->finalizing ? Z_FINISH : Z_NO_FLUSH) < 0) {
+            im->err = im->gz->err ? im->gz->err : EIO;
             return;
         }
-        off += (size_t)w;
+    } else {
+        size_t off = 0;
+        while (off < im->writing.len) {
+            ssize_t w = write(im->fd, im->writing.data + off, im->writing.len - off);
+            if (w < 0) {
+                if (errno == EINTR) continue;
+                im->err = errno;
+                return;
+            }
+            off += (size_t)w;
+        }
     }
     if (im->finalizing) {
         if (fsync(im->fd) < 0) { im->err = errno; return; }
@@ -2196,14 +2258,16 @@ static int import_apply(struct wtx *tx, struct wop *op)
                                 "INSERT INTO snapshots(id, space_id, space, kind, status, server_version, created_at,"
                                 " completed_at, entity_total, raw_bytes, size_bytes, sha256, level, created_by, note,"
                                 " entity_counts)"
-                                " VALUES (?1, ?2, ?3, 'imported', 'completed', ?4, ?5, ?5, ?6, ?7, ?8, ?9, -1, ?10, ?11, ?12)");
+                                " VALUES (?1, ?2, ?3, 'imported', 'completed', ?4, ?5, ?13, ?6, ?7, ?8, ?9, ?14, ?10, ?11, ?12)");
     char note[200];
     snprintf(note, sizeof note, "imported from space %s (instance %s)", im->sum.space, im->sum.instance_id);
     sqlite3_bind_text(st, 1, im->id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, sp->id);
     sqlite3_bind_text(st, 3, im->space, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)im->sum.server_version);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)wtx_now(tx));
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)im->sum.created_at_ms);      /* the capture time */
+    sqlite3_bind_int64(st, 13, (sqlite3_int64)wtx_now(tx));              /* completed_at = imported_at */
+    sqlite3_bind_int(st, 14, im->level);
     sqlite3_bind_int64(st, 6, (sqlite3_int64)im->sum.entity_total);
     sqlite3_bind_int64(st, 7, (sqlite3_int64)im->sum.raw_bytes);
     sqlite3_bind_int64(st, 8, (sqlite3_int64)im->sum.size_bytes);
@@ -2267,6 +2331,15 @@ static void import_pump(struct http_req *r)
 {
     struct import *im = r->ctx;
     if (im->busy || im->failed) return;
+    if (im->mode == IMPORT_UNKNOWN) {
+        /* the gzip magic (RFC 1952) tells a .ndjson.gz from the plain NDJSON
+         * a download without Accept-Encoding: gzip gives */
+        if (im->pending.len < 2 && !im->ended) return;
+        const unsigned char *p = (const unsigned char *)im->pending.data;
+        bool gz = im->pending.len >= 2 && p[0] == 0x1f && p[1] == 0x8b;
+        im->mode = gz ? IMPORT_GZIP : IMPORT_PLAIN;
+        im->level = gz ? -1 : (int)r->srv->cfg->snapshot_level;
+    }
     if (im->pending.len || (im->ended && !im->finalizing)) {
         struct buf t = im->writing;
         im->writing = im->pending;
@@ -2302,7 +2375,7 @@ static void import_on_end(struct http_req *r)
     if (im->failed) return;
     if (r->body_seen == 0) {
         im->failed = true;
-        http_send_error(r, 400, "empty_body", NULL, "send the snapshot file (.ndjson.gz) as the request body");
+        http_send_error(r, 400, "empty_body", NULL, "send the snapshot file (.ndjson.gz or .ndjson) as the request body");
         return;
     }
     import_pump(r);

@@ -221,6 +221,41 @@ size_t fmt_time_ms(char *out, uint64_t ms)
     return 24;
 }
 
+static int digits(const char *s, int n, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* civil date -> days since 1970-01-01 (Howard Hinnant's days_from_civil) */
+int parse_time_ms(const char *s, size_t len, uint64_t *out)
+{
+    unsigned y, m, d, hh, mm, ss, ms;
+    if (len != 24 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' ||
+        s[23] != 'Z')
+        return -1;
+    if (digits(s, 4, &y) || digits(s + 5, 2, &m) || digits(s + 8, 2, &d) || digits(s + 11, 2, &hh) ||
+        digits(s + 14, 2, &mm) || digits(s + 17, 2, &ss) || digits(s + 20, 3, &ms))
+        return -1;
+    static const unsigned mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (y < 1970 || m < 1 || m > 12 || d < 1 || d > mdays[m - 1] || (m == 2 && d == 29 && !leap) || hh > 23 ||
+        mm > 59 || ss > 59)
+        return -1;
+    unsigned yy = m <= 2 ? y - 1 : y;
+    unsigned era = yy / 400, yoe = yy - era * 400;
+    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    uint64_t days = (uint64_t)era * 146097 + doe - 719468;
+    *out = ((days * 86400 + hh * 3600u + mm * 60u + ss) * 1000) + ms;
+    return 0;
+}
+
 void random_bytes(void *out, size_t n)
 {
     unsigned char *p = out;

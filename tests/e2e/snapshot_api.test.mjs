@@ -127,6 +127,9 @@ test('download: gzip as stored (Content-Length, sha256, ETag) or inflated NDJSON
   assert.equal(gzr.headers.etag, `"${m.sha256}"`);
   assert.equal(sha256(gzr.body), m.sha256, 'sha256 of the downloaded gzip');
   assert.deepEqual(gzr.body, readFileSync(snapFile(srv.dataDir, m.id)), 'the download is the stored file');
+  // a client that asked for gzip decodes Content-Encoding: it ends up with NDJSON, and the name says so
+  assert.equal(gzr.headers['content-disposition'], `attachment; filename="sdl-${m.id}.ndjson"`);
+  assert.match(gzr.headers.vary || '', /accept-encoding/i, 'the representation depends on Accept-Encoding');
 
   const plain = await rawGet(srv, snapPath('sdl', m.id, '/download'));
   assert.equal(plain.status, 200);
@@ -135,6 +138,8 @@ test('download: gzip as stored (Content-Length, sha256, ETag) or inflated NDJSON
   assert.match(plain.headers['transfer-encoding'] || '', /chunked/i);
   assert.equal(plain.headers.etag, `"${m.sha256}"`);
   assert.deepEqual(plain.body, gunzipSync(gzr.body), 'inflated download = gunzip(stored file)');
+  assert.equal(plain.headers['content-disposition'], `attachment; filename="sdl-${m.id}.ndjson"`);
+  assert.match(plain.headers.vary || '', /accept-encoding/i);
   assert.equal(plain.body.length, m.raw_bytes);
 
   // Accept-Encoding without gzip -> inflated
@@ -432,6 +437,16 @@ test('rate limit: --snapshot-rate 2 -> the third creation in a minute is 429 rat
   assert.ok(Number(ra) >= 1 && Number(ra) <= 60, `Retry-After within the minute: ${ra}`);
   const n = (await listAll(s, 'r1')).length;
   assert.equal(n, 2, 'the refused creation left no snapshot');
+  // audited like the other denials (request.denied, with the status)
+  const adminKey = (await apiOk(s, 'GET', '/api/v1/keys?limit=1000')).keys.find((k) => k.role === 'admin').id;
+  const denied = await until(async () => (await apiOk(s, 'GET', '/api/v1/audit?action=request.denied&space=r1&limit=1000', {}, 200))
+    .entries.find((e) => e.meta?.status === 429), { timeoutMs: 3000, what: 'a request.denied audit entry for the 429' });
+  assert.equal(denied.actor, adminKey, JSON.stringify(denied));
+  assert.equal(denied.space, 'r1', JSON.stringify(denied));
+  assert.equal(denied.target, 'POST snapshot_create', JSON.stringify(denied));
+  assert.ok(denied.remote_addr, `remote_addr ${JSON.stringify(denied)}`);
+  assert.equal((await apiOk(s, 'GET', '/api/v1/audit?action=snapshot.create&space=r1&limit=1000', {}, 200)).entries.length, 2,
+    'no snapshot.create entry for the refused one');
   // other space, same key: allowed; other key, same space: allowed
   assert.equal((await api(s, 'POST', snapPath('r2'), { body: {} })).status, 201, 'another space has its own budget');
   assert.equal((await api(s, 'POST', snapPath('r1'), { body: {}, token: op })).status, 201, 'another key has its own budget');

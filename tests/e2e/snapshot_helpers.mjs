@@ -17,7 +17,7 @@ import { api, apiOk, allChanges, sleep, ULID_RE } from './helpers.mjs';
 export const TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 export const SHA_RE = /^[0-9a-f]{64}$/;
 export const META_KEYS = ['completed_at', 'created_at', 'created_by', 'entity_counts', 'entity_total', 'error',
-  'id', 'kind', 'level', 'note', 'raw_bytes', 'server_version', 'sha256', 'size_bytes', 'space', 'status'];
+  'id', 'imported_at', 'kind', 'level', 'note', 'raw_bytes', 'server_version', 'sha256', 'size_bytes', 'space', 'status'];
 export const HEADER_KEYS = ['created_at', 'entity_counts', 'entity_total', 'format', 'instance_id', 'server_version',
   'snapshot', 'space', 'space_uid'];
 export const ENTITY_KEYS = ['body', 'collection', 'created_at', 'deleted', 'id', 'rev', 'updated_at', 'version'];
@@ -161,6 +161,15 @@ export function checkCompletedMeta(m, { space, kind } = {}) {
   assert.match(m.created_at, TIME_RE, `created_at ${w}`);
   assert.match(m.completed_at, TIME_RE, `completed_at ${w}`);
   assert.ok(Date.parse(m.completed_at) >= Date.parse(m.created_at), `completed_at >= created_at ${w}`);
+  if (m.kind === 'imported') {
+    // created_at is the capture time from the file; imported_at = completed_at
+    assert.match(m.imported_at, TIME_RE, `imported_at ${w}`);
+    assert.equal(m.imported_at, m.completed_at, `imported_at ${w}`);
+    assert.ok(m.level === null || (Number.isInteger(m.level) && m.level >= 0 && m.level <= 9), `level ${w}`);
+  } else {
+    assert.equal(m.imported_at, null, `imported_at is null unless imported ${w}`);
+    assert.ok(Number.isInteger(m.level) && m.level >= 0 && m.level <= 9, `level ${w}`);
+  }
   assert.match(m.sha256, SHA_RE, `sha256 ${w}`);
   assert.ok(Number.isInteger(m.server_version) && m.server_version >= 0, `server_version ${w}`);
   assert.ok(Number.isInteger(m.size_bytes) && m.size_bytes > 0, `size_bytes ${w}`);

@@ -4,10 +4,13 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { gzipSync, gunzipSync } from 'node:zlib';
 import {
-  startServer, withServer, api, apiOk, putSpace, checkError, allChanges,
+  startServer, withServer, api, apiOk, putSpace, checkError, allChanges, sleep, haveCommand,
 } from './helpers.mjs';
 import {
   snapPath, downloadGz, parseSnapshot, liveState, contentSet, createSnapshot, listAll, snapFiles, snapFile,
@@ -104,6 +107,18 @@ test('restore: confirm must repeat the id (400 confirm_mismatch, nothing changes
     const r = await api(srv, 'POST', snapPath('rc', m.id, '/restore'), { body });
     checkError(assert, r, 400, 'confirm_mismatch', `restore with ${JSON.stringify(body)}`);
   }
+  // no body at all, an empty body, a body of whitespace: a missing confirm
+  // is a mismatch too (as docs/api.md says), not invalid_json
+  for (const [what, opts] of [['no body', {}], ['an empty body', { body: '' }],
+    ['Content-Length: 0 with a JSON type', { body: Buffer.alloc(0), headers: { 'Content-Type': 'application/json' } }],
+    ['a body of whitespace', { body: ' \r\n\t' }]]) {
+    const r = await api(srv, 'POST', snapPath('rc', m.id, '/restore'), opts);
+    const e = checkError(assert, r, 400, 'confirm_mismatch', `restore with ${what}`);
+    assert.ok(e.message.includes(m.id), `the message shows the body to send: ${e.message}`);
+  }
+  // a body that is not JSON stays invalid_json
+  checkError(assert, await api(srv, 'POST', snapPath('rc', m.id, '/restore'), { body: '{"confirm":' }), 400, 'invalid_json',
+    'restore with broken JSON');
   // dry run
   const d = await api(srv, 'POST', snapPath('rc', m.id, '/restore'), { body: { confirm: m.id, dry_run: true } });
   assert.equal(d.status, 200, d.text);
@@ -272,11 +287,23 @@ test('import: a downloaded file imported into another space -> 201 imported, the
   await putSpace(srv, 'imd');
   await put(srv, 'imd', 'local', 'L1', { mine: true });       // replaced by the restore
   const gz = (await downloadGz(srv, 'ims', m.id)).body;
+  await sleep(20);                                             // so the import's time differs from the capture's
+  const t0 = Date.now();
   const r = await postBinary(srv, snapPath('imd', 'import'), gz);
   assert.equal(r.status, 201, r.text);
   const im = r.body;
   checkCompletedMeta(im, { space: 'imd', kind: 'imported' });
   assert.notEqual(im.id, m.id, 'an import gets its own id');
+  // the capture time from the file's header, not the import's; the import's
+  // in imported_at; the level is not in the format: null, not 2^64-1
+  const hdr = parseSnapshot(gz).header;
+  assert.equal(im.created_at, hdr.created_at, 'created_at is the header\'s');
+  assert.ok(Date.parse(im.created_at) >= Date.parse(m.created_at) && Date.parse(im.created_at) <= Date.parse(m.completed_at),
+    `the capture time lies within the source snapshot's run: ${im.created_at} vs ${JSON.stringify(m)}`);
+  assert.ok(Date.parse(im.imported_at) >= t0 - 5 && Date.parse(im.imported_at) <= Date.now() + 5, `imported_at ${im.imported_at}`);
+  assert.ok(Date.parse(im.imported_at) > Date.parse(im.created_at), 'imported after the capture');
+  assert.equal(im.level, null, 'the level of an uploaded gzip file is not known');
+  assert.deepEqual(await apiOk(srv, 'GET', snapPath('imd', im.id), {}, 200), im, 'GET shows the same');
   assert.deepEqual(im.entity_counts, m.entity_counts, 'entity_counts from the file header');
   assert.equal(im.entity_total, m.entity_total);
   assert.equal(im.sha256, sha256(gz));
@@ -302,6 +329,128 @@ test('import: a downloaded file imported into another space -> 201 imported, the
   assert.ok(src.every((x) => x.kind !== 'imported'));
 });
 
+/** Runs a command to its end; resolves {code, stdout, stderr}. */
+function run(cmd, args, { cwd, timeoutMs = 60000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
+    p.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => { p.kill('SIGKILL'); reject(new Error(`${cmd} ${args.join(' ')}: no exit in ${timeoutMs} ms`)); }, timeoutMs);
+    p.on('error', (e) => { clearTimeout(timer); reject(e); });
+    p.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+  });
+}
+
+function tmpDir(t, tag) {
+  const d = mkdtempSync(path.join(os.tmpdir(), `snapsync-${tag}-`));
+  t.after(() => rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+// The user's way (issue 12): `curl -OJ` (identity: the server inflates) and
+// `curl --compressed -OJ` (Content-Encoding: gzip, which curl decodes) both
+// leave NDJSON on disk, so both must be named .ndjson, and either file must
+// import back (the import tells gzip from plain NDJSON by the magic bytes).
+test('curl -OJ and curl --compressed -OJ: each file is named for what it holds, imports into another instance with curl, and restores the same entities', async (t) => {
+  assert.ok(haveCommand('curl'), 'curl is installed');
+  const a = await withServer(t);
+  const b = await withServer(t);
+  await putSpace(a, 'cu');
+  // about 1.5 MiB of NDJSON: the plain upload arrives, and is compressed, in many pieces
+  const items = [];
+  for (let i = 0; i < 3000; i++) items.push({ collection: i % 3 ? 'docs' : 'people', id: `d${i}`, body: { i, text: `text ${i} `.repeat(40), u: 'ü€\u{1F680}' } });
+  await pushEntities(a, 'cu', items);
+  await del(a, 'cu', 'docs', 'd1');
+  const m = await createSnapshot(a, 'cu');
+  const aLive = await liveState(a, 'cu');
+  const stored = readFileSync(snapFile(a.dataDir, m.id));
+  const ndjson = gunzipSync(stored);
+  assert.ok(ndjson.length > 1024 * 1024, `${ndjson.length} bytes of NDJSON`);
+  const auth = (s) => ['-H', `Authorization: Bearer ${s.adminToken}`];
+
+  for (const [mode, flags, encoding] of [['identity', [], undefined], ['compressed', ['--compressed'], 'gzip']]) {
+    const dir = tmpDir(t, `curl-${mode}`);
+    const hdrFile = path.join(tmpDir(t, `curl-${mode}-h`), 'headers');
+    const dl = await run('curl', ['-sS', '--fail', '-OJ', '-D', hdrFile, ...flags, ...auth(a), `${a.base}${snapPath('cu', m.id, '/download')}`], { cwd: dir });
+    assert.equal(dl.code, 0, `curl ${mode}: ${dl.stderr}`);
+    const heads = readFileSync(hdrFile, 'utf8').toLowerCase();
+    if (encoding) assert.match(heads, /\r\ncontent-encoding: gzip\r\n/, `${mode}: the gzip representation was sent\n${heads}`);
+    else assert.doesNotMatch(heads, /content-encoding/, `${mode}: the inflated representation was sent\n${heads}`);
+    assert.match(heads, /\r\nvary: accept-encoding\r\n/, `${mode}: Vary\n${heads}`);
+    const files = readdirSync(dir);
+    assert.deepEqual(files, [`cu-${m.id}.ndjson`], `curl ${mode} -OJ saved ${files}`);
+    const saved = readFileSync(path.join(dir, files[0]));
+    assert.ok(!(saved[0] === 0x1f && saved[1] === 0x8b), `${mode}: the saved file is not gzip`);
+    assert.deepEqual(saved, ndjson, `${mode}: the saved file is the snapshot's NDJSON`);
+
+    // import it back with curl, into a space on another instance
+    const sp = `cu-${mode}`;
+    await putSpace(b, sp);
+    await apiOk(b, 'PUT', ent(sp, 'local', 'L1'), { body: { replaced: true } });
+    const up = await run('curl', ['-sS', '-X', 'POST', '--data-binary', `@${path.join(dir, files[0])}`, '-w', '\n%{http_code}', ...auth(b),
+      `${b.base}${snapPath(sp, 'import')}`]);
+    assert.equal(up.code, 0, `curl import ${mode}: ${up.stderr}`);
+    const [text, code] = [up.stdout.slice(0, up.stdout.lastIndexOf('\n')), up.stdout.slice(up.stdout.lastIndexOf('\n') + 1)];
+    assert.equal(code, '201', `import of the ${mode} file -> ${code} ${text}`);
+    const im = JSON.parse(text);
+    checkCompletedMeta(im, { space: sp, kind: 'imported' });
+    assert.equal(im.created_at, parseSnapshot(stored).header.created_at, 'the capture time from the header');
+    assert.deepEqual(im.entity_counts, m.entity_counts);
+    assert.equal(im.raw_bytes, ndjson.length);
+    assert.equal(im.level, 6, 'compressed here at --snapshot-level');
+    // stored as gzip like every snapshot file; the metadata describes that file
+    const f = checkFileAgainstMeta(readFileSync(snapFile(b.dataDir, im.id)), { ...im, id: m.id });
+    checkEntityLines(f);
+    assert.deepEqual(gunzipSync(readFileSync(snapFile(b.dataDir, im.id))), ndjson, 'the same NDJSON, compressed');
+    const dlb = await downloadGz(b, sp, im.id);
+    assert.equal(sha256(dlb.body), im.sha256);
+
+    const res = await apiOk(b, 'POST', snapPath(sp, im.id, '/restore'), { body: { confirm: im.id }, timeoutMs: 30000 }, 200);
+    assert.deepEqual(res.changes, { put: m.entity_total, deleted: 1 });
+    assert.deepEqual(contentSet((await liveState(b, sp)).map.values()), contentSet(aLive.map.values()),
+      `${mode}: the restored space holds the source's entities`);
+  }
+});
+
+test('import of plain NDJSON (what a download without Accept-Encoding: gzip gives): 201, verified like a gzip file; bad plain uploads -> 422, nothing kept', async () => {
+  await putSpace(srv, 'impl');
+  await putSpace(srv, 'implsrc');
+  for (let i = 0; i < 40; i++) await put(srv, 'implsrc', i % 2 ? 'b' : 'a', `e${i}`, { i });
+  const m = await createSnapshot(srv, 'implsrc');
+  const text = gunzipSync(readFileSync(snapFile(srv.dataDir, m.id)));
+  const lines = text.toString('utf8').slice(0, -1).split('\n');
+  const filesBefore = snapFiles(srv.dataDir);
+  const bad = {
+    'cut mid-line': text.subarray(0, text.length - 10),
+    'without its last newline': text.subarray(0, text.length - 1),
+    'a line missing': Buffer.from(`${[lines[0], ...lines.slice(2)].join('\n')}\n`),
+    'one byte': Buffer.from('{'),
+    'a lone 1f byte': Buffer.from([0x1f]),
+    'gzip magic, then plain text': Buffer.concat([Buffer.from([0x1f, 0x8b]), text]),
+  };
+  for (const [name, buf] of Object.entries(bad)) {
+    const r = await postBinary(srv, snapPath('impl', 'import'), buf, { headers: { 'Content-Type': 'application/x-ndjson' } });
+    checkError(assert, r, 422, 'snapshot_corrupt', `import of plain NDJSON ${name}`);
+  }
+  assert.deepEqual(await listAll(srv, 'impl'), [], 'nothing imported');
+  await until(() => snapFiles(srv.dataDir).join() === filesBefore.join(), { timeoutMs: 2000, every: 20, what: `no file left: before ${filesBefore}, now ${snapFiles(srv.dataDir)}` });
+
+  const ok = await postBinary(srv, snapPath('impl', 'import'), text, { headers: { 'Content-Type': 'application/x-ndjson' } });
+  assert.equal(ok.status, 201, ok.text);
+  checkCompletedMeta(ok.body, { space: 'impl', kind: 'imported' });
+  assert.equal(ok.body.entity_total, 40);
+  assert.equal(ok.body.raw_bytes, text.length);
+  const gz = readFileSync(snapFile(srv.dataDir, ok.body.id));
+  assert.equal(sha256(gz), ok.body.sha256);
+  assert.deepEqual(gunzipSync(gz), text);
+  // and it restores
+  const res = await apiOk(srv, 'POST', snapPath('impl', ok.body.id, '/restore'), { body: { confirm: ok.body.id } }, 200);
+  assert.deepEqual(res.changes, { put: 40, deleted: 0 });
+  assert.deepEqual(contentSet((await liveState(srv, 'impl')).map.values()), contentSet((await liveState(srv, 'implsrc')).map.values()));
+});
+
 test('import of bad uploads: garbage, truncated, tampered, empty -> 4xx, nothing stored, no temp file', async () => {
   await putSpace(srv, 'imbad');
   await putSpace(srv, 'imsrc');
@@ -325,6 +474,8 @@ test('import of bad uploads: garbage, truncated, tampered, empty -> 4xx, nothing
     'lines out of order': rejoin([lines[0], lines[2], lines[1], ...lines.slice(3)]),
     'an entity that is not an object': rejoin([...lines.slice(0, 3), '[1,2,3]', ...lines.slice(4)]),
     'no header': rejoin(lines.slice(1)),
+    'header without created_at': rejoin([JSON.stringify({ ...hdr, created_at: undefined }), ...lines.slice(1)]),
+    'header created_at not a time': rejoin([JSON.stringify({ ...hdr, created_at: 'yesterday' }), ...lines.slice(1)]),
   };
   for (const [name, buf] of Object.entries(bad)) {
     const r = await postBinary(srv, snapPath('imbad', 'import'), buf);

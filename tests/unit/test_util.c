@@ -99,6 +99,26 @@ static void test_json_writer(void)
     CHECK_STR(ts, "2099-12-31T23:59:59.999Z");
     fmt_time_ms(ts, 1709251199000ull + 1);       /* 2024-02-29T23:59:59.001Z */
     CHECK_STR(ts, "2024-02-29T23:59:59.001Z");
+    /* and back */
+    static const uint64_t back[] = {1795958673123ull, 951782400000ull, 0, 4102444799999ull, 1709251199001ull,
+                                    1735689599999ull /* 2024-12-31T23:59:59.999Z */};
+    for (size_t i = 0; i < ARRAY_SIZE(back); i++) {
+        uint64_t v = 1;
+        fmt_time_ms(ts, back[i]);
+        CHECK_INT(parse_time_ms(ts, strlen(ts), &v), 0);
+        CHECK(v == back[i]);
+    }
+    static const char *const bad[] = {"2026-11-29T13:24:33Z", "2026-11-29T13:24:33.123+00:00", "2026-13-01T00:00:00.000Z",
+                                      "2026-02-29T00:00:00.000Z", "1900-02-29T00:00:00.000Z", "2026-11-29 13:24:33.123Z",
+                                      "2026-11-29T24:00:00.000Z", "1969-12-31T23:59:59.999Z", "2026-11-29T13:24:33.12xZ",
+                                      "2026-04-31T00:00:00.000Z", ""};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        uint64_t v;
+        CHECK_INT(parse_time_ms(bad[i], strlen(bad[i]), &v), -1);
+    }
+    uint64_t v;
+    CHECK_INT(parse_time_ms("2000-02-29T00:00:00.000Z", 24, &v), 0);
+    CHECK(v == 951782400000ull);
 }
 
 static void test_json_parse(void)
