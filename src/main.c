@@ -283,7 +283,11 @@ static int cmd_keys(int argc, char **argv)
         if (k.all_spaces) k.nspaces = 0;
         char token[TOKEN_LEN + 1];
         token_make(token, k.hash);
-        if (key_insert(db, &k, err, sizeof err) < 0) { fprintf(stderr, "snapsync: %s\n", err); rc = 1; goto out; }
+        if (key_create_audited(db, &k, "cli", err, sizeof err) < 0) {
+            fprintf(stderr, "snapsync: %s\n", err);
+            rc = 1;
+            goto out;
+        }
         struct buf b;
         buf_init(&b);
         key_json(&b, &k);
@@ -308,7 +312,7 @@ static int cmd_keys(int argc, char **argv)
         free(keys);
     } else if (!strcmp(sub, "revoke")) {
         if (!id || !ulid_valid(id, strlen(id))) { fprintf(stderr, "snapsync: keys revoke needs a key id\n"); rc = 2; goto out; }
-        int r = key_revoke_sql(db, id, now_ms_wall(), err, sizeof err);
+        int r = key_revoke_audited(db, id, "cli", err, sizeof err);
         if (r < 0) { fprintf(stderr, "snapsync: %s\n", err); rc = 1; }
         else if (r == 0) { fprintf(stderr, "snapsync: no active key %s\n", id); rc = 1; }
         else printf("{\"id\":\"%s\",\"revoked\":true}\n", id);
