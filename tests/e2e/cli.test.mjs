@@ -157,6 +157,35 @@ test('logs: the listening line has address and port, all lines are JSON', async 
   }
 });
 
+// The listening line names where to go: the dashboard and the API base
+// (it used to name http://host:port/, which answers 404).
+test('the listening line names the dashboard (ui) and the API base (api), and both answer', async (t) => {
+  const s = await withServer(t);
+  const l = s.logs.find((o) => o.msg === 'listening');
+  const w = JSON.stringify(l);
+  assert.equal(l.ui, `http://127.0.0.1:${s.port}/ui/`, w);
+  assert.equal(l.api, `http://127.0.0.1:${s.port}/api/v1`, w);
+  for (const [k, v] of Object.entries(l)) {
+    if (typeof v === 'string' && /^https?:/.test(v)) assert.ok(k === 'ui' || k === 'api', `another URL in the line: ${k}=${v}`);
+  }
+  const ui = await fetch(l.ui, { signal: AbortSignal.timeout(5000) });
+  assert.equal(ui.status, 200, `GET ${l.ui}`);
+  assert.match(ui.headers.get('content-type') || '', /^text\/html/);
+  assert.match(await ui.text(), /<html/i);
+  const st = await fetch(`${l.api}/status`, { headers: { Authorization: `Bearer ${s.adminToken}` }, signal: AbortSignal.timeout(5000) });
+  assert.equal(st.status, 200, `GET ${l.api}/status`);
+  assert.equal((await st.json()).name, 'snapsync');
+});
+
+test('listening on a wildcard address: the ui and api URLs use this machine\'s loopback address', async (t) => {
+  const s = await withServer(t, { args: ['--listen', '0.0.0.0:0'] });
+  const l = s.logs.find((o) => o.msg === 'listening');
+  assert.equal(l.address, '0.0.0.0', JSON.stringify(l));
+  assert.equal(l.ui, `http://127.0.0.1:${s.port}/ui/`);
+  assert.equal(l.api, `http://127.0.0.1:${s.port}/api/v1`);
+  assert.equal((await fetch(l.ui, { signal: AbortSignal.timeout(5000) })).status, 200);
+});
+
 // One data directory, one server: a second `serve` on a directory in use
 // must refuse at once (it used to start with the same instance id, serve a
 // stale /sync/status and fail its writes on UNIQUE constraints).
