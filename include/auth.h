@@ -54,10 +54,19 @@ void token_hash(const char *token, size_t len, unsigned char hash[32]);
 int key_insert(sqlite3 *db, struct key *k, char *err, size_t errlen);   /* fills id, created_at */
 int key_revoke_sql(sqlite3 *db, const char *id, uint64_t now, char *err, size_t errlen);  /* 1 if revoked, 0 if no such key */
 int keys_load(sqlite3 *db, struct key **out, size_t *n);
+/* `snapsync keys create|revoke`: the key change and its audit row (the
+ * shape the keys API writes: action key.create with meta {"role","spaces"},
+ * or key.revoke; target the key id; no remote address) in one transaction.
+ * Create returns 0 or -1; revoke 1, 0 (no active key: nothing written) or
+ * -1, with a message in err. */
+int key_create_audited(sqlite3 *db, struct key *k, const char *actor, char *err, size_t errlen);
+int key_revoke_audited(sqlite3 *db, const char *id, const char *actor, char *err, size_t errlen);
 /* Key JSON for the API (never the hash). */
 struct buf;
 void key_json(struct buf *b, const struct key *k);
 void key_spaces_json(struct buf *b, const struct key *k);
+/* {"role":…,"spaces":[…]}: the meta of a key.create audit row. */
+void key_audit_meta(struct buf *b, const struct key *k);
 
 /* Loop thread. */
 void auth_init(struct server *srv, struct key *keys, size_t n);   /* takes keys */

@@ -35,11 +35,7 @@ static int key_apply(struct wtx *tx, struct wop *op)
     if (key_insert(wtx_db(tx), &k->key, err, sizeof err) < 0) return wop_fail(op, 500, "storage_error", "%s", err);
     struct buf meta;
     buf_init(&meta);
-    buf_puts(&meta, "{\"role\":");
-    json_cstr(&meta, role_name(k->key.role));
-    buf_puts(&meta, ",\"spaces\":");
-    key_spaces_json(&meta, &k->key);
-    buf_putc(&meta, '}');
+    key_audit_meta(&meta, &k->key);
     int rc = wtx_audit(tx, k->actor, "key.create", NULL, k->key.id, meta.data, k->remote);
     buf_free(&meta);
     return rc;

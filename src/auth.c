@@ -169,6 +169,84 @@ int key_revoke_sql(sqlite3 *db, const char *id, uint64_t now, char *err, size_t 
     return rc;
 }
 
+void key_audit_meta(struct buf *b, const struct key *k)
+{
+    buf_puts(b, "{\"role\":");
+    json_cstr(b, role_name(k->role));
+    buf_puts(b, ",\"spaces\":");
+    key_spaces_json(b, k);
+    buf_putc(b, '}');
+}
+
+/* The same row wtx_audit writes, on the caller's connection. */
+static int audit_insert(sqlite3 *db, uint64_t at, const char *actor, const char *action, const char *target,
+                        const char *meta)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db, "INSERT INTO audit(at, actor, action, target, meta) VALUES (?, ?, ?, ?, ?)", -1, &q,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, (sqlite3_int64)at);
+        sqlite3_bind_text(q, 2, actor, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 3, action, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 4, target, -1, SQLITE_STATIC);
+        if (meta) sqlite3_bind_text(q, 5, meta, -1, SQLITE_STATIC);
+        if (sqlite3_step(q) == SQLITE_DONE) rc = 0;
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* BEGIN IMMEDIATE takes the write lock at once (waiting out a running
+ * server's commit through the busy timeout), so the key change and its
+ * audit row commit together or not at all. */
+static int cli_begin(sqlite3 *db, char *err, size_t errlen)
+{
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK) return 0;
+    snprintf(err, errlen, "cannot start a transaction: %s", sqlite3_errmsg(db));
+    return -1;
+}
+
+/* Commits when asked to (else, or when the commit fails, rolls back);
+ * returns rc, or -1 if the commit failed. */
+static int cli_finish(sqlite3 *db, int rc, bool commit, char *err, size_t errlen)
+{
+    if (commit && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK) return rc;
+    if (commit) {
+        snprintf(err, errlen, "commit failed: %s", sqlite3_errmsg(db));
+        rc = -1;
+    }
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+int key_create_audited(sqlite3 *db, struct key *k, const char *actor, char *err, size_t errlen)
+{
+    if (cli_begin(db, err, errlen) < 0) return -1;
+    int rc = key_insert(db, k, err, errlen);
+    if (rc == 0) {
+        struct buf meta;
+        buf_init(&meta);
+        key_audit_meta(&meta, k);
+        rc = audit_insert(db, k->created_at, actor, "key.create", k->id, meta.data);
+        if (rc < 0) snprintf(err, errlen, "audit insert failed: %s", sqlite3_errmsg(db));
+        buf_free(&meta);
+    }
+    return cli_finish(db, rc, rc == 0, err, errlen);
+}
+
+int key_revoke_audited(sqlite3 *db, const char *id, const char *actor, char *err, size_t errlen)
+{
+    if (cli_begin(db, err, errlen) < 0) return -1;
+    uint64_t now = now_ms_wall();
+    int rc = key_revoke_sql(db, id, now, err, errlen);
+    if (rc == 1 && audit_insert(db, now, actor, "key.revoke", id, NULL) < 0) {
+        snprintf(err, errlen, "audit insert failed: %s", sqlite3_errmsg(db));
+        rc = -1;
+    }
+    return cli_finish(db, rc, rc == 1, err, errlen);
+}
+
 static void parse_spaces(struct key *k, const char *text)
 {
     json_error_t je;

@@ -1,19 +1,25 @@
 /* main.c - commands, start-up and the shutdown order.
  *
- *   serve    parse options, prepare the data dir, open the database, run
- *            the loop until SIGTERM/SIGINT, then close in reverse order
+ *   serve    parse options, prepare the data dir, lock it (one server per
+ *            data dir), open the database, run the loop until
+ *            SIGTERM/SIGINT, then close in reverse order
+ *   keys     create, list, revoke keys in the database (beside a running
+ *            server too: SQLite's locking orders the writes)
  *   --version, --help
  *
  * Start-up runs on the main thread before the loop, so it may block (mkdir,
  * migrations); once uv_run starts, this thread is the loop thread.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "cli.h"
@@ -64,6 +70,46 @@ static int prepare_data_dir(const char *dir)
     return 0;
 }
 
+/* One data directory, one server: an exclusive flock on DATA/serve.lock,
+ * held by the returned descriptor until the process exits (the kernel drops
+ * it however the process ends, so a kill -9 leaves no stale lock). Taken
+ * before anything else in the directory is written; a second `serve` gets
+ * one line naming the holder's pid and exit 1. `snapsync keys` does not
+ * take it. Returns the descriptor (CLOEXEC), or -1 after printing why.
+ * Main thread, before the loop. */
+static int lock_data_dir(const char *dir)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/serve.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "snapsync: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        char pid[24] = "";
+        if (e == EWOULDBLOCK) {
+            ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+            pid[n > 0 ? n : 0] = '\0';
+            pid[strspn(pid, "0123456789")] = '\0';
+            fprintf(stderr, "snapsync: data directory %s is in use by another snapsync serve%s%s%s; "
+                            "stop it or use another --data\n",
+                    dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+        } else {
+            fprintf(stderr, "snapsync: cannot lock %s: %s\n", path, strerror(e));
+        }
+        close(fd);
+        return -1;
+    }
+    /* the holder's pid, for the message above and for operators */
+    char line[24];
+    int len = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, line, (size_t)len, 0) != len)
+        fprintf(stderr, "snapsync: cannot write %s: %s\n", path, strerror(errno));   /* the lock holds anyway */
+    return fd;
+}
+
 static void walk_close(uv_handle_t *h, void *arg)
 {
     UNUSED(arg);
@@ -97,6 +143,7 @@ static int cmd_serve(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     if (prepare_data_dir(cfg.data_dir) < 0) return 1;
+    if (lock_data_dir(cfg.data_dir) < 0) return 1;   /* the descriptor stays open until exit */
 
     struct store *st = NULL;
     if (store_open(cfg.data_dir, cfg.durability, &st, err, sizeof err) < 0) {
@@ -236,7 +283,11 @@ static int cmd_keys(int argc, char **argv)
         if (k.all_spaces) k.nspaces = 0;
         char token[TOKEN_LEN + 1];
         token_make(token, k.hash);
-        if (key_insert(db, &k, err, sizeof err) < 0) { fprintf(stderr, "snapsync: %s\n", err); rc = 1; goto out; }
+        if (key_create_audited(db, &k, "cli", err, sizeof err) < 0) {
+            fprintf(stderr, "snapsync: %s\n", err);
+            rc = 1;
+            goto out;
+        }
         struct buf b;
         buf_init(&b);
         key_json(&b, &k);
@@ -261,7 +312,7 @@ static int cmd_keys(int argc, char **argv)
         free(keys);
     } else if (!strcmp(sub, "revoke")) {
         if (!id || !ulid_valid(id, strlen(id))) { fprintf(stderr, "snapsync: keys revoke needs a key id\n"); rc = 2; goto out; }
-        int r = key_revoke_sql(db, id, now_ms_wall(), err, sizeof err);
+        int r = key_revoke_audited(db, id, "cli", err, sizeof err);
         if (r < 0) { fprintf(stderr, "snapsync: %s\n", err); rc = 1; }
         else if (r == 0) { fprintf(stderr, "snapsync: no active key %s\n", id); rc = 1; }
         else printf("{\"id\":\"%s\",\"revoked\":true}\n", id);

@@ -554,9 +554,17 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
         srv->bound_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
     }
     http_routes_init(srv);
-    log_info("listening", "\"address\":\"%s\",\"port\":%d,\"url\":\"http://%s%s%s:%d/\"", srv->bound_addr,
-             srv->bound_port, bound.ss_family == AF_INET6 ? "[" : "", srv->bound_addr,
-             bound.ss_family == AF_INET6 ? "]" : "", srv->bound_port);
+    /* where to point a browser and a client: the dashboard and the API base
+     * (the root itself answers 404); for a wildcard address, this machine's
+     * loopback one */
+    bool v6 = bound.ss_family == AF_INET6;
+    const char *host = !strcmp(srv->bound_addr, "0.0.0.0") ? "127.0.0.1"
+                       : !strcmp(srv->bound_addr, "::")     ? "::1"
+                                                            : srv->bound_addr;
+    char origin[96];
+    snprintf(origin, sizeof origin, "http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", srv->bound_port);
+    log_info("listening", "\"address\":\"%s\",\"port\":%d,\"ui\":\"%s/ui/\",\"api\":\"%s/api/v1\"",
+             srv->bound_addr, srv->bound_port, origin, origin);
     log_flush();
     return 0;
 }

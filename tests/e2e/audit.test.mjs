@@ -1,11 +1,11 @@
 // audit.test.mjs - SPEC §4 audit log: GET /api/v1/audit (admin), newest
 // first, filters (space, action), paging, and what gets audited: space
-// create/delete, key create/revoke, conflict resolve, denied requests
-// (sampled: a burst of 10, then about 2 a second).
+// create/delete, key create/revoke (through the API and the CLI), conflict
+// resolve, denied requests (sampled: a burst of 10, then about 2 a second).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, api, apiOk, putSpace, createKey, checkError, sleep,
+  startServer, api, apiOk, putSpace, createKey, checkError, sleep, runCli,
 } from './helpers.mjs';
 
 const TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -57,7 +57,9 @@ function checkEntry(e) {
   assert.match(e.at, TIME_RE, `at ${w}`);
   assert.equal(typeof e.actor, 'string', `actor ${w}`);
   assert.equal(typeof e.action, 'string', `action ${w}`);
-  assert.match(String(e.remote_addr), /127\.0\.0\.1/, `remote_addr ${w}`);
+  // rows written by `snapsync keys` on the machine have no client address
+  if (e.actor === 'cli') assert.equal(e.remote_addr, null, `remote_addr ${w}`);
+  else assert.match(String(e.remote_addr), /127\.0\.0\.1/, `remote_addr ${w}`);
 }
 
 test('space create/delete and key create/revoke are audited with actor, target and remote address', async () => {
@@ -92,6 +94,49 @@ test('space create/delete and key create/revoke are audited with actor, target a
   // no token anywhere in the log
   const everything = JSON.stringify(await allAudit());
   assert.ok(!everything.includes(k.token) && !everything.includes(srv.adminToken), 'a token is in the audit log');
+});
+
+// `snapsync keys create|revoke` beside the running server write the same
+// rows as the keys API, with actor "cli" and no remote address.
+test('keys create/revoke from the CLI are audited with actor cli, in the shape of the keys API', async () => {
+  const viaApi = await createKey(srv, 'writer', ['au-cli'], 'api twin');
+  const apiRow = await waitAudit((e) => e.action === 'key.create' && e.target === viaApi.id);
+
+  const c = await runCli(['keys', 'create', '--data', srv.dataDir, '--role', 'writer', '--space', 'au-cli', '--name', 'from cli']);
+  assert.equal(c.code, 0, `keys create: exit ${c.code}: ${c.stderr}`);
+  const k = JSON.parse(c.stdout.trim());
+  const kc = await waitAudit((e) => e.action === 'key.create' && e.target === k.id);
+  const w = JSON.stringify(kc);
+  assert.deepEqual(Object.keys(kc).sort(), Object.keys(apiRow).sort(), w);
+  assert.match(kc.at, TIME_RE, w);
+  assert.ok(Math.abs(Date.parse(kc.at) - Date.parse(k.created_at)) <= 1000, `at ${kc.at} vs created_at ${k.created_at}`);
+  assert.equal(kc.actor, 'cli', w);
+  assert.equal(kc.space, null, w);
+  assert.equal(kc.remote_addr, null, w);
+  assert.deepEqual(kc.meta, { role: 'writer', spaces: ['au-cli'] }, w);
+  assert.deepEqual(kc.meta, apiRow.meta, 'the same meta as the keys API writes');
+
+  const rv = await runCli(['keys', 'revoke', k.id, '--data', srv.dataDir]);
+  assert.equal(rv.code, 0, `keys revoke: exit ${rv.code}: ${rv.stderr}`);
+  const kr = await waitAudit((e) => e.action === 'key.revoke' && e.target === k.id);
+  assert.equal(kr.actor, 'cli', JSON.stringify(kr));
+  assert.equal(kr.meta, null, JSON.stringify(kr));
+  assert.equal(kr.remote_addr, null, JSON.stringify(kr));
+  assert.ok(Number(kr.id) > Number(kc.id), 'revoke after create');
+
+  // a revoke that finds no active key changes nothing and audits nothing
+  const again = await runCli(['keys', 'revoke', k.id, '--data', srv.dataDir]);
+  assert.equal(again.code, 1, again.stderr);
+  const revokes = (await allAudit('action=key.revoke')).filter((e) => e.target === k.id);
+  assert.equal(revokes.length, 1, JSON.stringify(revokes));
+  // the admin key: the CLI's role (admin) covers all spaces
+  const a = await runCli(['keys', 'create', '--data', srv.dataDir, '--role', 'admin']);
+  assert.equal(a.code, 0, a.stderr);
+  const ka = JSON.parse(a.stdout.trim());
+  const ac = await waitAudit((e) => e.action === 'key.create' && e.target === ka.id);
+  assert.deepEqual(ac.meta, { role: 'admin', spaces: ['*'] });
+  const everything = JSON.stringify(await allAudit());
+  assert.ok(!everything.includes(k.token) && !everything.includes(ka.token), 'a CLI token is in the audit log');
 });
 
 test('the actor is the key that acted', async () => {

@@ -1,12 +1,13 @@
 // cli.test.mjs - SPEC §2: command line, environment variables (flags win),
-// and SIGTERM/SIGINT shutdown.
+// SIGTERM/SIGINT shutdown, and one server per data directory.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
   runCli, startServer, withServer, rawRequest, openConn, parseResponses, checkError, httpRequest, sleep,
+  api, assertHealthy,
 } from './helpers.mjs';
 
 function tmpDir(t) {
@@ -154,4 +155,88 @@ test('logs: the listening line has address and port, all lines are JSON', async 
     assert.equal(typeof o.msg, 'string');
     assert.equal(typeof o.level, 'string');
   }
+});
+
+// The listening line names where to go: the dashboard and the API base
+// (it used to name http://host:port/, which answers 404).
+test('the listening line names the dashboard (ui) and the API base (api), and both answer', async (t) => {
+  const s = await withServer(t);
+  const l = s.logs.find((o) => o.msg === 'listening');
+  const w = JSON.stringify(l);
+  assert.equal(l.ui, `http://127.0.0.1:${s.port}/ui/`, w);
+  assert.equal(l.api, `http://127.0.0.1:${s.port}/api/v1`, w);
+  for (const [k, v] of Object.entries(l)) {
+    if (typeof v === 'string' && /^https?:/.test(v)) assert.ok(k === 'ui' || k === 'api', `another URL in the line: ${k}=${v}`);
+  }
+  const ui = await fetch(l.ui, { signal: AbortSignal.timeout(5000) });
+  assert.equal(ui.status, 200, `GET ${l.ui}`);
+  assert.match(ui.headers.get('content-type') || '', /^text\/html/);
+  assert.match(await ui.text(), /<html/i);
+  const st = await fetch(`${l.api}/status`, { headers: { Authorization: `Bearer ${s.adminToken}` }, signal: AbortSignal.timeout(5000) });
+  assert.equal(st.status, 200, `GET ${l.api}/status`);
+  assert.equal((await st.json()).name, 'snapsync');
+});
+
+test('listening on a wildcard address: the ui and api URLs use this machine\'s loopback address', async (t) => {
+  const s = await withServer(t, { args: ['--listen', '0.0.0.0:0'] });
+  const l = s.logs.find((o) => o.msg === 'listening');
+  assert.equal(l.address, '0.0.0.0', JSON.stringify(l));
+  assert.equal(l.ui, `http://127.0.0.1:${s.port}/ui/`);
+  assert.equal(l.api, `http://127.0.0.1:${s.port}/api/v1`);
+  assert.equal((await fetch(l.ui, { signal: AbortSignal.timeout(5000) })).status, 200);
+});
+
+// One data directory, one server: a second `serve` on a directory in use
+// must refuse at once (it used to start with the same instance id, serve a
+// stale /sync/status and fail its writes on UNIQUE constraints).
+test('a second serve on a data dir in use exits 1 with one line; the first keeps serving; keys create/revoke still work', async (t) => {
+  const s = await withServer(t);
+  const space = '/api/v1/spaces/one';
+  assert.equal((await api(s, 'PUT', space)).status, 201);
+  assert.equal((await api(s, 'PUT', `${space}/collections/c/entities/e1`, { body: { n: 1 } })).status, 201);
+  const lockText = readFileSync(path.join(s.dataDir, 'serve.lock'), 'utf8');
+  assert.equal(lockText.trim(), String(s.pid), 'serve.lock names the holder');
+
+  const t0 = Date.now();
+  const r = await runCli(['serve', '--listen', '127.0.0.1:0', '--data', s.dataDir], { timeoutMs: 5000 });
+  const dt = Date.now() - t0;
+  assert.equal(r.code, 1, `exit ${r.code}; stderr: ${r.stderr}`);
+  assert.ok(dt < 3000, `took ${dt} ms to refuse`);
+  const lines = nonEmptyLines(r.stderr);
+  assert.equal(lines.length, 1, `one stderr line: ${JSON.stringify(r.stderr)}`);
+  assert.ok(lines[0].includes(s.dataDir), `names the directory: ${lines[0]}`);
+  assert.match(lines[0], /in use/);
+  assert.ok(lines[0].includes(`pid ${s.pid}`), `names the running server: ${lines[0]}`);
+  assert.equal(r.stdout, '');
+  assert.equal(readFileSync(path.join(s.dataDir, 'serve.lock'), 'utf8'), lockText, 'the refused server left the lock alone');
+
+  // the first one is untouched: it reads and writes as before
+  await assertHealthy(s);
+  assert.equal((await api(s, 'PUT', `${space}/collections/c/entities/e2`, { body: { n: 2 } })).status, 201);
+  const st = await api(s, 'GET', `${space}/sync/status`);
+  assert.equal(st.status, 200, st.text);
+  assert.equal(st.body.server_version, 2);
+  assert.equal(st.body.entity_count, 2);
+
+  // writing CLI commands do not take the lock
+  const c = await runCli(['keys', 'create', '--data', s.dataDir, '--role', 'reader', '--name', 'beside']);
+  assert.equal(c.code, 0, `keys create beside a server: exit ${c.code}: ${c.stderr}`);
+  const k = JSON.parse(c.stdout.trim());
+  assert.equal((await api(s, 'GET', space, { token: k.token })).status, 200, 'the CLI key works on the running server');
+  const rv = await runCli(['keys', 'revoke', k.id, '--data', s.dataDir]);
+  assert.equal(rv.code, 0, `keys revoke beside a server: exit ${rv.code}: ${rv.stderr}`);
+  assert.deepEqual(JSON.parse(rv.stdout.trim()), { id: k.id, revoked: true });
+  assert.ok(nonEmptyLines((await runCli(['keys', 'list', '--data', s.dataDir])).stdout).length >= 2);
+  await assertHealthy(s);
+});
+
+test('the lock dies with its server: after kill -9 the next serve on the directory starts', async (t) => {
+  const d = tmpDir(t);
+  const a = await startServer({ dataDir: d });
+  assert.equal((await api(a, 'PUT', '/api/v1/spaces/kept')).status, 201);
+  await a.kill9();
+  const b = await withServer(t, { dataDir: d });
+  const r = await api(b, 'GET', '/api/v1/spaces/kept', { token: a.adminToken });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(readFileSync(path.join(d, 'serve.lock'), 'utf8').trim(), String(b.pid));
 });
