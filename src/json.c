@@ -102,12 +102,18 @@ int json_depth(const json_t *v)
     return 1;
 }
 
-/* Nesting depth from the raw text, so a 100,000-deep body is refused before
- * jansson's recursive parser sees it. Strings are skipped properly. */
-static int text_depth(const char *s, size_t len, size_t *where)
+/* Limits checked on the raw text before jansson's recursive parser sees it,
+ * the same as the canonicalizer's (canon.c), so both parse paths accept and
+ * refuse the same bytes: nesting deeper than JSON_MAX_DEPTH (a 100,000-deep
+ * body never reaches the recursion) and a number token of JSON_MAX_NUMBER
+ * bytes or more. Strings are skipped properly. Returns NULL or what is
+ * wrong, with *where the byte. */
+#define JSON_MAX_NUMBER 512
+static const char *text_limits(const char *s, size_t len, size_t *where)
 {
-    int depth = 0, max = 0;
+    int depth = 0;
     bool in_str = false;
+    size_t num = 0;                  /* length of the number-like run so far */
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
         if (in_str) {
@@ -115,15 +121,17 @@ static int text_depth(const char *s, size_t len, size_t *where)
             else if (c == '"') in_str = false;
             continue;
         }
+        if ((c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E') {
+            if (++num >= JSON_MAX_NUMBER) { *where = i + 1 - num; return "number too long"; }
+            continue;
+        }
+        num = 0;
         if (c == '"') in_str = true;
         else if (c == '{' || c == '[') {
-            if (++depth > max) {
-                max = depth;
-                if (max > JSON_MAX_DEPTH) { *where = i; return max; }
-            }
+            if (++depth > JSON_MAX_DEPTH) { *where = i; return "too deep"; }
         } else if (c == '}' || c == ']') depth--;
     }
-    return max;
+    return NULL;
 }
 
 json_t *json_parse(const char *text, size_t len, bool want_object, struct json_err *err)
@@ -135,10 +143,27 @@ json_t *json_parse(const char *text, size_t len, bool want_object, struct json_e
                  want_object ? "object" : "value");
         return NULL;
     }
-    if (text_depth(text, len, &where) > JSON_MAX_DEPTH) {
+    /* A raw NUL byte is invalid JSON anywhere (in a string it is a control
+     * character, elsewhere not whitespace); jansson's lexer takes one after
+     * a number as the end of the token, so {"v":123<NUL>} would parse as
+     * {"v":123} here while the canonicalizer refuses it. */
+    const char *nul = memchr(text, '\0', len);
+    if (nul) {
+        snprintf(err->code, sizeof err->code, "invalid_json");
+        snprintf(err->message, sizeof err->message, "invalid JSON: a NUL byte at byte %zu", (size_t)(nul - text));
+        return NULL;
+    }
+    const char *limit = text_limits(text, len, &where);
+    if (limit && !strcmp(limit, "too deep")) {
         snprintf(err->code, sizeof err->code, "too_deep");
         snprintf(err->message, sizeof err->message,
                  "JSON nested deeper than %d levels (at byte %zu)", JSON_MAX_DEPTH, where);
+        return NULL;
+    }
+    if (limit) {
+        snprintf(err->code, sizeof err->code, "invalid_json");
+        snprintf(err->message, sizeof err->message, "invalid JSON at byte %zu: a number of %d bytes or more",
+                 where, JSON_MAX_NUMBER);
         return NULL;
     }
     json_error_t je;

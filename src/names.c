@@ -80,8 +80,8 @@ long name_pct_decode(const char *in, size_t len, char *out, size_t cap)
             if (h < 0 || l < 0) return -1;
             c = (char)(h * 16 + l);
             i += 2;
-            if (c == '\0' || c == '/') return -1;
         }
+        if (c == '\0' || c == '/') return -1;   /* raw or decoded: never in a segment */
         if (j >= cap) return -1;
         out[j++] = c;
     }
