@@ -620,7 +620,12 @@ static void peer_explain(const struct sync_job *j, const struct peer_result *res
     if (res->error) snprintf(out, cap, "%s: the peer could not be reached: %s", what, res->error);
     else if (res->status == 401) snprintf(out, cap, "%s: the peer refused the token (401 unauthorized)", what);
     else if (res->status == 403) snprintf(out, cap, "%s: the peer's token may not do this (403 forbidden)", what);
-    else if (res->status == 404) snprintf(out, cap, "%s: the peer has no space '%s' (404)", what, j->peer_space);
+    else if (res->status == 404 && res->body && res->body->len &&
+             memmem(res->body->data, res->body->len, "\"space_not_found\"", 17))
+        snprintf(out, cap, "%s: the peer has no space '%s' (404)", what, j->peer_space);
+    else if (res->status == 404)
+        snprintf(out, cap, "%s: nothing at %.100s/api/v1/spaces/%s (404): is the peer URL the base address of a "
+                 "snapsync server (like http://host:7420)?", what, j->peer_url, j->peer_space);
     else snprintf(out, cap, "%s: the peer answered %d", what, res->status);
 }
 
@@ -1542,6 +1547,26 @@ static void waiter_abort(struct http_req *r)
     r->ctx = NULL;
 }
 
+/* The peer URL member of a request body, checked and made a base URL
+ * (peer_base_url) in out; false after answering 400 (v released). */
+static bool url_member_ok(struct http_req *r, json_t *v, const char *member, const char *url, char *out, size_t cap)
+{
+    char why[160];
+    if (!url) {
+        json_decref(v);
+        http_send_error(r, 400, "invalid_url", NULL, "%s is required: the peer's base address, like "
+                        "http://host:7420 or https://host/prefix", member);
+        return false;
+    }
+    if (peer_base_url(url, out, cap, why, sizeof why) < 0) {
+        json_decref(v);
+        http_send_error(r, 400, "invalid_url", NULL, "%s must be the peer's base address, like http://host:7420 or "
+                        "https://host/prefix (a trailing /api/v1 is fine), but %s", member, why);
+        return false;
+    }
+    return true;
+}
+
 void api_sync_start(struct http_req *r)
 {
     struct server *srv = r->srv;
@@ -1556,10 +1581,11 @@ void api_sync_start(struct http_req *r)
     bool wait = json_is_true(json_object_get(v, "wait"));
     if (!pspace) pspace = sp->st.name;
     if (!dir) dir = "both";
+    char base[PEER_URL_MAX + 1];
+    if (!url_member_ok(r, v, "peer_url", url, base, sizeof base)) return;
+    url = base;
     const char *bad = NULL;
-    if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) || strlen(url) > 500)
-        bad = "peer_url must be an http:// or https:// URL of at most 500 bytes";
-    else if (!name_space_valid(pspace, strlen(pspace))) bad = "peer_space is not a valid space name";
+    if (!name_space_valid(pspace, strlen(pspace))) bad = "peer_space is not a valid space name";
     else if (!token || strlen(token) > 120) bad = "peer_token is required (a key of the peer)";
     else if (strcmp(dir, "pull") && strcmp(dir, "push") && strcmp(dir, "both")) bad = "direction is pull, push or both";
     if (bad) {
@@ -1856,10 +1882,11 @@ void api_peer_put(struct http_req *r)
     json_t *every = json_object_get(v, "every_seconds");
     if (!pspace) pspace = sp->st.name;
     if (!dir) dir = "both";
+    char base[PEER_URL_MAX + 1];
+    if (!url_member_ok(r, v, "url", url, base, sizeof base)) return;
+    url = base;
     const char *bad = NULL;
-    if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) || strlen(url) > 500)
-        bad = "url must be an http:// or https:// URL of at most 500 bytes";
-    else if (!name_space_valid(pspace, strlen(pspace))) bad = "space is not a valid space name";
+    if (!name_space_valid(pspace, strlen(pspace))) bad = "space is not a valid space name";
     else if (!token || strlen(token) > 120) bad = "token is required (a key of the peer)";
     else if (strcmp(dir, "pull") && strcmp(dir, "push") && strcmp(dir, "both")) bad = "direction is pull, push or both";
     else if (every && (!json_is_integer(every) || json_integer_value(every) < 0 || json_integer_value(every) > 86400 * 30))
@@ -1994,7 +2021,9 @@ static void peers_load_work(sqlite3 *db, struct read_job *rj)
         p->space_id = sqlite3_column_int64(q, 0);
         snprintf(p->space, sizeof p->space, "%s", T(1));
         snprintf(p->name, sizeof p->name, "%s", T(2));
-        snprintf(p->url, sizeof p->url, "%s", T(3));
+        char why[160];
+        /* a row stored before URLs were checked: its base form if it has one */
+        if (peer_base_url(T(3), p->url, sizeof p->url, why, sizeof why) < 0) snprintf(p->url, sizeof p->url, "%s", T(3));
         snprintf(p->peer_space, sizeof p->peer_space, "%s", T(4));
         p->token = xstrdup(T(5));
         snprintf(p->direction, sizeof p->direction, "%s", T(6));

@@ -234,3 +234,49 @@ test('GET /sync/jobs is up to date as soon as a wait:true job has answered (comp
   }
   assert.deepEqual(stale, [], `GET /sync/jobs right after the job's 200 answer still showed it running (${stale.length}/40)`);
 });
+
+// Issue 12: a peer_url given as the API's base (…/api/v1, with or without a
+// trailing slash) failed with "the peer has no space": it is the same peer.
+// A URL the server cannot use is refused at once, before any job starts.
+test('peer_url: …/api/v1 and trailing slashes are the peer\'s base address; unusable URLs are 400 before any job', async (t) => {
+  const [A, B] = await pair(t);
+  const variants = [`${A.base}/api/v1`, `${A.base}/api/v1/`, `${A.base}/`, `${A.base.toUpperCase().replace('HTTP:', 'http:')}/api/v1`];
+  for (const peerUrl of variants) {
+    const r = await startSync(B, SPACE, A, { direction: 'pull', peerUrl });
+    assert.equal(r.status, 200, `${peerUrl}: ${r.text}`);
+    assert.equal(r.body.status, 'completed', `${peerUrl}: ${r.text}`);
+    assert.equal(r.body.peer_url, A.base, `the job names the peer by its base address (${peerUrl})`);
+  }
+  // one peer, one set of checkpoints: after the first pull nothing is left
+  const again = await startSync(B, SPACE, A, { direction: 'pull', peerUrl: `${A.base}/api/v1/` });
+  assert.equal(again.body.pulled, 0, again.text);
+  assert.equal(again.body.requests, 1, `the checkpoint of ${A.base} is used: ${again.text}`);
+
+  const before = (await apiOk(B, 'GET', `${sp(SPACE)}/sync/jobs?limit=1000`, {}, 200)).jobs.length;
+  const port = A.port;
+  const unusable = [
+    'localhost:7420', `ftp://127.0.0.1:${port}`, 'http://', `http://:${port}`, 'http://127.0.0.1:99999',
+    `http://127.0.0.1:${port}/api/v1/spaces/${SPACE}`, `http://admin:pw@127.0.0.1:${port}`,
+    `http://127.0.0.1:${port}/?space=${SPACE}`, `http://127.0.0.1:${port}/#x`, ` http://127.0.0.1:${port}`,
+    `http://127.0.0.1:${port}/a b`, `http://127.0.0.1:${port}/${'x'.repeat(600)}`,
+  ];
+  for (const peerUrl of unusable) {
+    const r = await startSync(B, SPACE, A, { direction: 'pull', peerUrl, wait: false });
+    const e = checkError(assert, r, 400, 'invalid_url', `peer_url ${JSON.stringify(peerUrl)}`);
+    assert.match(e.message, /peer_url must be the peer's base address, like http:\/\/host:7420/, e.message);
+  }
+  const missing = await api(B, 'POST', `${sp(SPACE)}/sync`, { body: { peer_space: SPACE, peer_token: 'x' } });
+  assert.match(checkError(assert, missing, 400, 'invalid_url', 'no peer_url').message, /peer_url is required/);
+  const after = (await apiOk(B, 'GET', `${sp(SPACE)}/sync/jobs?limit=1000`, {}, 200)).jobs.length;
+  assert.equal(after, before, 'no job was started for a refused URL');
+
+  // a URL that reaches something, but not a snapsync API: the error says so
+  // (it is not "the peer has no space")
+  const prefix = await startSync(B, SPACE, A, { direction: 'pull', peerUrl: `${A.base}/not-here` });
+  assert.equal(prefix.body.status, 'failed', prefix.text);
+  assert.match(prefix.body.error, /base address of a snapsync server/, prefix.text);
+  assert.doesNotMatch(prefix.body.error, /has no space/, prefix.text);
+  // while a missing space still says so
+  const nospace = await startSync(B, SPACE, A, { direction: 'pull', peerSpace: 'nope' });
+  assert.match(nospace.body.error, /the peer has no space 'nope'/, nospace.text);
+});
