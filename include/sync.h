@@ -31,6 +31,7 @@ struct rep_item {
     size_t hist_off;                 /* earlier revs, newest first, space-separated */
     size_t body_off, body_len;       /* canonical body */
     uint32_t conf_first, nconf;      /* conflict records that travel with it: confs[conf_first..] */
+    bool conflicted;                 /* rep_apply_batch: it diverged from the local revision */
 };
 
 struct rep_conf {
@@ -59,8 +60,9 @@ struct rep_batch {
  * is not a failure but an item with err set. b is always safe to free. */
 int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct json_err *err);
 void rep_batch_free(struct rep_batch *b);
-/* Writer thread: applies a batch (see replicate.c). */
-int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, const struct rep_batch *batch,
+/* Writer thread: applies a batch (see replicate.c); marks the items that
+ * diverged (conflicted). */
+int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, struct rep_batch *batch,
                     const char *origin, struct rep_counts *cnt, struct buf *out);
 
 void sync_init(struct server *srv);

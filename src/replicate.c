@@ -306,10 +306,16 @@ void rep_batch_free(struct rep_batch *b)
 
 /* ---- applying (writer thread) ------------------------------------------ */
 
-static void result(struct buf *b, const char *status, const char *rev, const char *msg)
+/* One entity's result; it names the entity (when it has a valid name) so
+ * that a sync job can count conflicting entities rather than revisions. */
+static void result(struct buf *b, const struct rep_item *it, const char *status, const char *rev, const char *msg)
 {
     buf_puts(b, "{\"status\":");
     json_cstr(b, status);
+    if (!it->err) {
+        json_kv_str(b, "collection", it->collection);
+        json_kv_str(b, "id", it->id);
+    }
     if (rev) json_kv_str(b, "rev", rev);
     if (msg) json_kv_str(b, "message", msg);
     buf_putc(b, '}');
@@ -318,7 +324,7 @@ static void result(struct buf *b, const char *status, const char *rev, const cha
 /* Applies a parsed batch of replicated entities (writer thread). Fills cnt
  * and, if out is not NULL, one result object per entity. -1: the op failed
  * (the batch rolls back). */
-int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, const struct rep_batch *batch,
+int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, struct rep_batch *batch,
                     const char *origin, struct rep_counts *cnt, struct buf *out)
 {
     struct buf scratch;
@@ -327,10 +333,10 @@ int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, cons
     const char *text = batch->text.data;
     uint64_t applied = 0, ignored = 0, conflicts = 0, errors = 0;
     for (size_t i = 0; i < batch->n; i++) {
-        const struct rep_item *it = &batch->items[i];
+        struct rep_item *it = &batch->items[i];
         if (i) buf_putc(b, ',');
         if (it->err) {
-            result(b, "error", NULL, it->err);
+            result(b, it, "error", NULL, it->err);
             errors++;
             continue;
         }
@@ -414,7 +420,8 @@ int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, cons
             if (!op->status) wop_fail(op, 500, "storage_error", "applying a revision failed");
             return -1;                /* the whole batch rolls back: nothing half-applied */
         }
-        result(b, status, cur.rev, NULL);
+        it->conflicted = act == REP_REMOTE_WINS || act == REP_LOCAL_WINS;
+        result(b, it, status, cur.rev, NULL);
         ent_row_free(&cur);
     }
     buf_free(&scratch);

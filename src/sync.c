@@ -65,6 +65,12 @@ struct sync_job {
     enum sync_phase phase;
     char status[16];                 /* running, completed, failed */
     uint64_t pulled, pushed, conflicts, blobs, bytes, requests;
+    /* conflicts counts entities, not revisions: an entity that diverged is
+     * usually seen by the pull here and again by the push there. The set
+     * of "collection/id" keys seen (a jansson object: a hash table), plus
+     * the conflicts of a peer that does not name its results' entities. */
+    json_t *conflicted;
+    uint64_t conflicts_unnamed;
     uint64_t started_at, finished_at;
     char error[300];
     /* peer */
@@ -287,6 +293,7 @@ static void save_row(struct sync_job *j, bool insert, bool fin)
     struct job_row_op *o = xcalloc(1, sizeof *o);
     o->snap = *j;
     o->snap.token = NULL;
+    o->snap.conflicted = NULL;
     o->snap.waiter = NULL;
     o->snap.accepted = NULL;
     o->job = j;
@@ -333,13 +340,33 @@ static bool job_forgettable(const struct sync_job *x)
 
 static void push_pre_free(struct sync_job *j);
 
+static void job_free(struct sync_job *x)
+{
+    json_decref(x->conflicted);
+    free(x->token);
+    free(x);
+}
+
 static void job_forget(struct sync_ctx *sc, struct sync_job *x)
 {
     push_pre_free(x);
     list_remove(&x->link);
     sc->n--;
-    free(x->token);
-    free(x);
+    job_free(x);
+}
+
+/* An entity diverged (collection/id); NULL: one the peer did not name. */
+static void conflict_seen(struct sync_job *j, const char *collection, const char *id)
+{
+    if (collection && id) {
+        char key[200];
+        snprintf(key, sizeof key, "%s/%s", collection, id);
+        if (!j->conflicted) j->conflicted = json_object();
+        json_object_set_new(j->conflicted, key, json_true());
+    } else {
+        j->conflicts_unnamed++;
+    }
+    j->conflicts = json_object_size(j->conflicted) + j->conflicts_unnamed;
 }
 
 static void job_forget_old(struct sync_ctx *sc)
@@ -877,7 +904,8 @@ static void pull_applied(struct wop *op, struct http_req *r)
         pull_stop(j, "applying pulled changes failed: %s", op->msg);
     } else {
         j->pulled += p->cnt.applied + p->cnt.conflicts;
-        j->conflicts += p->cnt.conflicts;
+        for (size_t i = 0; p->cnt.conflicts && i < p->batch.n; i++)
+            if (p->batch.items[i].conflicted) conflict_seen(j, p->batch.items[i].collection, p->batch.items[i].id);
         j->cp_pull = p->batch.last_version;
         snprintf(j->cp_pull_uid, sizeof j->cp_pull_uid, "%s", j->peer_uid);
         if (!strcmp(j->status, "running")) publish(j);
@@ -1167,7 +1195,16 @@ static void on_push_sent(void *arg, const struct peer_result *res)
     json_t *v = json_loadb(res->body->data ? res->body->data : "", res->body->len, 0, &je);
     j->pushed += (uint64_t)json_integer_value(json_object_get(v, "applied")) +
                  (uint64_t)json_integer_value(json_object_get(v, "conflicts"));
-    j->conflicts += (uint64_t)json_integer_value(json_object_get(v, "conflicts"));
+    if (json_integer_value(json_object_get(v, "conflicts")) > 0) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(json_object_get(v, "results"), i, x) {
+            const char *st = json_string_value(json_object_get(x, "status"));
+            if (st && !strcmp(st, "conflict"))
+                conflict_seen(j, json_string_value(json_object_get(x, "collection")),
+                              json_string_value(json_object_get(x, "id")));
+        }
+    }
     /* nothing else happened on the peer since our pull: its new versions
      * are all ours, and the next pull may start after them */
     uint64_t before = (uint64_t)json_integer_value(json_object_get(v, "version_before"));
@@ -2105,9 +2142,7 @@ static void tick_closed(uv_handle_t *h)
 
 static void retry_closed(uv_handle_t *h)
 {
-    struct sync_job *j = h->data;
-    free(j->token);
-    free(j);
+    job_free(h->data);
 }
 
 void sync_free(struct server *srv)
@@ -2121,10 +2156,7 @@ void sync_free(struct server *srv)
         if (j->waiter) http_req_unref(j->waiter);
         if (j->accepted) http_req_unref(j->accepted);
         if (j->retry_init) uv_close((uv_handle_t *)&j->retry, retry_closed);
-        else {
-            free(j->token);
-            free(j);
-        }
+        else job_free(j);
     }
     while (!list_empty(&sc->peers)) {
         struct peer_def *p = container_of(sc->peers.next, struct peer_def, link);
