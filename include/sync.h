@@ -65,6 +65,10 @@ void rep_batch_free(struct rep_batch *b);
 int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, struct rep_batch *batch,
                     const char *origin, struct rep_counts *cnt, struct buf *out);
 
+/* Start-up, main thread, before the loop runs: sync jobs a stopped server
+ * left `running` become `failed` ("interrupted: ..."), as snapshots do.
+ * Returns 0, or -1 with err filled. */
+int sync_recover(void *db /* sqlite3 */, char *err, size_t errlen);
 void sync_init(struct server *srv);
 void sync_free(struct server *srv);
 struct sync_blob_stats {

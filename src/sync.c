@@ -1650,29 +1650,91 @@ void api_sync_start(struct http_req *r)
     step(j);
 }
 
+/* GET /sync/jobs and /sync/jobs/{id} answer from one source: the stored
+ * rows, with the live state of a job this server holds in memory (running,
+ * or finished and perhaps not yet stored) in place of its row. A job from
+ * before a restart, or one forgotten from memory, is read from its row. */
+
+#define JOB_COLUMNS "id, peer_url, peer_space, direction, status, phase, pulled, pushed, conflicts, blobs, bytes," \
+                    " started_at, finished_at, error"
+
+/* A stored job row as job_json() writes a live one; "requests" is not
+ * stored (null). Worker thread. */
+static void row_job_json(struct buf *b, sqlite3_stmt *q, const char *space)
+{
+#define T(i) ((const char *)sqlite3_column_text(q, i))
+    buf_puts(b, "{\"id\":");
+    json_cstr(b, T(0));
+    json_kv_str(b, "space", space);
+    json_kv_str(b, "peer_url", T(1));
+    json_kv_str(b, "peer_space", T(2));
+    json_kv_str(b, "direction", T(3));
+    json_kv_str(b, "status", T(4));
+    json_kv_str(b, "phase", T(5));
+    json_kv_u64(b, "pulled", (uint64_t)sqlite3_column_int64(q, 6));
+    json_kv_u64(b, "pushed", (uint64_t)sqlite3_column_int64(q, 7));
+    json_kv_u64(b, "conflicts", (uint64_t)sqlite3_column_int64(q, 8));
+    json_kv_u64(b, "blobs", (uint64_t)sqlite3_column_int64(q, 9));
+    json_kv_u64(b, "bytes", (uint64_t)sqlite3_column_int64(q, 10));
+    json_kv_null(b, "requests");
+    json_kv_time(b, "started_at", (uint64_t)sqlite3_column_int64(q, 11));
+    json_kv_time(b, "finished_at", (uint64_t)sqlite3_column_int64(q, 12));
+    json_kv_str(b, "error", T(13));
+    buf_putc(b, '}');
+#undef T
+}
+
+static void job_get_work(sqlite3 *db, struct read_job *rj)
+{
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db, "SELECT " JOB_COLUMNS " FROM sync_jobs WHERE space = ? AND id = ?", -1, &q, NULL) !=
+        SQLITE_OK) {
+        read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
+        return;
+    }
+    sqlite3_bind_text(q, 1, rj->space, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, rj->id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) row_job_json(&rj->out, q, rj->space);
+    else if (rc == SQLITE_DONE) read_fail(rj, 404, "not_found", "no sync job %s in this space", rj->id);
+    else read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
+    sqlite3_finalize(q);
+}
+
 void api_sync_job(struct http_req *r)
 {
     struct space *sp = api_space(r);
     if (!sp) return;
     struct sync_job *j = find_job(r->srv, sp->st.name, r->match.params.id);
-    if (!j) {
-        http_send_error(r, 404, "not_found", NULL, "no sync job %s in this space (finished jobs are listed by GET "
-                        "/sync/jobs)", r->match.params.id);
+    if (j) {
+        struct buf b;
+        buf_init(&b);
+        job_json(&b, j);
+        http_send_json(r, 200, &b);
         return;
     }
-    struct buf b;
-    buf_init(&b);
-    job_json(&b, j);
-    http_send_json(r, 200, &b);
+    struct read_job *rj = read_job_new();
+    snprintf(rj->space, sizeof rj->space, "%s", sp->st.name);
+    snprintf(rj->id, sizeof rj->id, "%s", r->match.params.id);
+    read_submit(r, rj, job_get_work, NULL);
 }
+
+/* A page of stored rows (worker), each written whole into rj->out. */
+struct jobs_page {
+    size_t n;
+    struct jobs_row {
+        char id[27];
+        size_t off, len;             /* in rj->out; len 0: a job held in memory (j) */
+        struct sync_job *j;
+    } rows[];
+};
 
 static void jobs_work(sqlite3 *db, struct read_job *rj)
 {
+    struct jobs_page *pg = rj->arg;
     sqlite3_stmt *q;
     if (sqlite3_prepare_v2(db,
-                           "SELECT id, peer_url, peer_space, direction, status, phase, pulled, pushed, conflicts, blobs,"
-                           " bytes, started_at, finished_at, error FROM sync_jobs WHERE space = ? AND id < ?"
-                           " ORDER BY id DESC LIMIT ?",
+                           "SELECT " JOB_COLUMNS " FROM sync_jobs WHERE space = ? AND id < ? ORDER BY id DESC LIMIT ?",
                            -1, &q, NULL) != SQLITE_OK) {
         read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
         return;
@@ -1680,40 +1742,65 @@ static void jobs_work(sqlite3 *db, struct read_job *rj)
     sqlite3_bind_text(q, 1, rj->space, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 2, rj->cursor[0] ? rj->cursor : "~", -1, SQLITE_STATIC);
     sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->limit + 1);
-    struct buf *b = &rj->out;
-    buf_puts(b, "{\"jobs\":[");
-    uint64_t n = 0;
-    char last[27] = "";
-    bool more = false;
-    while (sqlite3_step(q) == SQLITE_ROW) {
-        if (n == rj->limit) { more = true; break; }
-        if (n++) buf_putc(b, ',');
-#define T(i) ((const char *)sqlite3_column_text(q, i))
-        snprintf(last, sizeof last, "%s", T(0));
-        buf_puts(b, "{\"id\":");
-        json_cstr(b, T(0));
-        json_kv_str(b, "space", rj->space);
-        json_kv_str(b, "peer_url", T(1));
-        json_kv_str(b, "peer_space", T(2));
-        json_kv_str(b, "direction", T(3));
-        json_kv_str(b, "status", T(4));
-        json_kv_str(b, "phase", T(5));
-        json_kv_u64(b, "pulled", (uint64_t)sqlite3_column_int64(q, 6));
-        json_kv_u64(b, "pushed", (uint64_t)sqlite3_column_int64(q, 7));
-        json_kv_u64(b, "conflicts", (uint64_t)sqlite3_column_int64(q, 8));
-        json_kv_u64(b, "blobs", (uint64_t)sqlite3_column_int64(q, 9));
-        json_kv_u64(b, "bytes", (uint64_t)sqlite3_column_int64(q, 10));
-        json_kv_time(b, "started_at", (uint64_t)sqlite3_column_int64(q, 11));
-        json_kv_time(b, "finished_at", (uint64_t)sqlite3_column_int64(q, 12));
-        json_kv_str(b, "error", T(13));
-        buf_putc(b, '}');
-#undef T
+    while (pg->n < rj->limit + 1 && sqlite3_step(q) == SQLITE_ROW) {
+        struct jobs_row *row = &pg->rows[pg->n++];
+        snprintf(row->id, sizeof row->id, "%s", (const char *)sqlite3_column_text(q, 0));
+        row->off = rj->out.len;
+        row_job_json(&rj->out, q, rj->space);
+        row->len = rj->out.len - row->off;
     }
     sqlite3_finalize(q);
-    buf_puts(b, "],\"next_cursor\":");
-    if (more) json_cstr(b, last);
-    else buf_puts(b, "null");
-    buf_putc(b, '}');
+}
+
+static int row_newer_first(const void *a, const void *b)
+{
+    return -strcmp(((const struct jobs_row *)a)->id, ((const struct jobs_row *)b)->id);
+}
+
+/* Loop: the stored page merged with the jobs held in memory (their live
+ * state wins; one not stored yet is listed too), newest first. Of the
+ * stored rows the read took limit + 1, so the first limit of the merge are
+ * the page whatever the memory adds. */
+static void jobs_done(struct read_job *rj, struct http_req *r)
+{
+    struct jobs_page *pg = rj->arg;
+    struct sync_ctx *sc = r->srv->sync;
+    size_t nmem = 0;
+    struct list *l;
+    for (l = sc->jobs.next; l != &sc->jobs; l = l->next) nmem++;
+    struct jobs_row *all = xcalloc(pg->n + nmem + 1, sizeof *all);
+    size_t n = 0;
+    for (size_t i = 0; i < pg->n; i++) {
+        all[n] = pg->rows[i];
+        all[n].j = find_job(r->srv, rj->space, all[n].id);
+        n++;
+    }
+    for (l = sc->jobs.next; l != &sc->jobs; l = l->next) {
+        struct sync_job *x = container_of(l, struct sync_job, link);
+        if (strcmp(x->space, rj->space) || (rj->cursor[0] && strcmp(x->id, rj->cursor) >= 0)) continue;
+        bool stored = false;
+        for (size_t i = 0; i < pg->n && !stored; i++) stored = !strcmp(pg->rows[i].id, x->id);
+        if (stored) continue;
+        snprintf(all[n].id, sizeof all[n].id, "%s", x->id);
+        all[n].j = x;
+        n++;
+    }
+    qsort(all, n, sizeof *all, row_newer_first);
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "{\"jobs\":[");
+    size_t shown = n < rj->limit ? n : rj->limit;
+    for (size_t i = 0; i < shown; i++) {
+        if (i) buf_putc(&b, ',');
+        if (all[i].j) job_json(&b, all[i].j);
+        else buf_append(&b, rj->out.data + all[i].off, all[i].len);
+    }
+    buf_puts(&b, "],\"next_cursor\":");
+    if (n > shown) json_cstr(&b, all[shown - 1].id);
+    else buf_puts(&b, "null");
+    buf_putc(&b, '}');
+    free(all);
+    http_send_json(r, 200, &b);
 }
 
 void api_sync_jobs(struct http_req *r)
@@ -1726,7 +1813,9 @@ void api_sync_jobs(struct http_req *r)
         free(rj);
         return;
     }
-    read_submit(r, rj, jobs_work, NULL);
+    struct jobs_page *pg = xcalloc(1, sizeof *pg + (rj->limit + 1) * sizeof pg->rows[0]);
+    rj->arg = pg;
+    read_submit(r, rj, jobs_work, jobs_done);
 }
 
 /* ---- persistent peers ----------------------------------------------------- */
@@ -2096,6 +2185,30 @@ static void peers_loaded(struct read_job *rj, struct http_req *r)
 }
 
 /* ---- life ---------------------------------------------------------------- */
+
+int sync_recover(void *dbp, char *err, size_t errlen)
+{
+    sqlite3 *db = dbp;
+    sqlite3_stmt *st;
+    /* finished now, in ms (never before it started, whatever the clock did) */
+    if (sqlite3_prepare_v2(db,
+                           "UPDATE sync_jobs SET status = 'failed', error = 'interrupted: the server stopped while it"
+                           " ran', finished_at = max(started_at, ?1) WHERE status = 'running'",
+                           -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "marking interrupted sync jobs failed: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)now_ms_wall());
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        snprintf(err, errlen, "marking interrupted sync jobs failed: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    int n = sqlite3_changes(db);
+    if (n) log_warn("sync_jobs_recovered", "\"interrupted\":%d", n);
+    return 0;
+}
 
 static void on_shutdown(struct server *srv, void *arg)
 {

@@ -6,7 +6,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { withServer, putSpace, createKey, api, apiOk, checkError, sleep, ULID_RE, freePort } from './helpers.mjs';
+import { withServer, startServer, putSpace, createKey, api, apiOk, checkError, sleep, ULID_RE, freePort } from './helpers.mjs';
 import { sp, put, startSync, syncStatus, getJob, waitFinished, states } from './sync_helpers.mjs';
 
 const SPACE = 'errs';
@@ -279,4 +279,87 @@ test('peer_url: …/api/v1 and trailing slashes are the peer\'s base address; un
   // while a missing space still says so
   const nospace = await startSync(B, SPACE, A, { direction: 'pull', peerSpace: 'nope' });
   assert.match(nospace.body.error, /the peer has no space 'nope'/, nospace.text);
+});
+
+/** Every job GET /sync/jobs lists, each checked against GET /sync/jobs/{id}. */
+async function listedAgreeWithGet(srv, space, what) {
+  const list = (await apiOk(srv, 'GET', `${sp(space)}/sync/jobs?limit=1000`, {}, 200)).jobs;
+  for (const row of list) {
+    const one = await api(srv, 'GET', `${sp(space)}/sync/jobs/${row.id}`);
+    assert.equal(one.status, 200, `${what}: listed job ${row.id} answers GET /sync/jobs/{id}: ${one.text}`);
+    // a running job may move between the two reads: compare what cannot
+    if (row.status === 'running') assert.equal(one.body.id, row.id);
+    else assert.deepEqual(one.body, row, `${what}: GET /sync/jobs/${row.id} and the list agree`);
+  }
+  return list;
+}
+
+// Issue 12/13: GET /sync/jobs/{id} answered 404 for every job from before a
+// restart while GET /sync/jobs listed it; a job killed with its instance
+// stayed "running" in the list forever; a running job that had not stored
+// its row yet was not listed. One source now: the stored rows, with the
+// live state of the jobs the server holds.
+test('jobs: GET /sync/jobs and /sync/jobs/{id} agree, across a restart; a job killed with its server is failed "interrupted"', { timeout: 90000 }, async (t) => {
+  const A = await withServer(t);
+  let B = await startServer({ keepData: true });
+  const dataDir = B.dataDir;
+  t.after(async () => { await B.stop().catch(() => {}); });
+  await putSpace(A, SPACE);
+  await putSpace(B, SPACE);
+  await putSpace(B, 'second');
+  for (let i = 0; i < 5; i++) await put(A, SPACE, 'c', `a${i}`, { i });
+  const done = (await startSync(B, SPACE, A, { direction: 'pull' })).body;
+  assert.equal(done.status, 'completed');
+  await listedAgreeWithGet(B, SPACE, 'after one job');
+
+  // freeze the peer: the jobs below wait on their first request
+  A.proc.kill('SIGSTOP');
+  let thawed = false;
+  const thaw = () => { if (!thawed) { thawed = true; A.proc.kill('SIGCONT'); } };
+  t.after(thaw);
+  let stored;
+  let unstored;
+  try {
+    stored = await startSync(B, SPACE, A, { direction: 'pull', wait: false });   // its row is stored at once
+    assert.equal(stored.status, 202, stored.text);
+    // a wait:true job stores its row only once it has something to write:
+    // it is listed all the same while it runs
+    const waiting = startSync(B, 'second', A, { direction: 'pull', peerSpace: SPACE, wait: true }).catch((e) => e);
+    for (let k = 0; k < 100 && !unstored; k++) {
+      unstored = (await apiOk(B, 'GET', `${sp('second')}/sync/jobs`, {}, 200)).jobs.find((x) => x.status === 'running');
+      if (!unstored) await sleep(20);
+    }
+    assert.ok(unstored, 'the running wait:true job is listed');
+    assert.equal(unstored.requests, 1, JSON.stringify(unstored));
+    assert.equal((await getJob(B, 'second', unstored.id)).status, 'running');
+    const live = await listedAgreeWithGet(B, SPACE, 'while a job runs');
+    const row = live.find((x) => x.id === stored.body.id);
+    assert.equal(row.status, 'running');
+    assert.equal(row.requests, 1, `the list shows the running job's live state: ${JSON.stringify(row)}`);
+
+    // the local server dies with the job running
+    await B.kill9();
+    await waiting;
+  } finally {
+    thaw();
+  }
+  B = await startServer({ dataDir, keepData: false });
+  // a job from before the restart: the same answer from both routes
+  const again = await getJob(B, SPACE, done.id);
+  assert.equal(again.status, 'completed');
+  assert.equal(again.pulled, 5);
+  assert.equal(again.started_at, done.started_at);
+  assert.equal(again.finished_at, done.finished_at);
+  // the job killed with its server is failed, not running forever
+  const killed = await getJob(B, SPACE, stored.body.id);
+  assert.equal(killed.status, 'failed', JSON.stringify(killed));
+  assert.match(killed.error, /^interrupted/, JSON.stringify(killed));
+  assert.ok(killed.finished_at && Date.parse(killed.finished_at) >= Date.parse(killed.started_at), JSON.stringify(killed));
+  const list = await listedAgreeWithGet(B, SPACE, 'after the restart');
+  assert.deepEqual(list.map((x) => x.id), [stored.body.id, done.id]);
+  assert.ok(!list.some((x) => x.status === 'running'), 'nothing is left running');
+  // and the next job with that peer is accepted
+  const next = await startSync(B, SPACE, A, { direction: 'pull' });
+  assert.equal(next.body.status, 'completed', next.text);
+  await listedAgreeWithGet(B, SPACE, 'after the next job');
 });
