@@ -110,6 +110,8 @@ struct sync_job {
     uint64_t seq_next, seq_submit;   /* page numbers: the next fetched, the next for the writer */
     struct list ready;               /* parsed pages waiting for their turn */
     char pull_error[300];            /* set: no more fetches; finish when the pipeline drains */
+    int pull_status;                 /* with pull_error: see finish() */
+    int fail_status;                 /* failed: the status a wait:true request gets (finish()) */
 };
 
 struct peer_def {
@@ -142,6 +144,7 @@ struct sync_ctx {
     unsigned blob_active, blob_cap;
     uint64_t blob_waited;            /* how many had to wait (metrics, tests) */
     struct list peers;               /* struct peer_def */
+    uint64_t timeout_ms;             /* each peer request: SYNC_TIMEOUT_MS (a test hook may shorten it) */
     uv_timer_t tick;                 /* the peers' schedule */
     bool tick_on;
 };
@@ -386,11 +389,16 @@ static void job_forget_old(struct sync_ctx *sc)
     }
 }
 
-static void finish(struct sync_job *j, const char *error_fmt, ...) PRINTF_LIKE(2, 3);
-static void finish(struct sync_job *j, const char *error_fmt, ...)
+/* Ends the job: completed (error_fmt NULL), or failed with that error;
+ * http is what a wait:true request is answered with for a failure: 502 the
+ * peer failed or refused, 504 it did not answer in time, 503 this server is
+ * shutting down or overloaded, 500 a local failure. */
+static void finish(struct sync_job *j, int http, const char *error_fmt, ...) PRINTF_LIKE(3, 4);
+static void finish(struct sync_job *j, int http, const char *error_fmt, ...)
 {
     if (strcmp(j->status, "running")) return;        /* finished already */
     if (error_fmt) {
+        j->fail_status = http ? http : 500;
         va_list ap;
         va_start(ap, error_fmt);
         vsnprintf(j->error, sizeof j->error, error_fmt, ap);
@@ -600,7 +608,13 @@ static void answer_waiter(struct sync_job *j)
         struct buf b;
         buf_init(&b);
         job_json(&b, j);
-        http_send_json(r, 200, &b);
+        bool ok = !strcmp(j->status, "completed");
+        if (!ok) {                   /* the failed job, readable as an error too */
+            b.len--;
+            json_kv_str(&b, "message", j->error);
+            buf_putc(&b, '}');
+        }
+        http_send_json(r, ok ? 200 : j->fail_status ? j->fail_status : 500, &b);
     }
     http_req_unref(r);
 }
@@ -656,6 +670,12 @@ static void peer_explain(const struct sync_job *j, const struct peer_result *res
     else snprintf(out, cap, "%s: the peer answered %d", what, res->status);
 }
 
+/* What a wait:true request gets for a failed peer request (see finish()). */
+static int peer_fail_status(const struct sync_job *j, const struct peer_result *res)
+{
+    return j->srv->shutting_down ? 503 : res->timed_out ? 504 : 502;
+}
+
 /* Explains a failed peer request; retries transient failures with backoff.
  * Returns true when the job goes on (retry scheduled). */
 static bool peer_failed(struct sync_job *j, const struct peer_result *res, const char *what)
@@ -672,7 +692,7 @@ static bool peer_failed(struct sync_job *j, const struct peer_result *res, const
     }
     char why[300];
     peer_explain(j, res, what, why, sizeof why);
-    finish(j, "%s", why);
+    finish(j, peer_fail_status(j, res), "%s", why);
     return false;
 }
 
@@ -692,8 +712,8 @@ static int send_peer(struct sync_job *j, const char *method, const char *tail, c
     url_for(j, tail, url, sizeof url);
     j->requests++;
     if (body) j->bytes += len;
-    if (peer_request(j->srv, method, url, j->token, body, len, SYNC_TIMEOUT_MS, cb, j) < 0) {
-        if (cb != on_pull_page) finish(j, "cannot start a request to %s", url);
+    if (peer_request(j->srv, method, url, j->token, body, len, (long)j->srv->sync->timeout_ms, cb, j) < 0) {
+        if (cb != on_pull_page) finish(j, 500, "cannot start a request to %s", url);
         return -1;
     }
     return 0;
@@ -737,7 +757,7 @@ static void cp_done(struct read_job *rj, struct http_req *r)
     struct sync_job *j = rj->user;
     UNUSED(r);
     if (rj->status) {
-        finish(j, "reading checkpoints failed: %s", rj->msg);
+        finish(j, 500, "reading checkpoints failed: %s", rj->msg);
         return;
     }
     j->cp_loaded = true;
@@ -846,10 +866,11 @@ static void pull_page_free(struct pull_page *p)
 /* Stops the pull: no more fetches; the job finishes with this error once
  * the pages already on their way are done with (so a page that is being
  * applied is never reported as lost). */
-static void pull_stop(struct sync_job *j, const char *fmt, ...) PRINTF_LIKE(2, 3);
-static void pull_stop(struct sync_job *j, const char *fmt, ...)
+static void pull_stop(struct sync_job *j, int http, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static void pull_stop(struct sync_job *j, int http, const char *fmt, ...)
 {
     if (!j->pull_error[0]) {
+        j->pull_status = http;
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(j->pull_error, sizeof j->pull_error, fmt, ap);
@@ -901,7 +922,7 @@ static void pull_applied(struct wop *op, struct http_req *r)
     j->held--;
     j->pipeline--;
     if (op->status) {
-        pull_stop(j, "applying pulled changes failed: %s", op->msg);
+        pull_stop(j, 500, "applying pulled changes failed: %s", op->msg);
     } else {
         j->pulled += p->cnt.applied + p->cnt.conflicts;
         for (size_t i = 0; p->cnt.conflicts && i < p->batch.n; i++)
@@ -939,7 +960,7 @@ static void pull_submit_ready(struct sync_job *j)
             j->held--;
             j->pipeline--;
             pull_page_free(next);
-            pull_stop(j, "the local write queue is full");
+            pull_stop(j, 503, "the local write queue is full");
             continue;
         }
     }
@@ -996,8 +1017,8 @@ static void pull_parsed(struct job *jb, struct http_req *r)
     if (bad || p->xfer.err[0] || pull_stopping(j)) {
         j->held--;
         j->pipeline--;
-        if (bad) pull_stop(j, "the peer's changes page is not usable: %s", bad);
-        else if (p->xfer.err[0]) pull_stop(j, "pull: %s", p->xfer.err);
+        if (bad) pull_stop(j, 502, "the peer's changes page is not usable: %s", bad);
+        else if (p->xfer.err[0]) pull_stop(j, 502, "pull: %s", p->xfer.err);
         else pull_pump(j);           /* stopping already: dropped */
         pull_page_free(p);
         return;
@@ -1054,7 +1075,7 @@ static void on_pull_page(void *arg, const struct peer_result *res)
         }
         char why[300];
         peer_explain(j, res, "pull", why, sizeof why);
-        pull_stop(j, "%s", why);
+        pull_stop(j, peer_fail_status(j, res), "%s", why);
         return;
     }
     j->tries = 0;
@@ -1092,8 +1113,11 @@ static void pull_pump(struct sync_job *j)
 {
     if (strcmp(j->status, "running")) return;
     if (j->pull_error[0] || j->srv->shutting_down) {
-        if (!j->pull_error[0]) snprintf(j->pull_error, sizeof j->pull_error, "interrupted: the server is shutting down");
-        if (j->pipeline == 0) finish(j, "%s", j->pull_error);
+        if (!j->pull_error[0]) {
+            snprintf(j->pull_error, sizeof j->pull_error, "interrupted: the server is shutting down");
+            j->pull_status = 503;
+        }
+        if (j->pipeline == 0) finish(j, j->pull_status, "%s", j->pull_error);
         return;
     }
     if (j->fetching || (j->retry_init && uv_is_active((uv_handle_t *)&j->retry))) return;
@@ -1114,7 +1138,7 @@ static void pull_pump(struct sync_job *j)
             j->fetching = false;
             j->held--;
             j->pipeline--;
-            pull_stop(j, "cannot start a request to the peer");
+            pull_stop(j, 500, "cannot start a request to the peer");
         }
         return;
     }
@@ -1155,7 +1179,7 @@ static void push_cp_done(struct wop *op, struct http_req *r)
     UNUSED(r);
     j->cp_pending--;
     if (op->status) {
-        finish(j, "saving the push checkpoint failed");
+        finish(j, 500, "saving the push checkpoint failed");
     } else {
         if (p->version > j->cp_push) j->cp_push = p->version;
         if (p->pull_version > j->cp_pull) j->cp_pull = p->pull_version;
@@ -1179,7 +1203,7 @@ static void save_push_cp(struct sync_job *j, uint64_t version, uint64_t pull_ver
     if (writer_submit(j->srv, &p->op, NULL, push_cp_apply, push_cp_done) < 0) {
         free(p);
         j->cp_pending--;
-        finish(j, "the local write queue is full");
+        finish(j, 503, "the local write queue is full");
     }
 }
 
@@ -1261,7 +1285,7 @@ static void push_send(struct sync_job *j, struct push_blobs *pb)
     char *page = pb->page;
     size_t len = pb->page_len;
     if (pb->xfer.err[0]) {
-        finish(j, "push: %s", pb->xfer.err);
+        finish(j, 502, "push: %s", pb->xfer.err);
     } else {
         /* the page goes as it is: /replicate takes {"changes":[...]} too;
          * say who we are so the peer does not send these back to us */
@@ -1375,7 +1399,7 @@ static void push_page_read(struct read_job *rj, struct http_req *r)
     struct sync_job *j = rj->user;
     UNUSED(r);
     if (rj->status) {
-        finish(j, "reading local changes failed: %s", rj->msg);
+        finish(j, 500, "reading local changes failed: %s", rj->msg);
         return;
     }
     if (rj->n == 0) {
@@ -1402,7 +1426,7 @@ static void step(struct sync_job *j)
     if (j->srv->shutting_down) {
         /* a pull with pages on their way ends once they are done with */
         if (j->phase == PH_PULL) pull_pump(j);
-        else finish(j, "interrupted: the server is shutting down");
+        else finish(j, 503, "interrupted: the server is shutting down");
         return;
     }
     switch (j->phase) {
@@ -1469,7 +1493,7 @@ static void step(struct sync_job *j)
     }
     case PH_DONE:
         if (j->cp_pending) return;   /* push_cp_done steps again after the last one */
-        finish(j, NULL);
+        finish(j, 0, NULL);
         return;
     }
 }
@@ -1489,7 +1513,7 @@ static void on_status(void *arg, const struct peer_result *res)
     json_t *ver = json_object_get(v, "server_version");
     if (!uid || !json_is_integer(ver) || strlen(uid) >= sizeof j->peer_uid) {
         json_decref(v);
-        finish(j, "the peer's /sync/status answer is not snapsync's (no space_uid / server_version)");
+        finish(j, 502, "the peer's /sync/status answer is not snapsync's (no space_uid / server_version)");
         return;
     }
     snprintf(j->peer_uid, sizeof j->peer_uid, "%s", uid);
@@ -1497,7 +1521,7 @@ static void on_status(void *arg, const struct peer_result *res)
     j->peer_version = (uint64_t)json_integer_value(ver);
     json_decref(v);
     if (!strcmp(j->peer_instance, store_instance_id(j->srv->store))) {
-        finish(j, "the peer is this instance");
+        finish(j, 502, "the peer is this instance");
         return;
     }
     step(j);
@@ -2221,8 +2245,8 @@ static void on_shutdown(struct server *srv, void *arg)
         if (j->retry_init && uv_is_active((uv_handle_t *)&j->retry) && !strcmp(j->status, "running")) {
             uv_timer_stop(&j->retry);
             if (j->phase == PH_PULL && j->pipeline)
-                pull_stop(j, "interrupted: the server is shutting down");    /* finishes when drained */
-            else finish(j, "interrupted: the server is shutting down");
+                pull_stop(j, 503, "interrupted: the server is shutting down");    /* finishes when drained */
+            else finish(j, 503, "interrupted: the server is shutting down");
         }
     }
     peer_abort_all(srv);
@@ -2235,6 +2259,8 @@ void sync_init(struct server *srv)
     list_init(&sc->peers);
     list_init(&sc->blob_waiting);
     sc->blob_cap = srv->cfg->workers / 2 ? (unsigned)(srv->cfg->workers / 2) : 1;
+    sc->timeout_ms = env_ms("SNAPSYNC_TEST_PEER_TIMEOUT_MS");     /* test hook */
+    if (!sc->timeout_ms) sc->timeout_ms = SYNC_TIMEOUT_MS;
     srv->sync = sc;
     server_add_shutdown_hook(srv, on_shutdown, sc);
     uv_timer_init(srv->loop, &sc->tick);

@@ -21,21 +21,25 @@ async function pair(t) {
 }
 
 
-async function failedJob(srv, space, peer, opts, re, what) {
+/** A wait:true job that fails: the answer is `status` (502 when the peer
+ *  failed or refused) with the failed job as the body, plus "message". */
+async function failedJob(srv, space, peer, opts, re, what, status = 502) {
   const t0 = Date.now();
   const r = await startSync(srv, space, peer, { ...opts, wait: true, timeoutMs: 60000 });
-  assert.equal(r.status, 200, `${what}: ${r.text}`);
+  assert.equal(r.status, status, `${what}: ${r.text}`);
+  assert.match(r.headers['content-type'], /^application\/json/);
   const j = r.body;
   assert.equal(j.status, 'failed', `${what}: job ${r.text}`);
   assert.equal(typeof j.error, 'string', `${what}: error ${r.text}`);
   assert.match(j.error, re, `${what}: error text ${r.text}`);
+  assert.equal(j.message, j.error, `${what}: message ${r.text}`);
+  delete j.message;
   assert.ok(j.finished_at, `${what}: finished_at ${r.text}`);
   assert.equal(j.pulled, 0, `${what}: pulled ${r.text}`);
   assert.equal(j.pushed, 0, `${what}: pushed ${r.text}`);
   // the job as stored: in memory and in the list
   const again = await getJob(srv, space, j.id);
-  assert.equal(again.status, 'failed');
-  assert.equal(again.error, j.error);
+  assert.deepEqual(again, j, `${what}: GET /sync/jobs/{id} is the job the answer carried`);
   // (listed from the database; that the list is up to date the moment the
   // answer arrives is checked on its own below)
   let row;
@@ -80,7 +84,7 @@ test('wrong peer token, unknown peer space, reader token pushing -> failed job w
   // a reader may pull but not push: the push half fails, A gets nothing
   const reader = await createKey(A, 'reader', [SPACE], 'reader');
   const r = await startSync(B, SPACE, A, { direction: 'push', token: reader.token, wait: true });
-  assert.equal(r.status, 200, r.text);
+  assert.equal(r.status, 502, r.text);
   assert.equal(r.body.status, 'failed', `push with a reader key: ${r.text}`);
   assert.match(r.body.error, /403/, `push with a reader key: ${r.text}`);
   assert.equal(r.body.pushed, 0);
@@ -225,7 +229,7 @@ test('GET /sync/jobs is up to date as soon as a wait:true job has answered (comp
   for (let i = 0; i < 40; i++) {
     const fail = i % 2 === 1;
     const r = await startSync(B, SPACE, A, { direction: 'pull', wait: true, ...(fail ? { token: 'wrong-token-wrong-token-wrong-token-00' } : {}) });
-    assert.equal(r.status, 200, r.text);
+    assert.equal(r.status, fail ? 502 : 200, r.text);
     assert.equal(r.body.status, fail ? 'failed' : 'completed', r.text);
     const list = await apiOk(B, 'GET', `${sp(SPACE)}/sync/jobs?limit=1`, {}, 200);
     const row = list.jobs[0];
