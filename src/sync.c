@@ -79,6 +79,7 @@ struct sync_job {
     /* checkpoints */
     uint64_t cp_pull, cp_push, pull_from, push_from, push_target;
     bool cp_loaded;
+    bool force;                      /* "force": the checkpoints are not read: a full diff */
     char cp_pull_uid[27], cp_push_uid[27];
     int tries;
     uv_timer_t retry;
@@ -1435,6 +1436,12 @@ static void step(struct sync_job *j)
             send_peer(j, "GET", "/sync/status", NULL, 0, on_status);
             return;
         }
+        if (!j->cp_loaded && j->force) {
+            /* no checkpoint: both halves start from version 0, and the
+             * checkpoints move again as the pages go (a known revision is
+             * ignored, so only what is missing is written) */
+            j->cp_loaded = true;
+        }
         if (!j->cp_loaded) {
             struct read_job *rj = read_job_new();
             rj->user = j;
@@ -1639,7 +1646,8 @@ void api_sync_start(struct http_req *r)
     const char *pspace = json_string_value(json_object_get(v, "peer_space"));
     const char *token = json_string_value(json_object_get(v, "peer_token"));
     const char *dir = json_string_value(json_object_get(v, "direction"));
-    bool wait = json_is_true(json_object_get(v, "wait"));
+    json_t *waitv = json_object_get(v, "wait"), *forcev = json_object_get(v, "force");
+    bool wait = json_is_true(waitv), force = json_is_true(forcev);
     if (!pspace) pspace = sp->st.name;
     if (!dir) dir = "both";
     char base[PEER_URL_MAX + 1];
@@ -1649,6 +1657,8 @@ void api_sync_start(struct http_req *r)
     if (!name_space_valid(pspace, strlen(pspace))) bad = "peer_space is not a valid space name";
     else if (!token || strlen(token) > 120) bad = "peer_token is required (a key of the peer)";
     else if (strcmp(dir, "pull") && strcmp(dir, "push") && strcmp(dir, "both")) bad = "direction is pull, push or both";
+    else if (waitv && !json_is_boolean(waitv)) bad = "wait is true or false";
+    else if (forcev && !json_is_boolean(forcev)) bad = "force is true or false";
     if (bad) {
         json_decref(v);
         http_send_error(r, 400, "invalid_body", NULL, "%s", bad);
@@ -1660,6 +1670,7 @@ void api_sync_start(struct http_req *r)
         return;
     }
     struct sync_job *j = sync_job_new(srv, sp, url, pspace, token, dir, api_actor(r), r->conn ? r->client : "");
+    j->force = force;
     json_decref(v);
     if (wait) {
         j->waiter = r;

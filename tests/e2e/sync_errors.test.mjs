@@ -367,3 +367,38 @@ test('jobs: GET /sync/jobs and /sync/jobs/{id} agree, across a restart; a job ki
   assert.equal(next.body.status, 'completed', next.text);
   await listedAgreeWithGet(B, SPACE, 'after the next job');
 });
+
+// Issue 12: "force": true was accepted and ignored. It means: do not use the
+// checkpoints, run the full diff (every change the peer has, every local
+// change), writing only what is missing.
+test('force: true ignores the checkpoints and runs the full diff; false or absent uses them', async (t) => {
+  const [A, B] = await pair(t);
+  const first = await startSync(B, SPACE, A, { direction: 'both' });
+  assert.equal(first.body.status, 'completed', first.text);
+  assert.equal(first.body.pulled, 5);
+  assert.equal(first.body.pushed, 3);
+  for (const force of [undefined, false]) {
+    const r = await startSync(B, SPACE, A, { direction: 'both', force });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.requests, 1, `force ${force}: the checkpoints say there is nothing to do: ${r.text}`);
+  }
+  const before = { a: await syncStatus(A, SPACE), b: await syncStatus(B, SPACE) };
+  const forced = await startSync(B, SPACE, A, { direction: 'both', force: true });
+  assert.equal(forced.status, 200, forced.text);
+  const j = forced.body;
+  assert.equal(j.status, 'completed', forced.text);
+  // status, the peer's whole feed (one page), our whole feed pushed (one page)
+  assert.ok(j.requests >= 3, `a full diff both ways: ${forced.text}`);
+  assert.ok(j.bytes > 1000, `the feeds moved: ${forced.text}`);
+  assert.equal(j.pulled, 0, 'every revision was known: nothing applied here');
+  assert.equal(j.pushed, 0, 'nor there');
+  assert.equal(j.conflicts, 0);
+  const after = { a: await syncStatus(A, SPACE), b: await syncStatus(B, SPACE) };
+  assert.deepEqual(after, before, 'a full diff of converged spaces changes nothing');
+  // and the checkpoints it left are used by the next job
+  const next = await startSync(B, SPACE, A, { direction: 'both' });
+  assert.equal(next.body.requests, 1, next.text);
+  // force must be a boolean
+  const bad = await startSync(B, SPACE, A, { direction: 'pull', force: 'yes', wait: false });
+  assert.match(checkError(assert, bad, 400, 'invalid_body', 'force: "yes"').message, /force/);
+});
