@@ -52,6 +52,7 @@ struct rep_batch {
     bool has_last, more;             /* a page's "last_version" and "more" */
     uint64_t last_version;
     char source_instance[27];        /* "source_instance" when it is an instance id, else "" */
+    char unknown[64];                /* the first top-level member that is none of the above, or "" */
 };
 
 /* Any thread but the loop: parses raw ({"entities":[...]} or {"changes":

@@ -233,6 +233,12 @@ static void batch_items_reset(struct rep_batch *b)
     b->text.len = 0;
 }
 
+/* The top level of a /replicate body: a /changes page as it is, and who
+ * sent it. Its entities are not checked member by member: they are the
+ * feed's entity rows (version, created_at, ...), whose shape may grow from
+ * one version of snapsync to the next, and peers of both must still sync. */
+static const char *const rep_members[] = {"entities", "changes", "last_version", "more", "source_instance", NULL};
+
 int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct json_err *err)
 {
     memset(b, 0, sizeof *b);
@@ -249,6 +255,8 @@ int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct jso
     size_t kl;
     int rc;
     while ((rc = canon_stream_member(cs, &key, &kl)) == 1) {
+        if (!b->unknown[0] && !json_member_known(key, rep_members))
+            snprintf(b->unknown, sizeof b->unknown, "%.*s", (int)(kl < 63 ? kl : 63), key);
         int which = !strcmp(key, "entities") ? 2 : !strcmp(key, "changes") ? 1 : 0;
         const struct canon_doc *d;
         if (which && which >= from && (rc = canon_stream_array(cs)) == 1) {
@@ -482,6 +490,11 @@ static void rep_parse_work(struct job *j)
     ro->parsed = rep_batch_parse(&ro->batch, ro->raw, ro->raw_len, &ro->err) == 0;
     free(ro->raw);
     ro->raw = NULL;
+    /* a pulled page may carry members a newer peer added; a request may not */
+    if (ro->parsed && ro->batch.unknown[0]) {
+        ro->parsed = false;
+        json_unknown_member_err(&ro->err, "the request body", ro->batch.unknown, rep_members);
+    }
     if (ro->parsed && ro->batch.n > REPLICATE_MAX) {
         ro->parsed = false;
         snprintf(ro->err.code, sizeof ro->err.code, "invalid_body");
@@ -497,7 +510,7 @@ static void rep_parsed(struct job *j, struct http_req *r)
         return;
     }
     if (!ro->parsed) {
-        http_send_error(r, 400, ro->err.code, NULL, "%s", ro->err.message);
+        api_send_json_err(r, 400, &ro->err);
         rep_op_free(ro);
         return;
     }

@@ -1635,12 +1635,14 @@ static bool url_member_ok(struct http_req *r, json_t *v, const char *member, con
     return true;
 }
 
+static const char *const sync_members[] = {"peer_url", "peer_space", "peer_token", "direction", "wait", "force", NULL};
+
 void api_sync_start(struct http_req *r)
 {
     struct server *srv = r->srv;
     struct space *sp = api_space(r);
     if (!sp) return;
-    json_t *v = api_body_object(r);
+    json_t *v = api_body_members(r, sync_members);
     if (!v) return;
     const char *url = json_string_value(json_object_get(v, "peer_url"));
     const char *pspace = json_string_value(json_object_get(v, "peer_space"));
@@ -2030,11 +2032,13 @@ static void peer_op_done(struct wop *op, struct http_req *r)
     free(po);
 }
 
+static const char *const peer_members[] = {"url", "space", "token", "direction", "every_seconds", NULL};
+
 void api_peer_put(struct http_req *r)
 {
     struct space *sp = api_space(r);
     if (!sp) return;
-    json_t *v = api_body_object(r);
+    json_t *v = api_body_members(r, peer_members);
     if (!v) return;
     const char *url = json_string_value(json_object_get(v, "url"));
     const char *pspace = json_string_value(json_object_get(v, "space"));

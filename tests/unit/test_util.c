@@ -130,6 +130,32 @@ static void test_json_parse(void)
     json_decref(v);
 }
 
+static void test_json_members(void)
+{
+    static const char *const allowed[] = {"peer_url", "wait", NULL};
+    static const char *const none[] = {NULL};
+    struct json_err e;
+    const char *t1 = "{\"peer_url\":\"x\",\"wait\":true}", *t2 = "{\"wait\":true,\"forse\":1}";
+    json_t *v = json_parse(t1, strlen(t1), true, &e);
+    CHECK(v != NULL);
+    CHECK(json_unknown_member(v, allowed) == NULL);
+    CHECK_STR(json_unknown_member(v, none), "peer_url");
+    json_decref(v);
+    v = json_parse(t2, strlen(t2), true, &e);
+    CHECK(v != NULL);
+    CHECK_STR(json_unknown_member(v, allowed), "forse");
+    json_unknown_member_err(&e, "the request body", "forse", allowed);
+    CHECK_STR(e.code, "unknown_member");
+    CHECK_STR(e.member, "forse");
+    CHECK_STR(e.message, "unknown member \"forse\" in the request body; it takes: peer_url, wait");
+    json_unknown_member_err(&e, "the request body", "x", none);
+    CHECK_STR(e.message, "unknown member \"x\" in the request body; it takes no members");
+    json_decref(v);
+    CHECK(json_member_known("wait", allowed));
+    CHECK(!json_member_known("Wait", allowed));
+    CHECK(!json_member_known("", allowed));
+}
+
 static void test_header_tokens(void)
 {
     CHECK(header_has_token("gzip, deflate, br", 17, "gzip"));
@@ -227,6 +253,7 @@ int main(void)
     test_ulid();
     test_json_writer();
     test_json_parse();
+    test_json_members();
     test_header_tokens();
     test_ct_equal();
     TEST_MAIN_END();
