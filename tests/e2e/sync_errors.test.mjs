@@ -366,6 +366,7 @@ test('jobs: GET /sync/jobs and /sync/jobs/{id} agree, across a restart; a job ki
   const next = await startSync(B, SPACE, A, { direction: 'pull' });
   assert.equal(next.body.status, 'completed', next.text);
   await listedAgreeWithGet(B, SPACE, 'after the next job');
+  assert.deepEqual(await B.stop(), { code: 0, signal: null }, `the restarted server exits cleanly\n${B.stderrText().slice(-3000)}`);
 });
 
 // Issue 12: "force": true was accepted and ignored. It means: do not use the
