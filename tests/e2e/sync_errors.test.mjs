@@ -244,7 +244,7 @@ test('GET /sync/jobs is up to date as soon as a wait:true job has answered (comp
 // A URL the server cannot use is refused at once, before any job starts.
 test('peer_url: …/api/v1 and trailing slashes are the peer\'s base address; unusable URLs are 400 before any job', async (t) => {
   const [A, B] = await pair(t);
-  const variants = [`${A.base}/api/v1`, `${A.base}/api/v1/`, `${A.base}/`, `${A.base.toUpperCase().replace('HTTP:', 'http:')}/api/v1`];
+  const variants = [`${A.base}/api/v1`, `${A.base}/api/v1/`, `${A.base}/`, `${A.base.replace('http:', 'HTTP:')}/api/v1`];
   for (const peerUrl of variants) {
     const r = await startSync(B, SPACE, A, { direction: 'pull', peerUrl });
     assert.equal(r.status, 200, `${peerUrl}: ${r.text}`);
