@@ -65,6 +65,12 @@ int api_paging(struct http_req *r, uint64_t *limit, char *cursor, size_t cap, bo
 struct space *api_space(struct http_req *r);
 /* Parses the body as a JSON object, or answers 400 and returns NULL. */
 json_t *api_body_object(struct http_req *r);
+/* The same for a body with defined members: one that allowed (a
+ * NULL-terminated list, the route's declaration of what it takes) does
+ * not list is 400 unknown_member, naming it (json.h). */
+json_t *api_body_members(struct http_req *r, const char *const *allowed);
+/* Answers status with a parse error (and its "member" detail). */
+void api_send_json_err(struct http_req *r, int status, const struct json_err *e);
 /* The caller, for audit rows: key id, or "anonymous". */
 const char *api_actor(const struct http_req *r);
 /* Writes an entity row as SPEC §5 JSON. body may be NULL (tombstone). */

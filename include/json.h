@@ -30,14 +30,28 @@ void json_sep(struct buf *b);
 
 /* Parse failure details for a 400 body. */
 struct json_err {
-    char code[32];      /* "invalid_json", "too_deep", "not_an_object" */
+    char code[32];      /* "invalid_json", "too_deep", "not_an_object", "unknown_member" */
     char message[200];
+    char member[64];    /* unknown_member: the member's name (truncated), for a "member" detail; else "" */
 };
 
 /* Parses text (len bytes) into a new reference; on failure returns NULL and
  * fills err. Rejects nesting deeper than JSON_MAX_DEPTH and, when
  * want_object, anything but an object at the top. */
 json_t *json_parse(const char *text, size_t len, bool want_object, struct json_err *err);
+
+/* Request bodies with defined members: each route declares the members it
+ * takes once, as a NULL-terminated list, and a member not in it is refused
+ * (400 unknown_member) rather than ignored, so a misspelt option ("forse")
+ * is never silently dropped. Entity bodies are user data: never checked. */
+bool json_member_known(const char *key, const char *const *allowed);
+/* The first member of obj (an object) that allowed does not list, or NULL. */
+const char *json_unknown_member(const json_t *obj, const char *const *allowed);
+/* Fills err for an unknown member: code unknown_member, err->member, and a
+ * message naming it, where it was ("the request body", "change 3") and
+ * what is allowed there. */
+void json_unknown_member_err(struct json_err *err, const char *where, const char *member,
+                             const char *const *allowed);
 
 /* Depth of a parsed value (1 for a scalar). */
 int json_depth(const json_t *v);

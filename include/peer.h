@@ -36,6 +36,22 @@ void peer_free(struct server *srv);
 int peer_request(struct server *srv, const char *method, const char *url, const char *token, const char *body,
                  size_t len, long timeout_ms, peer_cb cb, void *arg);
 
+/* The longest peer base URL accepted (bytes). */
+#define PEER_URL_MAX 500
+
+/* Checks a peer's base URL as a client gave it (POST /sync "peer_url",
+ * PUT /peers "url") and writes the form jobs use and checkpoints are keyed
+ * by: http:// or https://, a host (name, IPv4 or [IPv6]) and an optional
+ * port, then an optional path prefix (a proxy's); scheme and host in
+ * lower case; no trailing '/' and no trailing "/api/v1" (routes are
+ * appended to it, so "http://h:7420/api/v1/" and "http://h:7420" are the
+ * same peer). Refused: other schemes, credentials, query or fragment,
+ * spaces and control or non-ASCII bytes, a bad port, a route under
+ * /api/v1 (a space's URL), more than PEER_URL_MAX bytes. Returns 0, or -1
+ * with why filled with what is wrong (a clause for the client's error
+ * message). Any thread. */
+int peer_base_url(const char *in, char *out, size_t cap, char *why, size_t whycap);
+
 /* Ends every transfer in flight; each callback runs with an error. */
 void peer_abort_all(struct server *srv);
 

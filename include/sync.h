@@ -31,6 +31,7 @@ struct rep_item {
     size_t hist_off;                 /* earlier revs, newest first, space-separated */
     size_t body_off, body_len;       /* canonical body */
     uint32_t conf_first, nconf;      /* conflict records that travel with it: confs[conf_first..] */
+    bool conflicted;                 /* rep_apply_batch: it diverged from the local revision */
 };
 
 struct rep_conf {
@@ -51,6 +52,7 @@ struct rep_batch {
     bool has_last, more;             /* a page's "last_version" and "more" */
     uint64_t last_version;
     char source_instance[27];        /* "source_instance" when it is an instance id, else "" */
+    char unknown[64];                /* the first top-level member that is none of the above, or "" */
 };
 
 /* Any thread but the loop: parses raw ({"entities":[...]} or {"changes":
@@ -59,10 +61,15 @@ struct rep_batch {
  * is not a failure but an item with err set. b is always safe to free. */
 int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct json_err *err);
 void rep_batch_free(struct rep_batch *b);
-/* Writer thread: applies a batch (see replicate.c). */
-int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, const struct rep_batch *batch,
+/* Writer thread: applies a batch (see replicate.c); marks the items that
+ * diverged (conflicted). */
+int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, struct rep_batch *batch,
                     const char *origin, struct rep_counts *cnt, struct buf *out);
 
+/* Start-up, main thread, before the loop runs: sync jobs a stopped server
+ * left `running` become `failed` ("interrupted: ..."), as snapshots do.
+ * Returns 0, or -1 with err filled. */
+int sync_recover(void *db /* sqlite3 */, char *err, size_t errlen);
 void sync_init(struct server *srv);
 void sync_free(struct server *srv);
 struct sync_blob_stats {

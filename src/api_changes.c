@@ -567,9 +567,25 @@ static void item_err(struct push_item *it, const char *code, const char *fmt, ..
     va_end(ap);
 }
 
-static void push_item_parse(struct push_item *it, json_t *v)
+/* SPEC §6: a push is {"changes":[...]}; each change has these members. An
+ * unknown member at the top refuses the whole push (400); one in a change
+ * is that change's error (its result says so; the others apply), as for
+ * any other malformed change. */
+static const char *const push_members[] = {"changes", NULL};
+static const char *const change_members[] = {"collection", "id", "base_rev", "deleted", "body", NULL};
+
+static void push_item_parse(struct push_item *it, json_t *v, size_t index)
 {
     if (!json_is_object(v)) { item_err(it, "invalid_item", "each change must be an object"); return; }
+    const char *unknown = json_unknown_member(v, change_members);
+    if (unknown) {
+        struct json_err e;
+        char where[40];
+        snprintf(where, sizeof where, "changes[%zu]", index);
+        json_unknown_member_err(&e, where, unknown, change_members);
+        item_err(it, "unknown_member", "%s", e.message);
+        return;
+    }
     const char *c = json_string_value(json_object_get(v, "collection"));
     const char *id = json_string_value(json_object_get(v, "id"));
     if (!c || !name_collection_valid(c, strlen(c))) { item_err(it, "invalid_name", "invalid or missing collection"); return; }
@@ -616,7 +632,11 @@ static void push_parse_work(struct job *j)
     }
     json_t *arr = json_object_get(root, "changes");
     size_t n = json_array_size(arr);
-    if (!json_is_array(arr)) {
+    const char *unknown = json_unknown_member(root, push_members);
+    if (unknown) {
+        p->err_status = 400;
+        json_unknown_member_err(&p->err, "the request body", unknown, push_members);
+    } else if (!json_is_array(arr)) {
         push_fail(p, 400, "invalid_body", "expected {\"changes\":[...]}");
     } else if (n > PUSH_MAX_ITEMS) {
         char m[64];
@@ -625,7 +645,7 @@ static void push_parse_work(struct job *j)
     } else {
         p->n = n;
         p->items = xcalloc(n ? n : 1, sizeof *p->items);
-        for (size_t i = 0; i < n; i++) push_item_parse(&p->items[i], json_array_get(arr, i));
+        for (size_t i = 0; i < n; i++) push_item_parse(&p->items[i], json_array_get(arr, i), i);
     }
     json_decref(root);
 }
@@ -638,7 +658,7 @@ static void push_parsed(struct job *j, struct http_req *r)
         return;
     }
     if (p->err_status) {
-        http_send_error(r, p->err_status, p->err.code, NULL, "%s", p->err.message);
+        api_send_json_err(r, p->err_status, &p->err);
         push_free(p);
         return;
     }
@@ -832,10 +852,12 @@ static void resolve_done(struct wop *op, struct http_req *r)
     free(rs);
 }
 
+static const char *const resolve_members[] = {"strategy", "body", NULL};
+
 void api_conflict_resolve(struct http_req *r)
 {
     if (!api_space(r)) return;
-    json_t *root = api_body_object(r);
+    json_t *root = api_body_members(r, resolve_members);
     if (!root) return;
     const char *s = json_string_value(json_object_get(root, "strategy"));
     int strategy = -1;

@@ -150,10 +150,12 @@ static struct space_op *space_op_new(struct http_req *r)
     return s;
 }
 
+static const char *const space_members[] = {NULL};
+
 void api_space_put(struct http_req *r)
 {
-    if (r->body.len) {               /* a body is optional; if given it must be an object */
-        json_t *v = api_body_object(r);
+    if (r->body.len) {               /* a body is optional; if given it must be an object, with no members yet */
+        json_t *v = api_body_members(r, space_members);
         if (!v) return;
         json_decref(v);
     }

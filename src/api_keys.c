@@ -80,9 +80,11 @@ static void key_done(struct wop *op, struct http_req *r)
     free(ks);
 }
 
+static const char *const key_members[] = {"role", "spaces", "name", NULL};
+
 void api_keys_create(struct http_req *r)
 {
-    json_t *root = api_body_object(r);
+    json_t *root = api_body_members(r, key_members);
     if (!root) return;
     struct key_op_srv *ks = xcalloc(1, sizeof *ks);
     struct key *k = &ks->k.key;

@@ -133,6 +133,33 @@ json_t *api_body_object(struct http_req *r)
     return v;
 }
 
+void api_send_json_err(struct http_req *r, int status, const struct json_err *e)
+{
+    struct buf extra;
+    buf_init(&extra);
+    if (e->member[0]) {
+        buf_puts(&extra, "\"member\":");
+        json_cstr(&extra, e->member);
+    }
+    http_send_error(r, status, e->code, extra.len ? extra.data : NULL, "%s", e->message);
+    buf_free(&extra);
+}
+
+json_t *api_body_members(struct http_req *r, const char *const *allowed)
+{
+    json_t *v = api_body_object(r);
+    if (!v) return NULL;
+    const char *k = json_unknown_member(v, allowed);
+    if (k) {
+        struct json_err e;
+        json_unknown_member_err(&e, "the request body", k, allowed);
+        json_decref(v);
+        api_send_json_err(r, 400, &e);
+        return NULL;
+    }
+    return v;
+}
+
 const char *api_actor(const struct http_req *r) { return r->key ? r->key->id : "anonymous"; }
 
 void entity_json(struct buf *b, const char *coll, const char *id, const char *rev, uint64_t version,

@@ -398,10 +398,12 @@ static void missing_done(struct job *j, struct http_req *r)
     free(m);
 }
 
+static const char *const missing_members[] = {"hashes", NULL};
+
 void api_blobs_missing(struct http_req *r)
 {
     if (!api_space(r)) return;
-    json_t *v = api_body_object(r);
+    json_t *v = api_body_members(r, missing_members);
     if (!v) return;
     json_t *arr = json_object_get(v, "hashes");
     if (!json_is_array(arr) || json_array_size(arr) > MISSING_MAX) {

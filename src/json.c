@@ -134,9 +134,43 @@ static const char *text_limits(const char *s, size_t len, size_t *where)
     return NULL;
 }
 
+bool json_member_known(const char *key, const char *const *allowed)
+{
+    for (; *allowed; allowed++)
+        if (!strcmp(key, *allowed)) return true;
+    return false;
+}
+
+const char *json_unknown_member(const json_t *obj, const char *const *allowed)
+{
+    const char *k;
+    json_t *x;
+    json_object_foreach((json_t *)obj, k, x) {
+        if (!json_member_known(k, allowed)) return k;
+    }
+    return NULL;
+}
+
+void json_unknown_member_err(struct json_err *err, const char *where, const char *member,
+                             const char *const *allowed)
+{
+    char list[120] = "";
+    size_t n = 0;
+    for (const char *const *a = allowed; *a && n < sizeof list; a++)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", *a);
+    snprintf(err->code, sizeof err->code, "unknown_member");
+    snprintf(err->member, sizeof err->member, "%s", member);
+    if (allowed[0])
+        snprintf(err->message, sizeof err->message, "unknown member \"%.40s\" in %s; it takes: %s", member, where, list);
+    else
+        snprintf(err->message, sizeof err->message, "unknown member \"%.40s\" in %s; it takes no members", member,
+                 where);
+}
+
 json_t *json_parse(const char *text, size_t len, bool want_object, struct json_err *err)
 {
     size_t where = 0;
+    err->member[0] = '\0';
     if (len == 0) {
         snprintf(err->code, sizeof err->code, "invalid_json");
         snprintf(err->message, sizeof err->message, "request body is empty; a JSON %s is expected",

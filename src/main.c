@@ -166,6 +166,11 @@ static int cmd_serve(int argc, char **argv)
         store_close(st);
         return 1;
     }
+    if (sync_recover(store_startup_db(st), err, sizeof err) < 0) {
+        log_error("sync_recovery_failed", "\"error\":\"%s\"", err);
+        store_close(st);
+        return 1;
+    }
     struct key *keys = NULL;
     size_t nkeys = 0;
     if (keys_load(store_startup_db(st), &keys, &nkeys) < 0) {

@@ -4,9 +4,11 @@
  * curl_multi_socket_action and then collect finished transfers. */
 #include "peer.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 #include "log.h"
@@ -227,6 +229,81 @@ int peer_request(struct server *srv, const char *method, const char *url, const 
     }
     list_insert_tail(&pc->transfers, &t->link);
     return 0;
+}
+
+static bool url_path_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("-._~/%!$&'()*+,;=:@", c);
+}
+
+static bool host_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+           c == '_' || c == '~';
+}
+
+int peer_base_url(const char *in, char *out, size_t cap, char *why, size_t whycap)
+{
+    size_t len = strlen(in);
+#define REFUSE(...) do { snprintf(why, whycap, __VA_ARGS__); return -1; } while (0)
+    if (len > PEER_URL_MAX) REFUSE("it is longer than %d bytes", PEER_URL_MAX);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c <= 0x20 || c >= 0x7f) REFUSE("it contains a space, a control character or a non-ASCII byte");
+        if (c == '?' || c == '#') REFUSE("it has a query or a fragment ('%c')", c);
+    }
+    size_t skip;
+    if (!strncasecmp(in, "http://", 7)) skip = 7;
+    else if (!strncasecmp(in, "https://", 8)) skip = 8;
+    else REFUSE("it does not start with http:// or https://");
+    const char *auth = in + skip, *path = strchr(auth, '/');
+    size_t alen = path ? (size_t)(path - auth) : strlen(auth);
+    if (memchr(auth, '@', alen)) REFUSE("it has credentials (user@): the peer's key goes in the token");
+    size_t hlen;
+    if (alen && auth[0] == '[') {            /* [IPv6] */
+        const char *close = memchr(auth, ']', alen);
+        if (!close || close == auth + 1) REFUSE("its [IPv6] host is not closed");
+        for (const char *c = auth + 1; c < close; c++)
+            if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') || (*c >= 'A' && *c <= 'F') || *c == ':' ||
+                  *c == '.'))
+                REFUSE("its [IPv6] host is not an IPv6 address");
+        hlen = (size_t)(close - auth) + 1;
+    } else {
+        for (hlen = 0; hlen < alen && auth[hlen] != ':'; hlen++)
+            if (!host_char(auth[hlen])) REFUSE("its host has a character a host name cannot have ('%c')", auth[hlen]);
+    }
+    if (hlen == 0) REFUSE("it has no host");
+    if (hlen < alen) {
+        const char *port = auth + hlen;
+        size_t plen = alen - hlen - 1;
+        unsigned long v = 0;
+        if (port[0] != ':' || plen == 0 || plen > 5) REFUSE("its port is not a number from 1 to 65535");
+        for (size_t i = 1; i <= plen; i++) {
+            if (port[i] < '0' || port[i] > '9') REFUSE("its port is not a number from 1 to 65535");
+            v = v * 10 + (unsigned long)(port[i] - '0');
+        }
+        if (v == 0 || v > 65535) REFUSE("its port is not a number from 1 to 65535");
+    }
+    /* the path prefix: trailing slashes and a trailing /api/v1 go */
+    size_t plen = path ? strlen(path) : 0;
+    for (size_t i = 0; i < plen; i++)
+        if (!url_path_char(path[i])) REFUSE("its path has a character a URL path cannot have ('%c')", path[i]);
+    while (plen && path[plen - 1] == '/') plen--;
+    if (plen >= 7 && !memcmp(path + plen - 7, "/api/v1", 7)) plen -= 7;
+    while (plen && path[plen - 1] == '/') plen--;
+    for (size_t i = 0; i + 7 <= plen; i++)
+        if (!memcmp(path + i, "/api/v1", 7) && (i + 7 == plen || path[i + 7] == '/'))
+            REFUSE("it names a route under /api/v1 (such as a space's URL), not the peer's base address");
+    if (skip + alen + plen + 1 > cap) REFUSE("it is too long");
+    size_t n = 0;
+    for (size_t i = 0; i < skip + hlen; i++) out[n++] = (char)tolower((unsigned char)in[i]);
+    memcpy(out + n, in + skip + hlen, alen - hlen);   /* the port */
+    n += alen - hlen;
+    if (plen) memcpy(out + n, path, plen);
+    n += plen;
+    out[n] = '\0';
+    return 0;
+#undef REFUSE
 }
 
 int peer_init(struct server *srv)

@@ -233,6 +233,12 @@ static void batch_items_reset(struct rep_batch *b)
     b->text.len = 0;
 }
 
+/* The top level of a /replicate body: a /changes page as it is, and who
+ * sent it. Its entities are not checked member by member: they are the
+ * feed's entity rows (version, created_at, ...), whose shape may grow from
+ * one version of snapsync to the next, and peers of both must still sync. */
+static const char *const rep_members[] = {"entities", "changes", "last_version", "more", "source_instance", NULL};
+
 int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct json_err *err)
 {
     memset(b, 0, sizeof *b);
@@ -249,6 +255,8 @@ int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct jso
     size_t kl;
     int rc;
     while ((rc = canon_stream_member(cs, &key, &kl)) == 1) {
+        if (!b->unknown[0] && !json_member_known(key, rep_members))
+            snprintf(b->unknown, sizeof b->unknown, "%.*s", (int)(kl < 63 ? kl : 63), key);
         int which = !strcmp(key, "entities") ? 2 : !strcmp(key, "changes") ? 1 : 0;
         const struct canon_doc *d;
         if (which && which >= from && (rc = canon_stream_array(cs)) == 1) {
@@ -306,10 +314,16 @@ void rep_batch_free(struct rep_batch *b)
 
 /* ---- applying (writer thread) ------------------------------------------ */
 
-static void result(struct buf *b, const char *status, const char *rev, const char *msg)
+/* One entity's result; it names the entity (when it has a valid name) so
+ * that a sync job can count conflicting entities rather than revisions. */
+static void result(struct buf *b, const struct rep_item *it, const char *status, const char *rev, const char *msg)
 {
     buf_puts(b, "{\"status\":");
     json_cstr(b, status);
+    if (!it->err) {
+        json_kv_str(b, "collection", it->collection);
+        json_kv_str(b, "id", it->id);
+    }
     if (rev) json_kv_str(b, "rev", rev);
     if (msg) json_kv_str(b, "message", msg);
     buf_putc(b, '}');
@@ -318,7 +332,7 @@ static void result(struct buf *b, const char *status, const char *rev, const cha
 /* Applies a parsed batch of replicated entities (writer thread). Fills cnt
  * and, if out is not NULL, one result object per entity. -1: the op failed
  * (the batch rolls back). */
-int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, const struct rep_batch *batch,
+int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, struct rep_batch *batch,
                     const char *origin, struct rep_counts *cnt, struct buf *out)
 {
     struct buf scratch;
@@ -327,10 +341,10 @@ int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, cons
     const char *text = batch->text.data;
     uint64_t applied = 0, ignored = 0, conflicts = 0, errors = 0;
     for (size_t i = 0; i < batch->n; i++) {
-        const struct rep_item *it = &batch->items[i];
+        struct rep_item *it = &batch->items[i];
         if (i) buf_putc(b, ',');
         if (it->err) {
-            result(b, "error", NULL, it->err);
+            result(b, it, "error", NULL, it->err);
             errors++;
             continue;
         }
@@ -414,7 +428,8 @@ int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, cons
             if (!op->status) wop_fail(op, 500, "storage_error", "applying a revision failed");
             return -1;                /* the whole batch rolls back: nothing half-applied */
         }
-        result(b, status, cur.rev, NULL);
+        it->conflicted = act == REP_REMOTE_WINS || act == REP_LOCAL_WINS;
+        result(b, it, status, cur.rev, NULL);
         ent_row_free(&cur);
     }
     buf_free(&scratch);
@@ -475,6 +490,11 @@ static void rep_parse_work(struct job *j)
     ro->parsed = rep_batch_parse(&ro->batch, ro->raw, ro->raw_len, &ro->err) == 0;
     free(ro->raw);
     ro->raw = NULL;
+    /* a pulled page may carry members a newer peer added; a request may not */
+    if (ro->parsed && ro->batch.unknown[0]) {
+        ro->parsed = false;
+        json_unknown_member_err(&ro->err, "the request body", ro->batch.unknown, rep_members);
+    }
     if (ro->parsed && ro->batch.n > REPLICATE_MAX) {
         ro->parsed = false;
         snprintf(ro->err.code, sizeof ro->err.code, "invalid_body");
@@ -490,7 +510,7 @@ static void rep_parsed(struct job *j, struct http_req *r)
         return;
     }
     if (!ro->parsed) {
-        http_send_error(r, 400, ro->err.code, NULL, "%s", ro->err.message);
+        api_send_json_err(r, 400, &ro->err);
         rep_op_free(ro);
         return;
     }

@@ -677,6 +677,9 @@ static int snap_start(struct server *srv, struct http_req *r, const char *space,
 
 /* ---- API: create, list, get, delete ------------------------------------- */
 
+static const char *const create_members[] = {"note", NULL};
+static const char *const restore_members[] = {"confirm", "dry_run", NULL};
+
 void api_snapshot_create(struct http_req *r)
 {
     struct server *srv = r->srv;
@@ -684,7 +687,7 @@ void api_snapshot_create(struct http_req *r)
     if (!sp) return;
     char note[256] = "";
     if (r->body.len) {
-        json_t *v = api_body_object(r);
+        json_t *v = api_body_members(r, create_members);
         if (!v) return;
         json_t *n = json_object_get(v, "note");
         if (n && !json_is_null(n)) {
@@ -2110,7 +2113,7 @@ void api_snapshot_restore(struct http_req *r)
                         "send {\"confirm\":\"%s\"} to restore this snapshot (the body was empty)", r->match.params.id);
         return;
     }
-    json_t *v = api_body_object(r);
+    json_t *v = api_body_members(r, restore_members);
     if (!v) return;
     const char *confirm = json_string_value(json_object_get(v, "confirm"));
     bool dry = json_is_true(json_object_get(v, "dry_run"));

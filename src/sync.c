@@ -65,6 +65,12 @@ struct sync_job {
     enum sync_phase phase;
     char status[16];                 /* running, completed, failed */
     uint64_t pulled, pushed, conflicts, blobs, bytes, requests;
+    /* conflicts counts entities, not revisions: an entity that diverged is
+     * usually seen by the pull here and again by the push there. The set
+     * of "collection/id" keys seen (a jansson object: a hash table), plus
+     * the conflicts of a peer that does not name its results' entities. */
+    json_t *conflicted;
+    uint64_t conflicts_unnamed;
     uint64_t started_at, finished_at;
     char error[300];
     /* peer */
@@ -73,6 +79,7 @@ struct sync_job {
     /* checkpoints */
     uint64_t cp_pull, cp_push, pull_from, push_from, push_target;
     bool cp_loaded;
+    bool force;                      /* "force": the checkpoints are not read: a full diff */
     char cp_pull_uid[27], cp_push_uid[27];
     int tries;
     uv_timer_t retry;
@@ -104,6 +111,8 @@ struct sync_job {
     uint64_t seq_next, seq_submit;   /* page numbers: the next fetched, the next for the writer */
     struct list ready;               /* parsed pages waiting for their turn */
     char pull_error[300];            /* set: no more fetches; finish when the pipeline drains */
+    int pull_status;                 /* with pull_error: see finish() */
+    int fail_status;                 /* failed: the status a wait:true request gets (finish()) */
 };
 
 struct peer_def {
@@ -136,6 +145,7 @@ struct sync_ctx {
     unsigned blob_active, blob_cap;
     uint64_t blob_waited;            /* how many had to wait (metrics, tests) */
     struct list peers;               /* struct peer_def */
+    uint64_t timeout_ms;             /* each peer request: SYNC_TIMEOUT_MS (a test hook may shorten it) */
     uv_timer_t tick;                 /* the peers' schedule */
     bool tick_on;
 };
@@ -287,6 +297,7 @@ static void save_row(struct sync_job *j, bool insert, bool fin)
     struct job_row_op *o = xcalloc(1, sizeof *o);
     o->snap = *j;
     o->snap.token = NULL;
+    o->snap.conflicted = NULL;
     o->snap.waiter = NULL;
     o->snap.accepted = NULL;
     o->job = j;
@@ -333,13 +344,33 @@ static bool job_forgettable(const struct sync_job *x)
 
 static void push_pre_free(struct sync_job *j);
 
+static void job_free(struct sync_job *x)
+{
+    json_decref(x->conflicted);
+    free(x->token);
+    free(x);
+}
+
 static void job_forget(struct sync_ctx *sc, struct sync_job *x)
 {
     push_pre_free(x);
     list_remove(&x->link);
     sc->n--;
-    free(x->token);
-    free(x);
+    job_free(x);
+}
+
+/* An entity diverged (collection/id); NULL: one the peer did not name. */
+static void conflict_seen(struct sync_job *j, const char *collection, const char *id)
+{
+    if (collection && id) {
+        char key[200];
+        snprintf(key, sizeof key, "%s/%s", collection, id);
+        if (!j->conflicted) j->conflicted = json_object();
+        json_object_set_new(j->conflicted, key, json_true());
+    } else {
+        j->conflicts_unnamed++;
+    }
+    j->conflicts = json_object_size(j->conflicted) + j->conflicts_unnamed;
 }
 
 static void job_forget_old(struct sync_ctx *sc)
@@ -359,11 +390,16 @@ static void job_forget_old(struct sync_ctx *sc)
     }
 }
 
-static void finish(struct sync_job *j, const char *error_fmt, ...) PRINTF_LIKE(2, 3);
-static void finish(struct sync_job *j, const char *error_fmt, ...)
+/* Ends the job: completed (error_fmt NULL), or failed with that error;
+ * http is what a wait:true request is answered with for a failure: 502 the
+ * peer failed or refused, 504 it did not answer in time, 503 this server is
+ * shutting down or overloaded, 500 a local failure. */
+static void finish(struct sync_job *j, int http, const char *error_fmt, ...) PRINTF_LIKE(3, 4);
+static void finish(struct sync_job *j, int http, const char *error_fmt, ...)
 {
     if (strcmp(j->status, "running")) return;        /* finished already */
     if (error_fmt) {
+        j->fail_status = http ? http : 500;
         va_list ap;
         va_start(ap, error_fmt);
         vsnprintf(j->error, sizeof j->error, error_fmt, ap);
@@ -573,7 +609,13 @@ static void answer_waiter(struct sync_job *j)
         struct buf b;
         buf_init(&b);
         job_json(&b, j);
-        http_send_json(r, 200, &b);
+        bool ok = !strcmp(j->status, "completed");
+        if (!ok) {                   /* the failed job, readable as an error too */
+            b.len--;
+            json_kv_str(&b, "message", j->error);
+            buf_putc(&b, '}');
+        }
+        http_send_json(r, ok ? 200 : j->fail_status ? j->fail_status : 500, &b);
     }
     http_req_unref(r);
 }
@@ -620,8 +662,19 @@ static void peer_explain(const struct sync_job *j, const struct peer_result *res
     if (res->error) snprintf(out, cap, "%s: the peer could not be reached: %s", what, res->error);
     else if (res->status == 401) snprintf(out, cap, "%s: the peer refused the token (401 unauthorized)", what);
     else if (res->status == 403) snprintf(out, cap, "%s: the peer's token may not do this (403 forbidden)", what);
-    else if (res->status == 404) snprintf(out, cap, "%s: the peer has no space '%s' (404)", what, j->peer_space);
+    else if (res->status == 404 && res->body && res->body->len &&
+             memmem(res->body->data, res->body->len, "\"space_not_found\"", 17))
+        snprintf(out, cap, "%s: the peer has no space '%s' (404)", what, j->peer_space);
+    else if (res->status == 404)
+        snprintf(out, cap, "%s: nothing at %.100s/api/v1/spaces/%s (404): is the peer URL the base address of a "
+                 "snapsync server (like http://host:7420)?", what, j->peer_url, j->peer_space);
     else snprintf(out, cap, "%s: the peer answered %d", what, res->status);
+}
+
+/* What a wait:true request gets for a failed peer request (see finish()). */
+static int peer_fail_status(const struct sync_job *j, const struct peer_result *res)
+{
+    return j->srv->shutting_down ? 503 : res->timed_out ? 504 : 502;
 }
 
 /* Explains a failed peer request; retries transient failures with backoff.
@@ -640,7 +693,7 @@ static bool peer_failed(struct sync_job *j, const struct peer_result *res, const
     }
     char why[300];
     peer_explain(j, res, what, why, sizeof why);
-    finish(j, "%s", why);
+    finish(j, peer_fail_status(j, res), "%s", why);
     return false;
 }
 
@@ -660,8 +713,8 @@ static int send_peer(struct sync_job *j, const char *method, const char *tail, c
     url_for(j, tail, url, sizeof url);
     j->requests++;
     if (body) j->bytes += len;
-    if (peer_request(j->srv, method, url, j->token, body, len, SYNC_TIMEOUT_MS, cb, j) < 0) {
-        if (cb != on_pull_page) finish(j, "cannot start a request to %s", url);
+    if (peer_request(j->srv, method, url, j->token, body, len, (long)j->srv->sync->timeout_ms, cb, j) < 0) {
+        if (cb != on_pull_page) finish(j, 500, "cannot start a request to %s", url);
         return -1;
     }
     return 0;
@@ -705,7 +758,7 @@ static void cp_done(struct read_job *rj, struct http_req *r)
     struct sync_job *j = rj->user;
     UNUSED(r);
     if (rj->status) {
-        finish(j, "reading checkpoints failed: %s", rj->msg);
+        finish(j, 500, "reading checkpoints failed: %s", rj->msg);
         return;
     }
     j->cp_loaded = true;
@@ -814,10 +867,11 @@ static void pull_page_free(struct pull_page *p)
 /* Stops the pull: no more fetches; the job finishes with this error once
  * the pages already on their way are done with (so a page that is being
  * applied is never reported as lost). */
-static void pull_stop(struct sync_job *j, const char *fmt, ...) PRINTF_LIKE(2, 3);
-static void pull_stop(struct sync_job *j, const char *fmt, ...)
+static void pull_stop(struct sync_job *j, int http, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static void pull_stop(struct sync_job *j, int http, const char *fmt, ...)
 {
     if (!j->pull_error[0]) {
+        j->pull_status = http;
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(j->pull_error, sizeof j->pull_error, fmt, ap);
@@ -869,10 +923,11 @@ static void pull_applied(struct wop *op, struct http_req *r)
     j->held--;
     j->pipeline--;
     if (op->status) {
-        pull_stop(j, "applying pulled changes failed: %s", op->msg);
+        pull_stop(j, 500, "applying pulled changes failed: %s", op->msg);
     } else {
         j->pulled += p->cnt.applied + p->cnt.conflicts;
-        j->conflicts += p->cnt.conflicts;
+        for (size_t i = 0; p->cnt.conflicts && i < p->batch.n; i++)
+            if (p->batch.items[i].conflicted) conflict_seen(j, p->batch.items[i].collection, p->batch.items[i].id);
         j->cp_pull = p->batch.last_version;
         snprintf(j->cp_pull_uid, sizeof j->cp_pull_uid, "%s", j->peer_uid);
         if (!strcmp(j->status, "running")) publish(j);
@@ -906,7 +961,7 @@ static void pull_submit_ready(struct sync_job *j)
             j->held--;
             j->pipeline--;
             pull_page_free(next);
-            pull_stop(j, "the local write queue is full");
+            pull_stop(j, 503, "the local write queue is full");
             continue;
         }
     }
@@ -963,8 +1018,8 @@ static void pull_parsed(struct job *jb, struct http_req *r)
     if (bad || p->xfer.err[0] || pull_stopping(j)) {
         j->held--;
         j->pipeline--;
-        if (bad) pull_stop(j, "the peer's changes page is not usable: %s", bad);
-        else if (p->xfer.err[0]) pull_stop(j, "pull: %s", p->xfer.err);
+        if (bad) pull_stop(j, 502, "the peer's changes page is not usable: %s", bad);
+        else if (p->xfer.err[0]) pull_stop(j, 502, "pull: %s", p->xfer.err);
         else pull_pump(j);           /* stopping already: dropped */
         pull_page_free(p);
         return;
@@ -1021,7 +1076,7 @@ static void on_pull_page(void *arg, const struct peer_result *res)
         }
         char why[300];
         peer_explain(j, res, "pull", why, sizeof why);
-        pull_stop(j, "%s", why);
+        pull_stop(j, peer_fail_status(j, res), "%s", why);
         return;
     }
     j->tries = 0;
@@ -1059,8 +1114,11 @@ static void pull_pump(struct sync_job *j)
 {
     if (strcmp(j->status, "running")) return;
     if (j->pull_error[0] || j->srv->shutting_down) {
-        if (!j->pull_error[0]) snprintf(j->pull_error, sizeof j->pull_error, "interrupted: the server is shutting down");
-        if (j->pipeline == 0) finish(j, "%s", j->pull_error);
+        if (!j->pull_error[0]) {
+            snprintf(j->pull_error, sizeof j->pull_error, "interrupted: the server is shutting down");
+            j->pull_status = 503;
+        }
+        if (j->pipeline == 0) finish(j, j->pull_status, "%s", j->pull_error);
         return;
     }
     if (j->fetching || (j->retry_init && uv_is_active((uv_handle_t *)&j->retry))) return;
@@ -1081,7 +1139,7 @@ static void pull_pump(struct sync_job *j)
             j->fetching = false;
             j->held--;
             j->pipeline--;
-            pull_stop(j, "cannot start a request to the peer");
+            pull_stop(j, 500, "cannot start a request to the peer");
         }
         return;
     }
@@ -1122,7 +1180,7 @@ static void push_cp_done(struct wop *op, struct http_req *r)
     UNUSED(r);
     j->cp_pending--;
     if (op->status) {
-        finish(j, "saving the push checkpoint failed");
+        finish(j, 500, "saving the push checkpoint failed");
     } else {
         if (p->version > j->cp_push) j->cp_push = p->version;
         if (p->pull_version > j->cp_pull) j->cp_pull = p->pull_version;
@@ -1146,7 +1204,7 @@ static void save_push_cp(struct sync_job *j, uint64_t version, uint64_t pull_ver
     if (writer_submit(j->srv, &p->op, NULL, push_cp_apply, push_cp_done) < 0) {
         free(p);
         j->cp_pending--;
-        finish(j, "the local write queue is full");
+        finish(j, 503, "the local write queue is full");
     }
 }
 
@@ -1162,7 +1220,16 @@ static void on_push_sent(void *arg, const struct peer_result *res)
     json_t *v = json_loadb(res->body->data ? res->body->data : "", res->body->len, 0, &je);
     j->pushed += (uint64_t)json_integer_value(json_object_get(v, "applied")) +
                  (uint64_t)json_integer_value(json_object_get(v, "conflicts"));
-    j->conflicts += (uint64_t)json_integer_value(json_object_get(v, "conflicts"));
+    if (json_integer_value(json_object_get(v, "conflicts")) > 0) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(json_object_get(v, "results"), i, x) {
+            const char *st = json_string_value(json_object_get(x, "status"));
+            if (st && !strcmp(st, "conflict"))
+                conflict_seen(j, json_string_value(json_object_get(x, "collection")),
+                              json_string_value(json_object_get(x, "id")));
+        }
+    }
     /* nothing else happened on the peer since our pull: its new versions
      * are all ours, and the next pull may start after them */
     uint64_t before = (uint64_t)json_integer_value(json_object_get(v, "version_before"));
@@ -1219,7 +1286,7 @@ static void push_send(struct sync_job *j, struct push_blobs *pb)
     char *page = pb->page;
     size_t len = pb->page_len;
     if (pb->xfer.err[0]) {
-        finish(j, "push: %s", pb->xfer.err);
+        finish(j, 502, "push: %s", pb->xfer.err);
     } else {
         /* the page goes as it is: /replicate takes {"changes":[...]} too;
          * say who we are so the peer does not send these back to us */
@@ -1333,7 +1400,7 @@ static void push_page_read(struct read_job *rj, struct http_req *r)
     struct sync_job *j = rj->user;
     UNUSED(r);
     if (rj->status) {
-        finish(j, "reading local changes failed: %s", rj->msg);
+        finish(j, 500, "reading local changes failed: %s", rj->msg);
         return;
     }
     if (rj->n == 0) {
@@ -1360,7 +1427,7 @@ static void step(struct sync_job *j)
     if (j->srv->shutting_down) {
         /* a pull with pages on their way ends once they are done with */
         if (j->phase == PH_PULL) pull_pump(j);
-        else finish(j, "interrupted: the server is shutting down");
+        else finish(j, 503, "interrupted: the server is shutting down");
         return;
     }
     switch (j->phase) {
@@ -1368,6 +1435,12 @@ static void step(struct sync_job *j)
         if (!j->peer_uid[0]) {
             send_peer(j, "GET", "/sync/status", NULL, 0, on_status);
             return;
+        }
+        if (!j->cp_loaded && j->force) {
+            /* no checkpoint: both halves start from version 0, and the
+             * checkpoints move again as the pages go (a known revision is
+             * ignored, so only what is missing is written) */
+            j->cp_loaded = true;
         }
         if (!j->cp_loaded) {
             struct read_job *rj = read_job_new();
@@ -1427,7 +1500,7 @@ static void step(struct sync_job *j)
     }
     case PH_DONE:
         if (j->cp_pending) return;   /* push_cp_done steps again after the last one */
-        finish(j, NULL);
+        finish(j, 0, NULL);
         return;
     }
 }
@@ -1447,7 +1520,7 @@ static void on_status(void *arg, const struct peer_result *res)
     json_t *ver = json_object_get(v, "server_version");
     if (!uid || !json_is_integer(ver) || strlen(uid) >= sizeof j->peer_uid) {
         json_decref(v);
-        finish(j, "the peer's /sync/status answer is not snapsync's (no space_uid / server_version)");
+        finish(j, 502, "the peer's /sync/status answer is not snapsync's (no space_uid / server_version)");
         return;
     }
     snprintf(j->peer_uid, sizeof j->peer_uid, "%s", uid);
@@ -1455,7 +1528,7 @@ static void on_status(void *arg, const struct peer_result *res)
     j->peer_version = (uint64_t)json_integer_value(ver);
     json_decref(v);
     if (!strcmp(j->peer_instance, store_instance_id(j->srv->store))) {
-        finish(j, "the peer is this instance");
+        finish(j, 502, "the peer is this instance");
         return;
     }
     step(j);
@@ -1542,26 +1615,52 @@ static void waiter_abort(struct http_req *r)
     r->ctx = NULL;
 }
 
+/* The peer URL member of a request body, checked and made a base URL
+ * (peer_base_url) in out; false after answering 400 (v released). */
+static bool url_member_ok(struct http_req *r, json_t *v, const char *member, const char *url, char *out, size_t cap)
+{
+    char why[160];
+    if (!url) {
+        json_decref(v);
+        http_send_error(r, 400, "invalid_url", NULL, "%s is required: the peer's base address, like "
+                        "http://host:7420 or https://host/prefix", member);
+        return false;
+    }
+    if (peer_base_url(url, out, cap, why, sizeof why) < 0) {
+        json_decref(v);
+        http_send_error(r, 400, "invalid_url", NULL, "%s must be the peer's base address, like http://host:7420 or "
+                        "https://host/prefix (a trailing /api/v1 is fine), but %s", member, why);
+        return false;
+    }
+    return true;
+}
+
+static const char *const sync_members[] = {"peer_url", "peer_space", "peer_token", "direction", "wait", "force", NULL};
+
 void api_sync_start(struct http_req *r)
 {
     struct server *srv = r->srv;
     struct space *sp = api_space(r);
     if (!sp) return;
-    json_t *v = api_body_object(r);
+    json_t *v = api_body_members(r, sync_members);
     if (!v) return;
     const char *url = json_string_value(json_object_get(v, "peer_url"));
     const char *pspace = json_string_value(json_object_get(v, "peer_space"));
     const char *token = json_string_value(json_object_get(v, "peer_token"));
     const char *dir = json_string_value(json_object_get(v, "direction"));
-    bool wait = json_is_true(json_object_get(v, "wait"));
+    json_t *waitv = json_object_get(v, "wait"), *forcev = json_object_get(v, "force");
+    bool wait = json_is_true(waitv), force = json_is_true(forcev);
     if (!pspace) pspace = sp->st.name;
     if (!dir) dir = "both";
+    char base[PEER_URL_MAX + 1];
+    if (!url_member_ok(r, v, "peer_url", url, base, sizeof base)) return;
+    url = base;
     const char *bad = NULL;
-    if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) || strlen(url) > 500)
-        bad = "peer_url must be an http:// or https:// URL of at most 500 bytes";
-    else if (!name_space_valid(pspace, strlen(pspace))) bad = "peer_space is not a valid space name";
+    if (!name_space_valid(pspace, strlen(pspace))) bad = "peer_space is not a valid space name";
     else if (!token || strlen(token) > 120) bad = "peer_token is required (a key of the peer)";
     else if (strcmp(dir, "pull") && strcmp(dir, "push") && strcmp(dir, "both")) bad = "direction is pull, push or both";
+    else if (waitv && !json_is_boolean(waitv)) bad = "wait is true or false";
+    else if (forcev && !json_is_boolean(forcev)) bad = "force is true or false";
     if (bad) {
         json_decref(v);
         http_send_error(r, 400, "invalid_body", NULL, "%s", bad);
@@ -1573,6 +1672,7 @@ void api_sync_start(struct http_req *r)
         return;
     }
     struct sync_job *j = sync_job_new(srv, sp, url, pspace, token, dir, api_actor(r), r->conn ? r->client : "");
+    j->force = force;
     json_decref(v);
     if (wait) {
         j->waiter = r;
@@ -1587,29 +1687,91 @@ void api_sync_start(struct http_req *r)
     step(j);
 }
 
+/* GET /sync/jobs and /sync/jobs/{id} answer from one source: the stored
+ * rows, with the live state of a job this server holds in memory (running,
+ * or finished and perhaps not yet stored) in place of its row. A job from
+ * before a restart, or one forgotten from memory, is read from its row. */
+
+#define JOB_COLUMNS "id, peer_url, peer_space, direction, status, phase, pulled, pushed, conflicts, blobs, bytes," \
+                    " started_at, finished_at, error"
+
+/* A stored job row as job_json() writes a live one; "requests" is not
+ * stored (null). Worker thread. */
+static void row_job_json(struct buf *b, sqlite3_stmt *q, const char *space)
+{
+#define T(i) ((const char *)sqlite3_column_text(q, i))
+    buf_puts(b, "{\"id\":");
+    json_cstr(b, T(0));
+    json_kv_str(b, "space", space);
+    json_kv_str(b, "peer_url", T(1));
+    json_kv_str(b, "peer_space", T(2));
+    json_kv_str(b, "direction", T(3));
+    json_kv_str(b, "status", T(4));
+    json_kv_str(b, "phase", T(5));
+    json_kv_u64(b, "pulled", (uint64_t)sqlite3_column_int64(q, 6));
+    json_kv_u64(b, "pushed", (uint64_t)sqlite3_column_int64(q, 7));
+    json_kv_u64(b, "conflicts", (uint64_t)sqlite3_column_int64(q, 8));
+    json_kv_u64(b, "blobs", (uint64_t)sqlite3_column_int64(q, 9));
+    json_kv_u64(b, "bytes", (uint64_t)sqlite3_column_int64(q, 10));
+    json_kv_null(b, "requests");
+    json_kv_time(b, "started_at", (uint64_t)sqlite3_column_int64(q, 11));
+    json_kv_time(b, "finished_at", (uint64_t)sqlite3_column_int64(q, 12));
+    json_kv_str(b, "error", T(13));
+    buf_putc(b, '}');
+#undef T
+}
+
+static void job_get_work(sqlite3 *db, struct read_job *rj)
+{
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db, "SELECT " JOB_COLUMNS " FROM sync_jobs WHERE space = ? AND id = ?", -1, &q, NULL) !=
+        SQLITE_OK) {
+        read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
+        return;
+    }
+    sqlite3_bind_text(q, 1, rj->space, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, rj->id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) row_job_json(&rj->out, q, rj->space);
+    else if (rc == SQLITE_DONE) read_fail(rj, 404, "not_found", "no sync job %s in this space", rj->id);
+    else read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
+    sqlite3_finalize(q);
+}
+
 void api_sync_job(struct http_req *r)
 {
     struct space *sp = api_space(r);
     if (!sp) return;
     struct sync_job *j = find_job(r->srv, sp->st.name, r->match.params.id);
-    if (!j) {
-        http_send_error(r, 404, "not_found", NULL, "no sync job %s in this space (finished jobs are listed by GET "
-                        "/sync/jobs)", r->match.params.id);
+    if (j) {
+        struct buf b;
+        buf_init(&b);
+        job_json(&b, j);
+        http_send_json(r, 200, &b);
         return;
     }
-    struct buf b;
-    buf_init(&b);
-    job_json(&b, j);
-    http_send_json(r, 200, &b);
+    struct read_job *rj = read_job_new();
+    snprintf(rj->space, sizeof rj->space, "%s", sp->st.name);
+    snprintf(rj->id, sizeof rj->id, "%s", r->match.params.id);
+    read_submit(r, rj, job_get_work, NULL);
 }
+
+/* A page of stored rows (worker), each written whole into rj->out. */
+struct jobs_page {
+    size_t n;
+    struct jobs_row {
+        char id[27];
+        size_t off, len;             /* in rj->out; len 0: a job held in memory (j) */
+        struct sync_job *j;
+    } rows[];
+};
 
 static void jobs_work(sqlite3 *db, struct read_job *rj)
 {
+    struct jobs_page *pg = rj->arg;
     sqlite3_stmt *q;
     if (sqlite3_prepare_v2(db,
-                           "SELECT id, peer_url, peer_space, direction, status, phase, pulled, pushed, conflicts, blobs,"
-                           " bytes, started_at, finished_at, error FROM sync_jobs WHERE space = ? AND id < ?"
-                           " ORDER BY id DESC LIMIT ?",
+                           "SELECT " JOB_COLUMNS " FROM sync_jobs WHERE space = ? AND id < ? ORDER BY id DESC LIMIT ?",
                            -1, &q, NULL) != SQLITE_OK) {
         read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
         return;
@@ -1617,40 +1779,65 @@ static void jobs_work(sqlite3 *db, struct read_job *rj)
     sqlite3_bind_text(q, 1, rj->space, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 2, rj->cursor[0] ? rj->cursor : "~", -1, SQLITE_STATIC);
     sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->limit + 1);
-    struct buf *b = &rj->out;
-    buf_puts(b, "{\"jobs\":[");
-    uint64_t n = 0;
-    char last[27] = "";
-    bool more = false;
-    while (sqlite3_step(q) == SQLITE_ROW) {
-        if (n == rj->limit) { more = true; break; }
-        if (n++) buf_putc(b, ',');
-#define T(i) ((const char *)sqlite3_column_text(q, i))
-        snprintf(last, sizeof last, "%s", T(0));
-        buf_puts(b, "{\"id\":");
-        json_cstr(b, T(0));
-        json_kv_str(b, "space", rj->space);
-        json_kv_str(b, "peer_url", T(1));
-        json_kv_str(b, "peer_space", T(2));
-        json_kv_str(b, "direction", T(3));
-        json_kv_str(b, "status", T(4));
-        json_kv_str(b, "phase", T(5));
-        json_kv_u64(b, "pulled", (uint64_t)sqlite3_column_int64(q, 6));
-        json_kv_u64(b, "pushed", (uint64_t)sqlite3_column_int64(q, 7));
-        json_kv_u64(b, "conflicts", (uint64_t)sqlite3_column_int64(q, 8));
-        json_kv_u64(b, "blobs", (uint64_t)sqlite3_column_int64(q, 9));
-        json_kv_u64(b, "bytes", (uint64_t)sqlite3_column_int64(q, 10));
-        json_kv_time(b, "started_at", (uint64_t)sqlite3_column_int64(q, 11));
-        json_kv_time(b, "finished_at", (uint64_t)sqlite3_column_int64(q, 12));
-        json_kv_str(b, "error", T(13));
-        buf_putc(b, '}');
-#undef T
+    while (pg->n < rj->limit + 1 && sqlite3_step(q) == SQLITE_ROW) {
+        struct jobs_row *row = &pg->rows[pg->n++];
+        snprintf(row->id, sizeof row->id, "%s", (const char *)sqlite3_column_text(q, 0));
+        row->off = rj->out.len;
+        row_job_json(&rj->out, q, rj->space);
+        row->len = rj->out.len - row->off;
     }
     sqlite3_finalize(q);
-    buf_puts(b, "],\"next_cursor\":");
-    if (more) json_cstr(b, last);
-    else buf_puts(b, "null");
-    buf_putc(b, '}');
+}
+
+static int row_newer_first(const void *a, const void *b)
+{
+    return -strcmp(((const struct jobs_row *)a)->id, ((const struct jobs_row *)b)->id);
+}
+
+/* Loop: the stored page merged with the jobs held in memory (their live
+ * state wins; one not stored yet is listed too), newest first. Of the
+ * stored rows the read took limit + 1, so the first limit of the merge are
+ * the page whatever the memory adds. */
+static void jobs_done(struct read_job *rj, struct http_req *r)
+{
+    struct jobs_page *pg = rj->arg;
+    struct sync_ctx *sc = r->srv->sync;
+    size_t nmem = 0;
+    struct list *l;
+    for (l = sc->jobs.next; l != &sc->jobs; l = l->next) nmem++;
+    struct jobs_row *all = xcalloc(pg->n + nmem + 1, sizeof *all);
+    size_t n = 0;
+    for (size_t i = 0; i < pg->n; i++) {
+        all[n] = pg->rows[i];
+        all[n].j = find_job(r->srv, rj->space, all[n].id);
+        n++;
+    }
+    for (l = sc->jobs.next; l != &sc->jobs; l = l->next) {
+        struct sync_job *x = container_of(l, struct sync_job, link);
+        if (strcmp(x->space, rj->space) || (rj->cursor[0] && strcmp(x->id, rj->cursor) >= 0)) continue;
+        bool stored = false;
+        for (size_t i = 0; i < pg->n && !stored; i++) stored = !strcmp(pg->rows[i].id, x->id);
+        if (stored) continue;
+        snprintf(all[n].id, sizeof all[n].id, "%s", x->id);
+        all[n].j = x;
+        n++;
+    }
+    qsort(all, n, sizeof *all, row_newer_first);
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "{\"jobs\":[");
+    size_t shown = n < rj->limit ? n : rj->limit;
+    for (size_t i = 0; i < shown; i++) {
+        if (i) buf_putc(&b, ',');
+        if (all[i].j) job_json(&b, all[i].j);
+        else buf_append(&b, rj->out.data + all[i].off, all[i].len);
+    }
+    buf_puts(&b, "],\"next_cursor\":");
+    if (n > shown) json_cstr(&b, all[shown - 1].id);
+    else buf_puts(&b, "null");
+    buf_putc(&b, '}');
+    free(all);
+    http_send_json(r, 200, &b);
 }
 
 void api_sync_jobs(struct http_req *r)
@@ -1663,7 +1850,9 @@ void api_sync_jobs(struct http_req *r)
         free(rj);
         return;
     }
-    read_submit(r, rj, jobs_work, NULL);
+    struct jobs_page *pg = xcalloc(1, sizeof *pg + (rj->limit + 1) * sizeof pg->rows[0]);
+    rj->arg = pg;
+    read_submit(r, rj, jobs_work, jobs_done);
 }
 
 /* ---- persistent peers ----------------------------------------------------- */
@@ -1843,11 +2032,13 @@ static void peer_op_done(struct wop *op, struct http_req *r)
     free(po);
 }
 
+static const char *const peer_members[] = {"url", "space", "token", "direction", "every_seconds", NULL};
+
 void api_peer_put(struct http_req *r)
 {
     struct space *sp = api_space(r);
     if (!sp) return;
-    json_t *v = api_body_object(r);
+    json_t *v = api_body_members(r, peer_members);
     if (!v) return;
     const char *url = json_string_value(json_object_get(v, "url"));
     const char *pspace = json_string_value(json_object_get(v, "space"));
@@ -1856,10 +2047,11 @@ void api_peer_put(struct http_req *r)
     json_t *every = json_object_get(v, "every_seconds");
     if (!pspace) pspace = sp->st.name;
     if (!dir) dir = "both";
+    char base[PEER_URL_MAX + 1];
+    if (!url_member_ok(r, v, "url", url, base, sizeof base)) return;
+    url = base;
     const char *bad = NULL;
-    if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) || strlen(url) > 500)
-        bad = "url must be an http:// or https:// URL of at most 500 bytes";
-    else if (!name_space_valid(pspace, strlen(pspace))) bad = "space is not a valid space name";
+    if (!name_space_valid(pspace, strlen(pspace))) bad = "space is not a valid space name";
     else if (!token || strlen(token) > 120) bad = "token is required (a key of the peer)";
     else if (strcmp(dir, "pull") && strcmp(dir, "push") && strcmp(dir, "both")) bad = "direction is pull, push or both";
     else if (every && (!json_is_integer(every) || json_integer_value(every) < 0 || json_integer_value(every) > 86400 * 30))
@@ -1994,7 +2186,9 @@ static void peers_load_work(sqlite3 *db, struct read_job *rj)
         p->space_id = sqlite3_column_int64(q, 0);
         snprintf(p->space, sizeof p->space, "%s", T(1));
         snprintf(p->name, sizeof p->name, "%s", T(2));
-        snprintf(p->url, sizeof p->url, "%s", T(3));
+        char why[160];
+        /* a row stored before URLs were checked: its base form if it has one */
+        if (peer_base_url(T(3), p->url, sizeof p->url, why, sizeof why) < 0) snprintf(p->url, sizeof p->url, "%s", T(3));
         snprintf(p->peer_space, sizeof p->peer_space, "%s", T(4));
         p->token = xstrdup(T(5));
         snprintf(p->direction, sizeof p->direction, "%s", T(6));
@@ -2031,6 +2225,30 @@ static void peers_loaded(struct read_job *rj, struct http_req *r)
 
 /* ---- life ---------------------------------------------------------------- */
 
+int sync_recover(void *dbp, char *err, size_t errlen)
+{
+    sqlite3 *db = dbp;
+    sqlite3_stmt *st;
+    /* finished now, in ms (never before it started, whatever the clock did) */
+    if (sqlite3_prepare_v2(db,
+                           "UPDATE sync_jobs SET status = 'failed', error = 'interrupted: the server stopped while it"
+                           " ran', finished_at = max(started_at, ?1) WHERE status = 'running'",
+                           -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "marking interrupted sync jobs failed: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)now_ms_wall());
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        snprintf(err, errlen, "marking interrupted sync jobs failed: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    int n = sqlite3_changes(db);
+    if (n) log_warn("sync_jobs_recovered", "\"interrupted\":%d", n);
+    return 0;
+}
+
 static void on_shutdown(struct server *srv, void *arg)
 {
     UNUSED(arg);
@@ -2042,8 +2260,8 @@ static void on_shutdown(struct server *srv, void *arg)
         if (j->retry_init && uv_is_active((uv_handle_t *)&j->retry) && !strcmp(j->status, "running")) {
             uv_timer_stop(&j->retry);
             if (j->phase == PH_PULL && j->pipeline)
-                pull_stop(j, "interrupted: the server is shutting down");    /* finishes when drained */
-            else finish(j, "interrupted: the server is shutting down");
+                pull_stop(j, 503, "interrupted: the server is shutting down");    /* finishes when drained */
+            else finish(j, 503, "interrupted: the server is shutting down");
         }
     }
     peer_abort_all(srv);
@@ -2056,6 +2274,8 @@ void sync_init(struct server *srv)
     list_init(&sc->peers);
     list_init(&sc->blob_waiting);
     sc->blob_cap = srv->cfg->workers / 2 ? (unsigned)(srv->cfg->workers / 2) : 1;
+    sc->timeout_ms = env_ms("SNAPSYNC_TEST_PEER_TIMEOUT_MS");     /* test hook */
+    if (!sc->timeout_ms) sc->timeout_ms = SYNC_TIMEOUT_MS;
     srv->sync = sc;
     server_add_shutdown_hook(srv, on_shutdown, sc);
     uv_timer_init(srv->loop, &sc->tick);
@@ -2076,9 +2296,7 @@ static void tick_closed(uv_handle_t *h)
 
 static void retry_closed(uv_handle_t *h)
 {
-    struct sync_job *j = h->data;
-    free(j->token);
-    free(j);
+    job_free(h->data);
 }
 
 void sync_free(struct server *srv)
@@ -2092,10 +2310,7 @@ void sync_free(struct server *srv)
         if (j->waiter) http_req_unref(j->waiter);
         if (j->accepted) http_req_unref(j->accepted);
         if (j->retry_init) uv_close((uv_handle_t *)&j->retry, retry_closed);
-        else {
-            free(j->token);
-            free(j);
-        }
+        else job_free(j);
     }
     while (!list_empty(&sc->peers)) {
         struct peer_def *p = container_of(sc->peers.next, struct peer_def, link);

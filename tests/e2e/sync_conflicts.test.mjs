@@ -196,3 +196,47 @@ test('concurrent edits, one "both" job each way -> converged with conflicts on b
   assert.equal(e2.deleted, false);
   assert.deepEqual(e2.body, { v: 'b-edit-racing-delete' });
 });
+
+// Issue 12: a "both" job whose pull finds an entity diverged, keeps its own
+// revision and pushes it back (where the peer sees the same divergence)
+// reported conflicts: 2 for one entity. It counts conflicting entities.
+test('conflicts counts entities: one diverged entity is 1 in a "both" job, three are 3, whichever side wins', async (t) => {
+  const A = await withServer(t);
+  const B = await withServer(t);
+  await putSpace(A, SPACE);
+  await putSpace(B, SPACE);
+  for (const id of ['x', 'y', 'z', 'w']) await put(A, SPACE, C, id, { v: 0 });
+  await syncOk(B, SPACE, A, { direction: 'pull' });
+  // x: B's revision wins (B edits twice); A's is pulled, loses, and B's goes back
+  await put(A, SPACE, C, 'x', { v: 'a' });
+  await put(B, SPACE, C, 'x', { v: 'b1' });
+  await put(B, SPACE, C, 'x', { v: 'b2' });
+  const one = await syncOk(B, SPACE, A, { direction: 'both' });
+  assert.equal(one.conflicts, 1, `one conflicting entity: ${JSON.stringify(one)}`);
+  assert.equal((await syncStatus(B, SPACE)).conflict_count, 1);
+  await assertConverged([A, B], SPACE, 'after x');
+
+  // y: B wins, z: A wins, w: B wins; one job both ways
+  await put(A, SPACE, C, 'y', { v: 'a' });
+  await put(B, SPACE, C, 'y', { v: 'b1' });
+  await put(B, SPACE, C, 'y', { v: 'b2' });
+  await put(A, SPACE, C, 'z', { v: 'a1' });
+  await put(A, SPACE, C, 'z', { v: 'a2' });
+  await put(B, SPACE, C, 'z', { v: 'b' });
+  await put(A, SPACE, C, 'w', { v: 'a' });
+  await put(B, SPACE, C, 'w', { v: 'b1' });
+  await put(B, SPACE, C, 'w', { v: 'b2' });
+  const three = await syncOk(A, SPACE, B, { direction: 'both' });
+  assert.equal(three.conflicts, 3, `three conflicting entities: ${JSON.stringify(three)}`);
+  await assertConverged([A, B], SPACE, 'after y, z, w');
+  // the list and the SSE-fed job agree with the answer
+  const listed = (await apiOk(A, 'GET', `${sp(SPACE)}/sync/jobs?limit=1`, {}, 200)).jobs[0];
+  assert.equal(listed.id, three.id);
+  assert.equal(listed.conflicts, 3);
+
+  // a push alone: the peer reports the entity once
+  await put(A, SPACE, C, 'x', { v: 'a-again' });
+  await put(B, SPACE, C, 'x', { v: 'b-again-1' });
+  const pushed = await syncOk(A, SPACE, B, { direction: 'push' });
+  assert.equal(pushed.conflicts, 1, `push: one conflicting entity: ${JSON.stringify(pushed)}`);
+});

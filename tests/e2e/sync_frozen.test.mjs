@@ -76,3 +76,37 @@ test('a peer frozen with SIGSTOP: the job fails after the peer request timeout, 
   assert.equal(ok.pulled, 3, JSON.stringify(ok));
   assert.equal(ok.pushed, 1, JSON.stringify(ok));
 });
+
+// Issue 12: a wait:true job whose peer timed out answered 200. It answers
+// 504 with the failed job as the body (502 when the peer failed or refused:
+// sync_errors.test.mjs). The test hook SNAPSYNC_TEST_PEER_TIMEOUT_MS
+// shortens the 30 s peer request timeout so this runs in seconds.
+test('wait:true with a peer that does not answer in time -> 504 with the failed job', { timeout: 60000 }, async (t) => {
+  const A = await withServer(t);
+  const B = await withServer(t, { env: { SNAPSYNC_TEST_PEER_TIMEOUT_MS: '1500' } });
+  await putSpace(A, SPACE);
+  await putSpace(B, SPACE);
+  await put(A, SPACE, 'c', 'x', { x: 1 });
+  A.proc.kill('SIGSTOP');
+  let thawed = false;
+  const thaw = () => { if (!thawed) { thawed = true; A.proc.kill('SIGCONT'); } };
+  t.after(thaw);
+  let r;
+  try {
+    const t0 = Date.now();
+    r = await startSync(B, SPACE, A, { direction: 'pull', wait: true, timeoutMs: 30000 });
+    assert.ok(Date.now() - t0 >= 1400, 'after the peer request timeout');
+  } finally {
+    thaw();
+  }
+  assert.equal(r.status, 504, r.text);
+  assert.match(r.headers['content-type'], /^application\/json/);
+  assert.equal(r.body.status, 'failed', r.text);
+  assert.match(r.body.error, /time(d)?[ -]?out/i, r.text);
+  assert.equal(r.body.message, r.body.error);
+  assert.equal((await getJob(B, SPACE, r.body.id)).status, 'failed');
+  // thawed, the same request completes: 200 as before
+  await sleep(100);
+  const ok = await syncOk(B, SPACE, A, { direction: 'pull' });
+  assert.equal(ok.pulled, 1);
+});

@@ -38,17 +38,20 @@ export async function getEntity(srv, space, collection, id) {
 /**
  * Starts a sync job on `srv` (the local side) against `peer`.
  * opts: direction ('pull'), wait (true), peerSpace (= space), token (the
- * peer's admin token), peerUrl (peer.base), timeoutMs.
+ * peer's admin token), peerUrl (peer.base), force (not sent unless given),
+ * extra (more members for the body), timeoutMs.
  * Returns the raw api() response.
  */
-export function startSync(srv, space, peer, { direction = 'pull', wait = true, peerSpace = space, token, peerUrl, timeoutMs = 120000 } = {}) {
+export function startSync(srv, space, peer, { direction = 'pull', wait = true, peerSpace = space, token, peerUrl, force, extra = {}, timeoutMs = 120000 } = {}) {
   const body = {
     peer_url: peerUrl ?? peer.base,
     peer_space: peerSpace,
     peer_token: token ?? peer.adminToken,
     direction,
+    ...extra,
   };
   if (wait) body.wait = true;
+  if (force !== undefined) body.force = force;
   return api(srv, 'POST', `${sp(space)}/sync`, { body, timeoutMs });
 }
 

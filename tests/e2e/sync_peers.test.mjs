@@ -246,3 +246,24 @@ test('a space with a sync job running cannot be deleted (409 sync_in_progress) u
   assert.equal(j.status, 'completed', JSON.stringify(j));
   assert.equal((await api(B, 'DELETE', `${sp(SPACE)}?confirm=${SPACE}`)).status, 200, 'deleted once the job ended');
 });
+
+// Issue 12: the same URL rules as POST /sync (docs/api.md).
+test('peers: url …/api/v1/ is stored as the base address and works; an unusable url is 400 invalid_url', async (t) => {
+  const [A, B] = await pair(t);
+  await put(A, SPACE, 'c', 'x', { x: 1 });
+  const r = await api(B, 'PUT', `${sp(SPACE)}/peers/a`, {
+    body: { url: `${A.base}/api/v1/`, space: SPACE, token: A.adminToken, direction: 'pull', every_seconds: 1 },
+  });
+  assert.equal(r.status, 201, r.text);
+  assert.equal(r.body.url, A.base);
+  const p = await waitPeer(B, 'a', (x) => x.last_status !== null, { what: 'the scheduled job' });
+  assert.equal(p.last_status, 'completed', JSON.stringify(p));
+  assert.equal((await syncStatus(B, SPACE)).entity_count, 1);
+  for (const url of [`${A.base}/api/v1/spaces/${SPACE}`, 'ftp://x', `${A.base}?a=1`]) {
+    const e = checkError(assert, await api(B, 'PUT', `${sp(SPACE)}/peers/x`, {
+      body: { url, space: SPACE, token: A.adminToken },
+    }), 400, 'invalid_url', `url ${url}`);
+    assert.match(e.message, /url must be the peer's base address, like http:\/\/host:7420/, e.message);
+  }
+  assert.deepEqual((await peers(B)).map((x) => x.name), ['a'], 'nothing stored for the refused urls');
+});

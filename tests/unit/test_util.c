@@ -1,8 +1,9 @@
-/* Unit tests: util.c, names.c, json.c */
+/* Unit tests: util.c, names.c, json.c, peer.c (peer URLs) */
 #include "test.h"
 #include "util.h"
 #include "names.h"
 #include "json.h"
+#include "peer.h"
 
 static void test_sizes(void)
 {
@@ -149,6 +150,32 @@ static void test_json_parse(void)
     json_decref(v);
 }
 
+static void test_json_members(void)
+{
+    static const char *const allowed[] = {"peer_url", "wait", NULL};
+    static const char *const none[] = {NULL};
+    struct json_err e;
+    const char *t1 = "{\"peer_url\":\"x\",\"wait\":true}", *t2 = "{\"wait\":true,\"forse\":1}";
+    json_t *v = json_parse(t1, strlen(t1), true, &e);
+    CHECK(v != NULL);
+    CHECK(json_unknown_member(v, allowed) == NULL);
+    CHECK_STR(json_unknown_member(v, none), "peer_url");
+    json_decref(v);
+    v = json_parse(t2, strlen(t2), true, &e);
+    CHECK(v != NULL);
+    CHECK_STR(json_unknown_member(v, allowed), "forse");
+    json_unknown_member_err(&e, "the request body", "forse", allowed);
+    CHECK_STR(e.code, "unknown_member");
+    CHECK_STR(e.member, "forse");
+    CHECK_STR(e.message, "unknown member \"forse\" in the request body; it takes: peer_url, wait");
+    json_unknown_member_err(&e, "the request body", "x", none);
+    CHECK_STR(e.message, "unknown member \"x\" in the request body; it takes no members");
+    json_decref(v);
+    CHECK(json_member_known("wait", allowed));
+    CHECK(!json_member_known("Wait", allowed));
+    CHECK(!json_member_known("", allowed));
+}
+
 static void test_header_tokens(void)
 {
     CHECK(header_has_token("gzip, deflate, br", 17, "gzip"));
@@ -199,14 +226,54 @@ static void test_cidr(void)
     CHECK(cidr_parse("::1", 3, &x) && x.bits == 128);
 }
 
+static void test_peer_url(void)
+{
+    char out[PEER_URL_MAX + 1], why[160];
+    static const char *const ok[][2] = {
+        {"http://127.0.0.1:7420", "http://127.0.0.1:7420"},
+        {"http://127.0.0.1:7420/", "http://127.0.0.1:7420"},
+        {"http://127.0.0.1:7420/api/v1", "http://127.0.0.1:7420"},
+        {"http://127.0.0.1:7420/api/v1/", "http://127.0.0.1:7420"},
+        {"HTTPS://Sync.Example.COM/snapsync/api/v1", "https://sync.example.com/snapsync"},
+        {"https://example.com/api/snapsync/", "https://example.com/api/snapsync"},
+        {"http://[::1]:7420/api/v1", "http://[::1]:7420"},
+        {"http://localhost", "http://localhost"},
+        {"http://h/apiv1", "http://h/apiv1"},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        CHECK_INT(peer_base_url(ok[i][0], out, sizeof out, why, sizeof why), 0);
+        CHECK_STR(out, ok[i][1]);
+    }
+    static const char *const bad[] = {
+        "", "127.0.0.1:7420", "ftp://h", "http://", "http:///x", "http://:7420", "http://h:", "http://h:0",
+        "http://h:65536", "http://h:12a", "http://u:p@h", "http://h/?x=1", "http://h/#top", "http://h /x",
+        "http://h/api/v1/spaces/a", "http://h/api/v1/spaces", "http://h/api/v1/api/v1", "http://h\x01",
+        "http://[::1", "http://[zz]", "http://h_!/", "http://h/a b", "mailto:x@h",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        why[0] = '\0';
+        int rc = peer_base_url(bad[i], out, sizeof out, why, sizeof why);
+        if (rc != -1) fprintf(stderr, "accepted: %s\n", bad[i]);
+        CHECK_INT(rc, -1);
+        CHECK(why[0] != '\0');
+    }
+    char big[PEER_URL_MAX + 20];
+    memset(big, 'a', sizeof big);
+    memcpy(big, "http://h/", 9);
+    big[sizeof big - 1] = '\0';
+    CHECK_INT(peer_base_url(big, out, sizeof out, why, sizeof why), -1);
+}
+
 int main(void)
 {
+    test_peer_url();
     test_cidr();
     test_sizes();
     test_names();
     test_ulid();
     test_json_writer();
     test_json_parse();
+    test_json_members();
     test_header_tokens();
     test_ct_equal();
     TEST_MAIN_END();
