@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "blobs.h"
 #include "cli.h"
 #include "json.h"
 #include "names.h"
@@ -166,6 +167,11 @@ static int cmd_serve(int argc, char **argv)
         store_close(st);
         return 1;
     }
+    if (blobs_recover(cfg.data_dir, store_startup_db(st), err, sizeof err) < 0) {
+        log_error("blob_recovery_failed", "\"error\":\"%s\"", err);
+        store_close(st);
+        return 1;
+    }
     struct key *keys = NULL;
     size_t nkeys = 0;
     if (keys_load(store_startup_db(st), &keys, &nkeys) < 0) {
@@ -183,6 +189,7 @@ static int cmd_serve(int argc, char **argv)
     auth_init(&srv, keys, nkeys);
     metrics_init(&srv);
     spaces_init(&srv);
+    blobs_init(&srv);
     if (writer_start(&srv, store_db_path(st), cfg.durability, err, sizeof err) < 0) {
         log_error("writer_start_failed", "\"error\":\"%s\"", err);
         rc = 1;
@@ -211,6 +218,7 @@ static int cmd_serve(int argc, char **argv)
     }
     server_free(&srv);
     spaces_free(&srv);
+    blobs_free(&srv);
     metrics_free(&srv);
     store_close(st);
     return rc;

@@ -1,11 +1,14 @@
 /* Unit tests: store.c migrations on an existing database (the blob
- * references of migration 6). Real SQLite in a temp dir. */
+ * references of migration 6), and blobs_recover at start-up. Real SQLite
+ * and real files in a temp dir. */
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "test.h"
+#include "blobs.h"
 #include "store.h"
 #include "util.h"
 
@@ -86,11 +89,62 @@ static void test_migration(void)
     store_close(st);
 }
 
+static void touch(const char *p)
+{
+    FILE *fp = fopen(p, "w");
+    CHECK(fp != NULL);
+    if (fp) fclose(fp);
+}
+
+static bool exists(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+/* After the migration above: a is referenced, 1 is not. */
+static void test_recover(void)
+{
+    char a[65], one[65], p[512];
+    hash_of('a', a);
+    hash_of('1', one);
+    snprintf(p, sizeof p, "%s/blobs", dir);
+    CHECK_INT(mkdir_p(p, 0700), 0);
+    snprintf(p, sizeof p, "%s/blobs/aa", dir);
+    CHECK_INT(mkdir_p(p, 0700), 0);
+    snprintf(p, sizeof p, "%s/blobs/11", dir);
+    CHECK_INT(mkdir_p(p, 0700), 0);
+    snprintf(p, sizeof p, "%s/blobs/tmp", dir);
+    CHECK_INT(mkdir_p(p, 0700), 0);
+    char pa[512], p1[512], pt[512], pn[512], pm[512];
+    snprintf(pa, sizeof pa, "%s/blobs/aa/%s", dir, a);
+    snprintf(p1, sizeof p1, "%s/blobs/11/%s", dir, one);
+    snprintf(pt, sizeof pt, "%s/blobs/tmp/01ABC.tmp", dir);
+    snprintf(pn, sizeof pn, "%s/blobs/aa/notes.txt", dir);        /* not a blob: left alone */
+    snprintf(pm, sizeof pm, "%s/blobs/11/%s", dir, a);           /* a blob in the wrong directory: left alone */
+    touch(pa);
+    touch(p1);
+    touch(pt);
+    touch(pn);
+    touch(pm);
+    struct store *st = NULL;
+    char err[256];
+    CHECK_INT(store_open(dir, DURABILITY_NORMAL, &st, err, sizeof err), 0);
+    CHECK_INT(blobs_recover(dir, store_startup_db(st), err, sizeof err), 0);
+    store_close(st);
+    CHECK(exists(pa));
+    CHECK(!exists(p1));
+    CHECK(!exists(pt));
+    CHECK(exists(pn));
+    CHECK(exists(pm));
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/snapsync-test-store-XXXXXX");
     if (!mkdtemp(dir)) return 1;
     test_migration();
+    test_recover();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", dir);
