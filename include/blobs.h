@@ -15,7 +15,6 @@ struct server;
 struct wtx;
 
 void blob_path(const char *data_dir, const char *sha, char *out, size_t cap);
-bool blob_exists(const char *data_dir, const char *sha);    /* a stat(2): not on the loop */
 
 /* Startup (main thread, before the loop and the writer): removes what a
  * crash left in DATA/blobs/tmp, and every blob file no space references

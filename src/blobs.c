@@ -55,14 +55,6 @@ void blob_path(const char *data_dir, const char *sha, char *out, size_t cap)
     snprintf(out, cap, "%s/blobs/%.2s/%s", data_dir, sha, sha);
 }
 
-bool blob_exists(const char *data_dir, const char *sha)
-{
-    char p[1200];
-    struct stat st;
-    blob_path(data_dir, sha, p, sizeof p);
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 /* ---- pins: files in place whose reference is not committed yet ---------- */
 
 struct pin {

@@ -377,6 +377,7 @@ int main(int argc, char **argv)
                (unsigned long long)sum.size_bytes, sum.sha256);
         buf_free(&b);
         free(sum.counts_json);
+        free(sum.blobs_json);
         return 0;
     }
     fprintf(stderr, "snapsync: unknown command '%s' (see snapsync --help)\n", cmd);

@@ -1,7 +1,7 @@
 // blobs_spaces.test.mjs - blobs belong to spaces (SPEC §9): a blob is
 // visible in a space (GET, HEAD, POST /blobs/missing, "_blobs" of entity
 // writes through PUT, POST /changes, POST /replicate and conflict
-// resolution) only if it was uploaded to that
+// resolution, the blobs a restore brings) only if it was uploaded to that
 // space or arrived there by sync. The bytes stay shared on disk; a space
 // gets a blob only from someone who sends the bytes. Sync moves what the
 // receiving space lacks; deleting a space removes its references, and a
@@ -275,6 +275,41 @@ test('a pull does not give a space a blob by its name: a peer that names a blob 
   assert.equal((await syncStatus(A, 'alpha')).entity_count, 0, 'nothing was applied');
   assertNoBlob(await raw(A, 'GET', blobUrl('alpha', X)), X, 'alpha did not get beta\'s blob');
   assert.deepEqual(await missing(A, 'alpha', [X]), [X]);
+});
+
+test('restore: every blob the snapshot\'s entities name must be in the space (an import of another space\'s data included)', async (t) => {
+  const srv = await withServer(t);
+  await putSpace(srv, 'alpha');
+  await putSpace(srv, 'beta');
+  const bytes = randomBytes(10 * 1024);
+  const X = await uploadOk(srv, 'beta', bytes);
+  await put(srv, 'beta', 'docs', 'b1', { title: 'with file', _blobs: [X] });
+  const snap = await apiOk(srv, 'POST', `${sp('beta')}/snapshots`, { body: {}, timeoutMs: 60000 }, 201);
+  const dl = await raw(srv, 'GET', `${sp('beta')}/snapshots/${snap.id}/download`);
+  assert.equal(dl.status, 200);
+  // the import only stores the file: it changes no entity and needs no blob
+  const im = await api(srv, 'POST', `${sp('alpha')}/snapshots/import`, { body: dl.buf, headers: { 'Content-Type': 'application/x-ndjson' }, timeoutMs: 60000 });
+  assert.equal(im.status, 201, im.text);
+  const restore = (dry = false) => api(srv, 'POST', `${sp('alpha')}/snapshots/${im.body.id}/restore`, { body: { confirm: im.body.id, dry_run: dry }, timeoutMs: 60000 });
+  const dry = checkError(assert, await restore(true), 422, 'missing_blob', 'a dry run says the restore would be refused');
+  assert.deepEqual(dry.missing, [X]);
+  const refused = await restore();
+  const b = checkError(assert, refused, 422, 'missing_blob', 'restoring entities that name beta\'s blob into alpha');
+  assert.deepEqual(b.missing, [X]);
+  assert.equal((await syncStatus(srv, 'alpha')).entity_count, 0, 'nothing changed');
+  assertNoBlob(await raw(srv, 'GET', blobUrl('alpha', X)), X, 'the refused restore gave alpha nothing');
+  // with the bytes uploaded to alpha the restore goes through
+  await uploadOk(srv, 'alpha', bytes);
+  const dry2 = await restore(true);
+  assert.equal(dry2.status, 200, dry2.text);
+  assert.equal(dry2.body.changes.put, 1);
+  const ok = await restore();
+  assert.equal(ok.status, 200, ok.text);
+  assert.equal(ok.body.changes.put, 1);
+  // and a space's own snapshot restores (its references outlive the entities)
+  await put(srv, 'beta', 'docs', 'b1', { title: 'no file now' });
+  const own = await api(srv, 'POST', `${sp('beta')}/snapshots/${snap.id}/restore`, { body: { confirm: snap.id }, timeoutMs: 60000 });
+  assert.equal(own.status, 200, own.text);
 });
 
 test('an existing database: the upgrade references each blob from the spaces whose data names it; a blob nothing names is removed at start', { skip: !haveCommand('sqlite3') && 'needs the sqlite3 command' }, async (t) => {
