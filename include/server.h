@@ -33,6 +33,7 @@ struct sse_hub;
 struct peer_ctx;
 struct sync_ctx;
 struct metrics;
+struct blob_store;
 
 enum conn_state {
     CONN_IDLE,          /* waiting for the first byte of a request */
@@ -92,6 +93,7 @@ struct server {
     struct peer_ctx *peer;          /* outgoing HTTP to peers (libcurl multi) */
     struct sync_ctx *sync;          /* sync jobs */
     struct metrics *metrics;        /* Prometheus counters */
+    struct blob_store *blobs;       /* blob files pinned or being removed (blobs.c) */
     uv_tcp_t listener;
     uv_timer_t sweep;
     uint64_t sweep_due;

@@ -40,6 +40,7 @@ struct snap_summary {
     uint64_t created_at_ms;          /* the header's created_at */
     char sha256[65];
     char *counts_json;               /* the header's entity_counts (malloc'd; caller frees) */
+    char *blobs_json;                /* the blobs its entities name: a sorted JSON array (malloc'd; caller frees) */
 };
 int snap_verify_file(const char *path, struct snap_summary *sum, char *err, size_t errlen);
 

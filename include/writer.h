@@ -110,7 +110,7 @@ uint64_t wtx_now(struct wtx *tx);          /* ms since the epoch, fixed per batc
 sqlite3_stmt *wtx_stmt(struct wtx *tx, const char *sql);
 struct space_stats *wtx_space(struct wtx *tx, const char *name);      /* NULL if absent */
 struct space_stats *wtx_space_create(struct wtx *tx, const char *name, int *created);
-int wtx_space_delete(struct wtx *tx, struct space_stats *sp, struct buf *snap_ids);
+int wtx_space_delete(struct wtx *tx, struct space_stats *sp, struct buf *snap_ids, struct buf *blobs_gone);
 void wtx_space_touch(struct wtx *tx, struct space_stats *sp);
 /* Revisions written by the rest of this op came from that instance (its
  * id): a push to it skips them. Reset before every op. */

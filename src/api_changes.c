@@ -448,7 +448,6 @@ struct push_op {
     size_t raw_len;
     int err_status;                  /* a parse failure: 400 or 413 */
     struct json_err err;
-    const char *data_dir;
     char space[64];
     char origin[64];
     size_t n;
@@ -480,10 +479,10 @@ static int push_apply(struct wtx *tx, struct wop *op)
             continue;
         }
         char missing[1024];
-        int bc = it->deleted ? 0 : blobs_check(p->data_dir, it->body, it->body_len, missing, sizeof missing);
+        int bc = it->deleted ? 0 : blobs_check(tx, sp->id, it->body, it->body_len, missing, sizeof missing);
         if (bc != 0) {
-            push_result_error(b, bc < 0 ? "invalid_blobs" : "missing_blob",
-                              bc < 0 ? missing : "the body references blobs this server does not have");
+            push_result_error(b, bc == -2 ? "storage_error" : bc < 0 ? "invalid_blobs" : "missing_blob",
+                              bc < 0 ? missing : "the body references blobs this space does not have");
             continue;
         }
         struct ent_row cur;
@@ -669,7 +668,6 @@ void api_changes_post(struct http_req *r)
 {
     if (!api_space(r)) return;
     struct push_op *p = xcalloc(1, sizeof *p);
-    p->data_dir = r->srv->cfg->data_dir;
     snprintf(p->space, sizeof p->space, "%s", r->match.params.space);
     snprintf(p->origin, sizeof p->origin, "push:%s", api_actor(r));
     p->raw = buf_steal(&r->body, &p->raw_len);
@@ -788,6 +786,21 @@ static int resolve_apply(struct wtx *tx, struct wop *op)
     }
     if (deleted && (!row->exists || row->deleted)) {
         /* already gone: resolving leaves it gone, still as a change */
+    }
+    if (!deleted && body) {
+        /* whichever body wins names only blobs of this space (a merge body
+         * is the client's; a conflict record's came from a peer) */
+        char missing[1024];
+        int bc = blobs_check(tx, sp->id, body, blen, missing, sizeof missing);
+        if (bc < 0) {
+            wop_fail(op, bc == -2 ? 500 : 400, bc == -2 ? "storage_error" : "invalid_blobs", "%s", missing);
+            goto out;
+        }
+        if (bc > 0) {
+            snprintf(op->extra, sizeof op->extra, "\"missing\":[%.140s]", missing);
+            wop_fail(op, 422, "missing_blob", "the body references blobs this space does not have; upload them to it first");
+            goto out;
+        }
     }
     char rev[REV_MAX];
     rev_make(row->exists ? row->rev : NULL, deleted, body, blen, rev);

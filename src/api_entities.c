@@ -84,6 +84,7 @@ struct space_op {
     bool remove;
     int created;
     struct buf snap_ids;             /* deleted with the space: NUL-separated ids */
+    struct buf blobs_gone;           /* blobs only it referenced: 64 hex digits each */
 };
 
 static int space_apply(struct wtx *tx, struct wop *op)
@@ -93,7 +94,8 @@ static int space_apply(struct wtx *tx, struct wop *op)
         struct space_stats *sp = wtx_space(tx, s->name);
         if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", s->name);
         buf_reset(&s->snap_ids);
-        if (wtx_space_delete(tx, sp, &s->snap_ids) < 0)
+        buf_reset(&s->blobs_gone);
+        if (wtx_space_delete(tx, sp, &s->snap_ids, &s->blobs_gone) < 0)
             return wop_fail(op, 500, "storage_error", "deleting the space failed");
         char meta[96];
         snprintf(meta, sizeof meta, "{\"entities\":%llu,\"tombstones\":%llu}", (unsigned long long)sp->entities,
@@ -111,12 +113,15 @@ static void space_done(struct wop *op, struct http_req *r)
 {
     struct space_op *s = container_of(op, struct space_op, op);
     if (s->remove && !op->status) {
-        /* committed: its snapshot files and its persistent peers go too */
+        /* committed: its snapshot files, its persistent peers and the blob
+         * files no other space references go too */
         for (size_t i = 0; i < s->snap_ids.len; i += strlen(s->snap_ids.data + i) + 1)
             snap_remove_file(s->srv, s->snap_ids.data + i);
         sync_space_deleted(s->srv, s->name);
+        blobs_collect(s->srv, s->blobs_gone.data, s->blobs_gone.len / 64);
     }
     buf_free(&s->snap_ids);
+    buf_free(&s->blobs_gone);
     if (r) {
         if (op->status) {
             api_send_wop_error(r, op);
@@ -373,7 +378,6 @@ void api_collections(struct http_req *r)
 
 struct entity_op {
     struct wop op;
-    const char *data_dir;
     char space[64], collection[64], id[129];
     char *raw;                       /* client body (owned) */
     size_t raw_len;
@@ -398,12 +402,13 @@ static int entity_apply(struct wtx *tx, struct wop *op)
         canon = entity_canonical(e->raw, e->raw_len, true, &clen, &je);
         if (!canon) return wop_fail(op, 400, je.code, "%s", je.message);
         char missing[1024];
-        int bc = blobs_check(e->data_dir, canon, clen, missing, sizeof missing);
+        int bc = blobs_check(tx, sp->id, canon, clen, missing, sizeof missing);
         if (bc != 0) {
             free(canon);
+            if (bc == -2) return wop_fail(op, 500, "storage_error", "%s", missing);
             if (bc < 0) return wop_fail(op, 400, "invalid_blobs", "%s", missing);
             snprintf(op->extra, sizeof op->extra, "\"missing\":[%.140s]", missing);
-            return wop_fail(op, 422, "missing_blob", "the body references blobs this server does not have; upload them first");
+            return wop_fail(op, 422, "missing_blob", "the body references blobs this space does not have; upload them to it first");
         }
     }
     struct ent_row cur;
@@ -467,7 +472,6 @@ static void entity_done(struct wop *op, struct http_req *r)
 static struct entity_op *entity_op_new(struct http_req *r)
 {
     struct entity_op *e = xcalloc(1, sizeof *e);
-    e->data_dir = r->srv->cfg->data_dir;
     snprintf(e->space, sizeof e->space, "%s", r->match.params.space);
     snprintf(e->collection, sizeof e->collection, "%s", r->match.params.collection);
     snprintf(e->id, sizeof e->id, "%s", r->match.params.entity);

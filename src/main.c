@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "blobs.h"
 #include "cli.h"
 #include "json.h"
 #include "names.h"
@@ -171,6 +172,11 @@ static int cmd_serve(int argc, char **argv)
         store_close(st);
         return 1;
     }
+    if (blobs_recover(cfg.data_dir, store_startup_db(st), err, sizeof err) < 0) {
+        log_error("blob_recovery_failed", "\"error\":\"%s\"", err);
+        store_close(st);
+        return 1;
+    }
     struct key *keys = NULL;
     size_t nkeys = 0;
     if (keys_load(store_startup_db(st), &keys, &nkeys) < 0) {
@@ -188,6 +194,7 @@ static int cmd_serve(int argc, char **argv)
     auth_init(&srv, keys, nkeys);
     metrics_init(&srv);
     spaces_init(&srv);
+    blobs_init(&srv);
     if (writer_start(&srv, store_db_path(st), cfg.durability, err, sizeof err) < 0) {
         log_error("writer_start_failed", "\"error\":\"%s\"", err);
         rc = 1;
@@ -216,6 +223,7 @@ static int cmd_serve(int argc, char **argv)
     }
     server_free(&srv);
     spaces_free(&srv);
+    blobs_free(&srv);
     metrics_free(&srv);
     store_close(st);
     return rc;
@@ -374,6 +382,7 @@ int main(int argc, char **argv)
                (unsigned long long)sum.size_bytes, sum.sha256);
         buf_free(&b);
         free(sum.counts_json);
+        free(sum.blobs_json);
         return 0;
     }
     fprintf(stderr, "snapsync: unknown command '%s' (see snapsync --help)\n", cmd);

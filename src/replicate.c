@@ -20,6 +20,7 @@
 
 #include "api.h"
 #include "api_util.h"
+#include "blobs.h"
 #include "canon.h"
 #include "jobs.h"
 #include "json.h"
@@ -329,6 +330,14 @@ static void result(struct buf *b, const struct rep_item *it, const char *status,
     buf_putc(b, '}');
 }
 
+static void result_error(struct buf *b, const char *code, const char *msg)
+{
+    buf_puts(b, "{\"status\":\"error\",\"error\":");
+    json_cstr(b, code);
+    json_kv_str(b, "message", msg);
+    buf_putc(b, '}');
+}
+
 /* Applies a parsed batch of replicated entities (writer thread). Fills cnt
  * and, if out is not NULL, one result object per entity. -1: the op failed
  * (the batch rolls back). */
@@ -359,6 +368,25 @@ int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, stru
             return wop_fail(op, 500, "storage_error", "reading an entity failed");
         }
         enum rep_action act = rep_decide(cur.exists ? cur.rev : NULL, cur.deleted, cur.revs, rev, deleted, hist);
+        if (act != REP_IGNORE && canon) {
+            /* a body kept here (current or as a conflict) names only blobs
+             * of this space: a push sends them first (PUT /blobs), a pull
+             * has fetched them and referenced them (sync.c pull_apply) */
+            char missing[1024];
+            int bc = blobs_check(tx, sp->id, canon, blen, missing, sizeof missing);
+            if (bc == -2) {
+                ent_row_free(&cur);
+                buf_free(&scratch);
+                return wop_fail(op, 500, "storage_error", "%s", missing);
+            }
+            if (bc != 0) {
+                result_error(b, bc < 0 ? "invalid_blobs" : "missing_blob",
+                             bc < 0 ? missing : "the body references blobs this space does not have; send them first");
+                errors++;
+                ent_row_free(&cur);
+                continue;
+            }
+        }
         int rc = 0;
         const char *status = "ignored";
         switch (act) {

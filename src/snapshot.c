@@ -98,7 +98,6 @@ static void meta_json(struct buf *b, sqlite3_stmt *q)
 /* One snapshot's row as the loop needs it. */
 struct snap_row {
     bool found;
-    char *blobs;                     /* JSON array (malloc'd) */
     char id[27], kind[16], status[16], sha256[65];
     uint64_t server_version, size_bytes, entity_total;
     struct buf meta;                 /* JSON */
@@ -124,8 +123,6 @@ static int row_load(sqlite3 *db, int64_t space_id, const char *id, struct snap_r
         const unsigned char *sha = sqlite3_column_text(q, 11);
         snprintf(row->sha256, sizeof row->sha256, "%s", sha ? (const char *)sha : "");
         meta_json(&row->meta, q);
-        const unsigned char *bl = sqlite3_column_text(q, 16);
-        row->blobs = bl ? xstrdup((const char *)bl) : NULL;
     }
     sqlite3_finalize(q);
     return 0;
@@ -143,6 +140,11 @@ static void set_busy(struct server *srv, const char *space, bool busy)
 
 struct snap_job;
 typedef void (*snap_then_fn)(struct snap_job *sj, struct http_req *r);
+
+struct blob_set {
+    char (*v)[65];
+    size_t n, cap;
+};
 
 struct snap_job {
     struct job job;
@@ -167,43 +169,50 @@ struct snap_job {
     uint64_t server_version, entity_total, raw_bytes, size_bytes;
     char sha256[65];
     struct buf counts;               /* {"issues":3,...} */
-    char (*blobs)[65];               /* blobs the entities reference (sorted, unique at the end) */
-    size_t nblobs, capblobs;
+    struct blob_set blobs;           /* blobs the entities reference */
     struct buf blobs_json;
 };
+
+/* The blobs a body names in its "_blobs" (valid hashes only). */
+static void blob_set_add(struct blob_set *s, json_t *body)
+{
+    size_t i;
+    json_t *h;
+    json_array_foreach(json_object_get(body, "_blobs"), i, h) {
+        const char *x = json_string_value(h);
+        if (!x || !name_sha256_valid(x, strlen(x))) continue;
+        if (s->n == s->cap) {
+            s->cap = s->cap ? s->cap * 2 : 64;
+            s->v = xrealloc(s->v, s->cap * sizeof *s->v);
+        }
+        memcpy(s->v[s->n++], x, 65);
+    }
+}
 
 static void collect_blobs(struct snap_job *sj, const char *body, size_t len)
 {
     if (!body || !memmem(body, len, "\"_blobs\":", 9)) return;
     json_error_t je;
     json_t *v = json_loadb(body, len, 0, &je);
-    json_t *arr = v ? json_object_get(v, "_blobs") : NULL;
-    size_t i;
-    json_t *h;
-    json_array_foreach(arr, i, h) {
-        const char *x = json_string_value(h);
-        if (!x || strlen(x) != 64) continue;
-        if (sj->nblobs == sj->capblobs) {
-            sj->capblobs = sj->capblobs ? sj->capblobs * 2 : 64;
-            sj->blobs = xrealloc(sj->blobs, sj->capblobs * sizeof *sj->blobs);
-        }
-        memcpy(sj->blobs[sj->nblobs++], x, 65);
-    }
+    if (v) blob_set_add(&sj->blobs, v);
     json_decref(v);
 }
 
 static int cmp65(const void *a, const void *b) { return memcmp(a, b, 64); }
 
-static void blobs_finish(struct snap_job *sj)
+/* Sorted, without repeats, as a JSON array; the set is freed. */
+static void blob_set_finish(struct blob_set *s, struct buf *out)
 {
-    if (sj->nblobs) qsort(sj->blobs, sj->nblobs, sizeof *sj->blobs, cmp65);
-    buf_putc(&sj->blobs_json, '[');
-    for (size_t i = 0, k = 0; i < sj->nblobs; i++) {
-        if (i && !memcmp(sj->blobs[i], sj->blobs[i - 1], 64)) continue;
-        if (k++) buf_putc(&sj->blobs_json, ',');
-        json_str(&sj->blobs_json, sj->blobs[i], 64);
+    if (s->n) qsort(s->v, s->n, sizeof *s->v, cmp65);
+    buf_putc(out, '[');
+    for (size_t i = 0, k = 0; i < s->n; i++) {
+        if (i && !memcmp(s->v[i], s->v[i - 1], 64)) continue;
+        if (k++) buf_putc(out, ',');
+        json_str(out, s->v[i], 64);
     }
-    buf_putc(&sj->blobs_json, ']');
+    buf_putc(out, ']');
+    free(s->v);
+    memset(s, 0, sizeof *s);
 }
 
 /* Test hook: SNAPSYNC_TEST_SNAPSHOT_FAIL_AFTER=N makes every snapshot file
@@ -410,7 +419,7 @@ static void snap_work(struct job *j)
     }
     atomic_store(&sj->done, n);
     if (n != sj->entity_total) { fail_job(sj, "row count changed during the read"); goto out; }
-    blobs_finish(sj);
+    blob_set_finish(&sj->blobs, &sj->blobs_json);
     unsigned char md[32];
     unsigned int mdl = 32;
     EVP_DigestFinal_ex(g.md, md, &mdl);
@@ -475,7 +484,7 @@ static void snap_job_free(struct snap_job *sj)
 {
     buf_free(&sj->counts);
     buf_free(&sj->blobs_json);
-    free(sj->blobs);
+    free(sj->blobs.v);
     free(sj->note);
     free(sj);
 }
@@ -802,7 +811,6 @@ static void get_work(sqlite3 *db, struct read_job *rj)
     if (!row.found) read_fail(rj, 404, "not_found", "no snapshot %s in this space", rj->id);
     else buf_append(&rj->out, row.meta.data, row.meta.len);
     buf_free(&row.meta);
-    free(row.blobs);
 }
 
 static struct read_job *snap_read_job(struct http_req *r, struct space *sp)
@@ -1023,8 +1031,6 @@ static void retention(struct server *srv, const char *space, int64_t space_id, c
 static void dl_start(struct read_job *rj, struct http_req *r)
 {
     struct snap_row *row = rj->arg;
-    free(row->blobs);
-    row->blobs = NULL;
     if (!row->found) {
         http_send_error(r, 404, "not_found", NULL, "no snapshot %s in this space", rj->id);
         return;
@@ -1063,10 +1069,6 @@ static void row_work(sqlite3 *db, struct read_job *rj)
     rj->arg = row;
     if (row_load(db, rj->space_id, rj->id, row) < 0) read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
     buf_free(&row->meta);
-    if (rj->status) {                /* no done callback will run */
-        free(row->blobs);
-        row->blobs = NULL;
-    }                                /* else the done callback takes or frees row->blobs */
 }
 
 void api_snapshot_download(struct http_req *r)
@@ -1261,6 +1263,7 @@ int snap_verify_file(const char *path, struct snap_summary *sum, char *err, size
     size_t len;
     json_t *hdr = NULL, *counts = NULL, *seen = json_object();
     char prev_c[64] = "", prev_i[130] = "";
+    struct blob_set blobs = {0};
     int r = sr_line(&sr, &line, &len);
     if (r <= 0) {
         snprintf(err, errlen, "%s", r < 0 ? sr.errmsg : "the file is empty");
@@ -1308,6 +1311,7 @@ int snap_verify_file(const char *path, struct snap_summary *sum, char *err, size
         json_t *n = json_object_get(seen, e.collection);
         json_object_set_new(seen, e.collection, json_integer((n ? json_integer_value(n) : 0) + 1));
         sum->entity_total++;
+        blob_set_add(&blobs, e.body);
         json_decref(e.doc);
     }
     if (r < 0) {
@@ -1323,8 +1327,13 @@ int snap_verify_file(const char *path, struct snap_summary *sum, char *err, size
     sum->size_bytes = sr.compressed;
     sr_sha(&sr, sum->sha256);
     sum->counts_json = json_dumps(counts, JSON_COMPACT | JSON_SORT_KEYS);
+    struct buf bl;
+    buf_init(&bl);
+    blob_set_finish(&blobs, &bl);
+    sum->blobs_json = buf_steal(&bl, NULL);
     rc = 0;
 out:
+    free(blobs.v);
     json_decref(hdr);
     json_decref(seen);
     sr_close(&sr);
@@ -1411,6 +1420,7 @@ struct merge {
     /* per-collection delta, "the current state against the snapshot" */
     struct delta_coll *d;
     size_t nd;
+    struct blob_set *blobs;          /* non-NULL: collects the blobs every snapshot entity names */
 };
 
 static struct delta_coll *delta_for(struct merge *m, const char *c)
@@ -1470,6 +1480,7 @@ static int merge_run(const char *path, const char *want_sha, sqlite3 *db, int64_
         }
         if (dberr) { snprintf(err, errlen, "reading live entities failed: %s", sqlite3_errmsg(db)); goto out_e; }
         if (!have) break;
+        if (m->blobs) blob_set_add(m->blobs, e.body);
         size_t blen;
         struct json_err je;
         char *body = entity_canonical_value(e.body, &blen, &je);
@@ -1530,7 +1541,53 @@ struct preview_arg {
     char data_dir[1024];
     bool dry_run;
     uint64_t current_version;
+    char missing[800];               /* dry run: "missing":[...] of a restore that would be refused */
+    char missing_msg[200];
 };
+
+/* A dry run says what the restore would do: refuse it, too, when the
+ * snapshot names blobs the space does not have (verify_work). Returns the
+ * count missing, or -1 on an SQL error. */
+static int dry_run_blobs(sqlite3 *db, int64_t space_id, struct blob_set *set, struct preview_arg *pa)
+{
+    struct buf list;
+    buf_init(&list);
+    blob_set_finish(set, &list);
+    json_error_t je;
+    json_t *a = json_loads(list.data, 0, &je);
+    buf_free(&list);
+    sqlite3_stmt *q = NULL;
+    size_t i, ml = (size_t)snprintf(pa->missing, sizeof pa->missing, "\"missing\":[");
+    int n = 0;
+    json_t *h;
+    json_array_foreach(a, i, h) {
+        const char *x = json_string_value(h);
+        int in = blobs_in_space(db, &q, space_id, x);
+        if (in < 0) {
+            n = -1;
+            break;
+        }
+        if (in) continue;
+        if (!n) snprintf(pa->missing_msg, sizeof pa->missing_msg, "blob %s that the snapshot's entities name is not in this space", x);
+        if (ml + 70 < sizeof pa->missing)
+            ml += (size_t)snprintf(pa->missing + ml, sizeof pa->missing - ml, "%s\"%s\"", n ? "," : "", x);
+        n++;
+    }
+    snprintf(pa->missing + ml, sizeof pa->missing - ml, "]");
+    sqlite3_finalize(q);
+    json_decref(a);
+    return n;
+}
+
+static void dry_run_done(struct read_job *rj, struct http_req *r)
+{
+    struct preview_arg *pa = rj->arg;
+    if (pa->missing_msg[0])
+        http_send_error(r, 422, "missing_blob", pa->missing,
+                        "%s; a restore would be refused (upload those blobs to this space first)", pa->missing_msg);
+    else
+        http_send_json(r, 200, &rj->out);
+}
 
 static void preview_work(sqlite3 *db, struct read_job *rj)
 {
@@ -1548,8 +1605,16 @@ static void preview_work(sqlite3 *db, struct read_job *rj)
     char path[1200], err[200];
     snap_file(pa->data_dir, rj->id, false, path, sizeof path);
     struct merge m = {0};
+    struct blob_set blobs = {0};
+    if (pa->dry_run) m.blobs = &blobs;
     if (merge_run(path, pa->row.sha256, db, rj->space_id, &m, err, sizeof err) < 0) {
         read_fail(rj, 422, "snapshot_corrupt", "%s", err);
+        free(m.d);
+        free(blobs.v);
+        goto out;
+    }
+    if (pa->dry_run && dry_run_blobs(db, rj->space_id, &blobs, pa) < 0) {
+        read_fail(rj, 500, "storage_error", "reading the space's blobs failed");
         free(m.d);
         goto out;
     }
@@ -1578,7 +1643,6 @@ static void preview_work(sqlite3 *db, struct read_job *rj)
     free(m.d);
 out:
     buf_free(&pa->row.meta);
-    free(pa->row.blobs);
 }
 
 void api_snapshot_preview(struct http_req *r)
@@ -1596,7 +1660,6 @@ void api_snapshot_preview(struct http_req *r)
 
 struct restore {
     struct server *srv;
-    char *blobs;                     /* JSON array of referenced blobs */
     char data_dir[1024];
     char id[27], space[64], actor[32], remote[56], sha256[65], path[1200];
     int64_t space_id;
@@ -1613,7 +1676,6 @@ struct restore {
 
 static void restore_free(struct restore *rs)
 {
-    free(rs->blobs);
     free(rs);
 }
 
@@ -2009,10 +2071,17 @@ static void restore_after_pre(struct snap_job *sj, struct http_req *r)
 struct verify_job {
     struct job job;
     struct restore *rs;
-    int err;
+    int err;                         /* 1 corrupt, 2 blobs missing, 3 storage */
     char msg[200];
+    char missing[800];               /* err 2: "missing":[...] (JSON members) */
 };
 
+/* The file is checked whole, and every blob its entities name must be one
+ * this space references (uploaded to it or arrived by sync): a restore
+ * never makes an entity name a blob the space cannot show -- whether the
+ * snapshot was taken here or imported, whatever is on disk for other
+ * spaces. (The list comes from the file, not the row: an imported file is
+ * read here for the first time as a restore's source.) */
 static void verify_work(struct job *j)
 {
     struct verify_job *vj = container_of(j, struct verify_job, job);
@@ -2024,21 +2093,34 @@ static void verify_work(struct job *j)
     } else if (strcmp(sum.sha256, vj->rs->sha256) != 0) {
         vj->err = 1;
         snprintf(vj->msg, sizeof vj->msg, "the file's sha256 does not match the snapshot's (tampered or damaged)");
-    } else if (vj->rs->blobs) {
+    } else if (sum.blobs_json && strcmp(sum.blobs_json, "[]")) {
         json_error_t je;
-        json_t *a = json_loads(vj->rs->blobs, 0, &je);
-        size_t i, n = 0;
+        json_t *a = json_loads(sum.blobs_json, 0, &je);
+        sqlite3 *db = store_reader_get(j->srv->store);
+        sqlite3_stmt *q = NULL;
+        size_t i, n = 0, ml = (size_t)snprintf(vj->missing, sizeof vj->missing, "\"missing\":[");
         json_t *h;
+        if (!db) vj->err = 3;
         json_array_foreach(a, i, h) {
             const char *x = json_string_value(h);
-            if (x && !blob_exists(vj->rs->data_dir, x)) {
-                if (!n) snprintf(vj->msg, sizeof vj->msg, "blob %s that the snapshot references is gone", x);
-                n++;
+            int in = db ? blobs_in_space(db, &q, vj->rs->space_id, x) : -1;
+            if (in < 0) {
+                vj->err = 3;
+                break;
             }
+            if (in) continue;
+            if (!n) snprintf(vj->msg, sizeof vj->msg, "blob %s that the snapshot's entities name is not in this space", x);
+            if (ml + 70 < sizeof vj->missing) ml += (size_t)snprintf(vj->missing + ml, sizeof vj->missing - ml, "%s\"%s\"", n ? "," : "", x);
+            n++;
         }
+        sqlite3_finalize(q);
+        store_reader_put(j->srv->store, db);
         json_decref(a);
-        if (n) vj->err = 2;
+        snprintf(vj->missing + ml, sizeof vj->missing - ml, "]");
+        if (vj->err == 3) snprintf(vj->msg, sizeof vj->msg, "reading the space's blobs failed");
+        else if (n) vj->err = 2;
     }
+    free(sum.blobs_json);
 }
 
 static void verify_done(struct job *j, struct http_req *r)
@@ -2047,8 +2129,14 @@ static void verify_done(struct job *j, struct http_req *r)
     struct restore *rs = vj->rs;
     if (vj->err) {
         set_busy(rs->srv, rs->space, false);
-        if (r) http_send_error(r, 422, vj->err == 2 ? "missing_blob" : "snapshot_corrupt", NULL,
-                               "%s; nothing was changed", vj->msg);
+        if (r) {
+            if (vj->err == 3)
+                http_send_error(r, 500, "storage_error", NULL, "%s; nothing was changed", vj->msg);
+            else
+                http_send_error(r, 422, vj->err == 2 ? "missing_blob" : "snapshot_corrupt", vj->err == 2 ? vj->missing : NULL,
+                                "%s; nothing was changed%s", vj->msg,
+                                vj->err == 2 ? " (upload those blobs to this space, then restore)" : "");
+        }
         restore_free(rs);
     } else if (!r) {
         set_busy(rs->srv, rs->space, false);    /* the client left before anything changed */
@@ -2065,10 +2153,7 @@ static void verify_done(struct job *j, struct http_req *r)
 static void restore_row_loaded(struct read_job *rj, struct http_req *r)
 {
     struct snap_row *row = rj->arg;
-    char *blobs = row->blobs;        /* ours now: freed here or by the restore */
-    row->blobs = NULL;
     struct space *sp = spaces_get(r->srv, rj->space);
-    if (!row->found || strcmp(row->status, "completed") || !sp || sp->busy) free(blobs);
     if (!row->found) {
         http_send_error(r, 404, "not_found", NULL, "no snapshot %s in this space", rj->id);
         return;
@@ -2089,8 +2174,6 @@ static void restore_row_loaded(struct read_job *rj, struct http_req *r)
     snprintf(rs->actor, sizeof rs->actor, "%s", api_actor(r));
     if (r->conn) snprintf(rs->remote, sizeof rs->remote, "%s", r->client);
     snprintf(rs->sha256, sizeof rs->sha256, "%s", row->sha256);
-    rs->blobs = blobs;
-    blobs = NULL;
     snprintf(rs->data_dir, sizeof rs->data_dir, "%s", r->srv->cfg->data_dir);
     snap_file(r->srv->cfg->data_dir, rj->id, false, rs->path, sizeof rs->path);
     rs->space_id = rj->space_id;
@@ -2129,7 +2212,7 @@ void api_snapshot_restore(struct http_req *r)
         snprintf(pa->data_dir, sizeof pa->data_dir, "%s", r->srv->cfg->data_dir);
         pa->dry_run = true;
         rj->arg = pa;
-        read_submit(r, rj, preview_work, NULL);
+        read_submit(r, rj, preview_work, dry_run_done);
         return;
     }
     if (sp->busy) {
@@ -2189,6 +2272,7 @@ static void import_free(void *p)
     buf_free(&im->pending);
     buf_free(&im->writing);
     free(im->sum.counts_json);
+    free(im->sum.blobs_json);
     free(im);
 }
 
@@ -2260,8 +2344,9 @@ static int import_apply(struct wtx *tx, struct wop *op)
     sqlite3_stmt *st = wtx_stmt(tx,
                                 "INSERT INTO snapshots(id, space_id, space, kind, status, server_version, created_at,"
                                 " completed_at, entity_total, raw_bytes, size_bytes, sha256, level, created_by, note,"
-                                " entity_counts)"
-                                " VALUES (?1, ?2, ?3, 'imported', 'completed', ?4, ?5, ?13, ?6, ?7, ?8, ?9, ?14, ?10, ?11, ?12)");
+                                " entity_counts, blobs)"
+                                " VALUES (?1, ?2, ?3, 'imported', 'completed', ?4, ?5, ?13, ?6, ?7, ?8, ?9, ?14, ?10, ?11, ?12,"
+                                " ?15)");
     char note[200];
     snprintf(note, sizeof note, "imported from space %s (instance %s)", im->sum.space, im->sum.instance_id);
     sqlite3_bind_text(st, 1, im->id, -1, SQLITE_STATIC);
@@ -2278,6 +2363,7 @@ static int import_apply(struct wtx *tx, struct wop *op)
     sqlite3_bind_text(st, 10, im->actor, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 11, note, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 12, im->sum.counts_json ? im->sum.counts_json : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 15, im->sum.blobs_json ? im->sum.blobs_json : "[]", -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "recording the import failed");
     if (wtx_audit(tx, im->actor, "snapshot.create", im->space, im->id, "{\"kind\":\"imported\"}", im->remote) < 0)
         return wop_fail(op, 500, "storage_error", "audit failed");

@@ -170,6 +170,33 @@ static const char *const migrations[] = {
     "  failures INTEGER NOT NULL DEFAULT 0,"
     "  PRIMARY KEY (space_id, name)"
     ") WITHOUT ROWID;",
+    /* 6: blobs belong to spaces. The bytes stay shared on disk; a space sees
+     * a blob only through a reference. An existing database gets one for
+     * every blob a space's data names in "_blobs": its live entities, its
+     * conflict records, its completed snapshots (so they stay restorable).
+     * A blob nothing names belongs to no space: blobs_recover removes it. */
+    "CREATE TABLE space_blobs ("
+    "  sha256 TEXT NOT NULL,"
+    "  space_id INTEGER NOT NULL,"
+    "  PRIMARY KEY (sha256, space_id)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX space_blobs_space ON space_blobs(space_id, sha256);"
+    "CREATE TEMP TABLE named (space_id INTEGER, list TEXT);"
+    "INSERT INTO named SELECT space_id, body FROM entities"
+    "  WHERE deleted = 0 AND body IS NOT NULL AND instr(body, '\"_blobs\":') > 0;"
+    "INSERT INTO named SELECT space_id, conflicting_body FROM conflicts"
+    "  WHERE conflicting_body IS NOT NULL AND instr(conflicting_body, '\"_blobs\":') > 0;"
+    /* a snapshot's blobs column is the list itself: wrap it like a body */
+    "INSERT INTO named SELECT space_id, '{\"_blobs\":' || blobs || '}' FROM snapshots"
+    "  WHERE status = 'completed' AND blobs <> '[]';"
+    /* CASE: json_each is never handed text that is not a JSON array */
+    "INSERT OR IGNORE INTO space_blobs(sha256, space_id)"
+    "  SELECT j.value, n.space_id FROM named n, json_each(CASE WHEN json_valid(n.list) THEN"
+    "    CASE WHEN json_type(n.list, '$._blobs') = 'array' THEN json_extract(n.list, '$._blobs') ELSE '[]' END"
+    "    ELSE '[]' END) j"
+    "  WHERE j.type = 'text' AND length(j.value) = 64 AND j.value NOT GLOB '*[^0-9a-f]*'"
+    "    AND n.space_id IN (SELECT id FROM spaces);"
+    "DROP TABLE named;",
 };
 
 int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,

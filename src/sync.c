@@ -423,12 +423,20 @@ static void finish(struct sync_job *j, int http, const char *error_fmt, ...)
 /* ---- blobs: only the missing ones move, before the entities ------------- */
 
 /* Blob transfers run on a threadpool thread (never the loop): the blobs a
- * page's entities reference that the receiving side lacks, file to file
+ * page's entities reference that the receiving space lacks, file to file
  * with a blocking curl easy handle, so memory stays flat whatever the
- * blob's size. */
+ * blob's size. "Lacks" is per space on both sides: a push asks the peer's
+ * space (POST /blobs/missing), a pull asks our space's references -- a blob
+ * whose bytes are on disk here for another space still comes from the peer,
+ * since the bytes are what entitles a space to a blob. */
 struct blob_xfer {
     char url[600], token[128], data_dir[1024];     /* in */
+    char owner[32];                                 /* in: the job's id, for blob pins */
+    struct server *srv;                             /* in: its store and blob pins */
+    int64_t space_id;                               /* in: our space */
     uint64_t moved, bytes;                          /* out */
+    char (*pinned)[65];                             /* out: placed by a pull, pinned until */
+    size_t npinned;                                 /*      the page is applied or dropped */
     char err[300];
 };
 
@@ -464,18 +472,44 @@ static CURL *easy_for(const struct blob_xfer *bj, const char *url, struct curl_s
     return e;
 }
 
-/* pull: fetch the ones this server lacks */
+/* pull: fetch the ones our space lacks. Each is hash-checked, put in place
+ * and pinned; pull_apply references them in the page's transaction. */
 static void blobs_fetch(struct blob_xfer *bj, char (*hashes)[65], size_t nh)
 {
-    for (size_t i = 0; i < nh; i++) {
+    bool *have = xcalloc(nh + 1, sizeof *have);
+    sqlite3 *db = store_reader_get(bj->srv->store);
+    sqlite3_stmt *q = NULL;
+    for (size_t i = 0; db && i < nh; i++) {
+        /* fetched by an earlier page of this job, not yet applied: the
+         * bytes came from the same peer space; this page pins them too.
+         * (Checked before the references: once that page is applied and
+         * unpinned, the reference is there to be read.) */
+        if (blob_pin_owned(bj->srv, hashes[i], bj->owner)) {
+            if (bj->npinned % 16 == 0) bj->pinned = xrealloc(bj->pinned, (bj->npinned + 16) * sizeof *bj->pinned);
+            memcpy(bj->pinned[bj->npinned++], hashes[i], 65);
+            have[i] = true;
+            continue;
+        }
+        int in = blobs_in_space(db, &q, bj->space_id, hashes[i]);
+        if (in < 0) {
+            snprintf(bj->err, sizeof bj->err, "reading the space's blobs failed");
+            break;
+        }
+        have[i] = in == 1;
+    }
+    sqlite3_finalize(q);
+    store_reader_put(bj->srv->store, db);
+    if (!db) snprintf(bj->err, sizeof bj->err, "reading the space's blobs failed: no database connection");
+    for (size_t i = 0; !bj->err[0] && i < nh; i++) {
         const char *h = hashes[i];
         {
-            if (blob_exists(bj->data_dir, h)) continue;
-            char url[800], tmp[1200], path[1200], dir[1200];
+            if (have[i]) continue;
+            char url[800], tmp[1200], dir[1200];
             snprintf(url, sizeof url, "%s/blobs/%s", bj->url, h);
-            blob_path(bj->data_dir, h, path, sizeof path);
             snprintf(dir, sizeof dir, "%s/blobs/%.2s", bj->data_dir, h);
-            snprintf(tmp, sizeof tmp, "%s/blobs/tmp/sync-%s.tmp", bj->data_dir, h);
+            char rnd[27];
+            ulid_make(rnd, now_ms_wall());
+            snprintf(tmp, sizeof tmp, "%s/blobs/tmp/sync-%s.tmp", bj->data_dir, rnd);
             char tdir[1100];
             snprintf(tdir, sizeof tdir, "%s/blobs/tmp", bj->data_dir);
             mkdir_p(dir, 0700);
@@ -512,15 +546,28 @@ static void blobs_fetch(struct blob_xfer *bj, char (*hashes)[65], size_t nh)
                 EVP_MD_CTX_free(md);
                 hex_encode(got, d, 32);
             }
-            if (!ok || strcmp(got, h) || rename(tmp, path) < 0) {
+            int placed = ok && !strcmp(got, h) ? blob_place(bj->srv, tmp, h, bj->owner) : -1;
+            if (placed < 0) {
                 unlink(tmp);
                 snprintf(bj->err, sizeof bj->err, "fetching blob %.16s… from the peer failed (%s, HTTP %ld%s)", h,
                          rc == CURLE_OK ? "ok" : curl_easy_strerror(rc), code, ok && strcmp(got, h) ? ", hash mismatch" : "");
-                return;
+                break;
             }
+            if (bj->npinned % 16 == 0) bj->pinned = xrealloc(bj->pinned, (bj->npinned + 16) * sizeof *bj->pinned);
+            memcpy(bj->pinned[bj->npinned++], h, 65);
             bj->moved++;
         }
     }
+    free(have);
+}
+
+/* Loop: the page's references are committed, or will never be. */
+static void blob_xfer_release(struct blob_xfer *bj)
+{
+    for (size_t i = 0; i < bj->npinned; i++) blob_unpin(bj->srv, bj->pinned[i]);
+    free(bj->pinned);
+    bj->pinned = NULL;
+    bj->npinned = 0;
 }
 
 /* push: ask which the peer lacks, send those */
@@ -726,6 +773,9 @@ static void blob_xfer_init(struct blob_xfer *x, const struct sync_job *j)
     url_for(j, "", x->url, sizeof x->url);
     snprintf(x->token, sizeof x->token, "%s", j->token);
     snprintf(x->data_dir, sizeof x->data_dir, "%s", j->srv->cfg->data_dir);
+    x->srv = j->srv;
+    x->space_id = j->space_id;
+    snprintf(x->owner, sizeof x->owner, "%s", j->id);
 }
 
 /* -- checkpoints (read on the threadpool) -- */
@@ -815,6 +865,7 @@ struct pull_page {
     struct blob_xfer xfer;
     /* writer: copies of the job's identity, and the counts */
     char peer_instance[27], peer_uid[27], peer_url[512], peer_space[64], space[64];
+    int64_t space_id;                /* the space whose references the blob job checked */
     struct rep_counts cnt;
 };
 
@@ -859,6 +910,7 @@ static bool pull_stopping(const struct sync_job *j)
 
 static void pull_page_free(struct pull_page *p)
 {
+    blob_xfer_release(&p->xfer);
     rep_batch_free(&p->batch);
     free(p->raw);
     free(p);
@@ -890,7 +942,13 @@ static int pull_apply(struct wtx *tx, struct wop *op)
 {
     struct pull_page *p = container_of(op, struct pull_page, op);
     struct space_stats *sp = wtx_space(tx, p->space);
-    if (!sp) return wop_fail(op, 404, "space_not_found", "the local space is gone");
+    if (!sp || sp->id != p->space_id) return wop_fail(op, 404, "space_not_found", "the local space is gone");
+    /* the blobs the page names arrived by sync: each was referenced here
+     * already or fetched from the peer's space and hash-checked (else the
+     * page never gets here), so the space references them now */
+    for (size_t k = 0; k < p->batch.nblobs; k++)
+        if (blobs_ref_add(tx, sp->id, p->batch.blobs[k], NULL) < 0)
+            return wop_fail(op, 500, "storage_error", "recording the page's blobs failed");
     if (p->check_cp) {
         sqlite3_stmt *st = wtx_stmt(tx, SQL_CHECKPOINT_GET);
         sqlite3_bind_int64(st, 1, sp->id);
@@ -1092,6 +1150,7 @@ static void on_pull_page(void *arg, const struct peer_result *res)
     snprintf(p->peer_url, sizeof p->peer_url, "%s", j->peer_url);
     snprintf(p->peer_space, sizeof p->peer_space, "%s", j->peer_space);
     snprintf(p->space, sizeof p->space, "%s", j->space);
+    p->space_id = j->space_id;
     blob_xfer_init(&p->xfer, j);
     p->tail_ok = p->raw && tail_scan(p->raw, p->raw_len, &p->tail_last, &p->tail_more);
     if (p->tail_ok && (p->tail_last < p->since || (p->tail_more && p->tail_last == p->since)))

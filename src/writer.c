@@ -22,6 +22,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "blobs.h"
 #include "http.h"
 #include "log.h"
 #include "server.h"
@@ -233,9 +234,11 @@ static const char SQL_SPACE_DEL_JOBS[] = "DELETE FROM sync_jobs WHERE space = ?"
  * the space. Sync checkpoints would make the new, empty space skip
  * everything its peers had sent to the old one; persistent peers would go on
  * syncing it; snapshots would be listed (and restorable) in it; its sync job
- * history would be the old one's. The ids of the deleted snapshots are
- * appended to snap_ids (NUL after each): their files go once this commits. */
-int wtx_space_delete(struct wtx *tx, struct space_stats *sp, struct buf *snap_ids)
+ * history would be the old one's; its blob references would show the new
+ * space the old one's files. The ids of the deleted snapshots are appended
+ * to snap_ids (NUL after each), and the blobs no other space references to
+ * blobs_gone (64 hex digits each): their files go once this commits. */
+int wtx_space_delete(struct wtx *tx, struct space_stats *sp, struct buf *snap_ids, struct buf *blobs_gone)
 {
     sqlite3_stmt *st = wtx_stmt(tx, SQL_SPACE_SNAP_IDS);
     sqlite3_bind_int64(st, 1, sp->id);
@@ -246,6 +249,7 @@ int wtx_space_delete(struct wtx *tx, struct space_stats *sp, struct buf *snap_id
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return -1;
+    if (blobs_space_drop(tx, sp->id, blobs_gone) < 0) return -1;
     const char *sqls[] = {SQL_SPACE_DEL_ENT, SQL_SPACE_DEL_CONF, SQL_SPACE_DEL_CKPT, SQL_SPACE_DEL_PEERS,
                           SQL_SPACE_DEL_SNAPS, SQL_SPACE_DEL};
     for (size_t i = 0; i < ARRAY_SIZE(sqls); i++) {
