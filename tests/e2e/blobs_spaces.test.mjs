@@ -268,7 +268,7 @@ test('a pull does not give a space a blob by its name: a peer that names a blob 
   await new Promise((r) => fake.listen(0, '127.0.0.1', r));
   t.after(() => new Promise((r) => fake.close(r)));
   const r = await startSync(A, 'alpha', null, { direction: 'pull', peerUrl: `http://127.0.0.1:${fake.address().port}`, token: 'x' });
-  assert.equal(r.status, 200, r.text);
+  assert.equal(r.status, 502, r.text);   // a wait job whose peer failed
   assert.equal(r.body.status, 'failed', `the pull must fail: ${r.text}`);
   assert.match(r.body.error, /blob/, r.text);
   assert.equal(blobGets.length, 1, 'the bytes were asked for although they are on disk here');
