@@ -30,6 +30,12 @@
 #include "log.h"
 #include "names.h"
 
+/* llhttp.c holds a loose and a strict parser; only the strict one is
+ * acceptable (docs/http.md). subprojects/llhttp/meson.build selects it. */
+#if !LLHTTP_STRICT_MODE
+#error "llhttp must be built with LLHTTP_STRICT_MODE=1 (see subprojects/llhttp/meson.build)"
+#endif
+
 #define REQ_FREELIST_MAX 64
 #define HEAD_STACK 2048
 

@@ -88,6 +88,15 @@ int main(void)
     CHECK(err != HPE_OK && err != HPE_PAUSED);
     http_req_unref(r);
 
+    /* llhttp's strict build: the loose one takes any two bytes after chunk
+     * data as the CRLF, and a tab inside the request target */
+    r = parse("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{\"a\":1}XX0\r\n\r\n", &err);
+    CHECK_INT(err, HPE_STRICT);
+    http_req_unref(r);
+    r = parse("GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n", &err);
+    CHECK_INT(err, HPE_INVALID_URL);
+    http_req_unref(r);
+
     /* header limit */
     cfg.max_header_bytes = 1024;
     char big[2048];
