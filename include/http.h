@@ -20,6 +20,7 @@
 #include "util.h"
 
 #define HTTP_MAX_HEADERS 100
+#define HTTP_MAX_CHUNK_EXT 16384     /* chunk extension bytes per request */
 #define HTTP_GZIP_MIN 1024           /* compress JSON bodies from this size */
 
 struct key;
@@ -50,6 +51,15 @@ struct http_req {
     struct http_hdr hdrs[HTTP_MAX_HEADERS];
     int nhdrs;
     uint64_t head_bytes;
+    /* parser checks llhttp leaves to us (http.c, "strictness") */
+    const char *scan_at;            /* raw bytes up to here are checked for obs-fold */
+    uint32_t scan_gen;              /* ...in the input piece conn->feed_gen */
+    bool scan_on;                   /* inside a header or trailer section */
+    bool scan_restart;              /* start at the next span (trailers) */
+    bool scan_lf;                   /* the last raw byte checked was LF */
+    bool in_trailers;
+    uint32_t field_len;             /* bytes of the header name being read */
+    uint64_t chunk_ext_bytes;       /* chunk extensions seen (bounded) */
     /* after headers: views into head (stable: head is not appended to again) */
     const char *path, *query;
     size_t path_len, query_len;
@@ -141,6 +151,10 @@ void http_req_unref(struct http_req *r);
 
 /* For server.c */
 extern const llhttp_settings_t http_parser_settings;
+/* Feeds one piece of input to c's parser: llhttp_execute plus the RFC 9112
+ * checks that need the raw bytes (obs-fold). Returns llhttp's result, or
+ * HPE_USER with c->req->early_status set when a check failed. */
+llhttp_errno_t http_parse(struct conn *c, const char *data, size_t len);
 struct http_req *http_req_new(struct conn *c);
 void http_dispatch(struct http_req *r);
 void http_on_write_drained(struct conn *c);

@@ -62,6 +62,8 @@ struct conn {
     char *pending;               /* input received while a request is handled */
     uint32_t pending_len, pending_off;
     uint32_t nrequests;
+    const char *feed_lo;         /* the input piece llhttp is parsing (http_parse) */
+    uint32_t feed_gen;           /* counts those pieces */
     uint8_t state;               /* enum conn_state */
     uint8_t tkind;               /* enum timeout_kind */
     unsigned reading : 1;        /* uv_read_start active */

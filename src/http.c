@@ -17,6 +17,7 @@
  */
 #include "http.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,11 +193,81 @@ static int on_message_begin(llhttp_t *p)
     return 0;
 }
 
+static void early(struct http_req *r, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
+
+/* ---- what llhttp leaves to its user -------------------------------------
+ *
+ * llhttp's strict build rejects bare CR or LF, junk after chunk data, bad
+ * tokens and conflicting framing, but by design lets through a few things
+ * RFC 9112 asks the server to refuse: obs-fold (a header line continued on
+ * the next line after SP or HTAB, §5.2), empty header names, HTTP/0.9 and
+ * versions other than 1.x, a missing, repeated or malformed Host (§3.2),
+ * Transfer-Encoding in HTTP/1.0 or with codings other than chunked (§6.1).
+ * Those checks live here; each failure answers 400 (505, 501 where the RFC
+ * names those) and closes.
+ *
+ * obs-fold cannot be seen in llhttp's callbacks (the CRLF SP is dropped and
+ * the value goes on as if nothing happened), so the raw bytes of the header
+ * and trailer sections are checked as they pass: every header callback
+ * checks the input from where the last one stopped up to the end of its
+ * span, and http_parse() checks the rest of each input piece, so a fold
+ * split across two reads is still seen. The sections hold a few KiB at most
+ * and each byte is looked at once. */
+
+static bool fold_check(struct http_req *r, const char *from, const char *to)
+{
+    for (const char *q = from; q < to; q++) {
+        if (r->scan_lf && (*q == ' ' || *q == '\t')) {
+            early(r, 400, "bad_request", "malformed HTTP request: obsolete line folding (obs-fold) in a header");
+            return false;
+        }
+        r->scan_lf = *q == '\n';
+    }
+    return true;
+}
+
+/* Checks the raw input up to the end of the span [at, at+len). */
+static int fold_scan(struct conn *c, struct http_req *r, const char *at, size_t len)
+{
+    const char *from;
+    if (r->scan_restart) {
+        r->scan_restart = false;
+        r->scan_lf = false;
+        from = at;
+    } else {
+        from = r->scan_gen == c->feed_gen ? r->scan_at : c->feed_lo;
+    }
+    if (!fold_check(r, from, at + len)) return HPE_USER;
+    r->scan_at = at + len;
+    r->scan_gen = c->feed_gen;
+    return 0;
+}
+
+llhttp_errno_t http_parse(struct conn *c, const char *data, size_t len)
+{
+    c->feed_lo = data;
+    c->feed_gen++;
+    llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+    struct http_req *r = c->req;
+    /* the unchecked end of a piece that ended inside a header section */
+    if (err == HPE_OK && r && r->scan_on && !r->scan_restart) {
+        const char *from = r->scan_gen == c->feed_gen ? r->scan_at : data;
+        if (!fold_check(r, from, data + len)) return HPE_USER;
+    }
+    return err;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
-    struct http_req *r = ((struct conn *)p->data)->req;
+    struct conn *c = p->data;
+    struct http_req *r = c->req;
     if (limit_headers(r, len)) return HPE_USER;
-    if (r->url_len == 0) r->url_off = (uint32_t)r->head.len;
+    if (r->url_len == 0) {
+        r->url_off = (uint32_t)r->head.len;
+        r->scan_on = true;
+        r->scan_restart = true;
+    }
+    if (fold_scan(c, r, at, len)) return HPE_USER;
     buf_append(&r->head, at, len);
     r->url_len += (uint32_t)len;
     return 0;
@@ -211,13 +282,19 @@ static bool is_tchar(unsigned char c)
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static void early(struct http_req *r, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
-
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
-    struct http_req *r = ((struct conn *)p->data)->req;
+    struct conn *c = p->data;
+    struct http_req *r = c->req;
     if (limit_headers(r, len + 4)) return HPE_USER;
-    if (headers_done(r)) return 0;                  /* trailers: ignored */
+    if (headers_done(r) && !r->in_trailers) {       /* the first trailer */
+        r->in_trailers = true;
+        r->scan_on = true;
+        r->scan_restart = true;
+    }
+    if (fold_scan(c, r, at, len)) return HPE_USER;
+    r->field_len += (uint32_t)len;
+    if (headers_done(r)) return 0;                  /* trailers: checked, then ignored */
     if (!r->in_field) {
         if (r->nhdrs == HTTP_MAX_HEADERS) {
             r->early_status = 431;
@@ -243,10 +320,23 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static int on_header_value(llhttp_t *p, const char *at, size_t len)
+static int on_header_field_complete(llhttp_t *p)
 {
     struct http_req *r = ((struct conn *)p->data)->req;
+    if (r->field_len == 0) {
+        early(r, 400, "bad_request", "malformed HTTP request: empty header name");
+        return HPE_USER;
+    }
+    r->field_len = 0;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    struct http_req *r = c->req;
     if (limit_headers(r, len)) return HPE_USER;
+    if (fold_scan(c, r, at, len)) return HPE_USER;
     if (headers_done(r)) return 0;
     struct http_hdr *h = &r->hdrs[r->nhdrs - 1];
     if (r->in_field) {
@@ -310,6 +400,112 @@ static void client_addr(struct http_req *r)
     }
 }
 
+/* RFC 3986 authority without userinfo: uri-host [ ":" port ]. Empty is
+ * allowed (RFC 9112 §3.2: a target without an authority). */
+static bool host_valid(const char *v, size_t len)
+{
+    size_t i = 0;
+    if (len && v[0] == '[') {                       /* IP-literal */
+        for (i = 1; i < len && v[i] != ']'; i++)
+            if (!isxdigit((unsigned char)v[i]) && !strchr(":.vV", v[i])) return false;
+        if (i == len || i == 1) return false;
+        i++;
+    } else {
+        for (; i < len && v[i] != ':'; i++) {
+            unsigned char ch = (unsigned char)v[i];
+            if (isalnum(ch) || strchr("-._~!$&'()*+,;=", ch)) continue;
+            if (ch == '%' && i + 2 < len && isxdigit((unsigned char)v[i + 1]) && isxdigit((unsigned char)v[i + 2])) {
+                i += 2;
+                continue;
+            }
+            return false;
+        }
+    }
+    if (i == len) return true;
+    if (v[i] != ':' || len - i - 1 > 5) return false;
+    for (i++; i < len; i++)
+        if (!isdigit((unsigned char)v[i])) return false;
+    return true;
+}
+
+/* The request checks of RFC 9112 that llhttp leaves to its user (see
+ * "what llhttp leaves to its user" above). Returns false with early_*
+ * set; the caller then answers and closes. */
+static bool request_valid(struct http_req *r, llhttp_t *p)
+{
+    int major = llhttp_get_http_major(p), minor = llhttp_get_http_minor(p);
+    if (major == 0) {
+        early(r, 400, "bad_request", "malformed HTTP request: HTTP/0.9 is not supported");
+        return false;
+    }
+    if (major != 1 || minor > 1) {
+        early(r, 505, "http_version_not_supported", "HTTP/%d.%d is not supported; use HTTP/1.1", major, minor);
+        return false;
+    }
+    /* request-target forms (§3.2): origin, absolute, asterisk (OPTIONS),
+     * authority (CONNECT) */
+    const char *url = r->head.data + r->url_off;
+    size_t ulen = r->url_len;
+    bool absolute = (ulen > 7 && strncasecmp(url, "http://", 7) == 0) || (ulen > 8 && strncasecmp(url, "https://", 8) == 0);
+    bool ok = (ulen && url[0] == '/') || absolute || (r->method == HTTP_OPTIONS && ulen == 1 && url[0] == '*') ||
+              r->method == HTTP_CONNECT;
+    if (!ok) {
+        early(r, 400, "bad_request", "malformed HTTP request: the request target must be a path (\"/...\") or an absolute URL");
+        return false;
+    }
+    int hosts = 0, host_i = -1;
+    bool te = false;
+    for (int i = 0; i < r->nhdrs; i++) {
+        const struct http_hdr *h = &r->hdrs[i];
+        const char *name = r->head.data + h->name_off;
+        if (str_ieq(name, h->name_len, "Host")) {
+            hosts++;
+            host_i = i;
+        } else if (str_ieq(name, h->name_len, "Transfer-Encoding")) {
+            te = true;
+            /* every coding must be chunked: llhttp already refuses a list
+             * whose last one is not, and chunked twice */
+            const char *v = r->head.data + h->value_off, *e = v + h->value_len;
+            while (v < e) {
+                const char *comma = memchr(v, ',', (size_t)(e - v));
+                const char *a = v, *b = comma ? comma : e;
+                while (a < b && (*a == ' ' || *a == '\t')) a++;
+                while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
+                if (b > a && !str_ieq(a, (size_t)(b - a), "chunked")) {
+                    early(r, 501, "not_implemented", "transfer coding '%.*s' is not supported (only chunked)",
+                          (int)MIN(b - a, 40), a);
+                    return false;
+                }
+                v = comma ? comma + 1 : e;
+            }
+        }
+    }
+    if (te && minor == 0) {
+        early(r, 400, "bad_request", "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request");
+        return false;
+    }
+    if (hosts == 0 && minor == 1) {
+        early(r, 400, "bad_request", "malformed HTTP request: an HTTP/1.1 request needs a Host header");
+        return false;
+    }
+    if (hosts > 1) {
+        early(r, 400, "bad_request", "malformed HTTP request: more than one Host header");
+        return false;
+    }
+    if (hosts == 1) {
+        const struct http_hdr *h = &r->hdrs[host_i];
+        const char *v = r->head.data + h->value_off;
+        size_t vl = h->value_len;
+        while (vl && (*v == ' ' || *v == '\t')) { v++; vl--; }
+        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
+        if (!host_valid(v, vl)) {
+            early(r, 400, "bad_request", "malformed HTTP request: invalid Host header");
+            return false;
+        }
+    }
+    return true;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct conn *c = p->data;
@@ -320,18 +516,29 @@ static int on_headers_complete(llhttp_t *p)
     const char *v;
 
     r->in_field = false;
+    r->scan_on = false;
     r->method = llhttp_get_method(p);
     r->keepalive = llhttp_should_keep_alive(p);
     if (!r->keepalive) c->close_after = 1;
     r->head_only = r->method == HTTP_HEAD;
+    /* no protocol switches here: Upgrade is ignored (RFC 9110 §7.8) and
+     * CONNECT answered like any unknown route, then the connection closes
+     * (the client meant to send something that is not HTTP after it) */
+    p->upgrade = 0;
+    if (r->method == HTTP_CONNECT) c->close_after = 1;
+
+    if (!r->head.data) buf_putc(&r->head, '\0');  /* HTTP/0.9 "GET\r\n": no URL */
+    bool valid = request_valid(r, p);
 
     /* URL: origin-form "/path?query", or absolute-form "http://host/path" */
-    const char *url = r->head.data ? r->head.data + r->url_off : "";
+    const char *url = r->head.data + r->url_off;
     size_t ulen = r->url_len;
-    if (ulen > 7 && (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0)) {
-        const char *s = memchr(url + 8, '/', ulen - 8);
-        if (s) { ulen -= (size_t)(s - url); url = s; }
-        else { url = "/"; ulen = 1; }
+    size_t scheme = ulen > 7 && strncasecmp(url, "http://", 7) == 0 ? 7 : ulen > 8 && strncasecmp(url, "https://", 8) == 0 ? 8 : 0;
+    if (scheme) {
+        const char *s = url + scheme;
+        while (s < url + ulen && *s != '/' && *s != '?') s++;
+        ulen -= (size_t)(s - url);
+        url = s;
     }
     const char *qm = memchr(url, '?', ulen);
     r->path = url;
@@ -349,14 +556,16 @@ static int on_headers_complete(llhttp_t *p)
     } else {
         server_request_id(srv, r->rid);
     }
+    if (!valid) return -1;                          /* answer now, close */
     v = http_header(r, "Accept-Encoding", &vlen);
     r->accept_gzip = v && header_has_token(v, vlen, "gzip");
 
     bool has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
     v = http_header(r, "Expect", &vlen);
     if (v) {
-        if (str_ieq(v, vlen, "100-continue") && llhttp_get_http_minor(p) >= 1 && llhttp_get_http_major(p) == 1)
-            r->expect_continue = has_body;
+        /* an HTTP/1.0 client cannot mean 100-continue: ignored (RFC 9110 §10.1.1) */
+        if (str_ieq(v, vlen, "100-continue"))
+            r->expect_continue = has_body && llhttp_get_http_minor(p) >= 1;
         else
             early(r, 417, "expectation_failed", "only 'Expect: 100-continue' is supported");
     }
@@ -451,6 +660,20 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* Chunk extensions are parsed by llhttp and ignored here; their total is
+ * bounded, or a client could stream them forever without a body byte. */
+static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
+{
+    UNUSED(at);
+    struct http_req *r = ((struct conn *)p->data)->req;
+    r->chunk_ext_bytes += len;
+    if (r->chunk_ext_bytes > HTTP_MAX_CHUNK_EXT) {
+        early(r, 400, "bad_request", "malformed HTTP request: chunk extensions exceed %d bytes", HTTP_MAX_CHUNK_EXT);
+        return HPE_USER;
+    }
+    return 0;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     UNUSED(p);
@@ -461,9 +684,12 @@ const llhttp_settings_t http_parser_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_chunk_extension_name = on_chunk_extension,
+    .on_chunk_extension_value = on_chunk_extension,
     .on_message_complete = on_message_complete,
 };
 
@@ -656,6 +882,7 @@ const char *http_status_text(int status)
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
 }

@@ -273,7 +273,7 @@ static void conn_feed(struct conn *c, const char *data, size_t len)
     while (len > 0) {
         if (c->state != CONN_IDLE && c->state != CONN_HEADERS && c->state != CONN_BODY) break;
         if (c->wait_drain) break;
-        llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+        llhttp_errno_t err = http_parse(c, data, len);
         if (err == HPE_OK) {
             len = 0;
             break;
@@ -289,7 +289,8 @@ static void conn_feed(struct conn *c, const char *data, size_t len)
         /* parse error, or a limit a callback enforced */
         c->srv->stats.parse_errors++;
         struct http_req *r = c->req;
-        if (r && r->early_status && (err == HPE_USER || err == HPE_CB_HEADERS_COMPLETE))
+        if (r && r->early_status &&
+            (err == HPE_USER || err == HPE_CB_HEADERS_COMPLETE || err == HPE_CB_HEADER_FIELD_COMPLETE))
             http_reject(c, r->early_status, r->early_code, r->early_msg);
         else {
             char msg[160];
