@@ -146,6 +146,14 @@ void http_stream_end(struct http_req *r);
 /* Streaming request bodies: resume after on_body returned 1. */
 void http_body_resume(struct http_req *r);
 
+/* The request target as the access log shows it: path (plen bytes) and,
+ * when query is not NULL, "?" and the query, with every value that looks
+ * like a secret (a snapsync token, a long random-looking string, a value
+ * under a name such as token or password), in any parameter of the query,
+ * any ";param" of the path, percent-encoded or not, replaced by REDACTED;
+ * path segments lose only snapsync tokens. Appended to out. Any thread. */
+void http_redact_target(struct buf *out, const char *path, size_t plen, const char *query, size_t qlen);
+
 void http_req_ref(struct http_req *r);
 void http_req_unref(struct http_req *r);
 

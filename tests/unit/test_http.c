@@ -73,6 +73,69 @@ static void check_accepted(const char *text, const char *what)
     }
 }
 
+/* http_redact_target() of target (split at its first '?') */
+static void check_redact(const char *target, const char *want)
+{
+    struct buf b;
+    buf_init(&b);
+    const char *qm = strchr(target, '?');
+    size_t plen = qm ? (size_t)(qm - target) : strlen(target);
+    http_redact_target(&b, target, plen, qm ? qm + 1 : NULL, qm ? strlen(qm + 1) : 0);
+    buf_putc(&b, '\0');
+    CHECK_STR(b.data, want);
+    buf_free(&b);
+}
+
+static void test_redaction(void)
+{
+    const char *tok = "sst_Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo";   /* 4 + 43 */
+    char in[1024], want[1024];
+#define R(fmt_in, fmt_want) do { snprintf(in, sizeof in, fmt_in, tok); snprintf(want, sizeof want, "%s", fmt_want); \
+    check_redact(in, want); } while (0)
+    /* whatever the name */
+    R("/api/v1/events?access_token=%s", "/api/v1/events?access_token=REDACTED");
+    R("/api/v1/events?Access_Token=%s&x=1", "/api/v1/events?Access_Token=REDACTED&x=1");
+    R("/api/v1/events?access%%5Ftoken=%s", "/api/v1/events?access%5Ftoken=REDACTED");
+    R("/api/v1/events?q=%s", "/api/v1/events?q=REDACTED");
+    R("/api/v1/events?%s", "/api/v1/events?REDACTED");
+    R("/api/v1/events?%s=1", "/api/v1/events?REDACTED=REDACTED");
+    R("/api/v1/events?a=1;b=%s", "/api/v1/events?a=1;b=REDACTED");
+    R("/api/v1/events?q=Bearer+%s", "/api/v1/events?q=REDACTED");
+    /* path parameters and path segments */
+    R("/api/v1/events;access_token=%s", "/api/v1/events;access_token=REDACTED");
+    R("/api/v1/spaces/a;x=1;q=%s/changes", "/api/v1/spaces/a;x=1;q=REDACTED/changes");
+    R("/api/v1/%s/x", "/api/v1/REDACTED/x");
+    /* percent-encoded, once and twice */
+    check_redact("/e?q=%73%73%74%5FZm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo", "/e?q=REDACTED");
+    check_redact("/e?q=%2573st_Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo", "/e?q=REDACTED");
+    check_redact("/e;t=%2573st%255FZm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo", "/e;t=REDACTED");
+    /* a token cut short is still most of a token */
+    check_redact("/e?q=sst_Zm9vYmFyYmF6cXV4", "/e?q=REDACTED");
+    /* other long random-looking values */
+    check_redact("/e?sig=eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIn0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+                 "/e?sig=REDACTED");
+    check_redact("/e?x=ghp_16C7e42F292c6912E7710c838347Ae178B4a", "/e?x=REDACTED");
+    check_redact("/e?x=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "/e?x=REDACTED");
+    check_redact("/e?x=k3j5h2g8f7d6s5a4q1w2e3r4t5y6", "/e?x=REDACTED");
+    check_redact("/e?x=AKIAIOSFODNN7EXAMPLEwJalrXUtnFEMI", "/e?x=REDACTED");
+    /* names that announce a secret, whatever the value */
+    check_redact("/e?password=hunter2&API_KEY=1&sessionid=2&key=3", "/e?password=REDACTED&API_KEY=REDACTED&sessionid=REDACTED&key=REDACTED");
+    check_redact("/e?access%255Ftoken=short", "/e?access%255Ftoken=REDACTED");
+    /* what is left alone: our ids, names, numbers, short values */
+    check_redact("/api/v1/spaces/demo/changes?since=42&limit=100&cursor=01J9ZQ3V5K8W2X4Y6A7B8C9D0E",
+                 "/api/v1/spaces/demo/changes?since=42&limit=100&cursor=01J9ZQ3V5K8W2X4Y6A7B8C9D0E");
+    check_redact("/api/v1/events?topics=change,snapshot&spaces=customer-orders-archive-2024-q1,my_collection_name_that_is_long",
+                 "/api/v1/events?topics=change,snapshot&spaces=customer-orders-archive-2024-q1,my_collection_name_that_is_long");
+    check_redact("/api/v1/spaces/s/blobs/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                 "/api/v1/spaces/s/blobs/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+    check_redact("/api/v1/spaces/s/collections/c/entities/Order-2024-ABCDEFGHijklmnop1234",
+                 "/api/v1/spaces/s/collections/c/entities/Order-2024-ABCDEFGHijklmnop1234");
+    check_redact("/x?a=1&&b=&c", "/x?a=1&&b=&c");
+    check_redact("/x?", "/x?");
+    check_redact("/", "/");
+#undef R
+}
+
 int main(void)
 {
     uv_loop_t loop;
@@ -207,6 +270,8 @@ int main(void)
     CHECK_INT(llhttp_execute(&r->conn->parser, "G", 1), HPE_OK);
     http_req_unref(r->conn->req);
     http_req_unref(r);
+
+    test_redaction();
 
     /* header limit */
     cfg.max_header_bytes = 1024;
