@@ -66,6 +66,9 @@ struct http_req {
     /* body (buffered routes) */
     struct buf body;
     uint64_t body_seen;             /* body bytes received so far */
+    uint64_t body_start_ms;         /* loop time the body could start (end of headers) */
+    uint64_t body_paused_ms;        /* time reading was paused by us, not the client */
+    uint64_t body_paused_at;        /* loop time of the current pause, or 0 */
     uint64_t body_limit;
     /* the client: "ip:port" of the TCP peer, or the address a trusted proxy
      * (--trusted-proxies) named in X-Forwarded-For; client_ip without port */

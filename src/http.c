@@ -624,7 +624,8 @@ static int on_headers_complete(llhttp_t *p)
     }
     if (has_body) {
         c->state = CONN_BODY;
-        conn_set_timeout(c, TO_IDLE);
+        r->body_start_ms = uv_now(srv->loop);
+        conn_set_timeout(c, TO_BODY);
     }
     if (r->route && (flags & ROUTE_STREAM_BODY) && !r->early_status && !r->auth_unknown &&
         r->method != HTTP_OPTIONS) {
@@ -635,6 +636,24 @@ static int on_headers_complete(llhttp_t *p)
         http_req_unref(r);
     }
     return 0;
+}
+
+/* The minimum body rate (slow-body defence, like mod_reqtimeout's
+ * MinRate): --body-timeout-ms of grace, then each --min-body-rate bytes buy
+ * one more second. Time the server itself stopped reading (a streamed
+ * upload waiting for the disk) is not the client's and does not count. A
+ * client that sends nothing at all meets the TO_BODY timeout instead. */
+static uint64_t body_active_ms(const struct http_req *r, uint64_t now)
+{
+    uint64_t paused = r->body_paused_ms + (r->body_paused_at ? now - r->body_paused_at : 0);
+    return now - r->body_start_ms - paused;
+}
+
+static bool body_too_slow(const struct http_req *r, uint64_t now)
+{
+    const struct config *cfg = r->srv->cfg;
+    if (!cfg->min_body_rate) return false;
+    return body_active_ms(r, now) > cfg->body_timeout_ms + r->body_seen * 1000 / cfg->min_body_rate;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
@@ -648,12 +667,23 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
               (unsigned long long)r->body_limit);
         return HPE_USER;
     }
-    conn_set_timeout(c, TO_IDLE);
+    uint64_t now = uv_now(c->srv->loop);
+    if (body_too_slow(r, now)) {
+        early(r, 408, "request_timeout", "request body too slow: %llu bytes in %llu ms, the minimum is %llu bytes/s",
+              (unsigned long long)r->body_seen, (unsigned long long)body_active_ms(r, now),
+              (unsigned long long)c->srv->cfg->min_body_rate);
+        return HPE_USER;
+    }
+    /* llhttp goes on with the rest of a read after we paused reading */
+    conn_set_timeout(c, r->body_paused_at ? TO_NONE : TO_BODY);
     if (r->early_status || (r->route->flags & ROUTE_NO_BODY)) return 0;   /* counted, discarded */
     if (r->on_body) {
         if (r->on_body(r, at, len) == 1 && c->reading) {
             uv_read_stop((uv_stream_t *)&c->tcp);
             c->reading = 0;
+            /* our pause, not the client's stall: no body timeout meanwhile */
+            r->body_paused_at = now;
+            conn_set_timeout(c, TO_NONE);
         }
         return 0;
     }
@@ -696,7 +726,12 @@ const llhttp_settings_t http_parser_settings = {
 
 void http_body_resume(struct http_req *r)
 {
-    if (r->conn) conn_read_resume(r->conn);
+    if (!r->conn) return;
+    if (r->body_paused_at) {
+        r->body_paused_ms += uv_now(r->srv->loop) - r->body_paused_at;
+        r->body_paused_at = 0;
+    }
+    conn_read_resume(r->conn);
 }
 
 /* ---- CORS --------------------------------------------------------------- */
