@@ -27,6 +27,8 @@ struct config {
     uint64_t max_blob_bytes;
     uint64_t header_timeout_ms;
     uint64_t idle_timeout_ms;
+    uint64_t body_timeout_ms;      /* longest wait for request-body bytes */
+    uint64_t min_body_rate;        /* bytes/s a request body must average past body_timeout_ms; 0 = off */
     uint64_t max_connections;
     uint64_t shutdown_timeout_ms;
     uint64_t sse_keepalive_ms;

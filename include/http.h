@@ -20,6 +20,7 @@
 #include "util.h"
 
 #define HTTP_MAX_HEADERS 100
+#define HTTP_MAX_CHUNK_EXT 16384     /* chunk extension bytes per request */
 #define HTTP_GZIP_MIN 1024           /* compress JSON bodies from this size */
 
 struct key;
@@ -50,12 +51,24 @@ struct http_req {
     struct http_hdr hdrs[HTTP_MAX_HEADERS];
     int nhdrs;
     uint64_t head_bytes;
+    /* parser checks llhttp leaves to us (http.c, "strictness") */
+    const char *scan_at;            /* raw bytes up to here are checked for obs-fold */
+    uint32_t scan_gen;              /* ...in the input piece conn->feed_gen */
+    bool scan_on;                   /* inside a header or trailer section */
+    bool scan_restart;              /* start at the next span (trailers) */
+    bool scan_lf;                   /* the last raw byte checked was LF */
+    bool in_trailers;
+    uint32_t field_len;             /* bytes of the header name being read */
+    uint64_t chunk_ext_bytes;       /* chunk extensions seen (bounded) */
     /* after headers: views into head (stable: head is not appended to again) */
     const char *path, *query;
     size_t path_len, query_len;
     /* body (buffered routes) */
     struct buf body;
     uint64_t body_seen;             /* body bytes received so far */
+    uint64_t body_start_ms;         /* loop time the body could start (end of headers) */
+    uint64_t body_paused_ms;        /* time reading was paused by us, not the client */
+    uint64_t body_paused_at;        /* loop time of the current pause, or 0 */
     uint64_t body_limit;
     /* the client: "ip:port" of the TCP peer, or the address a trusted proxy
      * (--trusted-proxies) named in X-Forwarded-For; client_ip without port */
@@ -136,11 +149,23 @@ void http_stream_end(struct http_req *r);
 /* Streaming request bodies: resume after on_body returned 1. */
 void http_body_resume(struct http_req *r);
 
+/* The request target as the access log shows it: path (plen bytes) and,
+ * when query is not NULL, "?" and the query, with every value that looks
+ * like a secret (a snapsync token, a long random-looking string, a value
+ * under a name such as token or password), in any parameter of the query,
+ * any ";param" of the path, percent-encoded or not, replaced by REDACTED;
+ * path segments lose only snapsync tokens. Appended to out. Any thread. */
+void http_redact_target(struct buf *out, const char *path, size_t plen, const char *query, size_t qlen);
+
 void http_req_ref(struct http_req *r);
 void http_req_unref(struct http_req *r);
 
 /* For server.c */
 extern const llhttp_settings_t http_parser_settings;
+/* Feeds one piece of input to c's parser: llhttp_execute plus the RFC 9112
+ * checks that need the raw bytes (obs-fold). Returns llhttp's result, or
+ * HPE_USER with c->req->early_status set when a check failed. */
+llhttp_errno_t http_parse(struct conn *c, const char *data, size_t len);
 struct http_req *http_req_new(struct conn *c);
 void http_dispatch(struct http_req *r);
 void http_on_write_drained(struct conn *c);

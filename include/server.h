@@ -45,7 +45,7 @@ enum conn_state {
     CONN_CLOSING,       /* uv_close called; freed in its callback */
 };
 
-enum timeout_kind { TO_NONE, TO_HEADER, TO_IDLE, TO_LINGER, TO_COUNT };
+enum timeout_kind { TO_NONE, TO_HEADER, TO_IDLE, TO_BODY, TO_LINGER, TO_COUNT };
 
 struct tlist {
     struct list head;
@@ -63,6 +63,8 @@ struct conn {
     char *pending;               /* input received while a request is handled */
     uint32_t pending_len, pending_off;
     uint32_t nrequests;
+    const char *feed_lo;         /* the input piece llhttp is parsing (http_parse) */
+    uint32_t feed_gen;           /* counts those pieces */
     uint8_t state;               /* enum conn_state */
     uint8_t tkind;               /* enum timeout_kind */
     unsigned reading : 1;        /* uv_read_start active */
@@ -76,7 +78,7 @@ struct conn {
 /* Counters read by /metrics and the benchmarks. Loop thread. */
 struct server_stats {
     uint64_t accepted, rejected, requests, open_conns, bytes_out;
-    uint64_t timeouts_header, timeouts_idle, parse_errors;
+    uint64_t timeouts_header, timeouts_idle, timeouts_body, parse_errors;
 };
 
 typedef void (*server_hook)(struct server *srv, void *arg);
@@ -131,7 +133,7 @@ void server_add_shutdown_hook(struct server *srv, server_hook fn, void *arg);
 /* For http.c: connection transitions. */
 void conn_set_timeout(struct conn *c, enum timeout_kind kind);
 void conn_close(struct conn *c);              /* immediate, idempotent */
-void conn_read_resume(struct conn *c);        /* after a streamed body paused reading */
+void conn_read_resume(struct conn *c);        /* after a streamed body paused reading (http_body_resume) */
 void conn_finish_request(struct conn *c);     /* the current request is done */
 void conn_shutdown_linger(struct conn *c);    /* shut writes, drain, close */
 const char *server_date(struct server *srv);  /* "Tue, 24 Nov 2026 13:24:33 GMT" */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "api.h"
+#include "auth.h"
 #include "http.h"
 #include "json.h"
 #include "spaces.h"
@@ -16,9 +17,14 @@ void api_healthz(struct http_req *r)
     http_send(r, 200, NULL, body, sizeof body - 1, HTTP_BODY_STATIC);
 }
 
+/* "spaces" counts what the caller may see: a key limited to some spaces
+ * must not learn how many others exist (docs/api.md). */
 void api_status(struct http_req *r)
 {
     struct server *srv = r->srv;
+    size_t n, visible = 0;
+    struct space **v = spaces_sorted(srv, &n);
+    for (size_t i = 0; i < n; i++) visible += !r->key || key_has_space(r->key, v[i]->st.name);
     struct buf b;
     buf_init(&b);
     buf_reserve(&b, 160);
@@ -26,7 +32,7 @@ void api_status(struct http_req *r)
     json_kv_str(&b, "version", SNAPSYNC_VERSION);
     json_kv_str(&b, "instance_id", store_instance_id(srv->store));
     json_kv_u64(&b, "uptime_s", (now_ms_wall() - srv->started_ms) / 1000);
-    json_kv_u64(&b, "spaces", spaces_count(srv));
+    json_kv_u64(&b, "spaces", visible);
     buf_putc(&b, '}');
     http_send_json(r, 200, &b);
 }

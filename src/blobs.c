@@ -386,7 +386,7 @@ int blobs_recover(const char *data_dir, sqlite3 *db, char *err, size_t errlen)
         /* only the two-hex-digit directories hold blobs (not tmp/) */
         if (strlen(pre) != 2 || !strchr("0123456789abcdef", pre[0]) || !strchr("0123456789abcdef", pre[1])) continue;
         char sd[1200];
-        snprintf(sd, sizeof sd, "%s/%s", dir, pre);
+        snprintf(sd, sizeof sd, "%s/%.2s", dir, pre);
         DIR *d2 = opendir(sd);
         struct dirent *de;
         while (d2 && (de = readdir(d2))) {
@@ -403,7 +403,7 @@ int blobs_recover(const char *data_dir, sqlite3 *db, char *err, size_t errlen)
                 break;
             }
             char p[1400];
-            snprintf(p, sizeof p, "%s/%s", sd, name);
+            snprintf(p, sizeof p, "%s/%.64s", sd, name);
             if (unlink(p) == 0) removed++;
         }
         if (d2) closedir(d2);

@@ -30,7 +30,9 @@ static const struct opt opts[] = {
     {"max-body-bytes", OPT_SIZE, OFF(max_body_bytes), 1024, 1ull << 32, "8MiB", "JSON request body limit (413 past it)"},
     {"max-blob-bytes", OPT_SIZE, OFF(max_blob_bytes), 1024, 1ull << 42, "1GiB", "blob and snapshot-import upload limit"},
     {"header-timeout-ms", OPT_U64, OFF(header_timeout_ms), 10, 3600000, "10000", "time to receive a request's headers (408 past it)"},
-    {"idle-timeout-ms", OPT_U64, OFF(idle_timeout_ms), 10, 86400000, "60000", "idle keep-alive connection lifetime; also the body/send inactivity timeout"},
+    {"idle-timeout-ms", OPT_U64, OFF(idle_timeout_ms), 10, 86400000, "60000", "idle keep-alive connection lifetime; also the send inactivity timeout"},
+    {"body-timeout-ms", OPT_U64, OFF(body_timeout_ms), 10, 3600000, "30000", "longest wait for the next request-body bytes (408 past it)"},
+    {"min-body-rate", OPT_SIZE, OFF(min_body_rate), 0, 1ull << 30, "1024", "bytes/s a request body must average once --body-timeout-ms has passed (408 below it; 0 = off)"},
     {"max-connections", OPT_U64, OFF(max_connections), 1, 1000000, "10000", "open connections (503 and close past it)"},
     {"shutdown-timeout-ms", OPT_U64, OFF(shutdown_timeout_ms), 0, 3600000, "10000", "graceful shutdown budget on SIGTERM/SIGINT"},
     {"sse-keepalive-ms", OPT_U64, OFF(sse_keepalive_ms), 10, 3600000, "15000", "SSE ': ping' interval"},
@@ -63,6 +65,8 @@ void cfg_defaults(struct config *cfg)
     cfg->max_blob_bytes = 1u << 30;
     cfg->header_timeout_ms = 10000;
     cfg->idle_timeout_ms = 60000;
+    cfg->body_timeout_ms = 30000;
+    cfg->min_body_rate = 1024;
     cfg->max_connections = 10000;
     cfg->shutdown_timeout_ms = 10000;
     cfg->sse_keepalive_ms = 15000;

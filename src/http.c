@@ -17,7 +17,9 @@
  */
 #include "http.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -29,6 +31,12 @@
 #include "json.h"
 #include "log.h"
 #include "names.h"
+
+/* llhttp.c holds a loose and a strict parser; only the strict one is
+ * acceptable (docs/http.md). subprojects/llhttp/meson.build selects it. */
+#if !LLHTTP_STRICT_MODE
+#error "llhttp must be built with LLHTTP_STRICT_MODE=1 (see subprojects/llhttp/meson.build)"
+#endif
 
 #define REQ_FREELIST_MAX 64
 #define HEAD_STACK 2048
@@ -186,11 +194,81 @@ static int on_message_begin(llhttp_t *p)
     return 0;
 }
 
+static void early(struct http_req *r, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
+
+/* ---- what llhttp leaves to its user -------------------------------------
+ *
+ * llhttp's strict build rejects bare CR or LF, junk after chunk data, bad
+ * tokens and conflicting framing, but by design lets through a few things
+ * RFC 9112 asks the server to refuse: obs-fold (a header line continued on
+ * the next line after SP or HTAB, §5.2), empty header names, HTTP/0.9 and
+ * versions other than 1.x, a missing, repeated or malformed Host (§3.2),
+ * Transfer-Encoding in HTTP/1.0 or with codings other than chunked (§6.1).
+ * Those checks live here; each failure answers 400 (505, 501 where the RFC
+ * names those) and closes.
+ *
+ * obs-fold cannot be seen in llhttp's callbacks (the CRLF SP is dropped and
+ * the value goes on as if nothing happened), so the raw bytes of the header
+ * and trailer sections are checked as they pass: every header callback
+ * checks the input from where the last one stopped up to the end of its
+ * span, and http_parse() checks the rest of each input piece, so a fold
+ * split across two reads is still seen. The sections hold a few KiB at most
+ * and each byte is looked at once. */
+
+static bool fold_check(struct http_req *r, const char *from, const char *to)
+{
+    for (const char *q = from; q < to; q++) {
+        if (r->scan_lf && (*q == ' ' || *q == '\t')) {
+            early(r, 400, "bad_request", "malformed HTTP request: obsolete line folding (obs-fold) in a header");
+            return false;
+        }
+        r->scan_lf = *q == '\n';
+    }
+    return true;
+}
+
+/* Checks the raw input up to the end of the span [at, at+len). */
+static int fold_scan(struct conn *c, struct http_req *r, const char *at, size_t len)
+{
+    const char *from;
+    if (r->scan_restart) {
+        r->scan_restart = false;
+        r->scan_lf = false;
+        from = at;
+    } else {
+        from = r->scan_gen == c->feed_gen ? r->scan_at : c->feed_lo;
+    }
+    if (!fold_check(r, from, at + len)) return HPE_USER;
+    r->scan_at = at + len;
+    r->scan_gen = c->feed_gen;
+    return 0;
+}
+
+llhttp_errno_t http_parse(struct conn *c, const char *data, size_t len)
+{
+    c->feed_lo = data;
+    c->feed_gen++;
+    llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+    struct http_req *r = c->req;
+    /* the unchecked end of a piece that ended inside a header section */
+    if (err == HPE_OK && r && r->scan_on && !r->scan_restart) {
+        const char *from = r->scan_gen == c->feed_gen ? r->scan_at : data;
+        if (!fold_check(r, from, data + len)) return HPE_USER;
+    }
+    return err;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
-    struct http_req *r = ((struct conn *)p->data)->req;
+    struct conn *c = p->data;
+    struct http_req *r = c->req;
     if (limit_headers(r, len)) return HPE_USER;
-    if (r->url_len == 0) r->url_off = (uint32_t)r->head.len;
+    if (r->url_len == 0) {
+        r->url_off = (uint32_t)r->head.len;
+        r->scan_on = true;
+        r->scan_restart = true;
+    }
+    if (fold_scan(c, r, at, len)) return HPE_USER;
     buf_append(&r->head, at, len);
     r->url_len += (uint32_t)len;
     return 0;
@@ -205,13 +283,19 @@ static bool is_tchar(unsigned char c)
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static void early(struct http_req *r, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
-
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
-    struct http_req *r = ((struct conn *)p->data)->req;
+    struct conn *c = p->data;
+    struct http_req *r = c->req;
     if (limit_headers(r, len + 4)) return HPE_USER;
-    if (headers_done(r)) return 0;                  /* trailers: ignored */
+    if (headers_done(r) && !r->in_trailers) {       /* the first trailer */
+        r->in_trailers = true;
+        r->scan_on = true;
+        r->scan_restart = true;
+    }
+    if (fold_scan(c, r, at, len)) return HPE_USER;
+    r->field_len += (uint32_t)len;
+    if (headers_done(r)) return 0;                  /* trailers: checked, then ignored */
     if (!r->in_field) {
         if (r->nhdrs == HTTP_MAX_HEADERS) {
             r->early_status = 431;
@@ -237,10 +321,23 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static int on_header_value(llhttp_t *p, const char *at, size_t len)
+static int on_header_field_complete(llhttp_t *p)
 {
     struct http_req *r = ((struct conn *)p->data)->req;
+    if (r->field_len == 0) {
+        early(r, 400, "bad_request", "malformed HTTP request: empty header name");
+        return HPE_USER;
+    }
+    r->field_len = 0;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    struct http_req *r = c->req;
     if (limit_headers(r, len)) return HPE_USER;
+    if (fold_scan(c, r, at, len)) return HPE_USER;
     if (headers_done(r)) return 0;
     struct http_hdr *h = &r->hdrs[r->nhdrs - 1];
     if (r->in_field) {
@@ -304,6 +401,112 @@ static void client_addr(struct http_req *r)
     }
 }
 
+/* RFC 3986 authority without userinfo: uri-host [ ":" port ]. Empty is
+ * allowed (RFC 9112 §3.2: a target without an authority). */
+static bool host_valid(const char *v, size_t len)
+{
+    size_t i = 0;
+    if (len && v[0] == '[') {                       /* IP-literal */
+        for (i = 1; i < len && v[i] != ']'; i++)
+            if (!isxdigit((unsigned char)v[i]) && !strchr(":.vV", v[i])) return false;
+        if (i == len || i == 1) return false;
+        i++;
+    } else {
+        for (; i < len && v[i] != ':'; i++) {
+            unsigned char ch = (unsigned char)v[i];
+            if (isalnum(ch) || strchr("-._~!$&'()*+,;=", ch)) continue;
+            if (ch == '%' && i + 2 < len && isxdigit((unsigned char)v[i + 1]) && isxdigit((unsigned char)v[i + 2])) {
+                i += 2;
+                continue;
+            }
+            return false;
+        }
+    }
+    if (i == len) return true;
+    if (v[i] != ':' || len - i - 1 > 5) return false;
+    for (i++; i < len; i++)
+        if (!isdigit((unsigned char)v[i])) return false;
+    return true;
+}
+
+/* The request checks of RFC 9112 that llhttp leaves to its user (see
+ * "what llhttp leaves to its user" above). Returns false with early_*
+ * set; the caller then answers and closes. */
+static bool request_valid(struct http_req *r, llhttp_t *p)
+{
+    int major = llhttp_get_http_major(p), minor = llhttp_get_http_minor(p);
+    if (major == 0) {
+        early(r, 400, "bad_request", "malformed HTTP request: HTTP/0.9 is not supported");
+        return false;
+    }
+    if (major != 1 || minor > 1) {
+        early(r, 505, "http_version_not_supported", "HTTP/%d.%d is not supported; use HTTP/1.1", major, minor);
+        return false;
+    }
+    /* request-target forms (§3.2): origin, absolute, asterisk (OPTIONS),
+     * authority (CONNECT) */
+    const char *url = r->head.data + r->url_off;
+    size_t ulen = r->url_len;
+    bool absolute = (ulen > 7 && strncasecmp(url, "http://", 7) == 0) || (ulen > 8 && strncasecmp(url, "https://", 8) == 0);
+    bool ok = (ulen && url[0] == '/') || absolute || (r->method == HTTP_OPTIONS && ulen == 1 && url[0] == '*') ||
+              r->method == HTTP_CONNECT;
+    if (!ok) {
+        early(r, 400, "bad_request", "malformed HTTP request: the request target must be a path (\"/...\") or an absolute URL");
+        return false;
+    }
+    int hosts = 0, host_i = -1;
+    bool te = false;
+    for (int i = 0; i < r->nhdrs; i++) {
+        const struct http_hdr *h = &r->hdrs[i];
+        const char *name = r->head.data + h->name_off;
+        if (str_ieq(name, h->name_len, "Host")) {
+            hosts++;
+            host_i = i;
+        } else if (str_ieq(name, h->name_len, "Transfer-Encoding")) {
+            te = true;
+            /* every coding must be chunked: llhttp already refuses a list
+             * whose last one is not, and chunked twice */
+            const char *v = r->head.data + h->value_off, *e = v + h->value_len;
+            while (v < e) {
+                const char *comma = memchr(v, ',', (size_t)(e - v));
+                const char *a = v, *b = comma ? comma : e;
+                while (a < b && (*a == ' ' || *a == '\t')) a++;
+                while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
+                if (b > a && !str_ieq(a, (size_t)(b - a), "chunked")) {
+                    early(r, 501, "not_implemented", "transfer coding '%.*s' is not supported (only chunked)",
+                          (int)MIN(b - a, 40), a);
+                    return false;
+                }
+                v = comma ? comma + 1 : e;
+            }
+        }
+    }
+    if (te && minor == 0) {
+        early(r, 400, "bad_request", "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request");
+        return false;
+    }
+    if (hosts == 0 && minor == 1) {
+        early(r, 400, "bad_request", "malformed HTTP request: an HTTP/1.1 request needs a Host header");
+        return false;
+    }
+    if (hosts > 1) {
+        early(r, 400, "bad_request", "malformed HTTP request: more than one Host header");
+        return false;
+    }
+    if (hosts == 1) {
+        const struct http_hdr *h = &r->hdrs[host_i];
+        const char *v = r->head.data + h->value_off;
+        size_t vl = h->value_len;
+        while (vl && (*v == ' ' || *v == '\t')) { v++; vl--; }
+        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
+        if (!host_valid(v, vl)) {
+            early(r, 400, "bad_request", "malformed HTTP request: invalid Host header");
+            return false;
+        }
+    }
+    return true;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct conn *c = p->data;
@@ -314,18 +517,29 @@ static int on_headers_complete(llhttp_t *p)
     const char *v;
 
     r->in_field = false;
+    r->scan_on = false;
     r->method = llhttp_get_method(p);
     r->keepalive = llhttp_should_keep_alive(p);
     if (!r->keepalive) c->close_after = 1;
     r->head_only = r->method == HTTP_HEAD;
+    /* no protocol switches here: Upgrade is ignored (RFC 9110 §7.8) and
+     * CONNECT answered like any unknown route, then the connection closes
+     * (the client meant to send something that is not HTTP after it) */
+    p->upgrade = 0;
+    if (r->method == HTTP_CONNECT) c->close_after = 1;
+
+    if (!r->head.data) buf_putc(&r->head, '\0');  /* HTTP/0.9 "GET\r\n": no URL */
+    bool valid = request_valid(r, p);
 
     /* URL: origin-form "/path?query", or absolute-form "http://host/path" */
-    const char *url = r->head.data ? r->head.data + r->url_off : "";
+    const char *url = r->head.data + r->url_off;
     size_t ulen = r->url_len;
-    if (ulen > 7 && (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0)) {
-        const char *s = memchr(url + 8, '/', ulen - 8);
-        if (s) { ulen -= (size_t)(s - url); url = s; }
-        else { url = "/"; ulen = 1; }
+    size_t scheme = ulen > 7 && strncasecmp(url, "http://", 7) == 0 ? 7 : ulen > 8 && strncasecmp(url, "https://", 8) == 0 ? 8 : 0;
+    if (scheme) {
+        const char *s = url + scheme;
+        while (s < url + ulen && *s != '/' && *s != '?') s++;
+        ulen -= (size_t)(s - url);
+        url = s;
     }
     const char *qm = memchr(url, '?', ulen);
     r->path = url;
@@ -343,14 +557,16 @@ static int on_headers_complete(llhttp_t *p)
     } else {
         server_request_id(srv, r->rid);
     }
+    if (!valid) return -1;                          /* answer now, close */
     v = http_header(r, "Accept-Encoding", &vlen);
     r->accept_gzip = v && header_has_token(v, vlen, "gzip");
 
     bool has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
     v = http_header(r, "Expect", &vlen);
     if (v) {
-        if (str_ieq(v, vlen, "100-continue") && llhttp_get_http_minor(p) >= 1 && llhttp_get_http_major(p) == 1)
-            r->expect_continue = has_body;
+        /* an HTTP/1.0 client cannot mean 100-continue: ignored (RFC 9110 §10.1.1) */
+        if (str_ieq(v, vlen, "100-continue"))
+            r->expect_continue = has_body && llhttp_get_http_minor(p) >= 1;
         else
             early(r, 417, "expectation_failed", "only 'Expect: 100-continue' is supported");
     }
@@ -408,7 +624,8 @@ static int on_headers_complete(llhttp_t *p)
     }
     if (has_body) {
         c->state = CONN_BODY;
-        conn_set_timeout(c, TO_IDLE);
+        r->body_start_ms = uv_now(srv->loop);
+        conn_set_timeout(c, TO_BODY);
     }
     if (r->route && (flags & ROUTE_STREAM_BODY) && !r->early_status && !r->auth_unknown &&
         r->method != HTTP_OPTIONS) {
@@ -419,6 +636,24 @@ static int on_headers_complete(llhttp_t *p)
         http_req_unref(r);
     }
     return 0;
+}
+
+/* The minimum body rate (slow-body defence, like mod_reqtimeout's
+ * MinRate): --body-timeout-ms of grace, then each --min-body-rate bytes buy
+ * one more second. Time the server itself stopped reading (a streamed
+ * upload waiting for the disk) is not the client's and does not count. A
+ * client that sends nothing at all meets the TO_BODY timeout instead. */
+static uint64_t body_active_ms(const struct http_req *r, uint64_t now)
+{
+    uint64_t paused = r->body_paused_ms + (r->body_paused_at ? now - r->body_paused_at : 0);
+    return now - r->body_start_ms - paused;
+}
+
+static bool body_too_slow(const struct http_req *r, uint64_t now)
+{
+    const struct config *cfg = r->srv->cfg;
+    if (!cfg->min_body_rate) return false;
+    return body_active_ms(r, now) > cfg->body_timeout_ms + r->body_seen * 1000 / cfg->min_body_rate;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
@@ -432,16 +667,41 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
               (unsigned long long)r->body_limit);
         return HPE_USER;
     }
-    conn_set_timeout(c, TO_IDLE);
+    uint64_t now = uv_now(c->srv->loop);
+    if (body_too_slow(r, now)) {
+        early(r, 408, "request_timeout", "request body too slow: %llu bytes in %llu ms, the minimum is %llu bytes/s",
+              (unsigned long long)r->body_seen, (unsigned long long)body_active_ms(r, now),
+              (unsigned long long)c->srv->cfg->min_body_rate);
+        return HPE_USER;
+    }
+    /* llhttp goes on with the rest of a read after we paused reading */
+    conn_set_timeout(c, r->body_paused_at ? TO_NONE : TO_BODY);
     if (r->early_status || (r->route->flags & ROUTE_NO_BODY)) return 0;   /* counted, discarded */
     if (r->on_body) {
         if (r->on_body(r, at, len) == 1 && c->reading) {
             uv_read_stop((uv_stream_t *)&c->tcp);
             c->reading = 0;
+            /* our pause, not the client's stall: no body timeout meanwhile */
+            r->body_paused_at = now;
+            conn_set_timeout(c, TO_NONE);
         }
         return 0;
     }
     buf_append(&r->body, at, len);
+    return 0;
+}
+
+/* Chunk extensions are parsed by llhttp and ignored here; their total is
+ * bounded, or a client could stream them forever without a body byte. */
+static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
+{
+    UNUSED(at);
+    struct http_req *r = ((struct conn *)p->data)->req;
+    r->chunk_ext_bytes += len;
+    if (r->chunk_ext_bytes > HTTP_MAX_CHUNK_EXT) {
+        early(r, 400, "bad_request", "malformed HTTP request: chunk extensions exceed %d bytes", HTTP_MAX_CHUNK_EXT);
+        return HPE_USER;
+    }
     return 0;
 }
 
@@ -455,15 +715,23 @@ const llhttp_settings_t http_parser_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_chunk_extension_name = on_chunk_extension,
+    .on_chunk_extension_value = on_chunk_extension,
     .on_message_complete = on_message_complete,
 };
 
 void http_body_resume(struct http_req *r)
 {
-    if (r->conn) conn_read_resume(r->conn);
+    if (!r->conn) return;
+    if (r->body_paused_at) {
+        r->body_paused_ms += uv_now(r->srv->loop) - r->body_paused_at;
+        r->body_paused_at = 0;
+    }
+    conn_read_resume(r->conn);
 }
 
 /* ---- CORS --------------------------------------------------------------- */
@@ -650,6 +918,7 @@ const char *http_status_text(int status)
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
 }
@@ -994,32 +1263,231 @@ void http_stream_end(struct http_req *r)
 
 /* ---- access log --------------------------------------------------------- */
 
-/* Path and query for the log, with token-like query values redacted. */
-static void log_target(struct buf *b, const struct http_req *r)
+/* Redaction of the request target for the access log.
+ *
+ * A client may put a token anywhere: under a name we know (?access_token=),
+ * under one we do not (?Access_Token=, ?access%5Ftoken=, ?q=), as a path
+ * parameter (;access_token=) or percent-encoded once or twice. So values
+ * are judged by what they look like, after decoding, whatever their name:
+ * a snapsync token ("sst_" + base64url), or a long random-looking run of
+ * base64/hex/alphanumeric characters (another service's key, a JWT, a
+ * signature). Names that say "secret" (token, key, password...) are
+ * redacted whatever their value. Path segments themselves are names and
+ * ids the routes define (entity ids, sha256, ULIDs): only a snapsync token
+ * is taken out of them. A false positive costs a less useful log line, a
+ * false negative leaks a credential, so the rules lean to redacting. */
+
+#define REDACTED "REDACTED"
+
+static bool is_b64url(unsigned char ch) { return isalnum(ch) || ch == '-' || ch == '_'; }
+static bool is_runc(unsigned char ch) { return isalnum(ch) || (ch && strchr("+/=_-.~", ch)); }
+
+/* Shannon entropy of s in bits per byte */
+static double entropy(const char *s, size_t n)
 {
-    struct buf t;
-    buf_init(&t);
-    buf_append(&t, r->path, MIN(r->path_len, 512));
-    if (r->query) {
-        buf_putc(&t, '?');
-        const char *q = r->query, *end = r->query + MIN(r->query_len, 1024);
-        while (q < end) {
-            const char *amp = memchr(q, '&', (size_t)(end - q));
-            const char *pe = amp ? amp : end;
-            const char *eq = memchr(q, '=', (size_t)(pe - q));
-            if (eq && ((eq - q == 12 && !memcmp(q, "access_token", 12)) || (eq - q == 5 && !memcmp(q, "token", 5)) ||
-                       (eq - q == 10 && !memcmp(q, "peer_token", 10)))) {
-                buf_append(&t, q, (size_t)(eq - q + 1));
-                buf_puts(&t, "REDACTED");
-            } else {
-                buf_append(&t, q, (size_t)(pe - q));
-            }
-            if (amp) buf_putc(&t, '&');
-            q = pe + 1;
+    unsigned cnt[256] = {0};
+    for (size_t i = 0; i < n; i++) cnt[(unsigned char)s[i]]++;
+    double h = 0;
+    for (int i = 0; i < 256; i++) {
+        if (!cnt[i]) continue;
+        double q = (double)cnt[i] / (double)n;
+        h -= q * log2(q);
+    }
+    return h;
+}
+
+/* One run of base64/base64url/JWT characters: random-looking? */
+static bool secret_run(const char *s, size_t n)
+{
+    if (n < 20) return false;
+    bool up = false, lo = false, dg = false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        up |= isupper(ch) != 0;
+        lo |= islower(ch) != 0;
+        dg |= isdigit(ch) != 0;
+    }
+    /* mixed case and digits: base64, base62, JWT */
+    if (up && lo && dg && entropy(s, n) >= 3.5) return true;
+    /* its letters-and-digits pieces: hex keys and digests, base32/36 keys */
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        bool hex = true, let = false, dig = false;
+        while (j < n && isalnum((unsigned char)s[j])) {
+            hex &= isxdigit((unsigned char)s[j]) != 0;
+            let |= isalpha((unsigned char)s[j]) != 0;
+            dig |= isdigit((unsigned char)s[j]) != 0;
+            j++;
+        }
+        size_t m = j - i;
+        if (m >= 24 && let && dig && !(m == 26 && ulid_valid(s + i, m))) {   /* ULIDs are our ids */
+            double h = entropy(s + i, m);
+            if (hex && m >= 32 && h >= 3.0) return true;
+            if (h >= 3.7) return true;
+        }
+        i = j + 1;
+    }
+    return false;
+}
+
+/* A snapsync token, or most of one, anywhere in s */
+static bool has_sst(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 4 <= n; i++) {
+        if (strncasecmp(s + i, "sst_", 4)) continue;
+        size_t k = i + 4;
+        while (k < n && is_b64url((unsigned char)s[k])) k++;
+        if (k - i - 4 >= 16) return true;
+    }
+    return false;
+}
+
+static bool looks_secret(const char *s, size_t n, bool tokens_only)
+{
+    if (has_sst(s, n)) return true;
+    if (tokens_only) return false;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && is_runc((unsigned char)s[j])) j++;
+        if (secret_run(s + i, j - i)) return true;
+        i = j + 1;
+    }
+    return false;
+}
+
+static int hexv(unsigned char ch)
+{
+    return isdigit(ch) ? ch - '0' : isxdigit(ch) ? tolower(ch) - 'a' + 10 : -1;
+}
+
+/* One round of percent- and '+'-decoding of s into out (n bytes at
+ * least); returns the decoded length. Malformed escapes stay as sent. */
+static size_t pct_round(const char *s, size_t n, char *out)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && hexv((unsigned char)s[i + 1]) >= 0 && hexv((unsigned char)s[i + 2]) >= 0) {
+            out[j++] = (char)(hexv((unsigned char)s[i + 1]) * 16 + hexv((unsigned char)s[i + 2]));
+            i += 2;
+        } else {
+            out[j++] = s[i] == '+' ? ' ' : s[i];
         }
     }
+    return j;
+}
+
+/* looks_secret() on s as sent and after each of up to three rounds of
+ * decoding (%2573st_ is sst_ decoded twice). */
+static bool value_secret(const char *s, size_t n, bool tokens_only)
+{
+    if (looks_secret(s, n, tokens_only)) return true;
+    char stack[512];
+    char *a = 2 * n + 2 <= sizeof stack ? stack : xmalloc(2 * n + 2), *b = a + n + 1;
+    const char *cur = s;
+    bool hit = false;
+    for (int round = 0; round < 3 && !hit; round++) {
+        char *dst = round % 2 ? b : a;
+        size_t m = pct_round(cur, n, dst);
+        if (m == n && !memchr(cur, '+', n)) break;  /* nothing left to decode */
+        n = m;
+        cur = dst;
+        hit = looks_secret(cur, n, tokens_only);
+    }
+    if (a != stack) free(a);
+    return hit;
+}
+
+/* Parameter names that announce a secret, whatever the value. */
+static bool name_sensitive(const char *s, size_t n)
+{
+    static const char *const parts[] = {"token", "secret", "passw", "apikey", "api_key", "api-key",
+                                        "auth", "credential", "signature", "session"};
+    static const char *const whole[] = {"key", "sig", "pw", "pwd"};
+    char d[128], tmp[128];
+    if (n >= sizeof d) return false;
+    memcpy(d, s, n);
+    for (int round = 0; round < 3; round++) {       /* access%255Ftoken */
+        size_t m = pct_round(d, n, tmp);
+        if (m == n) break;
+        memcpy(d, tmp, m);
+        n = m;
+    }
+    for (size_t i = 0; i < n; i++) d[i] = (char)tolower((unsigned char)d[i]);
+    d[n] = '\0';
+    for (size_t i = 0; i < ARRAY_SIZE(parts); i++)
+        if (strstr(d, parts[i])) return true;
+    for (size_t i = 0; i < ARRAY_SIZE(whole); i++)
+        if (!strcmp(d, whole[i])) return true;
+    return false;
+}
+
+/* "name=value" or "value": appended as sent, or with the value replaced
+ * (the whole parameter when it has no name or its name is a secret). */
+static void redact_param(struct buf *out, const char *s, size_t n)
+{
+    const char *eq = memchr(s, '=', n);
+    if (!eq) {
+        if (value_secret(s, n, false)) buf_puts(out, REDACTED);
+        else buf_append(out, s, n);
+        return;
+    }
+    size_t nl = (size_t)(eq - s);
+    if (value_secret(s, nl, false)) {
+        buf_puts(out, REDACTED "=" REDACTED);
+        return;
+    }
+    buf_append(out, s, nl + 1);
+    if (name_sensitive(s, nl) || value_secret(eq + 1, n - nl - 1, false)) buf_puts(out, REDACTED);
+    else buf_append(out, eq + 1, n - nl - 1);
+}
+
+void http_redact_target(struct buf *out, const char *path, size_t plen, const char *query, size_t qlen)
+{
+    /* path: segments, each "name;param;param" */
+    for (size_t i = 0; i < plen;) {
+        size_t j = i;
+        while (j < plen && path[j] != '/') j++;
+        const char *seg = path + i;
+        size_t sl = j - i;
+        const char *semi = memchr(seg, ';', sl);
+        size_t head = semi ? (size_t)(semi - seg) : sl;
+        if (value_secret(seg, head, true)) buf_puts(out, REDACTED);
+        else buf_append(out, seg, head);
+        for (size_t k = head; k < sl;) {            /* seg[k] is ';' */
+            size_t e = k + 1;
+            while (e < sl && seg[e] != ';') e++;
+            buf_putc(out, ';');
+            redact_param(out, seg + k + 1, e - k - 1);
+            k = e;
+        }
+        if (j < plen) buf_putc(out, '/');
+        i = j + 1;
+    }
+    if (!query) return;
+    buf_putc(out, '?');
+    /* '&' and ';' both separate: a secret must not hide behind either */
+    for (size_t i = 0; i <= qlen;) {
+        size_t j = i;
+        while (j < qlen && query[j] != '&' && query[j] != ';') j++;
+        redact_param(out, query + i, j - i);
+        if (j < qlen) buf_putc(out, query[j]);
+        i = j + 1;
+    }
+}
+
+/* Path and query for the log: redacted whole, then shortened. */
+static void log_target(struct buf *b, const struct http_req *r)
+{
+    struct buf t, q;
+    buf_init(&t);
+    buf_init(&q);
+    http_redact_target(&t, r->path, r->path_len, NULL, 0);
+    if (r->query) http_redact_target(&q, "", 0, r->query, r->query_len);
+    if (t.len > 512) t.len = 512;
+    if (q.len) buf_append(&t, q.data, MIN(q.len, 1025));
     json_str(b, t.data, t.len);
     buf_free(&t);
+    buf_free(&q);
 }
 
 static void access_log(struct http_req *r)

@@ -59,10 +59,18 @@ static void on_sweep(uv_timer_t *t)
                 break;
             case TO_IDLE:
                 srv->stats.timeouts_idle++;
-                if (c->state == CONN_BODY)
-                    http_reject(c, 408, "request_timeout", "request body stalled");
-                else
+                conn_close(c);
+                break;
+            case TO_BODY:
+                srv->stats.timeouts_body++;
+                if (c->state == CONN_BODY) {
+                    char msg[96];
+                    snprintf(msg, sizeof msg, "no request body bytes for %llu ms",
+                             (unsigned long long)srv->cfg->body_timeout_ms);
+                    http_reject(c, 408, "request_timeout", msg);
+                } else {
                     conn_close(c);
+                }
                 break;
             default:
                 conn_close(c);
@@ -194,7 +202,9 @@ static void start_reading(struct conn *c)
 
 void conn_read_resume(struct conn *c)
 {
-    if (c->state == CONN_BODY || c->state == CONN_HEADERS || c->state == CONN_IDLE) conn_set_timeout(c, TO_IDLE);
+    /* a header deadline runs from the first byte and is never extended */
+    if (c->state == CONN_BODY) conn_set_timeout(c, TO_BODY);
+    else if (c->state == CONN_IDLE) conn_set_timeout(c, TO_IDLE);
     start_reading(c);
 }
 
@@ -273,7 +283,7 @@ static void conn_feed(struct conn *c, const char *data, size_t len)
     while (len > 0) {
         if (c->state != CONN_IDLE && c->state != CONN_HEADERS && c->state != CONN_BODY) break;
         if (c->wait_drain) break;
-        llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+        llhttp_errno_t err = http_parse(c, data, len);
         if (err == HPE_OK) {
             len = 0;
             break;
@@ -289,7 +299,8 @@ static void conn_feed(struct conn *c, const char *data, size_t len)
         /* parse error, or a limit a callback enforced */
         c->srv->stats.parse_errors++;
         struct http_req *r = c->req;
-        if (r && r->early_status && (err == HPE_USER || err == HPE_CB_HEADERS_COMPLETE))
+        if (r && r->early_status &&
+            (err == HPE_USER || err == HPE_CB_HEADERS_COMPLETE || err == HPE_CB_HEADER_FIELD_COMPLETE))
             http_reject(c, r->early_status, r->early_code, r->early_msg);
         else {
             char msg[160];
@@ -513,6 +524,7 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
     for (int k = 0; k < TO_COUNT; k++) list_init(&srv->tl[k].head);
     srv->tl[TO_HEADER].timeout_ms = cfg->header_timeout_ms;
     srv->tl[TO_IDLE].timeout_ms = cfg->idle_timeout_ms;
+    srv->tl[TO_BODY].timeout_ms = cfg->body_timeout_ms;
     srv->tl[TO_LINGER].timeout_ms = LINGER_MS;
     srv->read_buf = xmalloc(READ_BUF_SIZE);
     random_bytes(&srv->rid_prefix, sizeof srv->rid_prefix);

@@ -137,10 +137,31 @@ test('every role may read /api/v1/status and /api/v1/spaces', async () => {
   for (const role of Object.keys(tokens)) {
     const s = await api(srv, 'GET', '/api/v1/status', { token: tokens[role] });
     assert.equal(s.status, 200, `${role}: ${s.text}`);
+    // a key limited to one space counts that space only (admin: all)
+    assert.equal(s.body.spaces, role === 'admin' ? 2 : 1, `${role}: /status spaces ${s.text}`);
     const l = await apiOk(srv, 'GET', '/api/v1/spaces', { token: tokens[role] });
     const names = l.spaces.map((x) => x.name).sort();
     assert.deepEqual(names, role === 'admin' ? [SPACES.other, SPACES.own].sort() : [SPACES.own], `${role} sees`);
   }
+});
+
+test('/api/v1/status shows a scoped key nothing about spaces outside its list', async () => {
+  const later = `${SPACES.own}-later`;
+  const scoped = (await createKey(srv, 'reader', [SPACES.own, later], 'status-scoped')).token;
+  const star = (await createKey(srv, 'reader', ['*'], 'status-star')).token;
+  const status = (token) => apiOk(srv, 'GET', '/api/v1/status', { token }, 200);
+  const before1 = await status(scoped);
+  // exactly the SPEC's members: nothing else that could count other spaces
+  assert.deepEqual(Object.keys(before1).sort(), ['instance_id', 'name', 'spaces', 'uptime_s', 'version']);
+  assert.equal(before1.spaces, 1, 'only its own existing space');
+  const allBefore = (await status(star)).spaces;
+  await putSpace(srv, `${SPACES.other}-more`);            // another space it may not see
+  assert.equal((await status(scoped)).spaces, 1, 'a new foreign space does not show');
+  assert.equal((await status(star)).spaces, allBefore + 1, 'a ["*"] key counts every space');
+  await putSpace(srv, later);                             // a listed space that now exists
+  assert.equal((await status(scoped)).spaces, 2, 'a listed space counts once it exists');
+  await apiOk(srv, 'DELETE', `/api/v1/spaces/${later}?confirm=${later}`, {}, 200);
+  await apiOk(srv, 'DELETE', `/api/v1/spaces/${SPACES.other}-more?confirm=${SPACES.other}-more`, {}, 200);
 });
 
 test('more routes per class (spot checks on the own space)', async () => {

@@ -34,7 +34,8 @@ test('snapsync --help exits 0 and describes serve', async () => {
 test('snapsync serve --help exits 0 and lists the options with their env vars', async () => {
   const r = await runCli(['serve', '--help']);
   assert.equal(r.code, 0, r.stderr);
-  for (const s of ['--max-body-bytes', '--header-timeout-ms', 'SNAPSYNC_IDLE_TIMEOUT_MS']) {
+  for (const s of ['--max-body-bytes', '--header-timeout-ms', 'SNAPSYNC_IDLE_TIMEOUT_MS', '--body-timeout-ms',
+    'SNAPSYNC_BODY_TIMEOUT_MS', '--min-body-rate', 'SNAPSYNC_MIN_BODY_RATE']) {
     assert.ok(r.stdout.includes(s), `serve --help lacks ${s}`);
   }
 });

@@ -1,6 +1,7 @@
 // http_limits.test.mjs - SPEC §3 limits: 431 headers too large, 413 body
-// too large, 408 header timeout (slowloris), idle keep-alive timeout, 503
-// past --max-connections.
+// too large, 408 header timeout (slowloris), 408 body timeout and minimum
+// body rate (slow bodies), idle keep-alive timeout, 503 past
+// --max-connections.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -10,7 +11,8 @@ import {
 let srv;
 before(async () => {
   srv = await startServer({
-    args: ['--max-header-bytes', '2048', '--max-body-bytes', '1024', '--header-timeout-ms', '300', '--idle-timeout-ms', '300'],
+    args: ['--max-header-bytes', '2048', '--max-body-bytes', '1024', '--header-timeout-ms', '300', '--idle-timeout-ms', '300',
+      '--body-timeout-ms', '300', '--min-body-rate', '100'],
   });
 });
 after(async () => {
@@ -151,15 +153,73 @@ test('a connection that sends nothing is closed after the header timeout', async
   }
 });
 
-test('stalled body -> closed (408 allowed) within the idle timeout', async (t) => {
+test('stalled body -> 408 and close after --body-timeout-ms', async (t) => {
   const c = await openConn(srv.port);
   t.after(() => c.destroy());
+  const t0 = Date.now();
   await c.write('POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly-part');
+  const r = await c.readResponse({ timeoutMs: 2000 });
+  const dt = Date.now() - t0;
+  checkError(assert, r, 408, 'request_timeout', 'stalled body');
+  assert.ok(dt >= 250 && dt < 1500, `408 after ${dt} ms with a 300 ms body timeout`);
   assert.equal(await c.waitClose(2000), true, 'stalled body connection still open');
-  if (c.buffer.length) {
-    const r = await c.readResponse();
-    checkError(assert, r, 408, 'request_timeout', 'stalled body');
+});
+
+/** Sends the head, then the body one byte every `everyMs` until an answer or a close. */
+async function trickle(t, port, { bytes = 1000, everyMs = 50, maxMs = 3000, chunked = false } = {}) {
+  const c = await openConn(port);
+  t.after(() => c.destroy());
+  const t0 = Date.now();
+  await c.write(`POST /nope HTTP/1.1\r\nHost: x\r\n${chunked ? 'Transfer-Encoding: chunked' : `Content-Length: ${bytes}`}\r\n\r\n`);
+  let sent = 0;
+  while (!c.closed && c.buffer.length === 0 && Date.now() - t0 < maxMs && sent < bytes) {
+    await c.write(chunked ? '1\r\nb\r\n' : 'b');
+    sent++;
+    await sleep(everyMs);
   }
+  return { c, dt: Date.now() - t0, sent };
+}
+
+test('body trickled at 20 B/s, below --min-body-rate 100 -> 408 and close (gaps never reach the body timeout)', async (t) => {
+  // allowed: 300 ms + 10 ms per byte; at one byte per 50 ms that runs out near 375 ms
+  const { c, dt, sent } = await trickle(t, srv.port);
+  assert.ok(c.buffer.length > 0 || c.closed, `still reading a 20 B/s body after ${dt} ms (${sent} bytes)`);
+  assert.ok(dt < 1500, `slow body kept ${dt} ms`);
+  const r = await c.readResponse();
+  const body = checkError(assert, r, 408, 'request_timeout', 'trickled body');
+  assert.match(body.message, /too slow/);
+  assert.equal(await c.waitClose(2000), true);
+});
+
+test('chunked body trickled below the minimum rate -> 408 too', async (t) => {
+  const { c, dt } = await trickle(t, srv.port, { chunked: true });
+  assert.ok(c.buffer.length > 0 || c.closed, `still reading after ${dt} ms`);
+  checkError(assert, await c.readResponse(), 408, 'request_timeout', 'trickled chunked body');
+});
+
+test('a slow but steady body (about 600 B/s for 1 s, longer than the body timeout) is read', async (t) => {
+  const c = await openConn(srv.port);
+  t.after(() => c.destroy());
+  await c.write('POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 600\r\n\r\n');
+  for (let i = 0; i < 10; i++) {
+    await sleep(100);
+    await c.write('s'.repeat(60));
+  }
+  const r = await c.readResponse();
+  assert.equal(r.status, 404, `${r.status} ${r.body}`);
+  await c.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  assert.equal((await c.readResponse()).status, 200, 'connection still usable');
+});
+
+test('SNAPSYNC_BODY_TIMEOUT_MS and SNAPSYNC_MIN_BODY_RATE set the body limits', async (t) => {
+  const s = await withServer(t, { env: { SNAPSYNC_BODY_TIMEOUT_MS: '200', SNAPSYNC_MIN_BODY_RATE: '0' } });
+  // rate check off: a trickle with gaps under 200 ms lives on...
+  const { c, dt } = await trickle(t, s.port, { everyMs: 100, maxMs: 1000 });   // 10 B/s for 1 s
+  assert.equal(c.buffer.length, 0, `answered a steady trickle after ${dt} ms: ${c.buffer.toString('latin1')}`);
+  assert.equal(c.closed, false);
+  // ...and a stall past 200 ms ends it
+  const r = await c.readResponse({ timeoutMs: 2000 });
+  checkError(assert, r, 408, 'request_timeout', 'stall with SNAPSYNC_BODY_TIMEOUT_MS=200');
 });
 
 test('idle keep-alive connection is closed by the server (~300 ms)', async (t) => {
