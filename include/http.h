@@ -144,6 +144,17 @@ struct rbuf *http_chunk_new(const void *payload, size_t len);
 static inline size_t http_chunk_payload_len(const struct rbuf *ch) { return ch->len - HTTP_CHUNK_HEAD - 2; }
 void http_stream_write_chunk(struct http_req *r, struct rbuf *ch);    /* takes a ref */
 size_t http_stream_queued(const struct http_req *r);                  /* bytes not yet sent */
+/* Several pre-framed chunks at once, for a stream whose producer keeps its
+ * own queue (SSE subscribers). http_stream_try_chunks writes what the socket
+ * takes now, in as few sendmsg(2) calls as it can and without allocating,
+ * when nothing else is queued on the connection; it returns how many
+ * chunks went out whole and sets *off to the bytes of the next one already
+ * sent. It returns n (the chunks are dropped) when the stream is gone.
+ * http_stream_queue_chunks then queues chunks (the first from byte off) as
+ * one write request that holds a reference on each until it is written;
+ * on_drain (with drain_low 0) says when it is. */
+size_t http_stream_try_chunks(struct http_req *r, struct rbuf *const *chs, size_t n, size_t *off);
+void http_stream_queue_chunks(struct http_req *r, struct rbuf *const *chs, size_t n, size_t off);
 void http_stream_end(struct http_req *r);
 
 /* Streaming request bodies: resume after on_body returned 1. */

@@ -17,12 +17,14 @@
  */
 #include "http.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <zlib.h>
 
 #include "auth.h"
@@ -792,20 +794,22 @@ void http_dispatch(struct http_req *r)
 
 /* ---- writing ------------------------------------------------------------ */
 
+/* One queued write: the uv_write_t, the shared payloads it references
+ * (refs[], held until the write is done) and the bytes it had to copy
+ * (after refs[]). uv_write keeps its own copy of the uv_buf_t array, so a
+ * write of many chunks costs a pointer per chunk here plus libuv's 16 bytes. */
 struct wreq {
     uv_write_t w;
     struct conn *c;
-    struct rbuf *rb;             /* shared payload, or NULL */
-    size_t nbufs;
-    uv_buf_t bufs[3];
-    char data[];                 /* copied bytes the bufs point into */
+    size_t nrefs;
+    struct rbuf *refs[];
 };
 
 static void on_write(uv_write_t *w, int status)
 {
     struct wreq *wr = container_of(w, struct wreq, w);
     struct conn *c = wr->c;
-    if (wr->rb) rbuf_unref(wr->rb);
+    for (size_t i = 0; i < wr->nrefs; i++) rbuf_unref(wr->refs[i]);
     free(wr);
     if (status < 0 || c->state == CONN_CLOSING) {
         if (status < 0 && status != UV_ECANCELED) conn_close(c);
@@ -849,19 +853,22 @@ static void write_bufs(struct conn *c, uv_buf_t *bufs, size_t n, struct rbuf *rb
     }
     if (off == total) return;
     /* skip what was written; copy the rest (rb's part is referenced) */
-    size_t copy = 0;
+    size_t copy = 0, nrefs = 0;
     size_t skip = off;
     for (size_t i = 0; i < n; i++) {
         size_t l = bufs[i].len;
         size_t s = MIN(skip, l);
         skip -= s;
-        if (!(rb && i == rbi)) copy += l - s;
+        if (rb && i == rbi) nrefs = l > s;
+        else copy += l - s;
     }
-    struct wreq *wr = xmalloc(sizeof *wr + copy);
+    struct wreq *wr = xmalloc(sizeof *wr + nrefs * sizeof wr->refs[0] + copy);
     wr->c = c;
-    wr->rb = NULL;
-    wr->nbufs = 0;
-    char *d = wr->data;
+    wr->nrefs = 0;
+    char *d = (char *)&wr->refs[nrefs];
+    uv_buf_t left[3];
+    size_t nleft = 0;
+    assert(n <= ARRAY_SIZE(left));
     skip = off;
     for (size_t i = 0; i < n; i++) {
         size_t l = bufs[i].len;
@@ -869,16 +876,16 @@ static void write_bufs(struct conn *c, uv_buf_t *bufs, size_t n, struct rbuf *rb
         skip -= s;
         if (l - s == 0) continue;
         if (rb && i == rbi) {
-            wr->rb = rbuf_ref(rb);
-            wr->bufs[wr->nbufs++] = uv_buf_init(bufs[i].base + s, (unsigned)(l - s));
+            wr->refs[wr->nrefs++] = rbuf_ref(rb);
+            left[nleft++] = uv_buf_init(bufs[i].base + s, (unsigned)(l - s));
         } else {
             memcpy(d, bufs[i].base + s, l - s);
-            wr->bufs[wr->nbufs++] = uv_buf_init(d, (unsigned)(l - s));
+            left[nleft++] = uv_buf_init(d, (unsigned)(l - s));
             d += l - s;
         }
     }
-    if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, wr->bufs, (unsigned)wr->nbufs, on_write) < 0) {
-        if (wr->rb) rbuf_unref(wr->rb);
+    if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, left, (unsigned)nleft, on_write) < 0) {
+        for (size_t i = 0; i < wr->nrefs; i++) rbuf_unref(wr->refs[i]);
         free(wr);
         conn_close(c);
     }
@@ -1244,6 +1251,96 @@ void http_stream_write_chunk(struct http_req *r, struct rbuf *ch)
     uv_buf_t b = r->stream_chunked ? uv_buf_init(ch->data, (unsigned)ch->len)
                                    : uv_buf_init(ch->data + HTTP_CHUNK_HEAD, (unsigned)len);
     write_bufs(c, &b, 1, ch, 0);
+}
+
+/* The bytes of a pre-framed chunk this stream sends: all of it when
+ * chunked, the payload alone without chunking (HTTP/1.0). */
+static uv_buf_t chunk_buf(const struct http_req *r, struct rbuf *ch)
+{
+    return r->stream_chunked ? uv_buf_init(ch->data, (unsigned)ch->len)
+                             : uv_buf_init(ch->data + HTTP_CHUNK_HEAD, (unsigned)http_chunk_payload_len(ch));
+}
+
+#define TRY_IOV 256                  /* iovecs per sendmsg(2) */
+
+size_t http_stream_try_chunks(struct http_req *r, struct rbuf *const *chs, size_t n, size_t *off)
+{
+    struct conn *c = r->conn;
+    *off = 0;
+    if (!c || !r->streaming || r->head_only || c->state != CONN_STREAMING) return n;
+    uv_os_fd_t fd;
+    if (c->tcp.write_queue_size || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return 0;
+    size_t i = 0, o = 0, sent = 0;
+    while (i < n) {
+        /* sendmsg, not writev: MSG_NOSIGNAL, and no VFS layer (see write_bufs) */
+        struct iovec iov[TRY_IOV];
+        size_t k = 0, want = 0;
+        for (size_t j = i; j < n && k < TRY_IOV; j++, k++) {
+            uv_buf_t b = chunk_buf(r, chs[j]);
+            size_t skip = j == i ? o : 0;
+            iov[k].iov_base = b.base + skip;
+            iov[k].iov_len = b.len - skip;
+            want += b.len - skip;
+        }
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = k};
+        ssize_t w;
+        do w = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        while (w < 0 && errno == EINTR);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            conn_close(c);
+            return n;
+        }
+        /* step over what went out */
+        size_t left = (size_t)w;
+        sent += left;
+        while (left) {
+            size_t l = chunk_buf(r, chs[i]).len - o;
+            if (left < l) {
+                o += left;
+                break;
+            }
+            left -= l;
+            i++;
+            o = 0;
+        }
+        if ((size_t)w < want) break;
+    }
+    r->bytes_out += sent;
+    c->srv->stats.bytes_out += sent;
+    if (sent && c->tkind == TO_IDLE) conn_set_timeout(c, TO_IDLE);   /* progress */
+    *off = o;
+    return i;
+}
+
+void http_stream_queue_chunks(struct http_req *r, struct rbuf *const *chs, size_t n, size_t off)
+{
+    struct conn *c = r->conn;
+    if (!c || !r->streaming || r->head_only || c->state != CONN_STREAMING || n == 0) return;
+    struct wreq *wr = xmalloc(sizeof *wr + n * sizeof wr->refs[0]);
+    wr->c = c;
+    wr->nrefs = n;
+    uv_buf_t stack[64], *b = n <= ARRAY_SIZE(stack) ? stack : xmalloc(n * sizeof *b);
+    for (size_t i = 0; i < n; i++) {
+        wr->refs[i] = rbuf_ref(chs[i]);
+        b[i] = chunk_buf(r, chs[i]);
+    }
+    assert(off < b[0].len);
+    b[0].base += off;
+    b[0].len -= off;
+    size_t queued = 0;
+    for (size_t i = 0; i < n; i++) queued += b[i].len;
+    r->bytes_out += queued;
+    c->srv->stats.bytes_out += queued;
+    /* the send timeout runs while a write waits (on_write restarts it) */
+    if (c->tkind == TO_NONE) conn_set_timeout(c, TO_IDLE);
+    int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, b, (unsigned)n, on_write);
+    if (b != stack) free(b);
+    if (rc < 0) {
+        for (size_t i = 0; i < n; i++) rbuf_unref(wr->refs[i]);
+        free(wr);
+        conn_close(c);
+    }
 }
 
 size_t http_stream_queued(const struct http_req *r)
