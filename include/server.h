@@ -79,7 +79,11 @@ struct conn {
 struct server_stats {
     uint64_t accepted, rejected, requests, open_conns, bytes_out;
     uint64_t timeouts_header, timeouts_idle, timeouts_body, parse_errors;
+    uint64_t loop_max_stall_ns;      /* the busiest loop iteration since start */
+    uint64_t loop_stalls;            /* iterations busy for LOOP_STALL_NS or more */
 };
+
+#define LOOP_STALL_NS (100 * 1000 * 1000ull)
 
 typedef void (*server_hook)(struct server *srv, void *arg);
 
@@ -99,6 +103,8 @@ struct server {
     uv_tcp_t listener;
     uv_timer_t sweep;
     uint64_t sweep_due;
+    uv_prepare_t stall_prep;        /* measures each loop iteration's busy time */
+    uint64_t stall_t, stall_idle;   /* hrtime and poll idle time at the last prepare */
     uv_timer_t shutdown_timer;
     uv_signal_t sigterm, sigint;
     struct list conns;

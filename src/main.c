@@ -187,6 +187,9 @@ static int cmd_serve(int argc, char **argv)
 
     uv_loop_t loop;
     uv_loop_init(&loop);
+    /* time blocked in poll: server.c tells loop stalls from waiting with it */
+    if ((rc = uv_loop_configure(&loop, UV_METRICS_IDLE_TIME)) < 0)
+        log_warn("loop_metrics_unavailable", "\"error\":\"%s\"", uv_strerror(rc));
     log_attach_loop(&loop);
     srv.store = st;
     srv.loop = &loop;

@@ -113,6 +113,26 @@ void conn_set_timeout(struct conn *c, enum timeout_kind kind)
     if (was_empty) sweep_arm(c->srv);
 }
 
+/* ---- loop stalls -------------------------------------------------------- */
+
+/* Runs just before each poll. The time since the previous one, minus the
+ * time the loop spent blocked in poll (libuv's idle time, main.c turns it
+ * on), is how long that iteration kept the loop busy: the longest a new
+ * request could have waited to be read. */
+static void on_prepare(uv_prepare_t *p)
+{
+    struct server *srv = container_of(p, struct server, stall_prep);
+    uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(srv->loop);
+    if (srv->stall_t) {
+        uint64_t span = now - srv->stall_t, waited = idle - srv->stall_idle;
+        uint64_t busy = span > waited ? span - waited : 0;
+        if (busy > srv->stats.loop_max_stall_ns) srv->stats.loop_max_stall_ns = busy;
+        if (busy >= LOOP_STALL_NS) srv->stats.loop_stalls++;
+    }
+    srv->stall_t = now;
+    srv->stall_idle = idle;
+}
+
 /* ---- closing ----------------------------------------------------------- */
 
 static void maybe_finish_shutdown(struct server *srv);
@@ -432,6 +452,7 @@ static void maybe_finish_shutdown(struct server *srv)
     if (!uv_is_closing((uv_handle_t *)&srv->shutdown_timer))
         uv_close((uv_handle_t *)&srv->shutdown_timer, on_handle_closed);
     if (!uv_is_closing((uv_handle_t *)&srv->sweep)) uv_close((uv_handle_t *)&srv->sweep, on_handle_closed);
+    if (!uv_is_closing((uv_handle_t *)&srv->stall_prep)) uv_close((uv_handle_t *)&srv->stall_prep, on_handle_closed);
 }
 
 static void on_shutdown_timeout(uv_timer_t *t)
@@ -532,6 +553,9 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
     atomic_init(&srv->stopping, false);
     uv_timer_init(loop, &srv->sweep);
     uv_timer_init(loop, &srv->shutdown_timer);
+    uv_prepare_init(loop, &srv->stall_prep);
+    uv_prepare_start(&srv->stall_prep, on_prepare);
+    uv_unref((uv_handle_t *)&srv->stall_prep);     /* it never keeps the loop alive */
     uv_signal_init(loop, &srv->sigterm);
     uv_signal_init(loop, &srv->sigint);
     srv->sigterm.data = srv->sigint.data = srv;
