@@ -234,6 +234,11 @@ void api_metrics(struct http_req *r)
     metric_u64(b, "snapsync_sse_subscribers", "gauge", "Open event streams (events and feed=sse).", ss.subscribers);
     metric_u64(b, "snapsync_sse_dropped_subscribers_total", "counter", "Subscribers closed for not keeping up (overflow).", ss.dropped);
     metric_u64(b, "snapsync_sse_events_total", "counter", "Events published.", ss.published);
+    metric_u64(b, "snapsync_sse_queued_bytes", "gauge",
+               "Bytes held for event subscribers that have not taken them yet, as counted against --sse-queue-bytes "
+               "(frames plus a fixed overhead per queued event).", ss.queued_bytes);
+    metric_u64(b, "snapsync_sse_fanout_backlog_events", "gauge",
+               "Events not yet offered to every event subscriber (a fan-out in progress).", ss.backlog_events);
     help(b, "snapsync_loop_max_stall_seconds", "gauge",
          "The longest the event loop was busy in one iteration (not waiting for I/O) since start.");
     buf_printf(b, "snapsync_loop_max_stall_seconds %.6f\n", (double)srv->stats.loop_max_stall_ns / 1e9);
