@@ -105,6 +105,8 @@ struct server {
     uint64_t sweep_due;
     uv_prepare_t stall_prep;        /* measures each loop iteration's busy time */
     uint64_t stall_t, stall_idle;   /* hrtime and poll idle time at the last prepare */
+    uv_timer_t trim_timer;          /* malloc_trim after many connections closed */
+    uint64_t closed_since_trim;
     uv_timer_t shutdown_timer;
     uv_signal_t sigterm, sigint;
     struct list conns;

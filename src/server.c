@@ -19,9 +19,12 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <malloc.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "http.h"
+#include "jobs.h"
 #include "json.h"
 #include "log.h"
 
@@ -133,6 +136,61 @@ static void on_prepare(uv_prepare_t *p)
     srv->stall_idle = idle;
 }
 
+/* ---- giving memory back --------------------------------------------------- */
+
+/* Thousands of connections (SSE subscribers) closing at once free many
+ * small blocks of the same sizes; glibc keeps the pages they sat on unless
+ * the free space is at the top of the heap. Once TRIM_AFTER_CLOSES
+ * connections have closed, malloc_trim runs on the pool TRIM_DELAY_MS
+ * later (when the wave is over), so RSS falls back. */
+#define TRIM_AFTER_CLOSES 1024
+#define TRIM_DELAY_MS 1000
+
+struct trim_job {
+    struct job job;
+    uint64_t closed;
+    long rss_before, rss_after;      /* KiB, -1 if unknown */
+    uint64_t ns;
+};
+
+static long rss_kib(void)
+{
+    long pages = -1, size, rss;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &size, &rss) == 2) pages = rss;
+    fclose(f);
+    return pages < 0 ? -1 : pages * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void trim_work(struct job *j)
+{
+    struct trim_job *tj = container_of(j, struct trim_job, job);
+    tj->rss_before = rss_kib();
+    uint64_t t0 = uv_hrtime();
+    malloc_trim(0);
+    tj->ns = uv_hrtime() - t0;
+    tj->rss_after = rss_kib();
+}
+
+static void trim_done(struct job *j, struct http_req *r)
+{
+    struct trim_job *tj = container_of(j, struct trim_job, job);
+    UNUSED(r);
+    log_info("memory_trimmed", "\"closed_connections\":%llu,\"rss_before_kib\":%ld,\"rss_after_kib\":%ld,\"ms\":%.1f",
+             (unsigned long long)tj->closed, tj->rss_before, tj->rss_after, (double)tj->ns / 1e6);
+    free(tj);
+}
+
+static void on_trim_timer(uv_timer_t *t)
+{
+    struct server *srv = container_of(t, struct server, trim_timer);
+    struct trim_job *tj = xcalloc(1, sizeof *tj);
+    tj->closed = srv->closed_since_trim;
+    srv->closed_since_trim = 0;
+    job_submit(srv, &tj->job, NULL, trim_work, trim_done);
+}
+
 /* ---- closing ----------------------------------------------------------- */
 
 static void maybe_finish_shutdown(struct server *srv);
@@ -151,6 +209,8 @@ static void on_close(uv_handle_t *h)
     free(c->pending);
     list_remove(&c->link);
     free(c);
+    if (++srv->closed_since_trim == TRIM_AFTER_CLOSES && !srv->shutting_down)
+        uv_timer_start(&srv->trim_timer, on_trim_timer, TRIM_DELAY_MS, 0);
     maybe_finish_shutdown(srv);
 }
 
@@ -160,6 +220,14 @@ void conn_close(struct conn *c)
     c->state = CONN_CLOSING;
     conn_set_timeout(c, TO_NONE);
     if (c->srv->stats.open_conns) c->srv->stats.open_conns--;
+    if (c->tcp.write_queue_size > 0) {
+        /* output is being given up on: reset, so the kernel drops what it
+         * holds too, instead of keeping the socket (and its send buffer)
+         * after close to deliver to a peer that is not reading */
+        uv_os_fd_t fd;
+        struct linger l = {1, 0};
+        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    }
     uv_close((uv_handle_t *)&c->tcp, on_close);
 }
 
@@ -453,6 +521,7 @@ static void maybe_finish_shutdown(struct server *srv)
         uv_close((uv_handle_t *)&srv->shutdown_timer, on_handle_closed);
     if (!uv_is_closing((uv_handle_t *)&srv->sweep)) uv_close((uv_handle_t *)&srv->sweep, on_handle_closed);
     if (!uv_is_closing((uv_handle_t *)&srv->stall_prep)) uv_close((uv_handle_t *)&srv->stall_prep, on_handle_closed);
+    if (!uv_is_closing((uv_handle_t *)&srv->trim_timer)) uv_close((uv_handle_t *)&srv->trim_timer, on_handle_closed);
 }
 
 static void on_shutdown_timeout(uv_timer_t *t)
@@ -556,6 +625,8 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
     uv_prepare_init(loop, &srv->stall_prep);
     uv_prepare_start(&srv->stall_prep, on_prepare);
     uv_unref((uv_handle_t *)&srv->stall_prep);     /* it never keeps the loop alive */
+    uv_timer_init(loop, &srv->trim_timer);
+    uv_unref((uv_handle_t *)&srv->trim_timer);
     uv_signal_init(loop, &srv->sigterm);
     uv_signal_init(loop, &srv->sigint);
     srv->sigterm.data = srv->sigint.data = srv;
