@@ -36,7 +36,7 @@ static const struct opt opts[] = {
     {"max-connections", OPT_U64, OFF(max_connections), 1, 1000000, "10000", "open connections (503 and close past it)"},
     {"shutdown-timeout-ms", OPT_U64, OFF(shutdown_timeout_ms), 0, 3600000, "10000", "graceful shutdown budget on SIGTERM/SIGINT"},
     {"sse-keepalive-ms", OPT_U64, OFF(sse_keepalive_ms), 10, 3600000, "15000", "SSE ': ping' interval"},
-    {"sse-queue-bytes", OPT_SIZE, OFF(sse_queue_bytes), 1024, 1ull << 30, "262144", "unsent bytes per SSE subscriber before overflow"},
+    {"sse-queue-bytes", OPT_SIZE, OFF(sse_queue_bytes), 1024, 1ull << 30, "262144", "bytes held for an SSE subscriber (each queued event: its frame plus 64) before overflow"},
     {"sse-max-clients", OPT_U64, OFF(sse_max_clients), 0, 1000000, "10000", "SSE subscribers (503 past it)"},
     {"sse-replay-events", OPT_U64, OFF(sse_replay_events), 0, 10000000, "10000", "events kept for Last-Event-ID replay"},
     {"snapshot-level", OPT_U64, OFF(snapshot_level), 0, 9, "6", "gzip level of snapshot files"},
