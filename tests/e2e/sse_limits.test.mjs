@@ -27,7 +27,11 @@ let overflowRun = null;
 
 function runOverflow() {
   overflowRun ??= (async () => {
-    const srv = await startServer({ args: ['--sse-queue-bytes', '65536', '--sse-replay-events', '100'] });
+    // the slow client reads only once every push is done: under a sanitizer
+    // on a loaded machine that can be more than the default 60 s of
+    // --idle-timeout-ms, after which its connection (no progress) is closed
+    // with the overflow event still queued
+    const srv = await startServer({ args: ['--sse-queue-bytes', '65536', '--sse-replay-events', '100', '--idle-timeout-ms', '600000'] });
     try {
       await putSpace(srv, 'a');
       await pushMany(srv, 'a', WARM, { makeId: (i) => `w${i}${LONG}` });
