@@ -246,8 +246,8 @@ test('a fan-out spread over many loop turns: every subscriber gets every event o
   await putSpace(srv, 'a');
   await putSpace(srv, 'b');
   const subs = [];
-  for (let i = 0; i < SUBS; i++) subs.push(await openSSE(srv.port, `${EV}?topics=change`, { token: srv.adminToken, keepText: false }));
-  const onlyB = await openSSE(srv.port, `${EV}?topics=change&spaces=b`, { token: srv.adminToken, keepText: false });
+  for (let i = 0; i < SUBS; i++) subs.push(await openSSE(srv.port, `${EV}?topics=change`, { token: srv.adminToken, timeoutMs: 20000, keepText: false }));
+  const onlyB = await openSSE(srv.port, `${EV}?topics=change&spaces=b`, { token: srv.adminToken, timeoutMs: 20000, keepText: false });
   t.after(() => { for (const s of [...subs, onlyB]) s.close(); });
 
   // pushes of 1,000 to a and b, two at a time, so commits arrive while a
@@ -257,7 +257,7 @@ test('a fan-out spread over many loop turns: every subscriber gets every event o
   // once the first has seen 1,500 events, a new subscriber resumes after the 1,500th
   const first = await subs[0].waitEvents(1500, { type: 'change', timeoutMs: 60000 });
   const resumeId = first[1499].id;
-  const joiner = await openSSE(srv.port, `${EV}?topics=change`, { token: srv.adminToken, keepText: false, headers: { 'Last-Event-ID': resumeId } });
+  const joiner = await openSSE(srv.port, `${EV}?topics=change`, { token: srv.adminToken, timeoutMs: 20000, keepText: false, headers: { 'Last-Event-ID': resumeId } });
   t.after(() => joiner.close());
   assert.equal(joiner.status, 200);
   for (let i = 2; i < PUSHES; i += 2) {
