@@ -10,6 +10,9 @@
  * Rows live in the `snapshots` table (written by the writer thread); the
  * loop thread tracks which spaces have a snapshot or restore running (409)
  * and publishes `snapshot` SSE events from the job's progress.
+ *
+ * Each row also says what the last read of its file found (`integrity`:
+ * unchecked, ok, corrupt).
  */
 #ifndef SNAPSYNC_SNAPSHOT_H
 #define SNAPSYNC_SNAPSHOT_H
@@ -51,5 +54,6 @@ void api_snapshot_download(struct http_req *r);
 void api_snapshot_preview(struct http_req *r);
 void api_snapshot_restore(struct http_req *r);
 void api_snapshot_import(struct http_req *r);
+void api_snapshot_verify(struct http_req *r);
 
 #endif
