@@ -12,7 +12,9 @@
  * and publishes `snapshot` SSE events from the job's progress.
  *
  * Each row also says what the last read of its file found (`integrity`:
- * unchecked, ok, corrupt).
+ * unchecked, ok, corrupt); a background check re-verifies every completed
+ * file once per --snapshot-verify-every seconds, one at a time, in slices
+ * on the pool.
  */
 #ifndef SNAPSYNC_SNAPSHOT_H
 #define SNAPSYNC_SNAPSHOT_H
@@ -30,7 +32,7 @@ struct http_req;
  * crash become failed ("interrupted"), leftover temp files are removed.
  * Returns 0 or -1 with err. */
 int snap_recover(const char *data_dir, void *db /* sqlite3 */, char *err, size_t errlen);
-void snap_init(struct server *srv);      /* loop: schedule timer, last_snapshot per space */
+void snap_init(struct server *srv);      /* loop: schedule and check timers, last_snapshot per space */
 void snap_free(struct server *srv);
 /* Removes a snapshot's file in the threadpool (its row is already gone). */
 void snap_remove_file(struct server *srv, const char *id);

@@ -24,7 +24,8 @@
  * Integrity (see "integrity" below): every read of a file checks it -- a
  * download as it streams (size, gzip, sha256; one that fails is cut off,
  * filestream.h), a preview or restore by its merge and full check, the
- * verify route in full -- and what it finds is recorded on the row (writer op): 'corrupt'
+ * verify route and the background check (--snapshot-verify-every) in full
+ * -- and what it finds is recorded on the row (writer op): 'corrupt'
  * snapshots are refused with 422 until a full check passes again.
  */
 #include "snapshot.h"
@@ -700,15 +701,15 @@ static int snap_start(struct server *srv, struct http_req *r, const char *space,
  * sha256, gzip, every line, counts) or 'corrupt' (a read found the file
  * damaged or missing; `integrity_error` says how). Every read that finds
  * damage -- a download, a preview or dry run, a restore's check, the verify
- * route -- marks the row with a writer op; a full
+ * route, the background check -- marks the row with a writer op; a full
  * check that passes marks it 'ok' again (a repaired file is usable once
  * verified). A snapshot marked corrupt is refused by download, preview and
  * restore (422 snapshot_corrupt). The change to corrupt (and back) is
  * logged with the file's path (clients never see it), counted, published
  * as a `snapshot` event and audited. */
 
-enum integ_src { INTEG_DOWNLOAD, INTEG_PREVIEW, INTEG_RESTORE, INTEG_VERIFY };
-static const char *const integ_src_name[] = {"download", "preview", "restore", "verify"};
+enum integ_src { INTEG_DOWNLOAD, INTEG_PREVIEW, INTEG_RESTORE, INTEG_VERIFY, INTEG_BACKGROUND };
+static const char *const integ_src_name[] = {"download", "preview", "restore", "verify", "background"};
 
 struct integ_op;
 typedef void (*integ_then_fn)(struct integ_op *io, struct http_req *r);
@@ -1488,8 +1489,8 @@ static int key_cmp(const char *c1, const char *i1, const char *c2, const char *i
 static const char *str_or(const char *s) { return s ? s : ""; }
 
 /* A check of a whole file (gzip, header, every line, counts) that can stop
- * and go on later (a budget per step); snap_verify_file runs it in one go.
- * Any thread; one at a time. */
+ * and go on later: snap_verify_file runs it in one go, the background check
+ * in slices (see "background check"). Any thread; one at a time. */
 struct snap_check {
     struct snap_reader sr;
     bool header_done;
@@ -2862,6 +2863,197 @@ void api_snapshot_verify(struct http_req *r)
     read_submit(r, snap_read_job(r, sp), row_work, vcheck_row_loaded);
 }
 
+/* ---- background check (--snapshot-verify-every S) ------------------------
+ * Each completed snapshot's file is checked in full (as by the verify
+ * route) once every S seconds, one snapshot at a time, the one whose last
+ * check (or completion, if never checked) is oldest first. Low priority on
+ * the shared pool: the check runs in slices of about BG_SLICE_MS, each a
+ * pool job, with a pause at least as long between slices, and a slice
+ * waits while every pool thread has work (up to BG_WAIT_MAX times), so it
+ * never takes more than half of one pool thread from requests. The
+ * snapshot is marked as by any read (see "integrity"); the next pick waits
+ * until that is recorded. Loop: bg_* callbacks; pool: the pick (a read
+ * transaction) and the slices, which touch only struct bgcheck's check. */
+
+#define BG_SLICE_MS 50
+#define BG_PAUSE_MIN_MS 20
+#define BG_BUSY_WAIT_MS 100
+#define BG_WAIT_MAX 50
+
+static struct bgcheck {
+    struct server *srv;
+    uv_timer_t timer;
+    bool on, busy;                   /* busy: a pool job is out */
+    struct job job;
+    uint64_t period_ms;
+    /* the snapshot being checked */
+    bool picked, checking;           /* checking: the file is open in chk */
+    char id[27], space[64], sha256[65], path[1200];
+    struct snap_check chk;
+    struct snap_summary sum;
+    int rc;                          /* of the last slice: 1 more, 0 valid, -1 not */
+    char why[200];
+    uint64_t slice_ms, waited;
+    uint64_t next_due_ms;            /* from the pick when nothing is due (0: no snapshot) */
+} bg;
+
+static void bg_tick(uv_timer_t *t);
+
+static void bg_arm(uint64_t ms)
+{
+    if (bg.on && !bg.srv->shutting_down) uv_timer_start(&bg.timer, bg_tick, ms, 0);
+}
+
+/* pool: the snapshot to check next, or when the next one is due */
+static void bg_pick_work(struct job *j)
+{
+    UNUSED(j);
+    sqlite3 *db = store_reader_get(bg.srv->store);
+    if (!db) return;
+    uint64_t now = now_ms_wall();
+    int64_t due_before = (int64_t)(now - (now > bg.period_ms ? bg.period_ms : now));
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, space, sha256 FROM snapshots WHERE status = 'completed'"
+                           " AND coalesce(integrity_checked_at, completed_at) <= ?1"
+                           " ORDER BY integrity_checked_at IS NOT NULL, integrity_checked_at, completed_at, id LIMIT 1",
+                           -1, &q, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, due_before);
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            bg.picked = true;
+            snprintf(bg.id, sizeof bg.id, "%s", (const char *)sqlite3_column_text(q, 0));
+            snprintf(bg.space, sizeof bg.space, "%s", (const char *)sqlite3_column_text(q, 1));
+            const unsigned char *sha = sqlite3_column_text(q, 2);
+            snprintf(bg.sha256, sizeof bg.sha256, "%s", sha ? (const char *)sha : "");
+        }
+        sqlite3_finalize(q);
+    }
+    if (!bg.picked &&
+        sqlite3_prepare_v2(db,
+                           "SELECT min(coalesce(integrity_checked_at, completed_at)) FROM snapshots"
+                           " WHERE status = 'completed'",
+                           -1, &q, NULL) == SQLITE_OK) {
+        if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL)
+            bg.next_due_ms = (uint64_t)sqlite3_column_int64(q, 0) + bg.period_ms;
+        sqlite3_finalize(q);
+    }
+    store_reader_put(bg.srv->store, db);
+    if (bg.picked) {
+        snap_file(bg.srv->cfg->data_dir, bg.id, false, bg.path, sizeof bg.path);
+        bg.rc = check_open(&bg.chk, bg.path, &bg.sum, bg.why, sizeof bg.why) < 0 ? -1 : 1;
+        bg.checking = bg.rc == 1;
+    }
+}
+
+/* pool: the check goes on for one slice */
+static void bg_slice_work(struct job *j)
+{
+    UNUSED(j);
+    uint64_t t0 = now_ns_mono();
+    bg.rc = check_step(&bg.chk, BG_SLICE_MS * 1000000ull, &bg.sum, bg.why, sizeof bg.why);
+    if (bg.rc == 0 && strcmp(bg.sum.sha256, bg.sha256) != 0) {
+        bg.rc = -1;
+        snprintf(bg.why, sizeof bg.why, "the file's sha256 does not match the snapshot's");
+    }
+    if (bg.rc != 1) {
+        free(bg.sum.counts_json);
+        bg.sum.counts_json = NULL;
+        check_close(&bg.chk);
+        bg.checking = false;
+    }
+    bg.slice_ms = (now_ns_mono() - t0) / 1000000;
+}
+
+static void bg_stop_check(void)
+{
+    if (bg.checking) check_close(&bg.chk);
+    bg.checking = bg.picked = false;
+}
+
+/* loop: the mark is recorded; on to the next one */
+static void bg_marked(struct integ_op *io, struct http_req *r)
+{
+    UNUSED(io);
+    UNUSED(r);
+    bg_arm(0);
+}
+
+/* loop: a check is over (rc 0 or -1) */
+static void bg_finish(void)
+{
+    bool ok = bg.rc == 0;
+    metrics_snapshot_check(bg.srv, ok);
+    if (ok) log_info("snapshot_checked", "\"space\":\"%s\",\"snapshot\":\"%s\",\"integrity\":\"ok\"", bg.space, bg.id);
+    else log_file(LOG_WARN, "snapshot_check_failed", bg.space, bg.id, bg.path, bg.why);
+    bg.picked = false;
+    if (integ_mark(bg.srv, NULL, bg.space, bg.id, INTEG_BACKGROUND, ok, bg.why, "integrity-check", NULL, bg_marked) < 0)
+        bg_arm(1000);
+}
+
+static void bg_done(struct job *j, struct http_req *r)
+{
+    UNUSED(r);
+    bg.busy = false;
+    if (j->status != 0 || bg.srv->shutting_down) {
+        bg_stop_check();
+        return;
+    }
+    if (!bg.picked) {                /* nothing due: sleep until something is */
+        uint64_t now = now_ms_wall(), wait = bg.period_ms;
+        if (bg.next_due_ms) wait = bg.next_due_ms > now ? bg.next_due_ms - now : 0;
+        if (wait < 1000) wait = 1000;
+        if (wait > bg.period_ms) wait = bg.period_ms;
+        bg_arm(wait);
+        return;
+    }
+    if (bg.rc == 1) {                /* more to read: after a pause */
+        bg_arm(bg.slice_ms > BG_PAUSE_MIN_MS ? bg.slice_ms : BG_PAUSE_MIN_MS);
+        return;
+    }
+    bg_finish();
+}
+
+static void bg_tick(uv_timer_t *t)
+{
+    UNUSED(t);
+    struct server *srv = bg.srv;
+    if (bg.busy || srv->shutting_down) return;
+    if (bg.checking && srv->jobs_inflight >= srv->cfg->workers && bg.waited < BG_WAIT_MAX) {
+        bg.waited++;                 /* every pool thread has work: requests first */
+        bg_arm(BG_BUSY_WAIT_MS);
+        return;
+    }
+    bg.waited = 0;
+    bg.busy = true;
+    if (bg.checking) {
+        job_submit(srv, &bg.job, NULL, bg_slice_work, bg_done);
+    } else {
+        bg.picked = false;
+        bg.next_due_ms = 0;
+        job_submit(srv, &bg.job, NULL, bg_pick_work, bg_done);
+    }
+}
+
+static void bg_init(struct server *srv)
+{
+    memset(&bg, 0, sizeof bg);
+    bg.srv = srv;
+    bg.period_ms = srv->cfg->snapshot_verify_every * 1000;
+    if (!bg.period_ms) return;
+    uv_timer_init(srv->loop, &bg.timer);
+    uv_unref((uv_handle_t *)&bg.timer);  /* never keeps the loop alive */
+    bg.on = true;
+    bg_arm(1000);                    /* the first pick, once start-up is over */
+}
+
+static void bg_free(void)
+{
+    if (!bg.on) return;
+    bg_stop_check();
+    uv_close((uv_handle_t *)&bg.timer, NULL);
+    bg.on = false;
+}
+
 /* ---- schedule ------------------------------------------------------------ */
 
 static uv_timer_t sched_timer;
@@ -2998,6 +3190,7 @@ static void snap_load_last(struct server *srv)
 void snap_init(struct server *srv)
 {
     snap_load_last(srv);
+    bg_init(srv);
     if (srv->cfg->snapshot_every) {
         uv_timer_init(srv->loop, &sched_timer);
         sched_timer.data = srv;
@@ -3011,6 +3204,7 @@ void snap_init(struct server *srv)
 void snap_free(struct server *srv)
 {
     UNUSED(srv);
+    bg_free();
     if (sched_on) {
         uv_close((uv_handle_t *)&sched_timer, NULL);
         sched_on = false;

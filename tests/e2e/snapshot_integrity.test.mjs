@@ -4,8 +4,9 @@
 // non-zero, fetch's body read rejects) instead of a clean 200; the snapshot
 // is then marked `"integrity":"corrupt"` (persisted), refused by download,
 // preview and restore with 422 snapshot_corrupt; POST .../verify re-checks
-// and clears the mark once the file is repaired; and no error shows a
-// server path.
+// and clears the mark once the file is repaired; the background check
+// (--snapshot-verify-every) finds a tampered file on its own (SSE, metrics,
+// audit, log); and no error shows a server path.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,6 +21,7 @@ import {
   snapPath, rawGet, createSnapshot, listAll, snapFile, checkCompletedMeta, sha256, flipByte, pushEntities, until,
   TIME_RE,
 } from './snapshot_helpers.mjs';
+import { openSSE } from './sse_helpers.mjs';
 
 const HAVE_CURL = haveCommand('curl');
 
@@ -360,4 +362,58 @@ test('restore verifies the file first: a damaged one is refused and marked; afte
   const res = await api(srv, 'POST', snapPath('irs', m.id, '/restore'), { body: { confirm: m.id } });
   assert.equal(res.status, 200, res.text);
   await until(async () => (await getMeta(srv, 'irs', m.id)).integrity === 'ok', { what: 'the restore\'s check recorded as ok' });
+});
+
+test('background check (SNAPSYNC_SNAPSHOT_VERIFY_EVERY=1): finds a tampered file on its own -> marked, SSE snapshot event, metrics, audit, log; good files become ok', async (t) => {
+  const s = await withServer(t, { env: { SNAPSYNC_SNAPSHOT_VERIFY_EVERY: '1' }, args: ['--snapshot-rate', '0'] });
+  await seedBig(s, 'ibg', 200);
+  const good = await createSnapshot(s, 'ibg');
+  const bad = await createSnapshot(s, 'ibg');
+  const sse = await openSSE(s.port, '/api/v1/events?spaces=ibg&topics=snapshot', { token: s.adminToken });
+  t.after(() => sse.close());
+  assert.equal(sse.status, 200);
+  const f = snapFile(s.dataDir, bad.id);
+  writeFileSync(f, flipByte(readFileSync(f)));
+  const ev = await sse.waitFor(() => sse.ofType('snapshot').find((e) => e.json && e.json.snapshot === bad.id && e.json.integrity === 'corrupt'),
+    15000, 'a snapshot event saying the tampered file is corrupt');
+  assert.equal(ev.json.found_by, 'background');
+  assert.equal(ev.json.space, 'ibg');
+  assert.equal(ev.json.status, 'completed');
+  assert.equal(typeof ev.json.integrity_error, 'string');
+  noPath(s, ev.json.integrity_error, 'the event');
+  const x = await getMeta(s, 'ibg', bad.id);
+  assert.equal(x.integrity, 'corrupt');
+  assert.equal(x.integrity_error, ev.json.integrity_error);
+  const g = await until(async () => {
+    const m = await getMeta(s, 'ibg', good.id);
+    return m.integrity === 'ok' ? m : null;
+  }, { timeoutMs: 15000, what: 'the good snapshot checked ok' });
+  assert.match(g.integrity_checked_at, TIME_RE);
+  const text = (await api(s, 'GET', '/metrics')).text;
+  assert.ok(metric(text, 'snapsync_snapshot_checks_total', 'result="corrupt"') >= 1, text);
+  assert.ok(metric(text, 'snapsync_snapshot_checks_total', 'result="ok"') >= 1, text);
+  assert.equal(metric(text, 'snapsync_snapshot_corrupt_found_total', 'found_by="background"'), 1, 'found once, not at every check');
+  const audit = (await apiOk(s, 'GET', '/api/v1/audit?action=snapshot.integrity&space=ibg')).entries;
+  assert.equal(audit.length, 1, JSON.stringify(audit));
+  assert.equal(audit[0].actor, 'integrity-check');
+  assert.equal(audit[0].target, bad.id);
+  assert.equal(audit[0].meta.found_by, 'background');
+  const line = await s.waitForLog((l) => l.msg === 'snapshot_corrupt' && l.snapshot === bad.id);
+  assert.equal(line.level, 'error');
+  assert.equal(line.found_by, 'background');
+  assert.equal(line.file, f);
+  // the check keeps the pool usable meanwhile
+  assert.equal((await api(s, 'GET', '/api/v1/spaces/ibg/sync/status')).status, 200);
+});
+
+test('--snapshot-verify-every 0 turns the background check off', async (t) => {
+  const s = await withServer(t, { args: ['--snapshot-verify-every', '0'], env: { SNAPSYNC_SNAPSHOT_VERIFY_EVERY: '1' } });
+  await seedBig(s, 'ioff', 20);
+  const m = await createSnapshot(s, 'ioff');
+  const f = snapFile(s.dataDir, m.id);
+  writeFileSync(f, flipByte(readFileSync(f)));
+  await new Promise((r) => setTimeout(r, 3000));
+  assert.equal((await getMeta(s, 'ioff', m.id)).integrity, 'unchecked');
+  const text = (await api(s, 'GET', '/metrics')).text;
+  assert.equal(metric(text, 'snapsync_snapshot_checks_total', 'result="corrupt"'), 0);
 });
