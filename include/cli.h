@@ -41,6 +41,7 @@ struct config {
     uint64_t snapshot_keep_pre_restore;
     uint64_t snapshot_rate;
     uint64_t snapshot_threads;     /* compressor threads per snapshot */
+    uint64_t snapshot_verify_every;  /* seconds between full checks of each snapshot file (0 = off) */
     uint64_t workers;              /* threadpool size */
     char cors_origins_raw[2048];
     char *cors_origins[CFG_MAX_ORIGINS];

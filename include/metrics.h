@@ -15,6 +15,11 @@ void metrics_free(struct server *srv);
 void metrics_request(struct server *srv, const char *route, int status, double seconds);
 void metrics_snapshot(struct server *srv, const char *kind, bool ok, double seconds, uint64_t bytes);
 void metrics_sync(struct server *srv, bool ok, uint64_t pulled, uint64_t pushed, uint64_t blobs);
+/* snapshot files: a download cut off, a snapshot found corrupt (by:
+ * download, preview, restore, verify or background), a background check */
+void metrics_snapshot_download_abort(struct server *srv);
+void metrics_snapshot_corrupt(struct server *srv, const char *by);
+void metrics_snapshot_check(struct server *srv, bool ok);
 
 void api_metrics(struct http_req *r);
 

@@ -10,6 +10,11 @@
  * Rows live in the `snapshots` table (written by the writer thread); the
  * loop thread tracks which spaces have a snapshot or restore running (409)
  * and publishes `snapshot` SSE events from the job's progress.
+ *
+ * Each row also says what the last read of its file found (`integrity`:
+ * unchecked, ok, corrupt); a background check re-verifies every completed
+ * file once per --snapshot-verify-every seconds, one at a time, in slices
+ * on the pool.
  */
 #ifndef SNAPSYNC_SNAPSHOT_H
 #define SNAPSYNC_SNAPSHOT_H
@@ -27,7 +32,7 @@ struct http_req;
  * crash become failed ("interrupted"), leftover temp files are removed.
  * Returns 0 or -1 with err. */
 int snap_recover(const char *data_dir, void *db /* sqlite3 */, char *err, size_t errlen);
-void snap_init(struct server *srv);      /* loop: schedule timer, last_snapshot per space */
+void snap_init(struct server *srv);      /* loop: schedule and check timers, last_snapshot per space */
 void snap_free(struct server *srv);
 /* Removes a snapshot's file in the threadpool (its row is already gone). */
 void snap_remove_file(struct server *srv, const char *id);
@@ -52,5 +57,6 @@ void api_snapshot_download(struct http_req *r);
 void api_snapshot_preview(struct http_req *r);
 void api_snapshot_restore(struct http_req *r);
 void api_snapshot_import(struct http_req *r);
+void api_snapshot_verify(struct http_req *r);
 
 #endif

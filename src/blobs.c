@@ -741,7 +741,7 @@ static void open_done(struct job *j, struct http_req *r)
             len = size;
         }
     }
-    filestream_start(r, fd, status, "application/octet-stream", from, (int64_t)len, false);
+    filestream_start(r, fd, status, "application/octet-stream", from, (int64_t)len, false, NULL);
 }
 
 void api_blob_get(struct http_req *r)

@@ -45,6 +45,7 @@ static const struct opt opts[] = {
     {"snapshot-keep-pre-restore", OPT_U64, OFF(snapshot_keep_pre_restore), 0, 100000, "5", "pre-restore snapshots kept per space"},
     {"snapshot-rate", OPT_U64, OFF(snapshot_rate), 0, 100000, "10", "snapshot creations per minute per key and space (0 = unlimited)"},
     {"snapshot-threads", OPT_U64, OFF(snapshot_threads), 1, 8, "2", "compressor threads per snapshot (parallel gzip)"},
+    {"snapshot-verify-every", OPT_U64, OFF(snapshot_verify_every), 0, 31536000, "86400", "re-verify each completed snapshot file in the background this often, in seconds (0 = off)"},
     {"workers", OPT_U64, OFF(workers), 1, 128, "4", "threadpool threads for database, compression and file work"},
     {"cors-origins", OPT_ORIGINS, 0, 0, 0, "", "comma-separated origins allowed cross-origin, or *"},
     {"trusted-proxies", OPT_PROXIES, 0, 0, 0, "", "comma-separated addresses or networks (10.0.0.0/8) of reverse proxies whose X-Forwarded-For names the client"},
@@ -79,6 +80,7 @@ void cfg_defaults(struct config *cfg)
     cfg->snapshot_keep_pre_restore = 5;
     cfg->snapshot_rate = 10;
     cfg->snapshot_threads = 2;
+    cfg->snapshot_verify_every = 86400;
     cfg->workers = 4;
     cfg->access_log = true;
     cfg->durability = DURABILITY_FULL;

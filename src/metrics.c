@@ -50,6 +50,9 @@ struct metrics {
     int nsnaps;
     uint64_t snap_dur_b[NSB], snap_dur_count, snap_size_b[NZB], snap_size_count;
     double snap_dur_sum, snap_size_sum;
+    /* snapshot files: aborted downloads, corruption found (by what found
+     * it), background checks */
+    uint64_t snap_dl_aborts, snap_corrupt[5], snap_checks_ok, snap_checks_corrupt;
     /* sync */
     uint64_t sync_ok, sync_failed, pulled, pushed, blobs;
 };
@@ -115,6 +118,29 @@ void metrics_snapshot(struct server *srv, const char *kind, bool ok, double s, u
         m->snap_size_count++;
         m->snap_size_sum += (double)bytes;
     }
+}
+
+static const char *const found_by[] = {"download", "preview", "restore", "verify", "background"};
+
+void metrics_snapshot_download_abort(struct server *srv)
+{
+    if (srv->metrics) srv->metrics->snap_dl_aborts++;
+}
+
+void metrics_snapshot_corrupt(struct server *srv, const char *by)
+{
+    struct metrics *m = srv->metrics;
+    if (!m) return;
+    for (size_t i = 0; i < ARRAY_SIZE(found_by); i++)
+        if (!strcmp(found_by[i], by)) m->snap_corrupt[i]++;
+}
+
+void metrics_snapshot_check(struct server *srv, bool ok)
+{
+    struct metrics *m = srv->metrics;
+    if (!m) return;
+    if (ok) m->snap_checks_ok++;
+    else m->snap_checks_corrupt++;
 }
 
 void metrics_sync(struct server *srv, bool ok, uint64_t pulled, uint64_t pushed, uint64_t blobs)
@@ -285,6 +311,20 @@ void api_metrics(struct http_req *r)
     buf_printf(b, "snapsync_snapshot_size_bytes_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)m->snap_size_count);
     buf_printf(b, "snapsync_snapshot_size_bytes_sum %.0f\n", m->snap_size_sum);
     buf_printf(b, "snapsync_snapshot_size_bytes_count %llu\n", (unsigned long long)m->snap_size_count);
+
+    metric_u64(b, "snapsync_snapshot_download_aborts_total", "counter",
+               "Snapshot downloads cut off because the file could not be read whole or did not match its sha256.",
+               m->snap_dl_aborts);
+    help(b, "snapsync_snapshot_corrupt_found_total", "counter",
+         "Snapshots found damaged or missing (marked corrupt), by what found it.");
+    for (size_t i = 0; i < ARRAY_SIZE(found_by); i++)
+        buf_printf(b, "snapsync_snapshot_corrupt_found_total{found_by=\"%s\"} %llu\n", found_by[i],
+                   (unsigned long long)m->snap_corrupt[i]);
+    help(b, "snapsync_snapshot_checks_total", "counter",
+         "Background checks of snapshot files (--snapshot-verify-every), by result.");
+    buf_printf(b, "snapsync_snapshot_checks_total{result=\"ok\"} %llu\n", (unsigned long long)m->snap_checks_ok);
+    buf_printf(b, "snapsync_snapshot_checks_total{result=\"corrupt\"} %llu\n",
+               (unsigned long long)m->snap_checks_corrupt);
 
     help(b, "snapsync_sync_jobs_total", "counter", "Sync jobs finished since start, by status.");
     buf_printf(b, "snapsync_sync_jobs_total{status=\"completed\"} %llu\n", (unsigned long long)m->sync_ok);

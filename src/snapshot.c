@@ -20,6 +20,13 @@
  * lock is held for the changes only, not for the whole comparison. Without a
  * plan, or past the journal's cap, the whole merge runs inside the
  * transaction. Either way the space's entities change in one transaction.
+ *
+ * Integrity (see "integrity" below): every read of a file checks it -- a
+ * download as it streams (size, gzip, sha256; one that fails is cut off,
+ * filestream.h), a preview or restore by its merge and full check, the
+ * verify route and the background check (--snapshot-verify-every) in full
+ * -- and what it finds is recorded on the row (writer op): 'corrupt'
+ * snapshots are refused with 422 until a full check passes again.
  */
 #include "snapshot.h"
 
@@ -52,9 +59,11 @@
 #include "store.h"
 
 #define CHUNK (64 * 1024)
+#define SNAP_MISSING "the snapshot file is missing"
 #define SNAP_COLS \
     "id, space, kind, status, server_version, created_at, completed_at, entity_counts, entity_total," \
-    " raw_bytes, size_bytes, sha256, level, created_by, note, error, blobs"
+    " raw_bytes, size_bytes, sha256, level, created_by, note, error, blobs, integrity, integrity_error," \
+    " integrity_checked_at"
 
 static void snap_file(const char *data_dir, const char *id, bool tmp, char *out, size_t cap)
 {
@@ -91,6 +100,12 @@ static void meta_json(struct buf *b, sqlite3_stmt *q)
     json_kv_str(b, "created_by", TXT(13));
     json_kv_str(b, "note", TXT(14));
     json_kv_str(b, "error", TXT(15));
+    /* what the last full check or read of the file found; null while
+     * there is no file (running, failed) */
+    bool done = TXT(3) && !strcmp(TXT(3), "completed");
+    json_kv_str(b, "integrity", done ? TXT(17) : NULL);
+    json_kv_str(b, "integrity_error", done ? TXT(18) : NULL);
+    json_kv_time(b, "integrity_checked_at", done ? (uint64_t)sqlite3_column_int64(q, 19) : 0);
     buf_putc(b, '}');
 #undef TXT
 }
@@ -99,6 +114,7 @@ static void meta_json(struct buf *b, sqlite3_stmt *q)
 struct snap_row {
     bool found;
     char id[27], kind[16], status[16], sha256[65];
+    char integrity[16], integrity_error[200];
     uint64_t server_version, size_bytes, entity_total;
     struct buf meta;                 /* JSON */
 };
@@ -123,6 +139,9 @@ static int row_load(sqlite3 *db, int64_t space_id, const char *id, struct snap_r
         const unsigned char *sha = sqlite3_column_text(q, 11);
         snprintf(row->sha256, sizeof row->sha256, "%s", sha ? (const char *)sha : "");
         meta_json(&row->meta, q);
+        const unsigned char *ig = sqlite3_column_text(q, 17), *ie = sqlite3_column_text(q, 18);
+        snprintf(row->integrity, sizeof row->integrity, "%s", ig ? (const char *)ig : "unchecked");
+        snprintf(row->integrity_error, sizeof row->integrity_error, "%s", ie ? (const char *)ie : "");
     }
     sqlite3_finalize(q);
     return 0;
@@ -355,7 +374,8 @@ static void snap_work(struct job *j)
     atomic_store(&sj->total, sj->entity_total);
 
     g.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (g.fd < 0) { fail_job(sj, "cannot create %s: %s", tmp, strerror(errno)); goto out; }
+    /* the message is the row's error, shown to clients: no path */
+    if (g.fd < 0) { fail_job(sj, "cannot create the snapshot file: %s", strerror(errno)); goto out; }
     g.md = EVP_MD_CTX_new();
     EVP_DigestInit_ex(g.md, sha256_md(), NULL);
     if (sj->threads > 1 && sj->level > 0) {
@@ -684,6 +704,176 @@ static int snap_start(struct server *srv, struct http_req *r, const char *space,
     return 0;
 }
 
+/* ---- integrity: what reads of a snapshot's file found -------------------
+ * A completed snapshot's `integrity` is 'unchecked' (written and hashed as
+ * written, never read back in full), 'ok' (the last full check passed:
+ * sha256, gzip, every line, counts) or 'corrupt' (a read found the file
+ * damaged or missing; `integrity_error` says how). Every read that finds
+ * damage -- a download, a preview or dry run, a restore's check, the verify
+ * route, the background check -- marks the row with a writer op; a full
+ * check that passes marks it 'ok' again (a repaired file is usable once
+ * verified). A snapshot marked corrupt is refused by download, preview and
+ * restore (422 snapshot_corrupt). The change to corrupt (and back) is
+ * logged with the file's path (clients never see it), counted, published
+ * as a `snapshot` event and audited. */
+
+enum integ_src { INTEG_DOWNLOAD, INTEG_PREVIEW, INTEG_RESTORE, INTEG_VERIFY, INTEG_BACKGROUND };
+static const char *const integ_src_name[] = {"download", "preview", "restore", "verify", "background"};
+
+struct integ_op;
+typedef void (*integ_then_fn)(struct integ_op *io, struct http_req *r);
+
+struct integ_op {
+    struct wop op;
+    struct server *srv;
+    /* in */
+    char id[27], space[64], actor[32], remote[56];
+    enum integ_src src;
+    bool ok;                         /* the read found the file whole */
+    char why[200];                   /* else what it found */
+    integ_then_fn then;              /* the verify route answers from it */
+    /* out (writer) */
+    char prev[16], kind[16];
+    struct buf meta;                 /* the row after the update */
+};
+
+/* A log line about a snapshot's file: the path is for the operator, never
+ * for clients. */
+static void log_file(enum log_level lvl, const char *msg, const char *space, const char *id, const char *path,
+                     const char *error)
+{
+    struct buf b;
+    buf_init(&b);
+    json_kv_str(&b, "space", space);
+    json_kv_str(&b, "snapshot", id);
+    json_kv_str(&b, "file", path);
+    json_kv_str(&b, "error", error);
+    log_raw(lvl, msg, b.data, b.len);
+    buf_free(&b);
+}
+
+/* Does a mark going from prev to ok/corrupt need telling (log, metrics,
+ * event, audit)? A snapshot becoming corrupt, or corrupt no more. */
+static bool integ_noteworthy(const char *prev, bool ok)
+{
+    return ok ? !strcmp(prev, "corrupt") : strcmp(prev, "corrupt") != 0;
+}
+
+/* The message of a 422 for a snapshot whose file is bad. */
+static void corrupt_msg(char *out, size_t cap, const char *why)
+{
+    if (!strcmp(why, SNAP_MISSING)) snprintf(out, cap, "%s", why);
+    else snprintf(out, cap, "the snapshot file is damaged: %s", why);
+}
+
+static int integ_apply(struct wtx *tx, struct wop *op)
+{
+    struct integ_op *io = container_of(op, struct integ_op, op);
+    sqlite3_stmt *st = wtx_stmt(tx, "SELECT status, integrity, kind FROM snapshots WHERE id = ?");
+    sqlite3_bind_text(st, 1, io->id, -1, SQLITE_STATIC);
+    bool found = sqlite3_step(st) == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(st, 0), "completed");
+    if (found) {
+        snprintf(io->prev, sizeof io->prev, "%s", (const char *)sqlite3_column_text(st, 1));
+        snprintf(io->kind, sizeof io->kind, "%s", (const char *)sqlite3_column_text(st, 2));
+    }
+    sqlite3_reset(st);
+    /* deleted (or never completed) meanwhile: nothing to mark */
+    if (!found) return wop_fail(op, 404, "not_found", "no completed snapshot %s in this space", io->id);
+    const char *now = io->ok ? "ok" : "corrupt";
+    st = wtx_stmt(tx, "UPDATE snapshots SET integrity = ?2, integrity_error = ?3, integrity_checked_at = ?4"
+                      " WHERE id = ?1");
+    sqlite3_bind_text(st, 1, io->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
+    if (!io->ok) sqlite3_bind_text(st, 3, io->why, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 3);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)wtx_now(tx));
+    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "recording the check failed");
+    /* the operator's verify is audited whatever it found; other reads when
+     * the mark changes to or from corrupt */
+    if (io->src == INTEG_VERIFY || integ_noteworthy(io->prev, io->ok)) {
+        struct buf m;
+        buf_init(&m);
+        buf_puts(&m, "{\"integrity\":");
+        json_cstr(&m, now);
+        json_kv_str(&m, "error", io->ok ? NULL : io->why);
+        json_kv_str(&m, "previous", io->prev);
+        json_kv_str(&m, "found_by", integ_src_name[io->src]);
+        buf_putc(&m, '}');
+        int rc = wtx_audit(tx, io->actor, io->src == INTEG_VERIFY ? "snapshot.verify" : "snapshot.integrity",
+                           io->space, io->id, m.data, io->remote);
+        buf_free(&m);
+        if (rc < 0) return wop_fail(op, 500, "storage_error", "audit failed");
+    }
+    st = wtx_stmt(tx, "SELECT " SNAP_COLS " FROM snapshots WHERE id = ?");
+    sqlite3_bind_text(st, 1, io->id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) meta_json(&io->meta, st);
+    sqlite3_reset(st);
+    return 0;
+}
+
+/* loop: the mark changed to or from corrupt */
+static void integ_changed(struct integ_op *io)
+{
+    struct server *srv = io->srv;
+    char path[1200];
+    snap_file(srv->cfg->data_dir, io->id, false, path, sizeof path);
+    struct buf b;
+    buf_init(&b);
+    json_kv_str(&b, "space", io->space);
+    json_kv_str(&b, "snapshot", io->id);
+    json_kv_str(&b, "kind", io->kind);
+    json_kv_str(&b, "found_by", integ_src_name[io->src]);
+    if (!io->ok) json_kv_str(&b, "error", io->why);
+    json_kv_str(&b, "file", path);   /* the server log only */
+    log_raw(io->ok ? LOG_INFO : LOG_ERROR, io->ok ? "snapshot_integrity_ok" : "snapshot_corrupt", b.data, b.len);
+    buf_reset(&b);
+    if (!io->ok) metrics_snapshot_corrupt(srv, integ_src_name[io->src]);
+    buf_puts(&b, "{\"space\":");
+    json_cstr(&b, io->space);
+    json_kv_str(&b, "snapshot", io->id);
+    json_kv_str(&b, "kind", io->kind);
+    json_kv_str(&b, "status", "completed");
+    json_kv_str(&b, "integrity", io->ok ? "ok" : "corrupt");
+    json_kv_str(&b, "integrity_error", io->ok ? NULL : io->why);
+    json_kv_str(&b, "found_by", integ_src_name[io->src]);
+    buf_putc(&b, '}');
+    sse_publish(srv, SSE_SNAPSHOT, io->space, b.data, b.len);
+    buf_free(&b);
+}
+
+static void integ_done(struct wop *op, struct http_req *r)
+{
+    struct integ_op *io = container_of(op, struct integ_op, op);
+    if (!op->status && integ_noteworthy(io->prev, io->ok)) integ_changed(io);
+    if (io->then) io->then(io, r);
+    buf_free(&io->meta);
+    free(io);
+}
+
+/* Records what a read of snapshot `id` found (loop thread). r: the request
+ * to answer through then(), or NULL. Returns 0, or -1 when the write queue
+ * is full (nothing recorded; then() is not called). */
+static int integ_mark(struct server *srv, struct http_req *r, const char *space, const char *id, enum integ_src src,
+                      bool ok, const char *why, const char *actor, const char *remote, integ_then_fn then)
+{
+    struct integ_op *io = xcalloc(1, sizeof *io);
+    io->srv = srv;
+    snprintf(io->id, sizeof io->id, "%s", id);
+    snprintf(io->space, sizeof io->space, "%s", space);
+    snprintf(io->actor, sizeof io->actor, "%s", actor);
+    snprintf(io->remote, sizeof io->remote, "%s", remote ? remote : "");
+    io->src = src;
+    io->ok = ok;
+    snprintf(io->why, sizeof io->why, "%s", ok ? "" : why);
+    io->then = then;
+    if (writer_submit(srv, &io->op, r, integ_apply, integ_done) < 0) {
+        log_warn("snapshot_integrity_not_recorded", "\"snapshot\":\"%s\",\"reason\":\"the write queue is full\"", id);
+        free(io);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- API: create, list, get, delete ------------------------------------- */
 
 static const char *const create_members[] = {"note", NULL};
@@ -734,16 +924,17 @@ void api_snapshot_create(struct http_req *r)
 }
 
 struct list_arg {
-    char kind[16], status[16];
+    char kind[16], status[16], integrity[16];
 };
 
 static void list_work(sqlite3 *db, struct read_job *rj)
 {
     struct list_arg *a = rj->arg;
-    char sql[512];
-    snprintf(sql, sizeof sql, "SELECT " SNAP_COLS " FROM snapshots WHERE space_id = ?1 AND id < ?2%s%s"
+    char sql[768];
+    snprintf(sql, sizeof sql, "SELECT " SNAP_COLS " FROM snapshots WHERE space_id = ?1 AND id < ?2%s%s%s"
              " ORDER BY id DESC LIMIT ?3",
-             a->kind[0] ? " AND kind = ?4" : "", a->status[0] ? " AND status = ?5" : "");
+             a->kind[0] ? " AND kind = ?4" : "", a->status[0] ? " AND status = ?5" : "",
+             a->integrity[0] ? " AND status = 'completed' AND integrity = ?6" : "");
     sqlite3_stmt *q;
     if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
         read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
@@ -754,6 +945,7 @@ static void list_work(sqlite3 *db, struct read_job *rj)
     sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->limit + 1);
     if (a->kind[0]) sqlite3_bind_text(q, 4, a->kind, -1, SQLITE_STATIC);
     if (a->status[0]) sqlite3_bind_text(q, 5, a->status, -1, SQLITE_STATIC);
+    if (a->integrity[0]) sqlite3_bind_text(q, 6, a->integrity, -1, SQLITE_STATIC);
     buf_puts(&rj->out, "{\"snapshots\":[");
     uint64_t n = 0;
     char last[27] = "";
@@ -794,6 +986,12 @@ void api_snapshot_list(struct http_req *r)
         goto fail;
     }
     if (l < 0) a->status[0] = '\0';
+    l = http_query(r, "integrity", a->integrity, sizeof a->integrity);
+    if (l >= 0 && strcmp(a->integrity, "unchecked") && strcmp(a->integrity, "ok") && strcmp(a->integrity, "corrupt")) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "integrity is unchecked, ok or corrupt");
+        goto fail;
+    }
+    if (l < 0) a->integrity[0] = '\0';
     read_submit(r, rj, list_work, NULL);
     return;
 fail:
@@ -1028,6 +1226,23 @@ static void retention(struct server *srv, const char *space, int64_t space_id, c
     job_submit(srv, &rj->job, NULL, retention_work, retention_done);
 }
 
+/* What a download needs to mark the snapshot when its file fails the
+ * stream's checks (owned by the stream, freed with free()). */
+struct dl_check {
+    char space[64], id[27], actor[32], remote[56];
+};
+
+/* loop: the download was aborted, the file is not what the row says */
+static void dl_damaged(struct server *srv, void *arg, const char *why)
+{
+    struct dl_check *d = arg;
+    char path[1200];
+    snap_file(srv->cfg->data_dir, d->id, false, path, sizeof path);
+    metrics_snapshot_download_abort(srv);
+    log_file(LOG_ERROR, "snapshot_download_aborted", d->space, d->id, path, why);
+    integ_mark(srv, NULL, d->space, d->id, INTEG_DOWNLOAD, false, why, d->actor, d->remote, NULL);
+}
+
 static void dl_start(struct read_job *rj, struct http_req *r)
 {
     struct snap_row *row = rj->arg;
@@ -1039,11 +1254,18 @@ static void dl_start(struct read_job *rj, struct http_req *r)
         http_send_error(r, 409, "snapshot_not_ready", NULL, "the snapshot is %s", row->status);
         return;
     }
+    char msg[300];
+    if (!strcmp(row->integrity, "corrupt")) {
+        corrupt_msg(msg, sizeof msg, row->integrity_error);
+        http_send_error(r, 422, "snapshot_corrupt", NULL,
+                        "%s; it is not served (POST .../snapshots/%s/verify once the file is repaired)", msg, row->id);
+        return;
+    }
     size_t il;
     const char *inm = http_header(r, "If-None-Match", &il);
-    http_add_header(r, "ETag", "\"%s\"", row->sha256);
-    http_add_header(r, "Vary", "Accept-Encoding");
     if (inm && etag_list_match(inm, il, row->sha256, true)) {
+        http_add_header(r, "ETag", "\"%s\"", row->sha256);
+        http_add_header(r, "Vary", "Accept-Encoding");
         http_send_empty(r, 304);
         return;
     }
@@ -1051,16 +1273,35 @@ static void dl_start(struct read_job *rj, struct http_req *r)
     snap_file(r->srv->cfg->data_dir, row->id, false, path, sizeof path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);    /* a single open(2); the reads go to the pool */
     if (fd < 0) {
-        http_send_error(r, 410, "snapshot_file_missing", NULL, "the snapshot's file is gone");
+        int e = errno;
+        log_file(LOG_ERROR, "snapshot_file_unreadable", rj->space, row->id, path, strerror(e));
+        if (e != ENOENT) {
+            http_send_error(r, 500, "storage_error", NULL, "opening the snapshot file failed: %s", strerror(e));
+            return;
+        }
+        integ_mark(r->srv, NULL, rj->space, row->id, INTEG_DOWNLOAD, false, SNAP_MISSING, api_actor(r), r->client, NULL);
+        http_send_error(r, 422, "snapshot_corrupt", NULL, "%s; nothing can be sent", SNAP_MISSING);
         return;
     }
+    http_add_header(r, "ETag", "\"%s\"", row->sha256);
+    http_add_header(r, "Vary", "Accept-Encoding");
     bool gz = r->accept_gzip;
     /* the name of what the client ends up with: with Content-Encoding: gzip
      * it decodes the stored file (curl --compressed, browsers, fetch), so
      * both representations are NDJSON. Import takes either file. */
     http_add_header(r, "Content-Disposition", "attachment; filename=\"%s-%s.ndjson\"", rj->space, row->id);
     if (gz) http_add_header(r, "Content-Encoding", "gzip");
-    filestream_start(r, fd, 200, "application/x-ndjson", 0, gz ? (int64_t)row->size_bytes : -1, !gz);
+    /* the file is checked as it goes out (size, gzip, sha256); one that is
+     * not what the row says aborts the body and marks the snapshot */
+    struct filestream_check chk = {.size = row->size_bytes, .damaged = dl_damaged};
+    snprintf(chk.sha256, sizeof chk.sha256, "%s", row->sha256);
+    struct dl_check *d = xcalloc(1, sizeof *d);
+    snprintf(d->space, sizeof d->space, "%s", rj->space);
+    snprintf(d->id, sizeof d->id, "%s", row->id);
+    snprintf(d->actor, sizeof d->actor, "%s", api_actor(r));
+    snprintf(d->remote, sizeof d->remote, "%s", r->client);
+    chk.arg = d;
+    filestream_start(r, fd, 200, "application/x-ndjson", 0, gz ? (int64_t)row->size_bytes : -1, !gz, &chk);
 }
 
 static void row_work(sqlite3 *db, struct read_job *rj)
@@ -1100,7 +1341,9 @@ static int sr_open(struct snap_reader *sr, const char *path)
     memset(sr, 0, sizeof *sr);
     sr->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (sr->fd < 0) {
-        snprintf(sr->errmsg, sizeof sr->errmsg, "cannot open: %s", strerror(errno));
+        /* never the path: this text reaches clients */
+        if (errno == ENOENT) snprintf(sr->errmsg, sizeof sr->errmsg, "%s", SNAP_MISSING);
+        else snprintf(sr->errmsg, sizeof sr->errmsg, "cannot open the file: %s", strerror(errno));
         return -1;
     }
     if (inflateInit2(&sr->zs, 15 + 16) != Z_OK) abort();
@@ -1250,94 +1493,139 @@ static int key_cmp(const char *c1, const char *i1, const char *c2, const char *i
 
 static const char *str_or(const char *s) { return s ? s : ""; }
 
-int snap_verify_file(const char *path, struct snap_summary *sum, char *err, size_t errlen)
-{
+/* A check of a whole file (gzip, header, every line, counts) that can stop
+ * and go on later: snap_verify_file runs it in one go, the background check
+ * in slices (see "background check"). Any thread; one at a time. */
+struct snap_check {
     struct snap_reader sr;
+    bool header_done;
+    json_t *hdr, *seen;
+    char prev_c[64], prev_i[130];
+    struct blob_set blobs;           /* blobs the entities name (a restore checks them) */
+};
+
+/* 0, or -1 with err (which never names the path). */
+static int check_open(struct snap_check *c, const char *path, struct snap_summary *sum, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
     memset(sum, 0, sizeof *sum);
-    if (sr_open(&sr, path) < 0) {
-        snprintf(err, errlen, "%s: %s", path, sr.errmsg);
+    if (sr_open(&c->sr, path) < 0) {
+        snprintf(err, errlen, "%s", c->sr.errmsg);
         return -1;
     }
-    int rc = -1;
+    c->seen = json_object();
+    return 0;
+}
+
+static void check_close(struct snap_check *c)
+{
+    json_decref(c->hdr);
+    json_decref(c->seen);
+    c->hdr = c->seen = NULL;
+    free(c->blobs.v);
+    c->blobs.v = NULL;
+    sr_close(&c->sr);
+}
+
+static int check_header(struct snap_check *c, struct snap_summary *sum, char *err, size_t errlen)
+{
     const char *line;
     size_t len;
-    json_t *hdr = NULL, *counts = NULL, *seen = json_object();
-    char prev_c[64] = "", prev_i[130] = "";
-    struct blob_set blobs = {0};
-    int r = sr_line(&sr, &line, &len);
+    int r = sr_line(&c->sr, &line, &len);
     if (r <= 0) {
-        snprintf(err, errlen, "%s", r < 0 ? sr.errmsg : "the file is empty");
-        goto out;
+        snprintf(err, errlen, "%s", r < 0 ? c->sr.errmsg : "the file is empty");
+        return -1;
     }
     json_error_t je;
-    hdr = json_loadb(line, len, 0, &je);
+    c->hdr = json_loadb(line, len, 0, &je);
+    json_t *hdr = c->hdr;
     const char *fmt = hdr ? json_string_value(json_object_get(hdr, "format")) : NULL;
     if (!fmt || strcmp(fmt, SNAP_FORMAT) != 0) {
         snprintf(err, errlen, "line 1 is not a %s header", SNAP_FORMAT);
-        goto out;
+        return -1;
     }
     snprintf(sum->space, sizeof sum->space, "%s", str_or(json_string_value(json_object_get(hdr, "space"))));
     snprintf(sum->space_uid, sizeof sum->space_uid, "%s", str_or(json_string_value(json_object_get(hdr, "space_uid"))));
     snprintf(sum->instance_id, sizeof sum->instance_id, "%s", str_or(json_string_value(json_object_get(hdr, "instance_id"))));
     sum->server_version = (uint64_t)json_integer_value(json_object_get(hdr, "server_version"));
-    counts = json_object_get(hdr, "entity_counts");
+    json_t *counts = json_object_get(hdr, "entity_counts");
     json_t *total = json_object_get(hdr, "entity_total");
     if (!json_is_object(counts) || !json_is_integer(total) || !name_space_valid(sum->space, strlen(sum->space))) {
         snprintf(err, errlen, "the header lacks space, entity_counts or entity_total");
-        goto out;
+        return -1;
     }
     json_t *created = json_object_get(hdr, "created_at");
     if (!json_is_string(created) ||
         parse_time_ms(json_string_value(created), json_string_length(created), &sum->created_at_ms) < 0) {
         snprintf(err, errlen, "the header's created_at is not a time like 2026-11-24T14:48:26.801Z");
-        goto out;
+        return -1;
     }
     sum->lines = 1;
-    while ((r = sr_line(&sr, &line, &len)) == 1) {
+    c->header_done = true;
+    return 0;
+}
+
+/* Goes on for about budget_ns of work (0: to the end). Returns 1 when there
+ * is more to do, 0 when the file is valid (sum complete: the caller frees
+ * sum->counts_json), -1 when it is not (err). */
+static int check_step(struct snap_check *c, uint64_t budget_ns, struct snap_summary *sum, char *err, size_t errlen)
+{
+    if (!c->header_done && check_header(c, sum, err, errlen) < 0) return -1;
+    uint64_t until = budget_ns ? now_ns_mono() + budget_ns : 0;
+    const char *line;
+    size_t len;
+    int r;
+    while ((r = sr_line(&c->sr, &line, &len)) == 1) {
         struct snap_ent e;
         char why[160];
         sum->lines++;
         if (ent_parse(line, len, &e, why, sizeof why) < 0) {
             snprintf(err, errlen, "line %llu: %s", (unsigned long long)sum->lines, why);
-            goto out;
+            return -1;
         }
-        if (key_cmp(prev_c, prev_i, e.collection, e.id) >= 0 && prev_c[0]) {
+        if (key_cmp(c->prev_c, c->prev_i, e.collection, e.id) >= 0 && c->prev_c[0]) {
             snprintf(err, errlen, "line %llu: entities are not in (collection, id) order", (unsigned long long)sum->lines);
             json_decref(e.doc);
-            goto out;
+            return -1;
         }
-        snprintf(prev_c, sizeof prev_c, "%s", e.collection);
-        snprintf(prev_i, sizeof prev_i, "%s", e.id);
-        json_t *n = json_object_get(seen, e.collection);
-        json_object_set_new(seen, e.collection, json_integer((n ? json_integer_value(n) : 0) + 1));
+        snprintf(c->prev_c, sizeof c->prev_c, "%s", e.collection);
+        snprintf(c->prev_i, sizeof c->prev_i, "%s", e.id);
+        json_t *n = json_object_get(c->seen, e.collection);
+        json_object_set_new(c->seen, e.collection, json_integer((n ? json_integer_value(n) : 0) + 1));
         sum->entity_total++;
-        blob_set_add(&blobs, e.body);
+        blob_set_add(&c->blobs, e.body);
         json_decref(e.doc);
+        if (until && sum->lines % 64 == 0 && now_ns_mono() >= until) return 1;
     }
     if (r < 0) {
-        snprintf(err, errlen, "line %llu: %s", (unsigned long long)sum->lines + 1, sr.errmsg);
-        goto out;
+        snprintf(err, errlen, "line %llu: %s", (unsigned long long)sum->lines + 1, c->sr.errmsg);
+        return -1;
     }
-    if ((uint64_t)json_integer_value(total) != sum->entity_total || !json_equal(counts, seen)) {
+    json_t *counts = json_object_get(c->hdr, "entity_counts");
+    json_t *total = json_object_get(c->hdr, "entity_total");
+    if ((uint64_t)json_integer_value(total) != sum->entity_total || !json_equal(counts, c->seen)) {
         snprintf(err, errlen, "the header counts %lld entities but the file holds %llu (or per-collection counts differ)",
                  (long long)json_integer_value(total), (unsigned long long)sum->entity_total);
-        goto out;
+        return -1;
     }
-    sum->raw_bytes = sr.raw;
-    sum->size_bytes = sr.compressed;
-    sr_sha(&sr, sum->sha256);
+    sum->raw_bytes = c->sr.raw;
+    sum->size_bytes = c->sr.compressed;
+    sr_sha(&c->sr, sum->sha256);
     sum->counts_json = json_dumps(counts, JSON_COMPACT | JSON_SORT_KEYS);
     struct buf bl;
     buf_init(&bl);
-    blob_set_finish(&blobs, &bl);
+    blob_set_finish(&c->blobs, &bl);
     sum->blobs_json = buf_steal(&bl, NULL);
-    rc = 0;
-out:
-    free(blobs.v);
-    json_decref(hdr);
-    json_decref(seen);
-    sr_close(&sr);
-    return rc;
+    return 0;
+}
+
+int snap_verify_file(const char *path, struct snap_summary *sum, char *err, size_t errlen)
+{
+    struct snap_check c;
+    if (check_open(&c, path, sum, err, errlen) < 0) return -1;
+    int rc = check_step(&c, 0, sum, err, errlen);
+    check_close(&c);
+    return rc < 0 ? -1 : 0;
 }
 
 /* ---- the merge of a snapshot with the live state ------------------------ */
@@ -1437,11 +1725,13 @@ static struct delta_coll *delta_for(struct merge *m, const char *c)
 /* Walks the snapshot file and the live rows in key order. For a restore:
  * put() the snapshot's version where the live state differs, del() what
  * the snapshot does not have. For a preview the same walk only counts.
- * Returns 0, or -1 with err. */
+ * Returns 0, or -1 with err; *file_bad says whether the file was at fault
+ * (missing, damaged, not what the row says) rather than the database. */
 static int merge_run(const char *path, const char *want_sha, sqlite3 *db, int64_t space_id, struct merge *m,
-                     char *err, size_t errlen)
+                     char *err, size_t errlen, bool *file_bad)
 {
     struct snap_reader sr;
+    *file_bad = true;
     if (sr_open(&sr, path) < 0) {
         snprintf(err, errlen, "%s", sr.errmsg);
         return -1;
@@ -1450,8 +1740,9 @@ static int merge_run(const char *path, const char *want_sha, sqlite3 *db, int64_
     int rc = -1, dberr = 0;
     const char *line;
     size_t len;
-    if (sr_line(&sr, &line, &len) != 1) {
-        snprintf(err, errlen, "no header line");
+    int hr = sr_line(&sr, &line, &len);
+    if (hr != 1) {
+        snprintf(err, errlen, "line 1: %s", hr < 0 ? sr.errmsg : "the file is empty");
         goto out;
     }
     struct snap_ent e = {0};
@@ -1474,11 +1765,19 @@ static int merge_run(const char *path, const char *want_sha, sqlite3 *db, int64_
             if (!cur->deleted) {
                 delta_for(m, cur->c)->added++;
                 m->dels++;
-                if (m->del && m->del(m->arg, cur) < 0) { snprintf(err, errlen, "deleting %.63s/%.100s failed", cur->c, cur->i); goto out_e; }
+                if (m->del && m->del(m->arg, cur) < 0) {
+                    *file_bad = false;
+                    snprintf(err, errlen, "deleting %.63s/%.100s failed", cur->c, cur->i);
+                    goto out_e;
+                }
             }
             cr.pos++;
         }
-        if (dberr) { snprintf(err, errlen, "reading live entities failed: %s", sqlite3_errmsg(db)); goto out_e; }
+        if (dberr) {
+            *file_bad = false;
+            snprintf(err, errlen, "reading live entities failed: %s", sqlite3_errmsg(db));
+            goto out_e;
+        }
         if (!have) break;
         if (m->blobs) blob_set_add(m->blobs, e.body);
         size_t blen;
@@ -1493,6 +1792,7 @@ static int merge_run(const char *path, const char *want_sha, sqlite3 *db, int64_
             else d->modified++;
             m->puts++;
             if (m->put && m->put(m->arg, e.collection, e.id, same_key ? cur : NULL, body, blen) < 0) {
+                *file_bad = false;
                 snprintf(err, errlen, "writing %s/%s failed", e.collection, e.id);
                 free(body);
                 goto out_e;
@@ -1510,6 +1810,7 @@ static int merge_run(const char *path, const char *want_sha, sqlite3 *db, int64_
         goto out;
     }
     rc = 0;
+    *file_bad = false;
     goto out;
 out_e:
     json_decref(e.doc);
@@ -1543,6 +1844,8 @@ struct preview_arg {
     uint64_t current_version;
     char missing[800];               /* dry run: "missing":[...] of a restore that would be refused */
     char missing_msg[200];
+    bool damaged;                    /* out: the file is not what the row says */
+    char why[200];
 };
 
 /* A dry run says what the restore would do: refuse it, too, when the
@@ -1579,10 +1882,14 @@ static int dry_run_blobs(sqlite3 *db, int64_t space_id, struct blob_set *set, st
     return n;
 }
 
+static void preview_done(struct read_job *rj, struct http_req *r);
+
 static void dry_run_done(struct read_job *rj, struct http_req *r)
 {
     struct preview_arg *pa = rj->arg;
-    if (pa->missing_msg[0])
+    if (pa->damaged)
+        preview_done(rj, r);         /* marks the snapshot and answers 422 */
+    else if (pa->missing_msg[0])
         http_send_error(r, 422, "missing_blob", pa->missing,
                         "%s; a restore would be refused (upload those blobs to this space first)", pa->missing_msg);
     else
@@ -1601,14 +1908,27 @@ static void preview_work(sqlite3 *db, struct read_job *rj)
         read_fail(rj, 409, "snapshot_not_ready", "the snapshot is %s", pa->row.status);
         goto out;
     }
+    char msg[300];
+    if (!strcmp(pa->row.integrity, "corrupt")) {
+        corrupt_msg(msg, sizeof msg, pa->row.integrity_error);
+        read_fail(rj, 422, "snapshot_corrupt", "%s (POST .../snapshots/%s/verify once the file is repaired)", msg,
+                  rj->id);
+        goto out;
+    }
     store_space_version(db, rj->space_id, &pa->current_version);
     char path[1200], err[200];
     snap_file(pa->data_dir, rj->id, false, path, sizeof path);
     struct merge m = {0};
     struct blob_set blobs = {0};
     if (pa->dry_run) m.blobs = &blobs;
-    if (merge_run(path, pa->row.sha256, db, rj->space_id, &m, err, sizeof err) < 0) {
-        read_fail(rj, 422, "snapshot_corrupt", "%s", err);
+    bool file_bad;
+    if (merge_run(path, pa->row.sha256, db, rj->space_id, &m, err, sizeof err, &file_bad) < 0) {
+        if (file_bad) {              /* preview_done marks the snapshot and answers 422 */
+            pa->damaged = true;
+            snprintf(pa->why, sizeof pa->why, "%s", err);
+        } else {
+            read_fail(rj, 500, "storage_error", "%s", err);
+        }
         free(m.d);
         free(blobs.v);
         goto out;
@@ -1645,6 +1965,23 @@ out:
     buf_free(&pa->row.meta);
 }
 
+static void preview_done(struct read_job *rj, struct http_req *r)
+{
+    struct preview_arg *pa = rj->arg;
+    if (!pa->damaged) {
+        http_send_json(r, 200, &rj->out);
+        return;
+    }
+    char path[1200], msg[300];
+    snap_file(r->srv->cfg->data_dir, rj->id, false, path, sizeof path);
+    log_file(LOG_ERROR, pa->dry_run ? "snapshot_dry_run_failed" : "snapshot_preview_failed", rj->space, rj->id, path,
+             pa->why);
+    integ_mark(r->srv, NULL, rj->space, rj->id, pa->dry_run ? INTEG_RESTORE : INTEG_PREVIEW, false, pa->why,
+               api_actor(r), r->client, NULL);
+    corrupt_msg(msg, sizeof msg, pa->why);
+    http_send_error(r, 422, "snapshot_corrupt", NULL, "%s", msg);
+}
+
 void api_snapshot_preview(struct http_req *r)
 {
     struct space *sp = api_space(r);
@@ -1653,7 +1990,7 @@ void api_snapshot_preview(struct http_req *r)
     struct preview_arg *pa = xcalloc(1, sizeof *pa);
     snprintf(pa->data_dir, sizeof pa->data_dir, "%s", r->srv->cfg->data_dir);
     rj->arg = pa;
-    read_submit(r, rj, preview_work, NULL);
+    read_submit(r, rj, preview_work, preview_done);
 }
 
 /* ---- restore -------------------------------------------------------------- */
@@ -1672,6 +2009,8 @@ struct restore {
     uint64_t plan_version;
     bool used_plan;                  /* the apply followed the plan */
     uint64_t moved;                  /* entities written between the plan's read and the apply */
+    bool damaged;                    /* the apply's merge found the file bad (why) */
+    char why[200];
 };
 
 static void restore_free(struct restore *rs)
@@ -1781,9 +2120,10 @@ static void plan_work(struct job *j)
     if (delay) uv_sleep((unsigned)delay);
     struct merge m = {.put = plan_put, .del = plan_del, .arg = f};
     char err[200];
+    bool file_bad;
     if (!have_version) {
         snprintf(pj->err, sizeof pj->err, "the space is gone");
-    } else if (merge_run(rs->path, rs->sha256, db, rs->space_id, &m, err, sizeof err) < 0) {
+    } else if (merge_run(rs->path, rs->sha256, db, rs->space_id, &m, err, sizeof err, &file_bad) < 0) {
         snprintf(pj->err, sizeof pj->err, "%s", err);
     } else {
         pj->ok = true;
@@ -1918,8 +2258,19 @@ static int restore_apply(struct wtx *tx, struct wop *op)
         /* no plan, or the journal overflowed: the whole merge here */
         struct merge m = {.put = restore_put, .del = restore_del, .arg = ro};
         char err[200];
-        if (merge_run(rs->path, rs->sha256, wtx_db(tx), sp->id, &m, err, sizeof err) < 0) {
-            if (!op->status) wop_fail(op, 422, "snapshot_corrupt", "%s", err);
+        bool file_bad;
+        if (merge_run(rs->path, rs->sha256, wtx_db(tx), sp->id, &m, err, sizeof err, &file_bad) < 0) {
+            if (!op->status) {
+                if (file_bad) {
+                    rs->damaged = true;
+                    snprintf(rs->why, sizeof rs->why, "%s", err);
+                    char msg[300];
+                    corrupt_msg(msg, sizeof msg, err);
+                    wop_fail(op, 422, "snapshot_corrupt", "%s; nothing was changed", msg);
+                } else {
+                    wop_fail(op, 500, "storage_error", "%s", err);
+                }
+            }
             rc = -1;
         }
         free(m.d);
@@ -1972,6 +2323,10 @@ static void restore_done(struct wop *op, struct http_req *r)
              rs->space, rs->id, op->status ? op->status : 200, (unsigned long long)rs->puts,
              (unsigned long long)rs->dels, rs->used_plan ? "true" : "false", (unsigned long long)rs->moved);
     if (rs->planned) unlink_path_later(rs->srv, rs->plan_path);
+    if (rs->damaged) {
+        log_file(LOG_ERROR, "snapshot_restore_failed", rs->space, rs->id, rs->path, rs->why);
+        integ_mark(rs->srv, NULL, rs->space, rs->id, INTEG_RESTORE, false, rs->why, rs->actor, rs->remote, NULL);
+    }
     restore_free(rs);
     free(ro);
 }
@@ -2127,14 +2482,24 @@ static void verify_done(struct job *j, struct http_req *r)
 {
     struct verify_job *vj = container_of(j, struct verify_job, job);
     struct restore *rs = vj->rs;
+    if (j->status == 0)              /* a full check of the file (2: the file is fine, a blob is not) */
+        integ_mark(rs->srv, NULL, rs->space, rs->id, INTEG_RESTORE, vj->err != 1, vj->msg, rs->actor, rs->remote,
+                   NULL);
     if (vj->err) {
         set_busy(rs->srv, rs->space, false);
+        char msg[300];
+        if (vj->err == 1) {
+            log_file(LOG_ERROR, "snapshot_restore_refused", rs->space, rs->id, rs->path, vj->msg);
+            corrupt_msg(msg, sizeof msg, vj->msg);
+        } else {
+            snprintf(msg, sizeof msg, "%s", vj->msg);
+        }
         if (r) {
             if (vj->err == 3)
-                http_send_error(r, 500, "storage_error", NULL, "%s; nothing was changed", vj->msg);
+                http_send_error(r, 500, "storage_error", NULL, "%s; nothing was changed", msg);
             else
                 http_send_error(r, 422, vj->err == 2 ? "missing_blob" : "snapshot_corrupt", vj->err == 2 ? vj->missing : NULL,
-                                "%s; nothing was changed%s", vj->msg,
+                                "%s; nothing was changed%s", msg,
                                 vj->err == 2 ? " (upload those blobs to this space, then restore)" : "");
         }
         restore_free(rs);
@@ -2154,12 +2519,21 @@ static void restore_row_loaded(struct read_job *rj, struct http_req *r)
 {
     struct snap_row *row = rj->arg;
     struct space *sp = spaces_get(r->srv, rj->space);
+    bool corrupt = !strcmp(row->integrity, "corrupt");
     if (!row->found) {
         http_send_error(r, 404, "not_found", NULL, "no snapshot %s in this space", rj->id);
         return;
     }
     if (strcmp(row->status, "completed")) {
         http_send_error(r, 409, "snapshot_not_ready", NULL, "the snapshot is %s", row->status);
+        return;
+    }
+    if (corrupt) {
+        char msg[300];
+        corrupt_msg(msg, sizeof msg, row->integrity_error);
+        http_send_error(r, 422, "snapshot_corrupt", NULL,
+                        "%s; nothing was changed (POST .../snapshots/%s/verify once the file is repaired)", msg,
+                        row->id);
         return;
     }
     if (!sp || sp->busy) {
@@ -2344,9 +2718,9 @@ static int import_apply(struct wtx *tx, struct wop *op)
     sqlite3_stmt *st = wtx_stmt(tx,
                                 "INSERT INTO snapshots(id, space_id, space, kind, status, server_version, created_at,"
                                 " completed_at, entity_total, raw_bytes, size_bytes, sha256, level, created_by, note,"
-                                " entity_counts, blobs)"
+                                " entity_counts, blobs, integrity, integrity_checked_at)"
                                 " VALUES (?1, ?2, ?3, 'imported', 'completed', ?4, ?5, ?13, ?6, ?7, ?8, ?9, ?14, ?10, ?11, ?12,"
-                                " ?15)");
+                                " ?15, 'ok', ?13)");
     char note[200];
     snprintf(note, sizeof note, "imported from space %s (instance %s)", im->sum.space, im->sum.instance_id);
     sqlite3_bind_text(st, 1, im->id, -1, SQLITE_STATIC);
@@ -2494,6 +2868,285 @@ void api_snapshot_import(struct http_req *r)
     r->on_body_end = import_on_end;
 }
 
+/* ---- POST /snapshots/{id}/verify (operator) -------------------------------
+ * The whole file checked on the pool as `snapsync verify` checks it (gzip,
+ * header, every line, counts) and against the row (sha256); the answer is
+ * what it found, recorded as the snapshot's integrity (so a repaired file
+ * is served again) and audited as snapshot.verify. */
+
+struct vcheck_job {
+    struct job job;
+    char space[64], id[27], actor[32], remote[56], sha256[65], path[1200];
+    bool ok;
+    char why[200];
+};
+
+static void vcheck_work(struct job *j)
+{
+    struct vcheck_job *v = container_of(j, struct vcheck_job, job);
+    struct snap_summary sum;
+    if (snap_verify_file(v->path, &sum, v->why, sizeof v->why) < 0) return;
+    if (strcmp(sum.sha256, v->sha256) != 0) snprintf(v->why, sizeof v->why, "the file's sha256 does not match the snapshot's");
+    else v->ok = true;
+    free(sum.counts_json);
+    free(sum.blobs_json);
+}
+
+static void vcheck_answer(struct integ_op *io, struct http_req *r)
+{
+    if (!r) return;
+    if (io->op.status) {
+        api_send_wop_error(r, &io->op);
+        return;
+    }
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "{\"valid\":");
+    buf_puts(&b, io->ok ? "true" : "false");
+    char msg[300];
+    if (!io->ok) corrupt_msg(msg, sizeof msg, io->why);
+    json_kv_str(&b, "error", io->ok ? NULL : msg);
+    buf_puts(&b, ",\"snapshot\":");
+    buf_append(&b, io->meta.data, io->meta.len);
+    buf_putc(&b, '}');
+    http_send_json(r, 200, &b);
+}
+
+static void vcheck_done(struct job *j, struct http_req *r)
+{
+    struct vcheck_job *v = container_of(j, struct vcheck_job, job);
+    if (j->status == 0) {
+        if (!v->ok) log_file(LOG_WARN, "snapshot_verify_failed", v->space, v->id, v->path, v->why);
+        if (integ_mark(j->srv, r, v->space, v->id, INTEG_VERIFY, v->ok, v->why, v->actor, v->remote, vcheck_answer) < 0 &&
+            r) {
+            http_add_header(r, "Retry-After", "1");
+            http_send_error(r, 503, "overloaded", NULL, "the write queue is full; retry shortly");
+        }
+    }
+    free(v);
+}
+
+static void vcheck_row_loaded(struct read_job *rj, struct http_req *r)
+{
+    struct snap_row *row = rj->arg;
+    if (!row->found) {
+        http_send_error(r, 404, "not_found", NULL, "no snapshot %s in this space", rj->id);
+        return;
+    }
+    if (strcmp(row->status, "completed")) {
+        http_send_error(r, 409, "snapshot_not_ready", NULL, "the snapshot is %s: there is no file to verify",
+                        row->status);
+        return;
+    }
+    struct vcheck_job *v = xcalloc(1, sizeof *v);
+    snprintf(v->space, sizeof v->space, "%s", rj->space);
+    snprintf(v->id, sizeof v->id, "%s", row->id);
+    snprintf(v->actor, sizeof v->actor, "%s", api_actor(r));
+    snprintf(v->remote, sizeof v->remote, "%s", r->client);
+    snprintf(v->sha256, sizeof v->sha256, "%s", row->sha256);
+    snap_file(r->srv->cfg->data_dir, row->id, false, v->path, sizeof v->path);
+    job_submit(r->srv, &v->job, r, vcheck_work, vcheck_done);
+}
+
+void api_snapshot_verify(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    read_submit(r, snap_read_job(r, sp), row_work, vcheck_row_loaded);
+}
+
+/* ---- background check (--snapshot-verify-every S) ------------------------
+ * Each completed snapshot's file is checked in full (as by the verify
+ * route) once every S seconds, one snapshot at a time, the one whose last
+ * check (or completion, if never checked) is oldest first. Low priority on
+ * the shared pool: the check runs in slices of about BG_SLICE_MS, each a
+ * pool job, with a pause at least as long between slices, and a slice
+ * waits while every pool thread has work (up to BG_WAIT_MAX times), so it
+ * never takes more than half of one pool thread from requests. The
+ * snapshot is marked as by any read (see "integrity"); the next pick waits
+ * until that is recorded. Loop: bg_* callbacks; pool: the pick (a read
+ * transaction) and the slices, which touch only struct bgcheck's check. */
+
+#define BG_SLICE_MS 50
+#define BG_PAUSE_MIN_MS 20
+#define BG_BUSY_WAIT_MS 100
+#define BG_WAIT_MAX 50
+
+static struct bgcheck {
+    struct server *srv;
+    uv_timer_t timer;
+    bool on, busy;                   /* busy: a pool job is out */
+    struct job job;
+    uint64_t period_ms;
+    /* the snapshot being checked */
+    bool picked, checking;           /* checking: the file is open in chk */
+    char id[27], space[64], sha256[65], path[1200];
+    struct snap_check chk;
+    struct snap_summary sum;
+    int rc;                          /* of the last slice: 1 more, 0 valid, -1 not */
+    char why[200];
+    uint64_t slice_ms, waited;
+    uint64_t next_due_ms;            /* from the pick when nothing is due (0: no snapshot) */
+} bg;
+
+static void bg_tick(uv_timer_t *t);
+
+static void bg_arm(uint64_t ms)
+{
+    if (bg.on && !bg.srv->shutting_down) uv_timer_start(&bg.timer, bg_tick, ms, 0);
+}
+
+/* pool: the snapshot to check next, or when the next one is due */
+static void bg_pick_work(struct job *j)
+{
+    UNUSED(j);
+    sqlite3 *db = store_reader_get(bg.srv->store);
+    if (!db) return;
+    uint64_t now = now_ms_wall();
+    int64_t due_before = (int64_t)(now - (now > bg.period_ms ? bg.period_ms : now));
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, space, sha256 FROM snapshots WHERE status = 'completed'"
+                           " AND coalesce(integrity_checked_at, completed_at) <= ?1"
+                           " ORDER BY integrity_checked_at IS NOT NULL, integrity_checked_at, completed_at, id LIMIT 1",
+                           -1, &q, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, due_before);
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            bg.picked = true;
+            snprintf(bg.id, sizeof bg.id, "%s", (const char *)sqlite3_column_text(q, 0));
+            snprintf(bg.space, sizeof bg.space, "%s", (const char *)sqlite3_column_text(q, 1));
+            const unsigned char *sha = sqlite3_column_text(q, 2);
+            snprintf(bg.sha256, sizeof bg.sha256, "%s", sha ? (const char *)sha : "");
+        }
+        sqlite3_finalize(q);
+    }
+    if (!bg.picked &&
+        sqlite3_prepare_v2(db,
+                           "SELECT min(coalesce(integrity_checked_at, completed_at)) FROM snapshots"
+                           " WHERE status = 'completed'",
+                           -1, &q, NULL) == SQLITE_OK) {
+        if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL)
+            bg.next_due_ms = (uint64_t)sqlite3_column_int64(q, 0) + bg.period_ms;
+        sqlite3_finalize(q);
+    }
+    store_reader_put(bg.srv->store, db);
+    if (bg.picked) {
+        snap_file(bg.srv->cfg->data_dir, bg.id, false, bg.path, sizeof bg.path);
+        bg.rc = check_open(&bg.chk, bg.path, &bg.sum, bg.why, sizeof bg.why) < 0 ? -1 : 1;
+        bg.checking = bg.rc == 1;
+    }
+}
+
+/* pool: the check goes on for one slice */
+static void bg_slice_work(struct job *j)
+{
+    UNUSED(j);
+    uint64_t t0 = now_ns_mono();
+    bg.rc = check_step(&bg.chk, BG_SLICE_MS * 1000000ull, &bg.sum, bg.why, sizeof bg.why);
+    if (bg.rc == 0 && strcmp(bg.sum.sha256, bg.sha256) != 0) {
+        bg.rc = -1;
+        snprintf(bg.why, sizeof bg.why, "the file's sha256 does not match the snapshot's");
+    }
+    if (bg.rc != 1) {
+        free(bg.sum.counts_json);
+        free(bg.sum.blobs_json);
+        bg.sum.counts_json = bg.sum.blobs_json = NULL;
+        check_close(&bg.chk);
+        bg.checking = false;
+    }
+    bg.slice_ms = (now_ns_mono() - t0) / 1000000;
+}
+
+static void bg_stop_check(void)
+{
+    if (bg.checking) check_close(&bg.chk);
+    bg.checking = bg.picked = false;
+}
+
+/* loop: the mark is recorded; on to the next one */
+static void bg_marked(struct integ_op *io, struct http_req *r)
+{
+    UNUSED(io);
+    UNUSED(r);
+    bg_arm(0);
+}
+
+/* loop: a check is over (rc 0 or -1) */
+static void bg_finish(void)
+{
+    bool ok = bg.rc == 0;
+    metrics_snapshot_check(bg.srv, ok);
+    if (ok) log_info("snapshot_checked", "\"space\":\"%s\",\"snapshot\":\"%s\",\"integrity\":\"ok\"", bg.space, bg.id);
+    else log_file(LOG_WARN, "snapshot_check_failed", bg.space, bg.id, bg.path, bg.why);
+    bg.picked = false;
+    if (integ_mark(bg.srv, NULL, bg.space, bg.id, INTEG_BACKGROUND, ok, bg.why, "integrity-check", NULL, bg_marked) < 0)
+        bg_arm(1000);
+}
+
+static void bg_done(struct job *j, struct http_req *r)
+{
+    UNUSED(r);
+    bg.busy = false;
+    if (j->status != 0 || bg.srv->shutting_down) {
+        bg_stop_check();
+        return;
+    }
+    if (!bg.picked) {                /* nothing due: sleep until something is */
+        uint64_t now = now_ms_wall(), wait = bg.period_ms;
+        if (bg.next_due_ms) wait = bg.next_due_ms > now ? bg.next_due_ms - now : 0;
+        if (wait < 1000) wait = 1000;
+        if (wait > bg.period_ms) wait = bg.period_ms;
+        bg_arm(wait);
+        return;
+    }
+    if (bg.rc == 1) {                /* more to read: after a pause */
+        bg_arm(bg.slice_ms > BG_PAUSE_MIN_MS ? bg.slice_ms : BG_PAUSE_MIN_MS);
+        return;
+    }
+    bg_finish();
+}
+
+static void bg_tick(uv_timer_t *t)
+{
+    UNUSED(t);
+    struct server *srv = bg.srv;
+    if (bg.busy || srv->shutting_down) return;
+    if (bg.checking && srv->jobs_inflight >= srv->cfg->workers && bg.waited < BG_WAIT_MAX) {
+        bg.waited++;                 /* every pool thread has work: requests first */
+        bg_arm(BG_BUSY_WAIT_MS);
+        return;
+    }
+    bg.waited = 0;
+    bg.busy = true;
+    if (bg.checking) {
+        job_submit(srv, &bg.job, NULL, bg_slice_work, bg_done);
+    } else {
+        bg.picked = false;
+        bg.next_due_ms = 0;
+        job_submit(srv, &bg.job, NULL, bg_pick_work, bg_done);
+    }
+}
+
+static void bg_init(struct server *srv)
+{
+    memset(&bg, 0, sizeof bg);
+    bg.srv = srv;
+    bg.period_ms = srv->cfg->snapshot_verify_every * 1000;
+    if (!bg.period_ms) return;
+    uv_timer_init(srv->loop, &bg.timer);
+    uv_unref((uv_handle_t *)&bg.timer);  /* never keeps the loop alive */
+    bg.on = true;
+    bg_arm(1000);                    /* the first pick, once start-up is over */
+}
+
+static void bg_free(void)
+{
+    if (!bg.on) return;
+    bg_stop_check();
+    uv_close((uv_handle_t *)&bg.timer, NULL);
+    bg.on = false;
+}
+
 /* ---- schedule ------------------------------------------------------------ */
 
 static uv_timer_t sched_timer;
@@ -2630,6 +3283,7 @@ static void snap_load_last(struct server *srv)
 void snap_init(struct server *srv)
 {
     snap_load_last(srv);
+    bg_init(srv);
     if (srv->cfg->snapshot_every) {
         uv_timer_init(srv->loop, &sched_timer);
         sched_timer.data = srv;
@@ -2643,6 +3297,7 @@ void snap_init(struct server *srv)
 void snap_free(struct server *srv)
 {
     UNUSED(srv);
+    bg_free();
     if (sched_on) {
         uv_close((uv_handle_t *)&sched_timer, NULL);
         sched_on = false;

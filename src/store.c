@@ -197,6 +197,14 @@ static const char *const migrations[] = {
     "  WHERE j.type = 'text' AND length(j.value) = 64 AND j.value NOT GLOB '*[^0-9a-f]*'"
     "    AND n.space_id IN (SELECT id FROM spaces);"
     "DROP TABLE named;",
+    /* 7: what the last read of a snapshot's file found (see snapshot.c,
+     * "integrity"): 'unchecked' until a full check; an import was checked
+     * in full before it was recorded */
+    "ALTER TABLE snapshots ADD COLUMN integrity TEXT NOT NULL DEFAULT 'unchecked';"
+    "ALTER TABLE snapshots ADD COLUMN integrity_error TEXT;"
+    "ALTER TABLE snapshots ADD COLUMN integrity_checked_at INTEGER;"
+    "UPDATE snapshots SET integrity = 'ok', integrity_checked_at = completed_at"
+    " WHERE kind = 'imported' AND status = 'completed';",
 };
 
 int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,

@@ -17,7 +17,8 @@ import { api, apiOk, allChanges, sleep, ULID_RE } from './helpers.mjs';
 export const TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 export const SHA_RE = /^[0-9a-f]{64}$/;
 export const META_KEYS = ['completed_at', 'created_at', 'created_by', 'entity_counts', 'entity_total', 'error',
-  'id', 'imported_at', 'kind', 'level', 'note', 'raw_bytes', 'server_version', 'sha256', 'size_bytes', 'space', 'status'];
+  'id', 'imported_at', 'integrity', 'integrity_checked_at', 'integrity_error', 'kind', 'level', 'note', 'raw_bytes',
+  'server_version', 'sha256', 'size_bytes', 'space', 'status'];
 export const HEADER_KEYS = ['created_at', 'entity_counts', 'entity_total', 'format', 'instance_id', 'server_version',
   'snapshot', 'space', 'space_uid'];
 export const ENTITY_KEYS = ['body', 'collection', 'created_at', 'deleted', 'id', 'rev', 'updated_at', 'version'];
@@ -178,6 +179,12 @@ export function checkCompletedMeta(m, { space, kind } = {}) {
   assert.equal(typeof m.entity_counts, 'object', `entity_counts ${w}`);
   const sum = Object.values(m.entity_counts).reduce((a, b) => a + b, 0);
   assert.equal(sum, m.entity_total, `entity_counts add up to entity_total ${w}`);
+  // what the last full check or read of the file found (docs/api.md)
+  assert.ok(['unchecked', 'ok', 'corrupt'].includes(m.integrity), `integrity ${w}`);
+  if (m.integrity === 'unchecked') assert.equal(m.integrity_checked_at, null, `integrity_checked_at ${w}`);
+  else assert.match(m.integrity_checked_at, TIME_RE, `integrity_checked_at ${w}`);
+  if (m.integrity === 'corrupt') assert.ok(typeof m.integrity_error === 'string' && m.integrity_error, `integrity_error ${w}`);
+  else assert.equal(m.integrity_error, null, `integrity_error ${w}`);
 }
 
 /** Checks a file (Buffer) against its metadata; returns the parsed file. */

@@ -263,7 +263,13 @@ test('restore of a corrupt file (flipped byte, truncated, trailer cut): 422 snap
     'trailer cut': good.subarray(0, good.length - 8),
     'one byte appended': Buffer.concat([good, Buffer.from([0])]),
   };
+  const verify = () => apiOk(srv, 'POST', snapPath('rx', m.id, '/verify'), {}, 200);
   for (const [name, buf] of Object.entries(variants)) {
+    // a refused restore marks the snapshot corrupt, and a snapshot so marked
+    // is refused without reading the file: clear the mark with the good
+    // bytes first, so each variant is caught by the restore's own check
+    writeFileSync(f, good);
+    assert.equal((await verify()).valid, true, `${name}: the good file verifies`);
     writeFileSync(f, buf);
     for (const body of [{ confirm: m.id }, { confirm: m.id, dry_run: false }]) {
       const r = await api(srv, 'POST', snapPath('rx', m.id, '/restore'), { body });
@@ -276,8 +282,10 @@ test('restore of a corrupt file (flipped byte, truncated, trailer cut): 422 snap
     assert.deepEqual(snapFiles(srv.dataDir).filter((n) => /tmp/i.test(n)), [], `${name}: no temp file left`);
   }
   assert.deepEqual([...(await liveState(srv, 'rx')).map.values()], [...live.map.values()]);
-  // the good bytes back: the restore goes through
+  // the good bytes back and verified again (POST .../verify clears the
+  // mark): the restore goes through
   writeFileSync(f, good);
+  assert.equal((await verify()).valid, true);
   const r = await api(srv, 'POST', snapPath('rx', m.id, '/restore'), { body: { confirm: m.id } });
   assert.equal(r.status, 200, r.text);
 });
