@@ -69,6 +69,12 @@ json_t *api_body_object(struct http_req *r);
  * NULL-terminated list, the route's declaration of what it takes) does
  * not list is 400 unknown_member, naming it (json.h). */
 json_t *api_body_members(struct http_req *r, const char *const *allowed);
+/* The same for a body whose members listed in data (NULL-terminated) are
+ * entity bodies: user data, nested up to JSON_MAX_DEPTH in themselves.
+ * Everything else in the body is a name or an option, and a string there
+ * that holds a NUL (\u0000) is 400 invalid_string with a "member" detail:
+ * no handler ever reads a name cut short at it. */
+json_t *api_body_members_data(struct http_req *r, const char *const *allowed, const char *const *data);
 /* Answers status with a parse error (and its "member" detail). */
 void api_send_json_err(struct http_req *r, int status, const struct json_err *e);
 /* The caller, for audit rows: key id, or "anonymous". */
