@@ -179,7 +179,7 @@ static void blob_set_add(struct blob_set *s, json_t *body)
     size_t i;
     json_t *h;
     json_array_foreach(json_object_get(body, "_blobs"), i, h) {
-        const char *x = json_string_value(h);
+        const char *x = json_name(h);
         if (!x || !name_sha256_valid(x, strlen(x))) continue;
         if (s->n == s->cap) {
             s->cap = s->cap ? s->cap * 2 : 64;
@@ -193,7 +193,7 @@ static void collect_blobs(struct snap_job *sj, const char *body, size_t len)
 {
     if (!body || !memmem(body, len, "\"_blobs\":", 9)) return;
     json_error_t je;
-    json_t *v = json_loadb(body, len, 0, &je);
+    json_t *v = json_loadb(body, len, JSON_ALLOW_NUL, &je);      /* values may hold \u0000 */
     if (v) blob_set_add(&sj->blobs, v);
     json_decref(v);
 }
@@ -705,7 +705,7 @@ void api_snapshot_create(struct http_req *r)
                 http_send_error(r, 400, "invalid_note", NULL, "note must be a string of at most 255 bytes");
                 return;
             }
-            snprintf(note, sizeof note, "%s", json_string_value(n));
+            snprintf(note, sizeof note, "%s", json_name(n));
         }
         json_decref(v);
     }
@@ -1222,14 +1222,16 @@ static int ent_parse(const char *line, size_t len, struct snap_ent *e, char *err
 {
     json_error_t je;
     memset(e, 0, sizeof *e);
-    e->doc = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+    /* a body's values may hold \u0000 (as every write path allows); the
+     * names may not */
+    e->doc = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!e->doc) {
         snprintf(err, errlen, "invalid JSON: %.120s", je.text);
         return -1;
     }
-    e->collection = json_string_value(json_object_get(e->doc, "collection"));
-    e->id = json_string_value(json_object_get(e->doc, "id"));
-    e->rev = json_string_value(json_object_get(e->doc, "rev"));
+    e->collection = json_name(json_object_get(e->doc, "collection"));
+    e->id = json_name(json_object_get(e->doc, "id"));
+    e->rev = json_name(json_object_get(e->doc, "rev"));
     e->body = json_object_get(e->doc, "body");
     if (!e->collection || !name_collection_valid(e->collection, strlen(e->collection)) || !e->id ||
         !name_entity_id_valid(e->id, strlen(e->id)) || !e->rev || !rev_valid(e->rev) || !json_is_object(e->body) ||
@@ -1271,14 +1273,14 @@ int snap_verify_file(const char *path, struct snap_summary *sum, char *err, size
     }
     json_error_t je;
     hdr = json_loadb(line, len, 0, &je);
-    const char *fmt = hdr ? json_string_value(json_object_get(hdr, "format")) : NULL;
+    const char *fmt = hdr ? json_name(json_object_get(hdr, "format")) : NULL;
     if (!fmt || strcmp(fmt, SNAP_FORMAT) != 0) {
         snprintf(err, errlen, "line 1 is not a %s header", SNAP_FORMAT);
         goto out;
     }
-    snprintf(sum->space, sizeof sum->space, "%s", str_or(json_string_value(json_object_get(hdr, "space"))));
-    snprintf(sum->space_uid, sizeof sum->space_uid, "%s", str_or(json_string_value(json_object_get(hdr, "space_uid"))));
-    snprintf(sum->instance_id, sizeof sum->instance_id, "%s", str_or(json_string_value(json_object_get(hdr, "instance_id"))));
+    snprintf(sum->space, sizeof sum->space, "%s", str_or(json_name(json_object_get(hdr, "space"))));
+    snprintf(sum->space_uid, sizeof sum->space_uid, "%s", str_or(json_name(json_object_get(hdr, "space_uid"))));
+    snprintf(sum->instance_id, sizeof sum->instance_id, "%s", str_or(json_name(json_object_get(hdr, "instance_id"))));
     sum->server_version = (uint64_t)json_integer_value(json_object_get(hdr, "server_version"));
     counts = json_object_get(hdr, "entity_counts");
     json_t *total = json_object_get(hdr, "entity_total");
@@ -1561,7 +1563,8 @@ static int dry_run_blobs(sqlite3 *db, int64_t space_id, struct blob_set *set, st
     int n = 0;
     json_t *h;
     json_array_foreach(a, i, h) {
-        const char *x = json_string_value(h);
+        const char *x = json_name(h);
+        if (!x) continue;                            /* the list was made here: valid hashes only */
         int in = blobs_in_space(db, &q, space_id, x);
         if (in < 0) {
             n = -1;
@@ -2102,7 +2105,8 @@ static void verify_work(struct job *j)
         json_t *h;
         if (!db) vj->err = 3;
         json_array_foreach(a, i, h) {
-            const char *x = json_string_value(h);
+            const char *x = json_name(h);
+            if (!x) continue;                        /* the list was made here: valid hashes only */
             int in = db ? blobs_in_space(db, &q, vj->rs->space_id, x) : -1;
             if (in < 0) {
                 vj->err = 3;
@@ -2198,7 +2202,7 @@ void api_snapshot_restore(struct http_req *r)
     }
     json_t *v = api_body_members(r, restore_members);
     if (!v) return;
-    const char *confirm = json_string_value(json_object_get(v, "confirm"));
+    const char *confirm = json_name(json_object_get(v, "confirm"));
     bool dry = json_is_true(json_object_get(v, "dry_run"));
     if (!confirm || strcmp(confirm, r->match.params.id) != 0) {
         json_decref(v);

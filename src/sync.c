@@ -609,7 +609,7 @@ static void blobs_send(struct blob_xfer *bj, char (*hashes)[65], size_t nh)
         size_t i;
         json_t *x;
         json_array_foreach(json_object_get(m, "missing"), i, x) {
-            const char *hh = json_string_value(x);
+            const char *hh = json_name(x);
             if (!hh || !name_sha256_valid(hh, strlen(hh))) continue;
             char path[1200], purl[800];
             blob_path(bj->data_dir, hh, path, sizeof path);
@@ -1283,10 +1283,9 @@ static void on_push_sent(void *arg, const struct peer_result *res)
         size_t i;
         json_t *x;
         json_array_foreach(json_object_get(v, "results"), i, x) {
-            const char *st = json_string_value(json_object_get(x, "status"));
+            const char *st = json_name(json_object_get(x, "status"));
             if (st && !strcmp(st, "conflict"))
-                conflict_seen(j, json_string_value(json_object_get(x, "collection")),
-                              json_string_value(json_object_get(x, "id")));
+                conflict_seen(j, json_name(json_object_get(x, "collection")), json_name(json_object_get(x, "id")));
         }
     }
     /* nothing else happened on the peer since our pull: its new versions
@@ -1574,8 +1573,8 @@ static void on_status(void *arg, const struct peer_result *res)
     j->tries = 0;
     json_error_t je;
     json_t *v = json_loadb(res->body->data ? res->body->data : "", res->body->len, 0, &je);
-    const char *uid = json_string_value(json_object_get(v, "space_uid"));
-    const char *inst = json_string_value(json_object_get(v, "instance_id"));
+    const char *uid = json_name(json_object_get(v, "space_uid"));
+    const char *inst = json_name(json_object_get(v, "instance_id"));
     json_t *ver = json_object_get(v, "server_version");
     if (!uid || !json_is_integer(ver) || strlen(uid) >= sizeof j->peer_uid) {
         json_decref(v);
@@ -1703,10 +1702,10 @@ void api_sync_start(struct http_req *r)
     if (!sp) return;
     json_t *v = api_body_members(r, sync_members);
     if (!v) return;
-    const char *url = json_string_value(json_object_get(v, "peer_url"));
-    const char *pspace = json_string_value(json_object_get(v, "peer_space"));
-    const char *token = json_string_value(json_object_get(v, "peer_token"));
-    const char *dir = json_string_value(json_object_get(v, "direction"));
+    const char *url = json_name(json_object_get(v, "peer_url"));
+    const char *pspace = json_name(json_object_get(v, "peer_space"));
+    const char *token = json_name(json_object_get(v, "peer_token"));
+    const char *dir = json_name(json_object_get(v, "direction"));
     json_t *waitv = json_object_get(v, "wait"), *forcev = json_object_get(v, "force");
     bool wait = json_is_true(waitv), force = json_is_true(forcev);
     if (!pspace) pspace = sp->st.name;
@@ -2099,10 +2098,10 @@ void api_peer_put(struct http_req *r)
     if (!sp) return;
     json_t *v = api_body_members(r, peer_members);
     if (!v) return;
-    const char *url = json_string_value(json_object_get(v, "url"));
-    const char *pspace = json_string_value(json_object_get(v, "space"));
-    const char *token = json_string_value(json_object_get(v, "token"));
-    const char *dir = json_string_value(json_object_get(v, "direction"));
+    const char *url = json_name(json_object_get(v, "url"));
+    const char *pspace = json_name(json_object_get(v, "space"));
+    const char *token = json_name(json_object_get(v, "token"));
+    const char *dir = json_name(json_object_get(v, "direction"));
     json_t *every = json_object_get(v, "every_seconds");
     if (!pspace) pspace = sp->st.name;
     if (!dir) dir = "both";
