@@ -493,17 +493,23 @@ static int push_apply(struct wtx *tx, struct wop *op)
         }
         const char *parent = it->has_base ? it->base_rev : NULL;
         char rev[REV_MAX];
-        rev_make(parent, it->deleted, it->body, it->body_len, rev);
         bool base_matches = it->has_base ? (cur.exists && !strcmp(cur.rev, it->base_rev))
                                          : (!cur.exists || cur.deleted);
-        if (cur.exists && !strcmp(cur.rev, rev)) {
+        int made = rev_make(parent, it->deleted, it->body, it->body_len, rev);
+        bool retried = made == 0 && cur.exists && !strcmp(cur.rev, rev);
+        /* no base_rev over a tombstone: the new rev follows the tombstone's */
+        if (made == 0 && !retried && base_matches && !it->has_base && cur.exists)
+            made = rev_make(cur.rev, it->deleted, it->body, it->body_len, rev);
+        if (made < 0) {
+            push_result_error(b, "rev_exhausted", "the entity's edit count is at the most a rev can count: it cannot "
+                              "be edited any more");
+        } else if (retried) {
             /* the same edit already applied (a retried push) */
             buf_puts(b, "{\"status\":\"applied\",\"rev\":");
             json_cstr(b, cur.rev);
             json_kv_u64(b, "version", cur.version);
             buf_putc(b, '}');
         } else if (base_matches) {
-            if (!it->has_base && cur.exists) rev_make(cur.rev, it->deleted, it->body, it->body_len, rev);
             if (it->deleted && (!cur.exists || cur.deleted)) {
                 push_result_error(b, "not_found", "nothing to delete");
             } else if (wtx_entity_put(tx, op, sp, it->collection, it->id, &cur, rev, it->deleted, it->body,
@@ -602,7 +608,8 @@ static void push_item_parse(struct push_item *it, const struct canon_doc *d, siz
     if (base != CANON_NONE && canon_type(d, base) != CANON_NULL) {
         const char *br = canon_name(d, base, &bl);
         if (!br || !rev_valid(br)) {
-            item_err(it, "invalid_rev", "base_rev must be null or a rev like \"3-9f2c4a1b7d3e0c55\"");
+            item_err(it, "invalid_rev", "base_rev must be null or a rev like \"3-9f2c4a1b7d3e0c55\" (N from 1 to "
+                     "%llu, no leading zero)", REV_N_MAX);
             return;
         }
         it->has_base = true;
@@ -851,8 +858,13 @@ static int resolve_apply(struct wtx *tx, struct wop *op)
             goto out;
         }
     }
-    char rev[REV_MAX];
-    rev_make(row->exists ? row->rev : NULL, deleted, body, blen, rev);
+    char rev[REV_MAX], krev[REV_MAX];
+    if (rev_make(row->exists ? row->rev : NULL, deleted, body, blen, rev) < 0 ||
+        (rs->strategy == KEEP_BOTH && cur.exists && rev_make(cur.rev, cur.deleted, cur.body, cur.body_len, krev) < 0)) {
+        wop_fail(op, 422, "rev_exhausted", "%s/%s: the edit count is at the most a rev can count, so the entity "
+                 "cannot be edited any more", coll, id);
+        goto out;
+    }
     char *bcopy = body ? xstrndup(body, blen) : NULL;    /* row->body is replaced by the put */
     char hist[sizeof cur.revs];
     merged_history(hist, sizeof hist, row, crev);
@@ -863,8 +875,6 @@ static int resolve_apply(struct wtx *tx, struct wop *op)
     if (rs->strategy == KEEP_BOTH && cur.exists) {
         /* the original stays as it is, in a new rev that settles the
          * conflict on every replica */
-        char krev[REV_MAX];
-        rev_make(cur.rev, cur.deleted, cur.body, cur.body_len, krev);
         merged_history(hist, sizeof hist, &cur, crev);
         char *kb = cur.body ? xstrndup(cur.body, cur.body_len) : NULL;
         prc = wtx_entity_put(tx, op, sp, coll, id, &cur, krev, cur.deleted, kb, cur.body_len, hist);

@@ -1700,8 +1700,11 @@ static int restore_change(struct restore_op *ro, const char *c, const char *i, b
     int rc = 0;
     if (del ? live : (!live || !row.body || row.body_len != blen || memcmp(row.body, body, blen))) {
         char rev[REV_MAX];
-        rev_make(row.exists ? row.rev : NULL, del, body, blen, rev);
-        rc = wtx_entity_put(ro->tx, &ro->op, ro->sp, c, i, &row, rev, del, body, blen, NULL);
+        if (rev_make(row.exists ? row.rev : NULL, del, body, blen, rev) < 0)
+            rc = wop_fail(&ro->op, 422, "rev_exhausted", "%s/%s is at rev %s, the most a rev can count: it cannot be "
+                          "edited any more, so the restore cannot change it", c, i, row.rev);
+        else
+            rc = wtx_entity_put(ro->tx, &ro->op, ro->sp, c, i, &row, rev, del, body, blen, NULL);
         if (rc == 0) {
             if (del) ro->dels++;
             else ro->puts++;
