@@ -14,7 +14,8 @@ void metrics_init(struct server *srv);
 void metrics_free(struct server *srv);
 void metrics_request(struct server *srv, const char *route, int status, double seconds);
 void metrics_snapshot(struct server *srv, const char *kind, bool ok, double seconds, uint64_t bytes);
-void metrics_sync(struct server *srv, bool ok, uint64_t pulled, uint64_t pushed, uint64_t blobs);
+/* A sync job ended: status is "completed", "partial" or "failed". */
+void metrics_sync(struct server *srv, const char *status, uint64_t pulled, uint64_t pushed, uint64_t blobs);
 
 void api_metrics(struct http_req *r);
 

@@ -197,6 +197,10 @@ static const char *const migrations[] = {
     "  WHERE j.type = 'text' AND length(j.value) = 64 AND j.value NOT GLOB '*[^0-9a-f]*'"
     "    AND n.space_id IN (SELECT id FROM spaces);"
     "DROP TABLE named;",
+    /* 7: what a sync job could not apply: how many items, and the first
+     * ones (a JSON array of {direction, collection, id, error, message}) */
+    "ALTER TABLE sync_jobs ADD COLUMN errors INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE sync_jobs ADD COLUMN error_items TEXT NOT NULL DEFAULT '[]';",
 };
 
 int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,

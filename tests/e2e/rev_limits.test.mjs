@@ -101,6 +101,8 @@ test('a rev one below the maximum: the next edit reaches it and syncs; the one a
   assert.ok(edited.rev.startsWith(`${MAX}-`), edited.rev);
   const job = await syncOk(B, SPACE, A, { direction: 'pull' });
   assert.equal(job.pulled, 1);
+  assert.equal(job.errors, 0, JSON.stringify(job));
+  assert.deepEqual(job.error_items, [], JSON.stringify(job));
   await assertConverged([A, B], SPACE, 'after the pull');
   checkError(assert, await api(B, 'PUT', E('c', 'e'), { body: { v: 2 } }), 422, 'rev_exhausted', 'B: PUT');
   checkError(assert, await api(A, 'PUT', E('c', 'e'), { body: { v: 2 } }), 422, 'rev_exhausted', 'A: PUT');
