@@ -125,14 +125,6 @@ struct space *api_space(struct http_req *r)
     return sp;
 }
 
-json_t *api_body_object(struct http_req *r)
-{
-    struct json_err e;
-    json_t *v = json_parse(r->body.data ? r->body.data : "", r->body.len, true, &e);
-    if (!v) api_send_json_err(r, 400, &e);
-    return v;
-}
-
 void api_send_json_err(struct http_req *r, int status, const struct json_err *e)
 {
     struct buf extra;
