@@ -327,7 +327,7 @@ int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct jso
             b->last_version = b->has_last ? (uint64_t)v : 0;
         } else if (!strcmp(key, "more")) {
             b->more = canon_type(d, 0) == CANON_TRUE;
-        } else if (!strcmp(key, "source_instance") && (str = canon_str(d, 0, &sl)) && ulid_valid(str, sl)) {
+        } else if (!strcmp(key, "source_instance") && (str = canon_name(d, 0, &sl)) && ulid_valid(str, sl)) {
             memcpy(b->source_instance, str, sl + 1);
         } else if (which && which >= from) {
             from = -1;                                /* "changes"/"entities" that is not an array */
