@@ -77,7 +77,10 @@ test('pull: items our apply refuses -> job "partial" with errors and error_items
     good('ok2'),
   ] });
   let B = await startServer({ keepData: true });          // restarted below on the same data
-  t.after(() => B.stop());
+  t.after(async () => {
+    const r = await B.stop();
+    assert.deepEqual(r, { code: 0, signal: null }, `server exit\n${B.stderrText().slice(-4000)}`);
+  });
   await putSpace(B, SPACE);
   const ev = await openSSE(B.port, `/api/v1/events?topics=sync&spaces=${SPACE}`, { token: B.adminToken });
   t.after(() => ev.close());
@@ -140,7 +143,7 @@ test('pull: items our apply refuses -> job "partial" with errors and error_items
 
   // and the stored row survives a restart
   const dataDir = B.dataDir;
-  assert.equal((await B.stop()).code, 0);
+  assert.deepEqual(await B.stop(), { code: 0, signal: null }, B.stderrText().slice(-4000));
   B = await startServer({ dataDir, keepData: false });
   const stored = await getJob(B, SPACE, job.id);
   assert.equal(stored.status, 'partial');
