@@ -7,8 +7,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { withServer, putSpace, api, apiOk, checkError } from './helpers.mjs';
 import { sp, put, getEntity, syncOk, syncStatus, assertConverged, conflicts } from './sync_helpers.mjs';
+import { createSnapshot, snapFile, snapPath, postBinary } from './snapshot_helpers.mjs';
 
 const SPACE = 'revs';
 const MAX = '9007199254740991';
@@ -108,4 +111,23 @@ test('a rev one below the maximum: the next edit reaches it and syncs; the one a
   checkError(assert, await api(A, 'PUT', E('c', 'e'), { body: { v: 2 } }), 422, 'rev_exhausted', 'A: PUT');
   await syncOk(A, SPACE, B, { direction: 'both' });
   await assertConverged([A, B], SPACE, 'nothing wrapped');
+});
+
+test('a snapshot line whose rev is past the limit (taken before it) still imports and restores: a restore writes its own revs', async (t) => {
+  const A = await withServer(t);
+  await putSpace(A, SPACE);
+  await put(A, SPACE, 'c', 'e', { v: 1 });
+  const m = await createSnapshot(A, SPACE);
+  const lines = gunzipSync(readFileSync(snapFile(A.dataDir, m.id))).toString('utf8').slice(0, -1).split('\n');
+  const ent = JSON.parse(lines[1]);
+  ent.rev = '18446744073709551615-abc';
+  const gz = gzipSync(Buffer.from(`${[lines[0], JSON.stringify(ent)].join('\n')}\n`));
+  const im = await postBinary(A, snapPath(SPACE, 'import'), gz);
+  assert.equal(im.status, 201, im.text);
+  await put(A, SPACE, 'c', 'e', { v: 2 });
+  const r = await apiOk(A, 'POST', snapPath(SPACE, im.body.id, '/restore'), { body: { confirm: im.body.id } }, 200);
+  assert.deepEqual(r.changes, { put: 1, deleted: 0 });
+  const e = await getEntity(A, SPACE, 'c', 'e');
+  assert.deepEqual(e.body, { v: 1 });
+  assert.ok(e.rev.startsWith('3-'), e.rev);
 });
