@@ -63,12 +63,19 @@ void read_fail(struct read_job *rj, int status, const char *code, const char *fm
 int api_paging(struct http_req *r, uint64_t *limit, char *cursor, size_t cap, bool (*valid)(const char *, size_t));
 /* The space of the route, or NULL after answering 404 space_not_found. */
 struct space *api_space(struct http_req *r);
-/* Parses the body as a JSON object, or answers 400 and returns NULL. */
-json_t *api_body_object(struct http_req *r);
-/* The same for a body with defined members: one that allowed (a
- * NULL-terminated list, the route's declaration of what it takes) does
- * not list is 400 unknown_member, naming it (json.h). */
+/* Parses a request body with defined members as a JSON object, or answers
+ * 400 and returns NULL: a member that allowed (a NULL-terminated list, the
+ * route's declaration of what it takes) does not list is 400
+ * unknown_member, naming it (json.h); a string anywhere in it that holds a
+ * NUL is 400 invalid_string (below). The one way a handler reads a JSON
+ * body (entity bodies and pushes go through the canonicalizer). */
 json_t *api_body_members(struct http_req *r, const char *const *allowed);
+/* The same for a body whose members listed in data (NULL-terminated) are
+ * entity bodies: user data, nested up to JSON_MAX_DEPTH in themselves.
+ * Everything else in the body is a name or an option, and a string there
+ * that holds a NUL (\u0000) is 400 invalid_string with a "member" detail:
+ * no handler ever reads a name cut short at it. */
+json_t *api_body_members_data(struct http_req *r, const char *const *allowed, const char *const *data);
 /* Answers status with a parse error (and its "member" detail). */
 void api_send_json_err(struct http_req *r, int status, const struct json_err *e);
 /* The caller, for audit rows: key id, or "anonymous". */

@@ -44,6 +44,16 @@ uint32_t canon_next(const struct canon_doc *d, uint32_t elem);
 size_t canon_count(const struct canon_doc *d, uint32_t n);
 /* A string's decoded bytes (NUL-terminated; *len may show inner NULs), or NULL. */
 const char *canon_str(const struct canon_doc *d, uint32_t n, size_t *len);
+/* The same for a string that becomes a name (collection, id, rev, hash...):
+ * NULL too when it holds a NUL, so "a\u0000evil" is never read as "a". */
+const char *canon_name(const struct canon_doc *d, uint32_t n, size_t *len);
+/* Nesting of node n as the parse limits count it: containers inside each
+ * other (1 for {} or {"a":1}, 2 for {"a":[1]}), 0 for a scalar or
+ * CANON_NONE. A body's depth is canon_depth(body) <= JSON_MAX_DEPTH. */
+int canon_depth(const struct canon_doc *d, uint32_t n);
+/* The first key of object obj that allowed (NULL-terminated) does not list,
+ * or NULL (json.h json_unknown_member, for a canon doc). */
+const char *canon_unknown_member(const struct canon_doc *d, uint32_t obj, const char *const *allowed);
 bool canon_int(const struct canon_doc *d, uint32_t n, int64_t *out);
 /* Appends the canonical text of node n (what json_canonical gives for it). */
 void canon_emit(const struct canon_doc *d, uint32_t n, struct buf *out);
@@ -52,8 +62,10 @@ void canon_emit(const struct canon_doc *d, uint32_t n, struct buf *out);
  * element at a time of an array member: memory for one value, not for the
  * whole text (a sync page of 1,000 entities holds one entity's nodes at a
  * time). Checks are those of canon_parse (duplicate keys at the top too);
- * max_depth counts from the top object (1). Any error (-1 or NULL) leaves
- * err filled; only canon_stream_close may follow then.
+ * max_depth counts from the top object (1), and a text nested deeper is
+ * refused by canon_stream_open itself (a scan before any parse: too_deep).
+ * Any error (-1 or NULL) leaves err filled; only canon_stream_close may
+ * follow then.
  *
  *   cs = canon_stream_open(text, len, depth, &err);   NULL: not an object
  *   while ((rc = canon_stream_member(cs, &key, &klen)) == 1) {

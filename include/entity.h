@@ -24,6 +24,14 @@
 #include "json.h"
 
 #define REV_MAX 40                 /* "N-" + 16 hex + NUL, N up to 20 digits */
+/* The largest edit count N a rev may have: 2^53 - 1, the largest integer a
+ * JavaScript number holds exactly, so a client that reads N as a number
+ * orders revs right. A rev with a larger N (or N written with a leading
+ * zero) is malformed wherever it comes from: a base_rev, a /replicate rev,
+ * its history, a conflict record, a pulled page. Nothing can wrap: an edit
+ * that would take an entity past it is refused (rev_make). No entity gets
+ * there by editing (9 * 10^15 edits); only a rev made up elsewhere can. */
+#define REV_N_MAX 9007199254740991ULL
 #define REV_HISTORY 64             /* revs kept per entity (SPEC: at least 50) */
 
 /* Parses text and returns its canonical form (malloc'd, *out_len bytes,
@@ -33,9 +41,12 @@ char *entity_canonical(const char *text, size_t len, bool want_object, size_t *o
 /* Canonical text of an already parsed value, or NULL with err. */
 char *entity_canonical_value(const json_t *v, size_t *out_len, struct json_err *err);
 
-/* Makes the rev that follows parent (NULL for a first write). */
-void rev_make(const char *parent, bool deleted, const char *body, size_t len, char out[REV_MAX]);
-/* Splits "N-h". Returns 0, or -1 if rev is malformed. */
+/* Makes the rev that follows parent (NULL for a first write). Returns 0, or
+ * -1 when parent's N is REV_N_MAX already (the edit cannot be counted: the
+ * caller refuses it, 422 rev_exhausted); out is then "". */
+int rev_make(const char *parent, bool deleted, const char *body, size_t len, char out[REV_MAX]);
+/* Splits "N-h": N from 1 to REV_N_MAX without leading zeros, h 1 to 64
+ * lower-case hex digits. Returns 0, or -1 if rev is malformed. */
 int rev_parse(const char *rev, uint64_t *n, const char **hash);
 /* Orders two revs by the SPEC §9 winner rule: higher N, then higher hash.
  * (Live-beats-deleted is the caller's first criterion.) <0, 0, >0. */

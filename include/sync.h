@@ -25,7 +25,8 @@ struct rep_counts {
 /* One replicated revision, checked and canonicalized off the writer
  * thread. Strings at *_off live in the batch's text (NUL-terminated). */
 struct rep_item {
-    const char *err;                 /* why it cannot apply (static text), or NULL */
+    const char *err_code;            /* why it cannot apply: a code (invalid_rev, too_deep, ...), or NULL */
+    const char *err;                 /* and in words (static text) */
     char collection[64], id[129], rev[REV_MAX];
     bool deleted, has_body;
     size_t hist_off;                 /* earlier revs, newest first, space-separated */

@@ -11,6 +11,7 @@
 #include "api.h"
 #include "api_util.h"
 #include "blobs.h"
+#include "canon.h"
 #include "jobs.h"
 #include "json.h"
 #include "log.h"
@@ -492,17 +493,23 @@ static int push_apply(struct wtx *tx, struct wop *op)
         }
         const char *parent = it->has_base ? it->base_rev : NULL;
         char rev[REV_MAX];
-        rev_make(parent, it->deleted, it->body, it->body_len, rev);
         bool base_matches = it->has_base ? (cur.exists && !strcmp(cur.rev, it->base_rev))
                                          : (!cur.exists || cur.deleted);
-        if (cur.exists && !strcmp(cur.rev, rev)) {
+        int made = rev_make(parent, it->deleted, it->body, it->body_len, rev);
+        bool retried = made == 0 && cur.exists && !strcmp(cur.rev, rev);
+        /* no base_rev over a tombstone: the new rev follows the tombstone's */
+        if (made == 0 && !retried && base_matches && !it->has_base && cur.exists)
+            made = rev_make(cur.rev, it->deleted, it->body, it->body_len, rev);
+        if (made < 0) {
+            push_result_error(b, "rev_exhausted", "the entity's edit count is at the most a rev can count: it cannot "
+                              "be edited any more");
+        } else if (retried) {
             /* the same edit already applied (a retried push) */
             buf_puts(b, "{\"status\":\"applied\",\"rev\":");
             json_cstr(b, cur.rev);
             json_kv_u64(b, "version", cur.version);
             buf_putc(b, '}');
         } else if (base_matches) {
-            if (!it->has_base && cur.exists) rev_make(cur.rev, it->deleted, it->body, it->body_len, rev);
             if (it->deleted && (!cur.exists || cur.deleted)) {
                 push_result_error(b, "not_found", "nothing to delete");
             } else if (wtx_entity_put(tx, op, sp, it->collection, it->id, &cur, rev, it->deleted, it->body,
@@ -573,10 +580,15 @@ static void item_err(struct push_item *it, const char *code, const char *fmt, ..
 static const char *const push_members[] = {"changes", NULL};
 static const char *const change_members[] = {"collection", "id", "base_rev", "deleted", "body", NULL};
 
-static void push_item_parse(struct push_item *it, json_t *v, size_t index)
+/* One change, read from its own parse (the stream's current value): names
+ * read whole (a NUL in one is never cut short to a shorter name), the body
+ * written canonical straight from that parse and held to JSON_MAX_DEPTH
+ * counted in itself, as a PUT's. Anything wrong is this change's error. */
+static void push_item_parse(struct push_item *it, const struct canon_doc *d, size_t index)
 {
-    if (!json_is_object(v)) { item_err(it, "invalid_item", "each change must be an object"); return; }
-    const char *unknown = json_unknown_member(v, change_members);
+    const uint32_t v = 0;
+    if (canon_type(d, v) != CANON_OBJ) { item_err(it, "invalid_item", "each change must be an object"); return; }
+    const char *unknown = canon_unknown_member(d, v, change_members);
     if (unknown) {
         struct json_err e;
         char where[40];
@@ -585,28 +597,41 @@ static void push_item_parse(struct push_item *it, json_t *v, size_t index)
         item_err(it, "unknown_member", "%s", e.message);
         return;
     }
-    const char *c = json_string_value(json_object_get(v, "collection"));
-    const char *id = json_string_value(json_object_get(v, "id"));
-    if (!c || !name_collection_valid(c, strlen(c))) { item_err(it, "invalid_name", "invalid or missing collection"); return; }
-    if (!id || !name_entity_id_valid(id, strlen(id))) { item_err(it, "invalid_name", "invalid or missing id"); return; }
-    snprintf(it->collection, sizeof it->collection, "%s", c);
-    snprintf(it->id, sizeof it->id, "%s", id);
-    json_t *base = json_object_get(v, "base_rev");
-    if (base && !json_is_null(base)) {
-        const char *br = json_string_value(base);
-        if (!br || !rev_valid(br)) { item_err(it, "invalid_rev", "base_rev must be null or a rev like \"3-9f2c4a1b7d3e0c55\""); return; }
+    size_t cl, il, bl;
+    const char *c = canon_name(d, canon_member(d, v, "collection"), &cl);
+    const char *id = canon_name(d, canon_member(d, v, "id"), &il);
+    if (!c || !name_collection_valid(c, cl)) { item_err(it, "invalid_name", "invalid or missing collection"); return; }
+    if (!id || !name_entity_id_valid(id, il)) { item_err(it, "invalid_name", "invalid or missing id"); return; }
+    memcpy(it->collection, c, cl + 1);
+    memcpy(it->id, id, il + 1);
+    uint32_t base = canon_member(d, v, "base_rev");
+    if (base != CANON_NONE && canon_type(d, base) != CANON_NULL) {
+        const char *br = canon_name(d, base, &bl);
+        if (!br || !rev_valid(br)) {
+            item_err(it, "invalid_rev", "base_rev must be null or a rev like \"3-9f2c4a1b7d3e0c55\" (N from 1 to "
+                     "%llu, no leading zero)", REV_N_MAX);
+            return;
+        }
         it->has_base = true;
-        snprintf(it->base_rev, sizeof it->base_rev, "%s", br);
+        memcpy(it->base_rev, br, bl + 1);
     }
-    json_t *del = json_object_get(v, "deleted");
-    if (del && !json_is_boolean(del)) { item_err(it, "invalid_item", "deleted must be true or false"); return; }
-    it->deleted = del && json_is_true(del);
-    json_t *body = json_object_get(v, "body");
+    enum canon_type dt = canon_type(d, canon_member(d, v, "deleted"));
+    if (dt != CANON_ABSENT && dt != CANON_TRUE && dt != CANON_FALSE) {
+        item_err(it, "invalid_item", "deleted must be true or false");
+        return;
+    }
+    it->deleted = dt == CANON_TRUE;
+    uint32_t body = canon_member(d, v, "body");
     if (!it->deleted) {
-        if (!json_is_object(body)) { item_err(it, "invalid_item", "body must be a JSON object"); return; }
-        struct json_err je;
-        it->body = entity_canonical_value(body, &it->body_len, &je);
-        if (!it->body) { item_err(it, je.code, "%s", je.message); return; }
+        if (canon_type(d, body) != CANON_OBJ) { item_err(it, "invalid_item", "body must be a JSON object"); return; }
+        if (canon_depth(d, body) > JSON_MAX_DEPTH) {
+            item_err(it, "too_deep", "the body is nested deeper than %d levels", JSON_MAX_DEPTH);
+            return;
+        }
+        struct buf out;
+        buf_init(&out);
+        canon_emit(d, body, &out);
+        it->body = buf_steal(&out, &it->body_len);
     }
 }
 
@@ -618,35 +643,62 @@ static void push_fail(struct push_op *p, int status, const char *code, const cha
 }
 
 /* threadpool: the body (up to --max-body-bytes) parsed, every item checked
- * and its body canonicalized, so neither the loop nor the writer parses */
+ * and its body canonicalized, so neither the loop nor the writer parses.
+ * The canonicalizer's streaming reader, as /replicate and PUT use: one
+ * parser, one depth rule and one canonical form for every route that
+ * writes a body. A change at a time: memory for one change's parse. */
 static void push_parse_work(struct job *j)
 {
     struct push_op *p = container_of(j, struct push_op, job);
-    json_t *root = json_parse(p->raw, p->raw_len, true, &p->err);
+    struct canon_stream *cs = canon_stream_open(p->raw, p->raw_len, JSON_REQUEST_MAX_DEPTH, &p->err);
+    const char *key;
+    size_t kl, cap = 0;
+    int rc = cs ? 0 : -1;
+    bool have = false, bad_changes = false, too_many = false;
+    char unknown[64] = "";
+    while (cs && (rc = canon_stream_member(cs, &key, &kl)) == 1) {
+        if (!json_member_known(key, push_members)) {
+            /* refused once the text is known to be valid JSON */
+            if (!unknown[0]) snprintf(unknown, sizeof unknown, "%s", key);
+        } else if ((rc = canon_stream_array(cs)) == 1) {          /* "changes" */
+            have = true;
+            while ((rc = canon_stream_element(cs)) == 1) {
+                if (p->n == PUSH_MAX_ITEMS) {
+                    too_many = true;
+                    break;
+                }
+                const struct canon_doc *d = canon_stream_value(cs);
+                if (!d) { rc = -1; break; }
+                if (p->n == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    p->items = xrealloc(p->items, cap * sizeof *p->items);
+                }
+                struct push_item *it = &p->items[p->n++];
+                memset(it, 0, sizeof *it);
+                push_item_parse(it, d, p->n - 1);
+            }
+            if (rc < 0 || too_many) break;
+            continue;
+        }
+        if (rc < 0) break;
+        if (!canon_stream_value(cs)) { rc = -1; break; }     /* "changes" that is not an array, or unknown */
+        if (json_member_known(key, push_members)) bad_changes = true;
+    }
+    canon_stream_close(cs);
     free(p->raw);
     p->raw = NULL;
-    if (!root) {
-        p->err_status = 400;
-        return;
-    }
-    json_t *arr = json_object_get(root, "changes");
-    size_t n = json_array_size(arr);
-    const char *unknown = json_unknown_member(root, push_members);
-    if (unknown) {
-        p->err_status = 400;
-        json_unknown_member_err(&p->err, "the request body", unknown, push_members);
-    } else if (!json_is_array(arr)) {
-        push_fail(p, 400, "invalid_body", "expected {\"changes\":[...]}");
-    } else if (n > PUSH_MAX_ITEMS) {
+    if (too_many) {
         char m[64];
         snprintf(m, sizeof m, "at most %d changes per push", PUSH_MAX_ITEMS);
         push_fail(p, 413, "too_many_changes", m);
-    } else {
-        p->n = n;
-        p->items = xcalloc(n ? n : 1, sizeof *p->items);
-        for (size_t i = 0; i < n; i++) push_item_parse(&p->items[i], json_array_get(arr, i), i);
+    } else if (rc < 0) {
+        p->err_status = 400;                         /* p->err: invalid_json, too_deep, not_an_object */
+    } else if (unknown[0]) {
+        p->err_status = 400;
+        json_unknown_member_err(&p->err, "the request body", unknown, push_members);
+    } else if (!have || bad_changes) {
+        push_fail(p, 400, "invalid_body", "expected {\"changes\":[...]}");
     }
-    json_decref(root);
 }
 
 static void push_parsed(struct job *j, struct http_req *r)
@@ -667,6 +719,10 @@ static void push_parsed(struct job *j, struct http_req *r)
 void api_changes_post(struct http_req *r)
 {
     if (!api_space(r)) return;
+    if (r->body.len == 0) {
+        http_send_error(r, 400, "invalid_json", NULL, "request body is empty; a JSON object is expected");
+        return;
+    }
     struct push_op *p = xcalloc(1, sizeof *p);
     snprintf(p->space, sizeof p->space, "%s", r->match.params.space);
     snprintf(p->origin, sizeof p->origin, "push:%s", api_actor(r));
@@ -802,8 +858,13 @@ static int resolve_apply(struct wtx *tx, struct wop *op)
             goto out;
         }
     }
-    char rev[REV_MAX];
-    rev_make(row->exists ? row->rev : NULL, deleted, body, blen, rev);
+    char rev[REV_MAX], krev[REV_MAX];
+    if (rev_make(row->exists ? row->rev : NULL, deleted, body, blen, rev) < 0 ||
+        (rs->strategy == KEEP_BOTH && cur.exists && rev_make(cur.rev, cur.deleted, cur.body, cur.body_len, krev) < 0)) {
+        wop_fail(op, 422, "rev_exhausted", "%s/%s: the edit count is at the most a rev can count, so the entity "
+                 "cannot be edited any more", coll, id);
+        goto out;
+    }
     char *bcopy = body ? xstrndup(body, blen) : NULL;    /* row->body is replaced by the put */
     char hist[sizeof cur.revs];
     merged_history(hist, sizeof hist, row, crev);
@@ -814,8 +875,6 @@ static int resolve_apply(struct wtx *tx, struct wop *op)
     if (rs->strategy == KEEP_BOTH && cur.exists) {
         /* the original stays as it is, in a new rev that settles the
          * conflict on every replica */
-        char krev[REV_MAX];
-        rev_make(cur.rev, cur.deleted, cur.body, cur.body_len, krev);
         merged_history(hist, sizeof hist, &cur, crev);
         char *kb = cur.body ? xstrndup(cur.body, cur.body_len) : NULL;
         prc = wtx_entity_put(tx, op, sp, coll, id, &cur, krev, cur.deleted, kb, cur.body_len, hist);
@@ -866,13 +925,14 @@ static void resolve_done(struct wop *op, struct http_req *r)
 }
 
 static const char *const resolve_members[] = {"strategy", "body", NULL};
+static const char *const resolve_data[] = {"body", NULL};         /* an entity body: user data */
 
 void api_conflict_resolve(struct http_req *r)
 {
     if (!api_space(r)) return;
-    json_t *root = api_body_members(r, resolve_members);
+    json_t *root = api_body_members_data(r, resolve_members, resolve_data);
     if (!root) return;
-    const char *s = json_string_value(json_object_get(root, "strategy"));
+    const char *s = json_name(json_object_get(root, "strategy"));
     int strategy = -1;
     for (int i = 0; s && i < 4; i++)
         if (!strcmp(s, strategy_names[i])) strategy = i;
@@ -886,6 +946,11 @@ void api_conflict_resolve(struct http_req *r)
     if (strategy == MERGE && !json_is_object(body)) {
         json_decref(root);
         http_send_error(r, 400, "invalid_body", NULL, "merge needs \"body\": the merged JSON object");
+        return;
+    }
+    if (strategy == MERGE && json_depth(body) > JSON_MAX_DEPTH) {
+        json_decref(root);
+        http_send_error(r, 400, "too_deep", NULL, "body is nested deeper than %d levels", JSON_MAX_DEPTH);
         return;
     }
     struct resolve_op *rs = xcalloc(1, sizeof *rs);

@@ -438,7 +438,11 @@ static int entity_apply(struct wtx *tx, struct wop *op)
         rc = 0;
     } else {
         char rev[REV_MAX];
-        rev_make(cur.exists ? cur.rev : NULL, e->remove, canon, clen, rev);
+        if (rev_make(cur.exists ? cur.rev : NULL, e->remove, canon, clen, rev) < 0) {
+            wop_fail(op, 422, "rev_exhausted", "%s/%s is at rev %s: its edit count is at the most a rev can count "
+                     "(%llu), so it cannot be edited any more", e->collection, e->id, cur.rev, REV_N_MAX);
+            goto out;
+        }
         e->status_ok = live ? 200 : 201;
         if (e->remove) e->status_ok = 200;
         rc = wtx_entity_put(tx, op, sp, e->collection, e->id, &cur, rev, e->remove, canon, clen, NULL);

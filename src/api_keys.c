@@ -89,18 +89,18 @@ void api_keys_create(struct http_req *r)
     struct key_op_srv *ks = xcalloc(1, sizeof *ks);
     struct key *k = &ks->k.key;
     ks->srv = r->srv;
-    const char *role = json_string_value(json_object_get(root, "role"));
+    const char *role = json_name(json_object_get(root, "role"));
     if (role_parse(role, &k->role) < 0) {
         http_send_error(r, 400, "invalid_role", NULL, "role must be admin, operator, writer or reader");
         goto fail;
     }
     json_t *name = json_object_get(root, "name");
     if (name && !json_is_null(name)) {
-        if (!json_is_string(name) || json_string_length(name) > 64) {
+        if (!json_name(name) || json_string_length(name) > 64) {
             http_send_error(r, 400, "invalid_name", NULL, "name must be a string of at most 64 bytes");
             goto fail;
         }
-        snprintf(k->name, sizeof k->name, "%s", json_string_value(name));
+        snprintf(k->name, sizeof k->name, "%s", json_name(name));
     }
     json_t *spaces = json_object_get(root, "spaces");
     if (!spaces || json_is_null(spaces)) {
@@ -113,7 +113,7 @@ void api_keys_create(struct http_req *r)
         size_t i;
         json_t *v;
         json_array_foreach(spaces, i, v) {
-            const char *s = json_string_value(v);
+            const char *s = json_name(v);
             if (s && !strcmp(s, "*")) {
                 k->all_spaces = true;
                 continue;

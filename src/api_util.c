@@ -125,14 +125,6 @@ struct space *api_space(struct http_req *r)
     return sp;
 }
 
-json_t *api_body_object(struct http_req *r)
-{
-    struct json_err e;
-    json_t *v = json_parse(r->body.data ? r->body.data : "", r->body.len, true, &e);
-    if (!v) http_send_error(r, 400, e.code, NULL, "%s", e.message);
-    return v;
-}
-
 void api_send_json_err(struct http_req *r, int status, const struct json_err *e)
 {
     struct buf extra;
@@ -147,12 +139,36 @@ void api_send_json_err(struct http_req *r, int status, const struct json_err *e)
 
 json_t *api_body_members(struct http_req *r, const char *const *allowed)
 {
-    json_t *v = api_body_object(r);
-    if (!v) return NULL;
+    return api_body_members_data(r, allowed, NULL);
+}
+
+json_t *api_body_members_data(struct http_req *r, const char *const *allowed, const char *const *data)
+{
+    struct json_err e;
+    /* a member that is an entity body nests as deep as any body may; the
+     * canonicalizer holds it to JSON_MAX_DEPTH counted in itself */
+    json_t *v = json_parse_depth(r->body.data ? r->body.data : "", r->body.len, true,
+                                 data ? JSON_REQUEST_MAX_DEPTH : JSON_MAX_DEPTH, &e);
+    if (!v) {
+        api_send_json_err(r, 400, &e);
+        return NULL;
+    }
     const char *k = json_unknown_member(v, allowed);
     if (k) {
-        struct json_err e;
         json_unknown_member_err(&e, "the request body", k, allowed);
+        json_decref(v);
+        api_send_json_err(r, 400, &e);
+        return NULL;
+    }
+    /* every other string is a name or an option: json_string_value would
+     * read "p1\u0000x" as "p1", so one with a NUL is refused here, for
+     * every route, before any handler reads it */
+    char path[128];
+    if (json_find_nul(v, data, path, sizeof path)) {
+        snprintf(e.code, sizeof e.code, "invalid_string");
+        snprintf(e.member, sizeof e.member, "%.*s", (int)strcspn(path, ".["), path);
+        snprintf(e.message, sizeof e.message, "%s holds \\u0000 (a NUL character), which no name or option may "
+                 "contain", path);
         json_decref(v);
         api_send_json_err(r, 400, &e);
         return NULL;

@@ -256,7 +256,7 @@ static void parse_spaces(struct key *k, const char *text)
     k->all_spaces = false;
     k->nspaces = 0;
     json_array_foreach(a, i, v) {
-        const char *s = json_string_value(v);
+        const char *s = json_name(v);
         if (!s) continue;
         if (!strcmp(s, "*")) k->all_spaces = true;
         else if (k->nspaces < KEY_MAX_SPACES) snprintf(k->spaces[k->nspaces++], 64, "%s", s);

@@ -183,7 +183,8 @@ int blobs_check(struct wtx *tx, int64_t space_id, const char *body, size_t len, 
     /* cheap test first: most bodies reference no blob */
     if (!body || !memmem(body, len, "\"_blobs\":", 9)) return 0;
     json_error_t je;
-    json_t *v = json_loadb(body, len, 0, &je);
+    /* a body's values may hold \u0000: parsed as the body was accepted */
+    json_t *v = json_loadb(body, len, JSON_ALLOW_NUL, &je);
     json_t *arr = v ? json_object_get(v, "_blobs") : NULL;
     int rc = 0;
     if (!arr) goto out;              /* "_blobs" nested deeper: not a reference list */
@@ -195,7 +196,7 @@ int blobs_check(struct wtx *tx, int64_t space_id, const char *body, size_t len, 
     size_t i, n = 0;
     json_t *h;
     json_array_foreach(arr, i, h) {
-        const char *s = json_string_value(h);
+        const char *s = json_name(h);
         if (!s || !name_sha256_valid(s, strlen(s))) {
             snprintf(missing, cap, "_blobs must be an array of sha256 hex strings");
             rc = -1;
@@ -827,7 +828,7 @@ void api_blobs_missing(struct http_req *r)
     size_t i;
     json_t *h;
     json_array_foreach(arr, i, h) {
-        const char *s = json_string_value(h);
+        const char *s = json_name(h);
         if (!s || !name_sha256_valid(s, strlen(s))) {
             json_decref(v);
             free(m->h);

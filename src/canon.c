@@ -575,6 +575,40 @@ const char *canon_str(const struct canon_doc *d, uint32_t n, size_t *len)
     return d->ps.sbuf.data + x->off;
 }
 
+const char *canon_name(const struct canon_doc *d, uint32_t n, size_t *len)
+{
+    size_t l;
+    const char *s = canon_str(d, n, &l);
+    if (!s || memchr(s, '\0', l)) return NULL;
+    if (len) *len = l;
+    return s;
+}
+
+int canon_depth(const struct canon_doc *d, uint32_t n)
+{
+    const struct node *x = node_at(d, n);
+    if (!x || (x->type != N_ARR && x->type != N_OBJ)) return 0;
+    int max = 0;
+    /* recursion bounded by the parse's max_depth */
+    for (uint32_t c = x->first; c; c = d->ps.n[c].next) {
+        if (x->type == N_OBJ) c = d->ps.n[c].next;         /* from the key to its value */
+        int k = canon_depth(d, c);
+        if (k > max) max = k;
+    }
+    return max + 1;
+}
+
+const char *canon_unknown_member(const struct canon_doc *d, uint32_t obj, const char *const *allowed)
+{
+    const struct node *o = node_at(d, obj);
+    if (!o || o->type != N_OBJ) return NULL;
+    for (uint32_t c = o->first; c; c = d->ps.n[d->ps.n[c].next].next) {
+        const char *k = d->ps.sbuf.data + d->ps.n[c].off;  /* keys hold no NUL (parse_container) */
+        if (!json_member_known(k, allowed)) return k;
+    }
+    return NULL;
+}
+
 bool canon_int(const struct canon_doc *d, uint32_t n, int64_t *out)
 {
     const struct node *x = node_at(d, n);
@@ -600,6 +634,10 @@ struct canon_stream {
 
 struct canon_stream *canon_stream_open(const char *in, size_t len, int max_depth, struct json_err *err)
 {
+    /* nested further than anything the caller reads: refused before a
+     * byte of it is parsed (and the parser never recurses that deep) */
+    memset(err, 0, sizeof *err);
+    if (json_too_deep(in, len, max_depth, err)) return NULL;
     struct canon_stream *cs = xcalloc(1, sizeof *cs);
     struct parser *ps = &cs->doc.ps;
     parser_init(ps, in, len, max_depth, err);

@@ -44,11 +44,15 @@ char *entity_canonical(const char *text, size_t len, bool want_object, size_t *o
     return json_canonical(text, len, want_object, out_len, err);
 }
 
-void rev_make(const char *parent, bool deleted, const char *body, size_t len, char out[REV_MAX])
+int rev_make(const char *parent, bool deleted, const char *body, size_t len, char out[REV_MAX])
 {
     uint64_t n = 0;
     const char *h;
     if (parent && rev_parse(parent, &n, &h) < 0) n = 0;
+    if (n >= REV_N_MAX) {
+        out[0] = '\0';
+        return -1;
+    }
     EVP_MD_CTX *ctx = md_ctx();
     unsigned char md[32];
     if (parent) md_put(ctx, parent, strlen(parent));
@@ -58,13 +62,14 @@ void rev_make(const char *parent, bool deleted, const char *body, size_t len, ch
     char hex[17];
     hex_encode(hex, md, 8);
     snprintf(out, REV_MAX, "%llu-%s", (unsigned long long)(n + 1), hex);
+    return 0;
 }
 
 int rev_parse(const char *rev, uint64_t *n, const char **hash)
 {
     const char *dash = rev ? strchr(rev, '-') : NULL;
-    if (!dash || dash == rev) return -1;
-    if (parse_u64(rev, (size_t)(dash - rev), UINT64_MAX, n) < 0 || *n == 0) return -1;
+    if (!dash || dash == rev || rev[0] == '0') return -1;          /* N >= 1, one spelling each */
+    if (parse_u64(rev, (size_t)(dash - rev), REV_N_MAX, n) < 0) return -1;
     const char *h = dash + 1;
     size_t hl = strlen(h);
     if (hl < 1 || hl > 64) return -1;

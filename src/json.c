@@ -99,7 +99,7 @@ int json_depth(const json_t *v)
         json_array_foreach(v, i, x) { int d = json_depth(x); if (d > max) max = d; }
         return max + 1;
     }
-    return 1;
+    return 0;
 }
 
 /* Limits checked on the raw text before jansson's recursive parser sees it,
@@ -109,7 +109,7 @@ int json_depth(const json_t *v)
  * bytes or more. Strings are skipped properly. Returns NULL or what is
  * wrong, with *where the byte. */
 #define JSON_MAX_NUMBER 512
-static const char *text_limits(const char *s, size_t len, size_t *where)
+static const char *text_limits(const char *s, size_t len, int max_depth, size_t *where)
 {
     int depth = 0;
     bool in_str = false;
@@ -128,7 +128,7 @@ static const char *text_limits(const char *s, size_t len, size_t *where)
         num = 0;
         if (c == '"') in_str = true;
         else if (c == '{' || c == '[') {
-            if (++depth > JSON_MAX_DEPTH) { *where = i; return "too deep"; }
+            if (++depth > max_depth) { *where = i; return "too deep"; }
         } else if (c == '}' || c == ']') depth--;
     }
     return NULL;
@@ -167,7 +167,80 @@ void json_unknown_member_err(struct json_err *err, const char *where, const char
                  where);
 }
 
+static void too_deep_err(struct json_err *err, int max_depth, size_t where)
+{
+    snprintf(err->code, sizeof err->code, "too_deep");
+    snprintf(err->message, sizeof err->message, "JSON nested deeper than %d levels (at byte %zu)", max_depth, where);
+    err->member[0] = '\0';
+}
+
+bool json_too_deep(const char *text, size_t len, int max_depth, struct json_err *err)
+{
+    int depth = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > max_depth) {
+                too_deep_err(err, max_depth, i);
+                return true;
+            }
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return false;
+}
+
+/* Depth-first; path[0..at) is where v is. On a find, path is its path. */
+static bool find_nul(const json_t *v, char *path, size_t cap, size_t at)
+{
+    if (json_is_string(v)) return !json_name(v);
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) {
+            int n = snprintf(path + at, cap - at, "[%zu]", i);
+            if (find_nul(x, path, cap, MIN(at + (size_t)n, cap - 1))) return true;
+        }
+    } else if (json_is_object(v)) {
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)v, k, x) {
+            int n = snprintf(path + at, cap - at, "%s%.60s", at ? "." : "", k);
+            if (find_nul(x, path, cap, MIN(at + (size_t)n, cap - 1))) return true;
+        }
+    }
+    path[at] = '\0';
+    return false;
+}
+
+bool json_find_nul(const json_t *v, const char *const *skip, char *path, size_t cap)
+{
+    path[0] = '\0';
+    if (!json_is_object(v)) return find_nul(v, path, cap, 0);
+    const char *k;
+    json_t *x;
+    json_object_foreach((json_t *)v, k, x) {
+        if (skip && json_member_known(k, skip)) continue;
+        int n = snprintf(path, cap, "%.60s", k);
+        if (find_nul(x, path, cap, MIN((size_t)n, cap - 1))) return true;
+    }
+    path[0] = '\0';
+    return false;
+}
+
 json_t *json_parse(const char *text, size_t len, bool want_object, struct json_err *err)
+{
+    return json_parse_depth(text, len, want_object, JSON_MAX_DEPTH, err);
+}
+
+json_t *json_parse_depth(const char *text, size_t len, bool want_object, int max_depth, struct json_err *err)
 {
     size_t where = 0;
     err->member[0] = '\0';
@@ -187,11 +260,9 @@ json_t *json_parse(const char *text, size_t len, bool want_object, struct json_e
         snprintf(err->message, sizeof err->message, "invalid JSON: a NUL byte at byte %zu", (size_t)(nul - text));
         return NULL;
     }
-    const char *limit = text_limits(text, len, &where);
+    const char *limit = text_limits(text, len, max_depth, &where);
     if (limit && !strcmp(limit, "too deep")) {
-        snprintf(err->code, sizeof err->code, "too_deep");
-        snprintf(err->message, sizeof err->message,
-                 "JSON nested deeper than %d levels (at byte %zu)", JSON_MAX_DEPTH, where);
+        too_deep_err(err, max_depth, where);
         return NULL;
     }
     if (limit) {

@@ -54,7 +54,7 @@ struct metrics {
      * it), background checks */
     uint64_t snap_dl_aborts, snap_corrupt[5], snap_checks_ok, snap_checks_corrupt;
     /* sync */
-    uint64_t sync_ok, sync_failed, pulled, pushed, blobs;
+    uint64_t sync_ok, sync_partial, sync_failed, pulled, pushed, blobs;
 };
 
 void metrics_init(struct server *srv) { srv->metrics = xcalloc(1, sizeof(struct metrics)); }
@@ -143,11 +143,12 @@ void metrics_snapshot_check(struct server *srv, bool ok)
     else m->snap_checks_corrupt++;
 }
 
-void metrics_sync(struct server *srv, bool ok, uint64_t pulled, uint64_t pushed, uint64_t blobs)
+void metrics_sync(struct server *srv, const char *status, uint64_t pulled, uint64_t pushed, uint64_t blobs)
 {
     struct metrics *m = srv->metrics;
     if (!m) return;
-    if (ok) m->sync_ok++;
+    if (!strcmp(status, "completed")) m->sync_ok++;
+    else if (!strcmp(status, "partial")) m->sync_partial++;
     else m->sync_failed++;
     m->pulled += pulled;
     m->pushed += pushed;
@@ -328,6 +329,7 @@ void api_metrics(struct http_req *r)
 
     help(b, "snapsync_sync_jobs_total", "counter", "Sync jobs finished since start, by status.");
     buf_printf(b, "snapsync_sync_jobs_total{status=\"completed\"} %llu\n", (unsigned long long)m->sync_ok);
+    buf_printf(b, "snapsync_sync_jobs_total{status=\"partial\"} %llu\n", (unsigned long long)m->sync_partial);
     buf_printf(b, "snapsync_sync_jobs_total{status=\"failed\"} %llu\n", (unsigned long long)m->sync_failed);
     metric_u64(b, "snapsync_sync_entities_pulled_total", "counter", "Entities applied from peers by sync jobs.", m->pulled);
     metric_u64(b, "snapsync_sync_entities_pushed_total", "counter", "Entities sent to peers by sync jobs.", m->pushed);

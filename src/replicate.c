@@ -133,8 +133,8 @@ static int history_of(const struct canon_doc *d, uint32_t revs, const char *rev,
     bool first = true;
     for (uint32_t v = canon_first(d, revs); v != CANON_NONE; v = canon_next(d, v), first = false) {
         size_t l;
-        const char *r = canon_str(d, v, &l);
-        if (!r || strlen(r) != l || !rev_valid(r)) return -1;
+        const char *r = canon_name(d, v, &l);
+        if (!r || !rev_valid(r)) return -1;
         if (first && !strcmp(r, rev)) continue;      /* the list may start with the rev itself */
         if (count == REV_HISTORY - 1) break;
         if (n + l + 2 >= cap) break;
@@ -146,10 +146,11 @@ static int history_of(const struct canon_doc *d, uint32_t revs, const char *rev,
     return 0;
 }
 
+/* a string member that becomes a name: NULL if absent, not a string, or
+ * holding a NUL (an inner NUL is never a valid name) */
 static const char *str_member(const struct canon_doc *d, uint32_t obj, const char *key, size_t *len)
 {
-    const char *s = canon_str(d, canon_member(d, obj, key), len);
-    return s && strlen(s) == *len ? s : NULL;        /* an inner NUL is never a valid name */
+    return canon_name(d, canon_member(d, obj, key), len);
 }
 
 static void blob_ref_add(struct rep_batch *b, const char *h)
@@ -160,28 +161,68 @@ static void blob_ref_add(struct rep_batch *b, const char *h)
     memcpy(b->blobs[b->nblobs++], h, 65);
 }
 
-static void item_parse(struct rep_batch *b, struct rep_item *it, const struct canon_doc *d, uint32_t e)
+/* Returns -1: the item cannot apply (item_parse returns it). */
+static int item_fail(struct rep_item *it, const char *code, const char *msg)
 {
+    it->err_code = code;
+    it->err = msg;
+    return -1;
+}
+
+#define REV_SHAPE "a rev like \"3-9f2c4a1b7d3e0c55\" (N from 1 to 9007199254740991, no leading zero)"
+
+/* A body is held to JSON_MAX_DEPTH counted in itself, as a PUT is. */
+static bool body_too_deep(const struct canon_doc *d, uint32_t body)
+{
+    return canon_depth(d, body) > JSON_MAX_DEPTH;
+}
+
+/* Checks one entity of a page and keeps it in b's text; a bad entity is
+ * not an error of the batch but an item with err set (its result says
+ * why; the others apply). Its collection and id are kept when they are
+ * valid, so that even its error names it. */
+static int item_parse(struct rep_batch *b, struct rep_item *it, const struct canon_doc *d, uint32_t e)
+{
+    if (canon_type(d, e) != CANON_OBJ) return item_fail(it, "invalid_item", "each entity must be an object");
     size_t cl = 0, il = 0, rl = 0;
     const char *c = str_member(d, e, "collection", &cl), *id = str_member(d, e, "id", &il),
                *rev = str_member(d, e, "rev", &rl);
+    bool c_ok = c && name_collection_valid(c, cl), id_ok = id && name_entity_id_valid(id, il);
+    if (c_ok && id_ok) {
+        memcpy(it->collection, c, cl + 1);
+        memcpy(it->id, id, il + 1);
+    }
     uint32_t del = canon_member(d, e, "deleted");
     enum canon_type dt = canon_type(d, del);
     char hist[REV_HISTORY * REV_MAX];
-    if (canon_type(d, e) != CANON_OBJ || !c || !name_collection_valid(c, cl) || !id || !name_entity_id_valid(id, il) ||
-        !rev || !rev_valid(rev) || (del != CANON_NONE && dt != CANON_TRUE && dt != CANON_FALSE) ||
-        history_of(d, canon_member(d, e, "revs"), rev, hist, sizeof hist) < 0) {
-        it->err = "each entity needs a valid collection, id, rev and revs";
-        return;
-    }
+    if (!c_ok) return item_fail(it, "invalid_name", "invalid or missing collection");
+    if (!id_ok) return item_fail(it, "invalid_name", "invalid or missing id");
+    if (!rev || !rev_valid(rev)) return item_fail(it, "invalid_rev", "rev must be " REV_SHAPE);
+    if (history_of(d, canon_member(d, e, "revs"), rev, hist, sizeof hist) < 0)
+        return item_fail(it, "invalid_rev", "revs must be a list of revs, each " REV_SHAPE);
+    if (del != CANON_NONE && dt != CANON_TRUE && dt != CANON_FALSE)
+        return item_fail(it, "invalid_item", "deleted must be true or false");
     it->deleted = dt == CANON_TRUE;
     uint32_t body = canon_member(d, e, "body");
-    if (!it->deleted && canon_type(d, body) != CANON_OBJ) {
-        it->err = "a live entity needs an object body";
-        return;
+    if (!it->deleted && canon_type(d, body) != CANON_OBJ)
+        return item_fail(it, "invalid_item", "a live entity needs an object body");
+    if (!it->deleted && body_too_deep(d, body))
+        return item_fail(it, "too_deep", "the body is nested deeper than 64 levels");
+    /* conflict records that travel with the entity: every one is checked
+     * before anything is kept, as the entity is (a record dropped here
+     * would leave this instance listing fewer conflicts than the sender) */
+    uint32_t cl_node = canon_member(d, e, "conflicts");
+    enum canon_type ct = canon_type(d, cl_node);
+    if (ct != CANON_ABSENT && ct != CANON_NULL && ct != CANON_ARR)
+        return item_fail(it, "invalid_item", "conflicts must be a list of conflict records");
+    for (uint32_t cv = canon_first(d, cl_node); cv != CANON_NONE; cv = canon_next(d, cv)) {
+        const char *crev = str_member(d, cv, "rev", NULL);
+        if (canon_type(d, cv) != CANON_OBJ || !crev || !rev_valid(crev))
+            return item_fail(it, "invalid_rev", "each conflict record needs a rev, " REV_SHAPE);
+        uint32_t cb = canon_member(d, cv, "body");
+        if (canon_type(d, cb) == CANON_OBJ && body_too_deep(d, cb))
+            return item_fail(it, "too_deep", "a conflict record's body is nested deeper than 64 levels");
     }
-    memcpy(it->collection, c, cl + 1);
-    memcpy(it->id, id, il + 1);
     memcpy(it->rev, rev, rl + 1);
     it->hist_off = text_put(&b->text, hist, strlen(hist));
     if (!it->deleted) {
@@ -190,21 +231,19 @@ static void item_parse(struct rep_batch *b, struct rep_item *it, const struct ca
         it->body_len = b->text.len - it->body_off;
         buf_putc(&b->text, '\0');
         it->has_body = true;
-        /* blobs the body references move before it is applied */
+        /* blobs the body references move before it is applied (one that is
+         * not a valid hash is refused by blobs_check when it is applied) */
         uint32_t bl = canon_member(d, body, "_blobs");
         for (uint32_t h = canon_first(d, bl); h != CANON_NONE; h = canon_next(d, h)) {
             size_t hl;
-            const char *x = canon_str(d, h, &hl);
+            const char *x = canon_name(d, h, &hl);
             if (x && name_sha256_valid(x, hl)) blob_ref_add(b, x);
         }
     }
-    /* conflict records that travel with the entity */
-    uint32_t cl_node = canon_member(d, e, "conflicts");
     it->conf_first = b->nconfs;
     for (uint32_t cv = canon_first(d, cl_node); cv != CANON_NONE; cv = canon_next(d, cv)) {
         size_t crl;
         const char *crev = str_member(d, cv, "rev", &crl);
-        if (!crev || !rev_valid(crev)) continue;
         if (b->nconfs == b->capconfs) {
             b->capconfs = b->capconfs ? b->capconfs * 2 : 16;
             b->confs = xrealloc(b->confs, b->capconfs * sizeof *b->confs);
@@ -223,6 +262,7 @@ static void item_parse(struct rep_batch *b, struct rep_item *it, const struct ca
         }
         it->nconf++;
     }
+    return 0;
 }
 
 static void batch_items_reset(struct rep_batch *b)
@@ -245,9 +285,10 @@ int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct jso
     memset(b, 0, sizeof *b);
     buf_init(&b->text);
     /* one member, and one entity, at a time: memory for one entity's parse,
-     * not the page's. A body may nest as deep as a PUT allows: the page adds
-     * three levels (the page object, "changes", the entity). */
-    struct canon_stream *cs = canon_stream_open(raw, len, JSON_MAX_DEPTH + 3, err);
+     * not the page's. A body may nest as deep as a PUT allows, counted in
+     * the body (item_parse: too_deep is that entity's error); the page as a
+     * whole up to JSON_REQUEST_MAX_DEPTH, past what any entity can be. */
+    struct canon_stream *cs = canon_stream_open(raw, len, JSON_REQUEST_MAX_DEPTH, err);
     if (!cs) return -1;
     buf_reserve(&b->text, len);
     size_t cap = 0;
@@ -271,7 +312,7 @@ int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct jso
                 }
                 struct rep_item *it = &b->items[b->n++];
                 memset(it, 0, sizeof *it);
-                item_parse(b, it, d, 0);
+                item_parse(b, it, d, 0);      /* a bad entity is its own error */
             }
             if (rc < 0) break;
             continue;
@@ -286,7 +327,7 @@ int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct jso
             b->last_version = b->has_last ? (uint64_t)v : 0;
         } else if (!strcmp(key, "more")) {
             b->more = canon_type(d, 0) == CANON_TRUE;
-        } else if (!strcmp(key, "source_instance") && (str = canon_str(d, 0, &sl)) && ulid_valid(str, sl)) {
+        } else if (!strcmp(key, "source_instance") && (str = canon_name(d, 0, &sl)) && ulid_valid(str, sl)) {
             memcpy(b->source_instance, str, sl + 1);
         } else if (which && which >= from) {
             from = -1;                                /* "changes"/"entities" that is not an array */
@@ -316,25 +357,21 @@ void rep_batch_free(struct rep_batch *b)
 /* ---- applying (writer thread) ------------------------------------------ */
 
 /* One entity's result; it names the entity (when it has a valid name) so
- * that a sync job can count conflicting entities rather than revisions. */
-static void result(struct buf *b, const struct rep_item *it, const char *status, const char *rev, const char *msg)
+ * that a sync job can count conflicting entities rather than revisions,
+ * and say which entities it could not apply. */
+static void result(struct buf *b, const struct rep_item *it, const char *status, const char *rev)
 {
     buf_puts(b, "{\"status\":");
     json_cstr(b, status);
-    if (!it->err) {
+    if (it->collection[0]) {
         json_kv_str(b, "collection", it->collection);
         json_kv_str(b, "id", it->id);
     }
     if (rev) json_kv_str(b, "rev", rev);
-    if (msg) json_kv_str(b, "message", msg);
-    buf_putc(b, '}');
-}
-
-static void result_error(struct buf *b, const char *code, const char *msg)
-{
-    buf_puts(b, "{\"status\":\"error\",\"error\":");
-    json_cstr(b, code);
-    json_kv_str(b, "message", msg);
+    if (it->err_code) {
+        json_kv_str(b, "error", it->err_code);
+        json_kv_str(b, "message", it->err);
+    }
     buf_putc(b, '}');
 }
 
@@ -352,8 +389,8 @@ int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, stru
     for (size_t i = 0; i < batch->n; i++) {
         struct rep_item *it = &batch->items[i];
         if (i) buf_putc(b, ',');
-        if (it->err) {
-            result(b, it, "error", NULL, it->err);
+        if (it->err_code) {
+            result(b, it, "error", NULL);
             errors++;
             continue;
         }
@@ -380,8 +417,10 @@ int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, stru
                 return wop_fail(op, 500, "storage_error", "%s", missing);
             }
             if (bc != 0) {
-                result_error(b, bc < 0 ? "invalid_blobs" : "missing_blob",
-                             bc < 0 ? missing : "the body references blobs this space does not have; send them first");
+                (void)item_fail(it, bc < 0 ? "invalid_blobs" : "missing_blob",
+                                bc < 0 ? "_blobs must be an array of sha256 hex strings"
+                                       : "the body references blobs this space does not have; send them first");
+                result(b, it, "error", NULL);
                 errors++;
                 ent_row_free(&cur);
                 continue;
@@ -457,7 +496,7 @@ int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, stru
             return -1;                /* the whole batch rolls back: nothing half-applied */
         }
         it->conflicted = act == REP_REMOTE_WINS || act == REP_LOCAL_WINS;
-        result(b, it, status, cur.rev, NULL);
+        result(b, it, status, cur.rev);
         ent_row_free(&cur);
     }
     buf_free(&scratch);

@@ -198,7 +198,7 @@ static void blob_set_add(struct blob_set *s, json_t *body)
     size_t i;
     json_t *h;
     json_array_foreach(json_object_get(body, "_blobs"), i, h) {
-        const char *x = json_string_value(h);
+        const char *x = json_name(h);
         if (!x || !name_sha256_valid(x, strlen(x))) continue;
         if (s->n == s->cap) {
             s->cap = s->cap ? s->cap * 2 : 64;
@@ -212,7 +212,7 @@ static void collect_blobs(struct snap_job *sj, const char *body, size_t len)
 {
     if (!body || !memmem(body, len, "\"_blobs\":", 9)) return;
     json_error_t je;
-    json_t *v = json_loadb(body, len, 0, &je);
+    json_t *v = json_loadb(body, len, JSON_ALLOW_NUL, &je);      /* values may hold \u0000 */
     if (v) blob_set_add(&sj->blobs, v);
     json_decref(v);
 }
@@ -895,7 +895,7 @@ void api_snapshot_create(struct http_req *r)
                 http_send_error(r, 400, "invalid_note", NULL, "note must be a string of at most 255 bytes");
                 return;
             }
-            snprintf(note, sizeof note, "%s", json_string_value(n));
+            snprintf(note, sizeof note, "%s", json_name(n));
         }
         json_decref(v);
     }
@@ -1461,21 +1461,40 @@ struct snap_ent {
     json_t *body;
 };
 
+/* A line's rev is never taken (a restore writes new revs, docs/api.md): it
+ * is checked for its shape only, as revs were before N was bounded
+ * (entity.h REV_N_MAX), so a snapshot taken before that stays readable
+ * even if an entity of it had a rev past the bound. */
+static bool line_rev_ok(const char *rev)
+{
+    if (rev_valid(rev)) return true;
+    const char *dash = strchr(rev, '-');
+    uint64_t n;
+    if (!dash || dash == rev || !dash[1] || strlen(rev) >= REV_MAX ||
+        parse_u64(rev, (size_t)(dash - rev), UINT64_MAX, &n) < 0 || n == 0)
+        return false;
+    for (const char *h = dash + 1; *h; h++)
+        if (!((*h >= '0' && *h <= '9') || (*h >= 'a' && *h <= 'f'))) return false;
+    return true;
+}
+
 static int ent_parse(const char *line, size_t len, struct snap_ent *e, char *err, size_t errlen)
 {
     json_error_t je;
     memset(e, 0, sizeof *e);
-    e->doc = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+    /* a body's values may hold \u0000 (as every write path allows); the
+     * names may not */
+    e->doc = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!e->doc) {
         snprintf(err, errlen, "invalid JSON: %.120s", je.text);
         return -1;
     }
-    e->collection = json_string_value(json_object_get(e->doc, "collection"));
-    e->id = json_string_value(json_object_get(e->doc, "id"));
-    e->rev = json_string_value(json_object_get(e->doc, "rev"));
+    e->collection = json_name(json_object_get(e->doc, "collection"));
+    e->id = json_name(json_object_get(e->doc, "id"));
+    e->rev = json_name(json_object_get(e->doc, "rev"));
     e->body = json_object_get(e->doc, "body");
     if (!e->collection || !name_collection_valid(e->collection, strlen(e->collection)) || !e->id ||
-        !name_entity_id_valid(e->id, strlen(e->id)) || !e->rev || !rev_valid(e->rev) || !json_is_object(e->body) ||
+        !name_entity_id_valid(e->id, strlen(e->id)) || !e->rev || !line_rev_ok(e->rev) || !json_is_object(e->body) ||
         json_is_true(json_object_get(e->doc, "deleted"))) {
         snprintf(err, errlen, "not a live entity line (collection, id, rev, body)");
         json_decref(e->doc);
@@ -1539,14 +1558,14 @@ static int check_header(struct snap_check *c, struct snap_summary *sum, char *er
     json_error_t je;
     c->hdr = json_loadb(line, len, 0, &je);
     json_t *hdr = c->hdr;
-    const char *fmt = hdr ? json_string_value(json_object_get(hdr, "format")) : NULL;
+    const char *fmt = hdr ? json_name(json_object_get(hdr, "format")) : NULL;
     if (!fmt || strcmp(fmt, SNAP_FORMAT) != 0) {
         snprintf(err, errlen, "line 1 is not a %s header", SNAP_FORMAT);
         return -1;
     }
-    snprintf(sum->space, sizeof sum->space, "%s", str_or(json_string_value(json_object_get(hdr, "space"))));
-    snprintf(sum->space_uid, sizeof sum->space_uid, "%s", str_or(json_string_value(json_object_get(hdr, "space_uid"))));
-    snprintf(sum->instance_id, sizeof sum->instance_id, "%s", str_or(json_string_value(json_object_get(hdr, "instance_id"))));
+    snprintf(sum->space, sizeof sum->space, "%s", str_or(json_name(json_object_get(hdr, "space"))));
+    snprintf(sum->space_uid, sizeof sum->space_uid, "%s", str_or(json_name(json_object_get(hdr, "space_uid"))));
+    snprintf(sum->instance_id, sizeof sum->instance_id, "%s", str_or(json_name(json_object_get(hdr, "instance_id"))));
     sum->server_version = (uint64_t)json_integer_value(json_object_get(hdr, "server_version"));
     json_t *counts = json_object_get(hdr, "entity_counts");
     json_t *total = json_object_get(hdr, "entity_total");
@@ -1864,7 +1883,8 @@ static int dry_run_blobs(sqlite3 *db, int64_t space_id, struct blob_set *set, st
     int n = 0;
     json_t *h;
     json_array_foreach(a, i, h) {
-        const char *x = json_string_value(h);
+        const char *x = json_name(h);
+        if (!x) continue;                            /* the list was made here: valid hashes only */
         int in = blobs_in_space(db, &q, space_id, x);
         if (in < 0) {
             n = -1;
@@ -2036,8 +2056,11 @@ static int restore_change(struct restore_op *ro, const char *c, const char *i, b
     int rc = 0;
     if (del ? live : (!live || !row.body || row.body_len != blen || memcmp(row.body, body, blen))) {
         char rev[REV_MAX];
-        rev_make(row.exists ? row.rev : NULL, del, body, blen, rev);
-        rc = wtx_entity_put(ro->tx, &ro->op, ro->sp, c, i, &row, rev, del, body, blen, NULL);
+        if (rev_make(row.exists ? row.rev : NULL, del, body, blen, rev) < 0)
+            rc = wop_fail(&ro->op, 422, "rev_exhausted", "%s/%s is at rev %s, the most a rev can count: it cannot be "
+                          "edited any more, so the restore cannot change it", c, i, row.rev);
+        else
+            rc = wtx_entity_put(ro->tx, &ro->op, ro->sp, c, i, &row, rev, del, body, blen, NULL);
         if (rc == 0) {
             if (del) ro->dels++;
             else ro->puts++;
@@ -2457,7 +2480,8 @@ static void verify_work(struct job *j)
         json_t *h;
         if (!db) vj->err = 3;
         json_array_foreach(a, i, h) {
-            const char *x = json_string_value(h);
+            const char *x = json_name(h);
+            if (!x) continue;                        /* the list was made here: valid hashes only */
             int in = db ? blobs_in_space(db, &q, vj->rs->space_id, x) : -1;
             if (in < 0) {
                 vj->err = 3;
@@ -2572,7 +2596,7 @@ void api_snapshot_restore(struct http_req *r)
     }
     json_t *v = api_body_members(r, restore_members);
     if (!v) return;
-    const char *confirm = json_string_value(json_object_get(v, "confirm"));
+    const char *confirm = json_name(json_object_get(v, "confirm"));
     bool dry = json_is_true(json_object_get(v, "dry_run"));
     if (!confirm || strcmp(confirm, r->match.params.id) != 0) {
         json_decref(v);

@@ -205,6 +205,10 @@ static const char *const migrations[] = {
     "ALTER TABLE snapshots ADD COLUMN integrity_checked_at INTEGER;"
     "UPDATE snapshots SET integrity = 'ok', integrity_checked_at = completed_at"
     " WHERE kind = 'imported' AND status = 'completed';",
+    /* 8: what a sync job could not apply: how many items, and the first
+     * ones (a JSON array of {direction, collection, id, error, message}) */
+    "ALTER TABLE sync_jobs ADD COLUMN errors INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE sync_jobs ADD COLUMN error_items TEXT NOT NULL DEFAULT '[]';",
 };
 
 int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,

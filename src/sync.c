@@ -51,9 +51,19 @@
 #define SYNC_TIMEOUT_MS 30000
 #define SYNC_RETRIES 3
 #define SYNC_KEEP 200                /* finished jobs kept in memory */
+#define SYNC_ERROR_ITEMS 10          /* refused items a job describes (error_items); errors counts them all */
 
 enum sync_phase { PH_STATUS, PH_PULL, PH_PUSH, PH_DONE };
 static const char *const phase_names[] = {"status", "pull", "push", "done"};
+
+/* An item the job sent or received that could not be applied: one the
+ * peer's /replicate answered "error" for (push), or one our own apply
+ * refused (pull). */
+struct sync_err_item {
+    char direction[8];               /* "pull": refused here, "push": refused by the peer */
+    char collection[64], id[129];    /* "" when the refusal did not name a valid entity */
+    char error[32], message[160];
+};
 
 struct sync_job {
     struct list link;
@@ -63,8 +73,13 @@ struct sync_job {
     int64_t space_id;
     bool pull, push;
     enum sync_phase phase;
-    char status[16];                 /* running, completed, failed */
+    char status[16];                 /* running, completed, partial, failed */
     uint64_t pulled, pushed, conflicts, blobs, bytes, requests;
+    /* items that could not be applied, both ways (the job ends "partial"
+     * if it had any and nothing else went wrong), and the first of them */
+    uint64_t errors;
+    struct sync_err_item error_items[SYNC_ERROR_ITEMS];
+    unsigned nerror_items;
     /* conflicts counts entities, not revisions: an entity that diverged is
      * usually seen by the pull here and again by the push there. The set
      * of "collection/id" keys seen (a jansson object: a hash table), plus
@@ -152,6 +167,44 @@ struct sync_ctx {
 
 static void peer_job_finished(struct sync_job *j);
 
+/* [{"direction","collection","id","error","message"}...]: the first
+ * SYNC_ERROR_ITEMS items the job could not apply */
+static void error_items_json(struct buf *b, const struct sync_job *j)
+{
+    buf_putc(b, '[');
+    for (unsigned i = 0; i < j->nerror_items; i++) {
+        const struct sync_err_item *e = &j->error_items[i];
+        if (i) buf_putc(b, ',');
+        buf_putc(b, '{');
+        json_kv_str(b, "direction", e->direction);
+        json_kv_str(b, "collection", e->collection[0] ? e->collection : NULL);
+        json_kv_str(b, "id", e->id[0] ? e->id : NULL);
+        json_kv_str(b, "error", e->error);
+        json_kv_str(b, "message", e->message);
+        buf_putc(b, '}');
+    }
+    buf_putc(b, ']');
+}
+
+/* One more item that could not be applied (counted in j->errors by the
+ * caller); the first few are described. Names that are not valid names
+ * (a peer's answer is not trusted) are left out. */
+static void error_item_add(struct sync_job *j, const char *direction, const char *collection, const char *id,
+                           const char *code, const char *message)
+{
+    if (j->nerror_items == SYNC_ERROR_ITEMS) return;
+    struct sync_err_item *e = &j->error_items[j->nerror_items++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->direction, sizeof e->direction, "%s", direction);
+    if (collection && id && name_collection_valid(collection, strlen(collection)) &&
+        name_entity_id_valid(id, strlen(id))) {
+        snprintf(e->collection, sizeof e->collection, "%s", collection);
+        snprintf(e->id, sizeof e->id, "%s", id);
+    }
+    snprintf(e->error, sizeof e->error, "%s", code && *code ? code : "error");
+    snprintf(e->message, sizeof e->message, "%s", message ? message : "");
+}
+
 static void job_json(struct buf *b, const struct sync_job *j)
 {
     buf_puts(b, "{\"id\":");
@@ -171,6 +224,9 @@ static void job_json(struct buf *b, const struct sync_job *j)
     json_kv_time(b, "started_at", j->started_at);
     json_kv_time(b, "finished_at", j->finished_at);
     json_kv_str(b, "error", j->error[0] ? j->error : NULL);
+    json_kv_u64(b, "errors", j->errors);
+    json_key(b, "error_items");
+    error_items_json(b, j);
     buf_putc(b, '}');
 }
 
@@ -208,6 +264,9 @@ static void publish(struct sync_job *j)
     json_kv_u64(&b, "percent", (uint64_t)percent(j));
     json_kv_str(&b, "status", j->status);
     if (j->error[0]) json_kv_str(&b, "error", j->error);
+    json_kv_u64(&b, "errors", j->errors);
+    json_key(&b, "error_items");
+    error_items_json(&b, j);
     buf_putc(&b, '}');
     sse_publish(j->srv, SSE_SYNC, j->space, b.data, b.len);
     buf_free(&b);
@@ -223,11 +282,22 @@ struct job_row_op {
     bool finish;                     /* the end state (sync.finish); both: a job that wrote nothing else */
 };
 
-static void audit_meta(const struct sync_job *j, const char *status, uint64_t pulled, uint64_t pushed, char *meta,
-                       size_t cap)
+/* sync.start: the job and its direction; sync.finish: how it ended, with
+ * what it could not apply (errors, error_items) */
+static void audit_meta(const struct sync_job *j, bool fin, struct buf *meta)
 {
-    snprintf(meta, cap, "{\"job\":\"%s\",\"direction\":\"%s\",\"status\":\"%s\",\"pulled\":%llu,\"pushed\":%llu}",
-             j->id, j->direction, status, (unsigned long long)pulled, (unsigned long long)pushed);
+    buf_putc(meta, '{');
+    json_kv_str(meta, "job", j->id);
+    json_kv_str(meta, "direction", j->direction);
+    json_kv_str(meta, "status", fin ? j->status : "running");
+    json_kv_u64(meta, "pulled", fin ? j->pulled : 0);
+    json_kv_u64(meta, "pushed", fin ? j->pushed : 0);
+    if (fin) {
+        json_kv_u64(meta, "errors", j->errors);
+        json_key(meta, "error_items");
+        error_items_json(meta, j);
+    }
+    buf_putc(meta, '}');
 }
 
 static int job_row_apply(struct wtx *tx, struct wop *op)
@@ -236,10 +306,12 @@ static int job_row_apply(struct wtx *tx, struct wop *op)
     struct sync_job *j = &o->snap;
     sqlite3_stmt *st = wtx_stmt(tx,
                                 "INSERT INTO sync_jobs(id, space, peer_url, peer_space, direction, status, phase, pulled,"
-                                " pushed, conflicts, blobs, bytes, started_at, finished_at, error, created_by)"
-                                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                                " pushed, conflicts, blobs, bytes, started_at, finished_at, error, created_by, errors,"
+                                " error_items)"
+                                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
                                 " ON CONFLICT(id) DO UPDATE SET status = ?6, phase = ?7, pulled = ?8, pushed = ?9,"
-                                " conflicts = ?10, blobs = ?11, bytes = ?12, finished_at = ?14, error = ?15");
+                                " conflicts = ?10, blobs = ?11, bytes = ?12, finished_at = ?14, error = ?15,"
+                                " errors = ?17, error_items = ?18");
     sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, j->space, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, j->peer_url, -1, SQLITE_STATIC);
@@ -256,21 +328,30 @@ static int job_row_apply(struct wtx *tx, struct wop *op)
     if (j->finished_at) sqlite3_bind_int64(st, 14, (sqlite3_int64)j->finished_at);
     if (j->error[0]) sqlite3_bind_text(st, 15, j->error, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 16, j->actor, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "recording the sync job failed");
-    char meta[700];
+    sqlite3_bind_int64(st, 17, (sqlite3_int64)j->errors);
+    struct buf items, meta;
+    buf_init(&items);
+    buf_init(&meta);
+    error_items_json(&items, j);
+    sqlite3_bind_text(st, 18, items.data, (int)items.len, SQLITE_STATIC);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : wop_fail(op, 500, "storage_error", "recording the sync job failed");
     char target[600];
     snprintf(target, sizeof target, "%.500s#%.63s", j->peer_url, j->peer_space);
-    if (o->insert) {
-        audit_meta(j, "running", 0, 0, meta, sizeof meta);
-        if (wtx_audit(tx, j->actor, "sync.start", j->space, target, meta, j->remote) < 0)
-            return wop_fail(op, 500, "storage_error", "audit failed");
+    if (rc == 0 && o->insert) {
+        audit_meta(j, false, &meta);
+        if (wtx_audit(tx, j->actor, "sync.start", j->space, target, meta.data, j->remote) < 0)
+            rc = wop_fail(op, 500, "storage_error", "audit failed");
     }
-    if (o->finish) {
-        audit_meta(j, j->status, j->pulled, j->pushed, meta, sizeof meta);
-        if (wtx_audit(tx, j->actor, "sync.finish", j->space, target, meta, j->remote) < 0)
-            return wop_fail(op, 500, "storage_error", "audit failed");
+    if (rc == 0 && o->finish) {
+        buf_reset(&meta);
+        meta.len = 0;
+        audit_meta(j, true, &meta);
+        if (wtx_audit(tx, j->actor, "sync.finish", j->space, target, meta.data, j->remote) < 0)
+            rc = wop_fail(op, 500, "storage_error", "audit failed");
     }
-    return 0;
+    buf_free(&items);
+    buf_free(&meta);
+    return rc;
 }
 
 static void answer_waiter(struct sync_job *j);
@@ -393,7 +474,10 @@ static void job_forget_old(struct sync_ctx *sc)
 /* Ends the job: completed (error_fmt NULL), or failed with that error;
  * http is what a wait:true request is answered with for a failure: 502 the
  * peer failed or refused, 504 it did not answer in time, 503 this server is
- * shutting down or overloaded, 500 a local failure. */
+ * shutting down or overloaded, 500 a local failure. A job that ran to its
+ * end but could not apply some of the items it was sent (j->errors) ends
+ * "partial", with 502 for a wait:true request: "completed" says that
+ * everything was applied, ignored as known, or kept as a conflict. */
 static void finish(struct sync_job *j, int http, const char *error_fmt, ...) PRINTF_LIKE(3, 4);
 static void finish(struct sync_job *j, int http, const char *error_fmt, ...)
 {
@@ -405,17 +489,24 @@ static void finish(struct sync_job *j, int http, const char *error_fmt, ...)
         vsnprintf(j->error, sizeof j->error, error_fmt, ap);
         va_end(ap);
         snprintf(j->status, sizeof j->status, "failed");
+    } else if (j->errors) {
+        j->fail_status = 502;
+        snprintf(j->error, sizeof j->error, "%llu item%s could not be applied; error_items describes %s",
+                 (unsigned long long)j->errors, j->errors == 1 ? "" : "s",
+                 j->errors == 1 ? "it" : j->errors > SYNC_ERROR_ITEMS ? "the first ones" : "them");
+        snprintf(j->status, sizeof j->status, "partial");
+        j->phase = PH_DONE;
     } else {
         snprintf(j->status, sizeof j->status, "completed");
         j->phase = PH_DONE;
     }
     j->finished_at = now_ms_wall();
     memset(j->token, 0, strlen(j->token));
-    metrics_sync(j->srv, !error_fmt, j->pulled, j->pushed, j->blobs);
+    metrics_sync(j->srv, j->status, j->pulled, j->pushed, j->blobs);
     save_end_row(j);                 /* the end event and the waiter's answer follow the stored row */
     log_info("sync_finished", "\"job\":\"%s\",\"space\":\"%s\",\"status\":\"%s\",\"pulled\":%llu,\"pushed\":%llu,"
-             "\"requests\":%llu", j->id, j->space, j->status, (unsigned long long)j->pulled,
-             (unsigned long long)j->pushed, (unsigned long long)j->requests);
+             "\"errors\":%llu,\"requests\":%llu", j->id, j->space, j->status, (unsigned long long)j->pulled,
+             (unsigned long long)j->pushed, (unsigned long long)j->errors, (unsigned long long)j->requests);
     if (j->peer_name[0]) peer_job_finished(j);
     job_forget_old(j->srv->sync);
 }
@@ -609,7 +700,7 @@ static void blobs_send(struct blob_xfer *bj, char (*hashes)[65], size_t nh)
         size_t i;
         json_t *x;
         json_array_foreach(json_object_get(m, "missing"), i, x) {
-            const char *hh = json_string_value(x);
+            const char *hh = json_name(x);
             if (!hh || !name_sha256_valid(hh, strlen(hh))) continue;
             char path[1200], purl[800];
             blob_path(bj->data_dir, hh, path, sizeof path);
@@ -984,8 +1075,12 @@ static void pull_applied(struct wop *op, struct http_req *r)
         pull_stop(j, 500, "applying pulled changes failed: %s", op->msg);
     } else {
         j->pulled += p->cnt.applied + p->cnt.conflicts;
-        for (size_t i = 0; p->cnt.conflicts && i < p->batch.n; i++)
-            if (p->batch.items[i].conflicted) conflict_seen(j, p->batch.items[i].collection, p->batch.items[i].id);
+        j->errors += p->cnt.errors;
+        for (size_t i = 0; (p->cnt.conflicts || p->cnt.errors) && i < p->batch.n; i++) {
+            const struct rep_item *it = &p->batch.items[i];
+            if (it->conflicted) conflict_seen(j, it->collection, it->id);
+            if (it->err_code) error_item_add(j, "pull", it->collection, it->id, it->err_code, it->err);
+        }
         j->cp_pull = p->batch.last_version;
         snprintf(j->cp_pull_uid, sizeof j->cp_pull_uid, "%s", j->peer_uid);
         if (!strcmp(j->status, "running")) publish(j);
@@ -1279,16 +1374,26 @@ static void on_push_sent(void *arg, const struct peer_result *res)
     json_t *v = json_loadb(res->body->data ? res->body->data : "", res->body->len, 0, &je);
     j->pushed += (uint64_t)json_integer_value(json_object_get(v, "applied")) +
                  (uint64_t)json_integer_value(json_object_get(v, "conflicts"));
-    if (json_integer_value(json_object_get(v, "conflicts")) > 0) {
-        size_t i;
-        json_t *x;
-        json_array_foreach(json_object_get(v, "results"), i, x) {
-            const char *st = json_string_value(json_object_get(x, "status"));
-            if (st && !strcmp(st, "conflict"))
-                conflict_seen(j, json_string_value(json_object_get(x, "collection")),
-                              json_string_value(json_object_get(x, "id")));
+    /* what the peer could not apply: its count, or the results that say
+     * "error" if it counts fewer (an answer is not trusted to agree) */
+    uint64_t errors = 0, listed = 0;
+    json_t *ev = json_object_get(v, "errors");
+    if (json_is_integer(ev) && json_integer_value(ev) > 0) errors = (uint64_t)json_integer_value(ev);
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(v, "results"), i, x) {
+        const char *st = json_name(json_object_get(x, "status"));
+        if (!st) continue;
+        const char *c = json_name(json_object_get(x, "collection")), *id = json_name(json_object_get(x, "id"));
+        if (!strcmp(st, "conflict")) {
+            conflict_seen(j, c, id);
+        } else if (!strcmp(st, "error")) {
+            listed++;
+            error_item_add(j, "push", c, id, json_name(json_object_get(x, "error")),
+                           json_name(json_object_get(x, "message")));
         }
     }
+    j->errors += errors > listed ? errors : listed;
     /* nothing else happened on the peer since our pull: its new versions
      * are all ours, and the next pull may start after them */
     uint64_t before = (uint64_t)json_integer_value(json_object_get(v, "version_before"));
@@ -1574,8 +1679,8 @@ static void on_status(void *arg, const struct peer_result *res)
     j->tries = 0;
     json_error_t je;
     json_t *v = json_loadb(res->body->data ? res->body->data : "", res->body->len, 0, &je);
-    const char *uid = json_string_value(json_object_get(v, "space_uid"));
-    const char *inst = json_string_value(json_object_get(v, "instance_id"));
+    const char *uid = json_name(json_object_get(v, "space_uid"));
+    const char *inst = json_name(json_object_get(v, "instance_id"));
     json_t *ver = json_object_get(v, "server_version");
     if (!uid || !json_is_integer(ver) || strlen(uid) >= sizeof j->peer_uid) {
         json_decref(v);
@@ -1703,10 +1808,10 @@ void api_sync_start(struct http_req *r)
     if (!sp) return;
     json_t *v = api_body_members(r, sync_members);
     if (!v) return;
-    const char *url = json_string_value(json_object_get(v, "peer_url"));
-    const char *pspace = json_string_value(json_object_get(v, "peer_space"));
-    const char *token = json_string_value(json_object_get(v, "peer_token"));
-    const char *dir = json_string_value(json_object_get(v, "direction"));
+    const char *url = json_name(json_object_get(v, "peer_url"));
+    const char *pspace = json_name(json_object_get(v, "peer_space"));
+    const char *token = json_name(json_object_get(v, "peer_token"));
+    const char *dir = json_name(json_object_get(v, "direction"));
     json_t *waitv = json_object_get(v, "wait"), *forcev = json_object_get(v, "force");
     bool wait = json_is_true(waitv), force = json_is_true(forcev);
     if (!pspace) pspace = sp->st.name;
@@ -1752,7 +1857,7 @@ void api_sync_start(struct http_req *r)
  * before a restart, or one forgotten from memory, is read from its row. */
 
 #define JOB_COLUMNS "id, peer_url, peer_space, direction, status, phase, pulled, pushed, conflicts, blobs, bytes," \
-                    " started_at, finished_at, error"
+                    " started_at, finished_at, error, errors, error_items"
 
 /* A stored job row as job_json() writes a live one; "requests" is not
  * stored (null). Worker thread. */
@@ -1776,6 +1881,11 @@ static void row_job_json(struct buf *b, sqlite3_stmt *q, const char *space)
     json_kv_time(b, "started_at", (uint64_t)sqlite3_column_int64(q, 11));
     json_kv_time(b, "finished_at", (uint64_t)sqlite3_column_int64(q, 12));
     json_kv_str(b, "error", T(13));
+    json_kv_u64(b, "errors", (uint64_t)sqlite3_column_int64(q, 14));
+    /* our own text (error_items_json), stored as it was written */
+    json_key(b, "error_items");
+    if (T(15) && T(15)[0] == '[') buf_append(b, T(15), (size_t)sqlite3_column_bytes(q, 15));
+    else buf_puts(b, "[]");
     buf_putc(b, '}');
 #undef T
 }
@@ -2099,10 +2209,10 @@ void api_peer_put(struct http_req *r)
     if (!sp) return;
     json_t *v = api_body_members(r, peer_members);
     if (!v) return;
-    const char *url = json_string_value(json_object_get(v, "url"));
-    const char *pspace = json_string_value(json_object_get(v, "space"));
-    const char *token = json_string_value(json_object_get(v, "token"));
-    const char *dir = json_string_value(json_object_get(v, "direction"));
+    const char *url = json_name(json_object_get(v, "url"));
+    const char *pspace = json_name(json_object_get(v, "space"));
+    const char *token = json_name(json_object_get(v, "token"));
+    const char *dir = json_name(json_object_get(v, "direction"));
     json_t *every = json_object_get(v, "every_seconds");
     if (!pspace) pspace = sp->st.name;
     if (!dir) dir = "both";

@@ -166,6 +166,7 @@
       bar.dataset.status = status || '';
       bar.classList.toggle('bar-done', status === 'completed');
       bar.classList.toggle('bar-failed', status === 'failed');
+      bar.classList.toggle('bar-partial', status === 'partial');
     };
     return bar;
   }
@@ -1368,11 +1369,12 @@
       try {
         const j = await api('GET', `${sp(space)}/sync/jobs/${id}`);
         const cur = state.syncProgress.get(id) || {};
-        if (cur.status === 'completed' || cur.status === 'failed') return;
+        if (cur.status && cur.status !== 'running') return;
         const terminal = j.status !== 'running';
         state.syncProgress.set(id, {
           ...cur, job: id, space, phase: j.phase, pulled: j.pulled, pushed: j.pushed, conflicts: j.conflicts,
-          percent: terminal && j.status === 'completed' ? 100 : (cur.percent || 0), status: j.status, error: j.error, at: Date.now(),
+          percent: terminal && j.status === 'completed' ? 100 : (cur.percent || 0), status: j.status, error: j.error,
+          errors: j.errors, at: Date.now(),
         });
         update(id);
         if (terminal) jobEnded();
@@ -1388,6 +1390,7 @@
       add(clear(t.text), statusBadge(status), ' ',
         h('span', { class: 'phase' }, `phase ${ev.phase || t.job.phase || 'starting'}`),
         ` · ${Math.round(pct)}% · pulled ${fmtNum(ev.pulled || 0)} · pushed ${fmtNum(ev.pushed || 0)} · conflicts ${fmtNum(ev.conflicts || 0)}`,
+        ev.errors ? ` · not applied ${fmtNum(ev.errors)}` : '',
         ev.error ? h('div', { class: 'error-inline' }, ev.error) : null);
       t.card.dataset.status = status;
       if (status !== 'running') stop(id);

@@ -262,13 +262,75 @@ static void stream_errors(void)
     CHECK_INT(stream_rc("{\"a\":[1,,2]}", 8, &e), -1);
     CHECK_INT(stream_rc("{\"a\" 1}", 8, &e), -1);
     CHECK_INT(stream_rc("{\"a\":1,}", 8, &e), -1);
-    /* depth counts from the top object, as canon_parse does */
+    /* depth counts from the top object, as canon_parse does; a text nested
+     * deeper is refused by the open itself, before anything is parsed */
     CHECK_INT(stream_rc("{\"a\":[[1]]}", 3, &e), 0);
-    CHECK_INT(stream_rc("{\"a\":[[[1]]]}", 3, &e), -1);
+    CHECK_INT(stream_rc("{\"a\":[[[1]]]}", 3, &e), -2);
     CHECK_STR(e.code, "too_deep");
     CHECK_INT(stream_rc("{\"a\":{\"b\":[1]}}", 3, &e), 0);
-    CHECK_INT(stream_rc("{\"a\":{\"b\":[[1]]}}", 3, &e), -1);
+    CHECK_INT(stream_rc("{\"a\":{\"b\":[[1]]}}", 3, &e), -2);
+    CHECK_STR(e.code, "too_deep");
+    CHECK_INT(stream_rc("{\"a\":\"[[[[\",\"b\":[\"]]]]{{{{\\\"[[\"]}", 3, &e), 0);   /* brackets in strings */
     CHECK(canon_parse("{\"a\":[[[1]]]}", 13, 3, &e) == NULL);
+    /* an invalid text nested too deep: too_deep too (the scan comes first) */
+    CHECK_INT(stream_rc("{\"a\":[[[[x", 3, &e), -2);
+    CHECK_STR(e.code, "too_deep");
+}
+
+/* names, depth and member checks on a parsed doc */
+static void doc_helpers(void)
+{
+    struct json_err e;
+    const char *t = "{\"n\":\"ab\",\"z\":\"a\\u0000evil\",\"i\":1,\"o\":{\"a\":[[{}]],\"b\":[]},\"e\":{},\"s\":[[[\"x\"]]]}";
+    struct canon_doc *d = canon_parse(t, strlen(t), 16, &e);
+    CHECK(d != NULL);
+    size_t l = 99;
+    CHECK_STR(canon_name(d, canon_member(d, 0, "n"), &l), "ab");
+    CHECK_INT(l, 2);
+    CHECK(canon_str(d, canon_member(d, 0, "z"), &l) != NULL);
+    CHECK_INT(l, 6);                                       /* the whole string, NUL inside */
+    CHECK(canon_name(d, canon_member(d, 0, "z"), &l) == NULL);  /* never "a" */
+    CHECK(canon_name(d, canon_member(d, 0, "i"), &l) == NULL);
+    CHECK(canon_name(d, CANON_NONE, &l) == NULL);
+    CHECK_INT(canon_depth(d, 0), 5);                       /* the root over "o" */
+    CHECK_INT(canon_depth(d, canon_member(d, 0, "o")), 4); /* {"a":[[{}]]} */
+    CHECK_INT(canon_depth(d, canon_member(d, 0, "e")), 1);
+    CHECK_INT(canon_depth(d, canon_member(d, 0, "i")), 0);
+    CHECK_INT(canon_depth(d, CANON_NONE), 0);
+    static const char *const all[] = {"n", "z", "i", "o", "e", "s", NULL};
+    static const char *const some[] = {"n", "z", "i", "o", NULL};
+    static const char *const none[] = {NULL};
+    CHECK(canon_unknown_member(d, 0, all) == NULL);
+    CHECK_STR(canon_unknown_member(d, 0, some), "e");
+    CHECK_STR(canon_unknown_member(d, 0, none), "n");
+    CHECK(canon_unknown_member(d, canon_member(d, 0, "i"), none) == NULL);   /* not an object */
+    canon_doc_free(d);
+    /* a body of exactly JSON_MAX_DEPTH levels, and one more */
+    struct buf b;
+    buf_init(&b);
+    for (int k = 0; k < JSON_MAX_DEPTH; k++) buf_puts(&b, "{\"a\":");
+    buf_puts(&b, "1");
+    for (int k = 0; k < JSON_MAX_DEPTH; k++) buf_putc(&b, '}');
+    d = canon_parse(b.data, b.len, JSON_REQUEST_MAX_DEPTH, &e);
+    CHECK_INT(canon_depth(d, 0), JSON_MAX_DEPTH);          /* what a PUT takes, counted alike */
+    canon_doc_free(d);
+    d = canon_parse(b.data, b.len, JSON_MAX_DEPTH, &e);
+    CHECK(d != NULL);
+    canon_doc_free(d);
+    char *c = json_canonical(b.data, b.len, true, &l, &e);        /* a PUT's parse */
+    CHECK(c != NULL);
+    free(c);
+    /* one level more: refused by a PUT's parse, and counted one more here */
+    buf_reset(&b);
+    b.len = 0;
+    for (int k = 0; k <= JSON_MAX_DEPTH; k++) buf_puts(&b, "[");
+    for (int k = 0; k <= JSON_MAX_DEPTH; k++) buf_puts(&b, "]");
+    CHECK(json_canonical(b.data, b.len, false, &l, &e) == NULL);
+    CHECK_STR(e.code, "too_deep");
+    d = canon_parse(b.data, b.len, JSON_REQUEST_MAX_DEPTH, &e);
+    CHECK_INT(canon_depth(d, 0), JSON_MAX_DEPTH + 1);
+    canon_doc_free(d);
+    buf_free(&b);
 }
 
 int main(void)
@@ -288,6 +350,7 @@ int main(void)
     for (size_t i = 0; i < ARRAY_SIZE(fixed); i++) if (fixed[i][0]) stream_like_doc(fixed[i]);
     doc_accessors();
     stream_errors();
+    doc_helpers();
 
     struct buf b;
     buf_init(&b);

@@ -51,6 +51,23 @@ static void test_revs(void)
     CHECK(!rev_valid("1-ABC"));
     CHECK(!rev_valid("1abc"));
     CHECK(!rev_valid(NULL));
+    /* N from 1 to REV_N_MAX (2^53 - 1), one spelling: nothing a client or
+     * peer sends can make the next edit wrap */
+    CHECK(rev_valid("9007199254740991-abc"));
+    CHECK(!rev_valid("9007199254740992-abc"));
+    CHECK(!rev_valid("18446744073709551615-abc"));
+    CHECK(!rev_valid("18446744073709551616-abc"));
+    CHECK(!rev_valid("01-abc"));
+    CHECK(!rev_valid("00-abc"));
+    CHECK(!rev_valid("-abc"));
+    char next[REV_MAX];
+    CHECK_INT(rev_make("9007199254740990-abc", false, "{}", 2, next), 0);
+    CHECK(strncmp(next, "9007199254740991-", 17) == 0);
+    CHECK(rev_valid(next));
+    CHECK_INT(rev_make(next, false, "{}", 2, next), -1);     /* at the maximum: refused, never wrapped */
+    CHECK_STR(next, "");
+    CHECK_INT(rev_make("9007199254740991-abc", true, NULL, 0, next), -1);
+    CHECK_INT(rev_make(NULL, false, "{}", 2, next), 0);
     CHECK(rev_cmp("2-aaa", "10-aaa") < 0);               /* numeric N */
     CHECK(rev_cmp("3-bbb", "3-aaa") > 0);
     CHECK(rev_cmp("3-aaa", "3-aaa") == 0);

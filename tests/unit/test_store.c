@@ -51,9 +51,11 @@ static void test_migration(void)
     char err[256];
     CHECK_INT(store_open(dir, DURABILITY_NORMAL, &st, err, sizeof err), 0);
     sqlite3 *db = store_startup_db(st);
-    /* back to schema 5: undo migrations 6 (space_blobs) and 7 (integrity) */
+    /* back to schema 5: undo migrations 6 (space_blobs), 7 (integrity) and
+     * 8 (sync job errors) */
     exec_ok(db, "DROP TABLE space_blobs; ALTER TABLE snapshots DROP COLUMN integrity;"
                 " ALTER TABLE snapshots DROP COLUMN integrity_error; ALTER TABLE snapshots DROP COLUMN integrity_checked_at;"
+                " ALTER TABLE sync_jobs DROP COLUMN errors; ALTER TABLE sync_jobs DROP COLUMN error_items;"
                 " DELETE FROM schema_version WHERE version >= 6;");
     char a[65], b[65], c[65], d[65], e[65], f[65], g[65], h[65];
     hash_of('a', a); hash_of('b', b); hash_of('c', c); hash_of('d', d);
@@ -77,7 +79,10 @@ static void test_migration(void)
         /* a completed snapshot of alpha names f; a failed one names 9 */
         "INSERT INTO snapshots(id, space_id, space, kind, status, created_at, level, created_by, blobs) VALUES"
         " ('S1', 1, 'alpha', 'manual', 'completed', 0, 1, 'x', '[\"%s\"]'),"
-        " ('S2', 1, 'alpha', 'manual', 'failed', 0, 1, 'x', '[\"%s\"]');",
+        " ('S2', 1, 'alpha', 'manual', 'failed', 0, 1, 'x', '[\"%s\"]');"
+        /* a sync job from before jobs counted what they could not apply */
+        "INSERT INTO sync_jobs(id, space, peer_url, peer_space, direction, status, phase, started_at, created_by)"
+        " VALUES ('J1', 'alpha', 'http://p', 'alpha', 'pull', 'completed', 'done', 0, 'x');",
         a, b, a, c, d, d, h, e, f, g);
     exec_ok(db, sql);
     free(sql);
@@ -85,10 +90,18 @@ static void test_migration(void)
 
     st = NULL;
     CHECK_INT(store_open(dir, DURABILITY_NORMAL, &st, err, sizeof err), 0);
-    CHECK_INT(store_schema_version(st), 7);
+    CHECK_INT(store_schema_version(st), 8);
     char got[256];
     refs(store_startup_db(st), got, sizeof got);
     CHECK_STR(got, "a:1,a:2,b:1,e:2,f:1");
+    /* migration 7: the old job counts nothing it could not apply */
+    sqlite3_stmt *q;
+    CHECK_INT(sqlite3_prepare_v2(store_startup_db(st), "SELECT errors, error_items FROM sync_jobs WHERE id = 'J1'", -1,
+                                 &q, NULL), SQLITE_OK);
+    CHECK_INT(sqlite3_step(q), SQLITE_ROW);
+    CHECK_INT(sqlite3_column_int64(q, 0), 0);
+    CHECK_STR((const char *)sqlite3_column_text(q, 1), "[]");
+    sqlite3_finalize(q);
     store_close(st);
 }
 
