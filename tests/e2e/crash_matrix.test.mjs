@@ -45,6 +45,7 @@ import http from 'node:http';
 import { execFile } from 'node:child_process';
 import { createHash, randomInt } from 'node:crypto';
 import { existsSync, mkdtempSync, openSync, readSync, closeSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import os from 'node:os';
 import path from 'node:path';
 import {
@@ -640,4 +641,207 @@ phase('snapshot', async (t, ctx) => {
   await inst.stopClean();
   await checkIntegrity(inst.dataDir, 'after the clean stop');
   t.diagnostic(`outcomes: ${outcomes.join(', ')}`);
+});
+
+// ---------------------------------------------------------------------------
+// phase: a restore
+
+/** The live content of a space as one comparable string, and its size. */
+async function contentOf(srv, space) {
+  const { map } = await liveState(srv, space);
+  const set = contentSet(map.values());
+  return { set, key: set.join('\n'), n: set.length, map };
+}
+/** How many entries two content sets do not share. */
+function contentDiff(a, b) {
+  const sa = new Set(a.set);
+  const sb = new Set(b.set);
+  let d = 0;
+  for (const x of sa) if (!sb.has(x)) d++;
+  for (const x of sb) if (!sa.has(x)) d++;
+  return d;
+}
+/** The live content of a snapshot file on disk, comparable with contentOf(). */
+function fileContent(dataDir, id) {
+  const text = gunzipSync(readFileSync(path.join(dataDir, 'snapshots', `${id}.ndjson.gz`))).toString('utf8');
+  const lines = text.split('\n').filter(Boolean).slice(1).map((l) => JSON.parse(l));
+  const set = contentSet(lines);
+  return { set, key: set.join('\n'), n: set.length };
+}
+
+phase('restore', async (t, ctx) => {
+  const { rng } = ctx;
+  const N = SANITIZED ? 4000 : 8000;
+  const inst = new Inst(t, 'restore');
+  await inst.start();
+  await putSpace(inst.srv, 'r');
+  await putSpace(inst.srv, 'w');
+  await bulkLoad(inst.srv, 'r', N, rng);
+  const S = await apiOk(inst.srv, 'POST', snapPath('r'), { body: { note: 'the restore source' }, timeoutMs: 120000 }, 201);
+  const P = await contentOf(inst.srv, 'r');
+  assert.equal(P.n, N);
+  let added = 0;
+  // edits, deletes and additions: the space moves away from S
+  const modify = async () => {
+    const live = [...(await liveState(inst.srv, 'r')).map.values()];
+    const seen = new Set();
+    const changes = [];
+    const nEdit = Math.round(live.length * 0.06);
+    const nDel = Math.round(live.length * 0.03);
+    for (let i = 0; i < nEdit + nDel; i++) {
+      const e = pick(rng, live);
+      if (seen.has(e.id)) continue;
+      seen.add(e.id);
+      const del = i >= nEdit;
+      changes.push({ collection: e.collection, id: e.id, base_rev: e.rev, deleted: del, body: del ? null : { edited: i, pad: padText(rng, 300) } });
+    }
+    for (let i = 0, n = Math.round(N * 0.03); i < n; i++) {
+      changes.push({ collection: 'bulk', id: `n${String(added++).padStart(6, '0')}`, base_rev: null, deleted: false, body: { added: added, pad: padText(rng, 300) } });
+    }
+    for (let off = 0; off < changes.length; off += 1000) {
+      const r = await apiOk(inst.srv, 'POST', '/api/v1/spaces/r/changes', { body: { changes: changes.slice(off, off + 1000) }, timeoutMs: 60000 }, 200);
+      assert.ok(r.results.every((x) => x.status === 'applied'), `modify: ${JSON.stringify(r.results.find((x) => x.status !== 'applied'))}`);
+    }
+    const Q = await contentOf(inst.srv, 'r');
+    assert.notEqual(Q.key, P.key, 'the space moved away from the snapshot');
+    return Q;
+  };
+  const restoreBody = { confirm: S.id };
+  const wl = new Workload(rng, 'w', { lanes: 3 });
+
+  // the window: one restore, not killed (writes go on in another space)
+  await modify();
+  wl.run(inst.srv);
+  let t0 = Date.now();
+  const r0 = await apiOk(inst.srv, 'POST', snapPath('r', S.id, '/restore'), { body: restoreBody, timeoutMs: 120000 }, 200);
+  const T = Date.now() - t0;
+  await wl.halt();
+  assert.equal((await contentOf(inst.srv, 'r')).key, P.key, 'a restore makes the space the snapshot');
+  t.diagnostic(`a restore of ${N} entities takes ${T} ms: ${JSON.stringify(r0.changes)}`);
+
+  const outcomes = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    ctx.round = round;
+    const Q = await modify();
+    const preBefore = new Set((await listAll(inst.srv, 'r', 'kind=pre_restore')).map((s) => s.id));
+    const delay = killDelay(rng, T);
+    wl.run(inst.srv);
+    t0 = Date.now();
+    const p = settle(request(inst.srv, 'POST', snapPath('r', S.id, '/restore'), { body: restoreBody, timeoutMs: 120000 }));
+    await sleepUntil(t0 + delay);
+    await inst.kill();
+    await wl.halt();
+    const { r } = await p;
+    await inst.start();
+    const what = `restore round ${round} (kill after ${delay} ms of ~${T})`;
+    assert.ok(!r || r.status === 200, `${what}: answered ${r && r.status}: ${r && r.text}`);
+    const now = await contentOf(inst.srv, 'r');
+    const restored = now.key === P.key;
+    const unchanged = now.key === Q.key;
+    assert.ok(restored || unchanged,
+      `${what}: the space is neither as before the restore nor the snapshot (half a restore): ${now.n} live entities, ${contentDiff(now, Q)} differences with the state before, ${contentDiff(now, P)} with the snapshot`);
+    if (r) assert.ok(restored, `${what}: the restore was answered 200, then the space is not the snapshot`);
+    const fresh = (await listAll(inst.srv, 'r', 'kind=pre_restore')).filter((s) => !preBefore.has(s.id));
+    assert.ok(fresh.length <= 1, `${what}: one pre_restore snapshot at most: ${JSON.stringify(fresh)}`);
+    for (const s of fresh) {
+      if (s.status === 'failed') assert.match(String(s.error), /interrupted/i, `${what}: ${JSON.stringify(s)}`);
+    }
+    if (restored) {
+      // what the restore replaced is kept: its pre_restore snapshot is complete and holds the state before
+      const pre = fresh.find((s) => s.status === 'completed');
+      assert.ok(pre, `${what}: the space was restored, so its pre_restore snapshot is completed: ${JSON.stringify(fresh)}`);
+      if (r) assert.equal(pre.id, r.json.pre_restore_snapshot, `${what}: the answer names the pre_restore snapshot`);
+      const f = fileContent(inst.dataDir, pre.id);
+      assert.ok(f.key === Q.key, `${what}: the pre_restore snapshot holds the state before the restore (${contentDiff(f, Q)} differences)`);
+    }
+    const src = await apiOk(inst.srv, 'GET', snapPath('r', S.id), {}, 200);
+    assert.equal(src.status, 'completed', `${what}: the restored snapshot stays`);
+    await wl.check(inst.srv, what);
+    await checkInvariants(inst, what);
+    const outcome = `${restored ? 'restored' : 'unchanged'}${r ? ' (answered)' : ''}, pre_restore ${fresh.length ? fresh[0].status : 'none'}`;
+    outcomes.push(outcome);
+    t.diagnostic(`${what}: ${outcome}`);
+  }
+  ctx.round = 'end';
+  // the space is not left busy: the restore runs to the end now
+  await modify();
+  await apiOk(inst.srv, 'POST', snapPath('r', S.id, '/restore'), { body: restoreBody, timeoutMs: 120000 }, 200);
+  assert.equal((await contentOf(inst.srv, 'r')).key, P.key, 'a restore after the kills');
+  await checkInvariants(inst, 'after the last restore');
+  await inst.stopClean();
+  await checkIntegrity(inst.dataDir, 'after the clean stop');
+});
+
+// ---------------------------------------------------------------------------
+// phase: an import
+
+phase('import', async (t, ctx) => {
+  const { rng } = ctx;
+  const N = SANITIZED ? 4000 : 10000;
+  const inst = new Inst(t, 'import');
+  await inst.start();
+  await putSpace(inst.srv, 'i');
+  await putSpace(inst.srv, 'w');
+  await bulkLoad(inst.srv, 'i', N, rng);
+  const S = await apiOk(inst.srv, 'POST', snapPath('i'), { body: { note: 'exported' }, timeoutMs: 120000 }, 201);
+  const files = {};
+  files.gz = readFileSync(path.join(inst.dataDir, 'snapshots', `${S.id}.ndjson.gz`));
+  files.plain = gunzipSync(files.gz);
+  const want = fileContent(inst.dataDir, S.id);
+  const importOnce = (kind) => request(inst.srv, 'POST', snapPath('i', '', '/import'), {
+    body: files[kind], headers: { 'Content-Type': kind === 'gz' ? 'application/gzip' : 'application/x-ndjson' }, timeoutMs: 120000,
+  });
+  const wl = new Workload(rng, 'w', { lanes: 3 });
+
+  // the windows: one import of each kind, not killed
+  const T = {};
+  wl.run(inst.srv);
+  for (const kind of ['gz', 'plain']) {
+    const t0 = Date.now();
+    const r = await importOnce(kind);
+    T[kind] = Date.now() - t0;
+    assert.equal(r.status, 201, `import ${kind}: ${r.text}`);
+  }
+  await wl.halt();
+  t.diagnostic(`an import of ${N} entities takes ${T.gz} ms (${files.gz.length} bytes gzip), ${T.plain} ms (${files.plain.length} bytes NDJSON)`);
+
+  const outcomes = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    ctx.round = round;
+    const kind = rng() < 0.5 ? 'gz' : 'plain';
+    const before = new Set((await listAll(inst.srv, 'i', 'kind=imported')).map((s) => s.id));
+    const delay = killDelay(rng, T[kind]);
+    wl.run(inst.srv);
+    const t0 = Date.now();
+    const p = settle(importOnce(kind));
+    await sleepUntil(t0 + delay);
+    await inst.kill();
+    await wl.halt();
+    const { r } = await p;
+    await inst.start();
+    const what = `import round ${round} (${kind}, kill after ${delay} ms of ~${T[kind]})`;
+    assert.ok(!r || r.status === 201, `${what}: answered ${r && r.status}: ${r && r.text}`);
+    const fresh = (await listAll(inst.srv, 'i', 'kind=imported')).filter((s) => !before.has(s.id));
+    assert.ok(fresh.length <= 1, `${what}: one import at most: ${JSON.stringify(fresh)}`);
+    if (r) assert.ok(fresh.length === 1 && fresh[0].id === r.json.id, `${what}: the acknowledged import ${r.json.id} is listed: ${JSON.stringify(fresh)}`);
+    for (const s of fresh) {
+      // an import is listed once it is complete, never half made
+      assert.equal(s.status, 'completed', `${what}: ${JSON.stringify(s)}`);
+      assert.equal(s.entity_total, N, `${what}: entity_total`);
+      if (kind === 'gz') assert.equal(s.sha256, sha256(files.gz), `${what}: a gzip upload is stored as it came`);
+      const f = fileContent(inst.dataDir, s.id);
+      assert.ok(f.key === want.key, `${what}: the imported file holds the exported entities (${contentDiff(f, want)} differences)`);
+    }
+    await wl.check(inst.srv, what);
+    await checkInvariants(inst, what);
+    const outcome = fresh.length ? `${fresh[0].status}${r ? ' (answered)' : ''}` : 'not there';
+    outcomes.push(outcome);
+    t.diagnostic(`${what}: ${outcome}`);
+  }
+  ctx.round = 'end';
+  const r = await importOnce('gz');
+  assert.equal(r.status, 201, `an import after the kills: ${r.text}`);
+  await checkInvariants(inst, 'after the last import');
+  await inst.stopClean();
+  await checkIntegrity(inst.dataDir, 'after the clean stop');
 });
