@@ -845,3 +845,179 @@ phase('import', async (t, ctx) => {
   await inst.stopClean();
   await checkIntegrity(inst.dataDir, 'after the clean stop');
 });
+
+// ---------------------------------------------------------------------------
+// phases: a sync pull and a sync push between two instances. A takes the
+// writes; B receives them (pull: B's job pulls from A; push: A's job pushes
+// to B). Either the instance running the job or its peer is killed; a peer
+// comes back on its port at once, so the job's retries may reach it.
+
+const sameState = (b, e) => (!b && !e) || (!!b && !!e && b.rev === e.rev && b.deleted === e.deleted
+  && (b.deleted || canon(b.body) === canon(e.body)));
+
+/** [1,1,0,0,0,1] -> "1x2 0x3 1x1" */
+function runs(flags) {
+  const out = [];
+  for (const f of flags) {
+    if (out.length && out[out.length - 1][0] === f) out[out.length - 1][1]++;
+    else out.push([f, 1]);
+  }
+  return out.map(([f, n]) => `${f}x${n}`).join(' ');
+}
+
+function syncPhase(direction) {
+  phase(`sync ${direction}`, async (t, ctx) => {
+    const { rng } = ctx;
+    const M = SANITIZED ? 1500 : 4000;              // changes on A per round
+    const A = new Inst(t, 'A');
+    const B = new Inst(t, 'B');
+    await Promise.all([A.start(), B.start()]);
+    await putSpace(A.srv, 'y');
+    await putSpace(B.srv, 'y');
+    const runner = direction === 'pull' ? B : A;
+    const peer = direction === 'pull' ? A : B;
+    const firstVictim = rng() < 0.5 ? 0 : 1;
+    let nextId = 0;
+
+    // M changes on A: additions, edits, deletions, and entities naming new blobs
+    const writeRound = async () => {
+      const st = await states(A.srv, 'y');
+      const live = [...st].filter(([, v]) => !v.deleted);
+      for (let i = live.length - 1; i > 0; i--) {          // shuffle (seeded)
+        const j = Math.floor(rng() * (i + 1));
+        [live[i], live[j]] = [live[j], live[i]];
+      }
+      const nEdit = Math.min(live.length, Math.round(M * 0.3));
+      const nDel = Math.min(live.length - nEdit, Math.round(M * 0.1));
+      const changes = [];
+      for (let i = 0; i < nEdit + nDel; i++) {
+        const [k, v] = live[i];
+        const [collection, id] = k.split('/');
+        const del = i >= nEdit;
+        changes.push({ collection, id, base_rev: v.rev, deleted: del, body: del ? null : { edit: i, pad: padText(rng, 400) } });
+      }
+      for (let i = changes.length; i < M - 2; i++) {
+        changes.push({ collection: rng() < 0.5 ? 'c' : 'd', id: `y${nextId++}`, base_rev: null, deleted: false, body: { n: nextId, pad: padText(rng, 400) } });
+      }
+      for (let i = 0; i < 2; i++) {
+        const bytes = seededBytes(rng, randInt(rng, 8, 64) * 4096);
+        const sha = sha256(bytes);
+        await apiOk(A.srv, 'PUT', `/api/v1/spaces/y/blobs/${sha}`, { body: bytes, headers: { 'Content-Type': 'application/octet-stream' } }, [200, 201]);
+        changes.push({ collection: 'files', id: `y${nextId++}`, base_rev: null, deleted: false, body: { _blobs: [sha], size: bytes.length } });
+      }
+      // in a random order, so pages mix kinds
+      for (let i = changes.length - 1; i > 0; i--) {
+        const j = Math.floor(rng() * (i + 1));
+        [changes[i], changes[j]] = [changes[j], changes[i]];
+      }
+      for (let off = 0; off < changes.length; off += 1000) {
+        const r = await apiOk(A.srv, 'POST', '/api/v1/spaces/y/changes', { body: { changes: changes.slice(off, off + 1000) }, timeoutMs: 60000 }, 200);
+        assert.ok(r.results.every((x) => x.status === 'applied'), `A's writes: ${JSON.stringify(r.results.find((x) => x.status !== 'applied'))}`);
+      }
+    };
+    const count = (j) => (direction === 'pull' ? j.pulled : j.pushed);
+
+    let T = 0;
+    for (let round = 0; round <= ROUNDS; round++) {
+      ctx.round = round;
+      const v0 = (await syncStatus(A.srv, 'y')).server_version;
+      const before = await states(B.srv, 'y');
+      await writeRound();
+      // the round's changes in the order a job sends them (A's feed, by version)
+      const feed = (await allChanges(A.srv, 'y', { since: v0, extra: '&bodies=true' })).changes;
+
+      if (round === 0) {
+        // the window: one job of this size, not killed
+        const t0 = Date.now();
+        const r = await request(runner.srv, 'POST', '/api/v1/spaces/y/sync', {
+          body: { peer_url: peer.base, peer_space: 'y', peer_token: peer.adminToken, direction, wait: true }, timeoutMs: 120000,
+        });
+        T = Date.now() - t0;
+        assert.equal(r.status, 200, `the first ${direction}: ${r.text}`);
+        assert.equal(count(r.json), feed.length, `the first ${direction} moved every change: ${r.text}`);
+        await assertConverged([A.srv, B.srv], 'y', 'after the first sync');
+        t.diagnostic(`a ${direction} of ${feed.length} changes takes ${T} ms`);
+        continue;
+      }
+
+      const victim = (round + firstVictim) % 2 ? runner : peer;
+      const vName = victim === runner ? `the ${direction}ing side (${runner.name})` : `its peer (${peer.name})`;
+      const delay = killDelay(rng, T);
+      const sse = await openSSE(runner.port, '/api/v1/events?topics=sync&spaces=y', { token: runner.adminToken });
+      const t0 = Date.now();
+      const p = settle(request(runner.srv, 'POST', '/api/v1/spaces/y/sync', {
+        body: { peer_url: peer.base, peer_space: 'y', peer_token: peer.adminToken, direction }, timeoutMs: 30000,
+      }));
+      await sleepUntil(t0 + delay);
+      await victim.kill();
+      const { r } = await p;
+      const what = `sync ${direction} round ${round} (kill of ${vName} after ${delay} ms of ~${T})`;
+      assert.ok(!r || r.status === 202, `${what}: answered ${r && r.status}: ${r && r.text}`);
+      const jobId = r ? r.json.id : null;
+      await victim.start();
+      let job = null;
+      if (victim === peer) {
+        // the job goes on: it may reach the restarted peer, or fail after its retries
+        assert.ok(jobId, `${what}: the job was accepted before its peer died`);
+        const deadline = Date.now() + 60000;
+        for (;;) {
+          job = await apiOk(runner.srv, 'GET', `/api/v1/spaces/y/sync/jobs/${jobId}`, {}, 200);
+          if (job.status !== 'running') break;
+          assert.ok(Date.now() < deadline, `${what}: the job is still running a minute after the kill: ${JSON.stringify(job)}`);
+          await sleep(25);
+        }
+      } else if (jobId) {
+        // a job answered 202 is listed after the restart, and not running
+        job = await apiOk(runner.srv, 'GET', `/api/v1/spaces/y/sync/jobs/${jobId}`, {}, 200);
+        assert.ok(job.status === 'completed' || (job.status === 'failed' && /interrupted/i.test(String(job.error))),
+          `${what}: the killed job after the restart: ${JSON.stringify(job)}`);
+      }
+      // progress the runner reported (SSE) before it died, or until its job ended
+      const progress = Math.max(0, ...sse.ofType('sync').filter((e) => e.json && (!jobId || e.json.job === jobId)).map((e) => count(e.json)));
+      sse.close();
+
+      // B holds a prefix of the round's feed, at least as long as the progress reported; nothing else moved
+      const after = await states(B.srv, 'y');
+      const inFeed = new Set(feed.map((e) => `${e.collection}/${e.id}`));
+      for (const [k, v] of after) {
+        if (!inFeed.has(k)) assert.ok(sameState(v, before.get(k)), `${what}: B's ${k} changed though the round did not touch it: ${JSON.stringify(v)}`);
+      }
+      for (const [k, v] of before) if (!inFeed.has(k)) assert.ok(after.has(k), `${what}: B lost ${k} (${JSON.stringify(v)})`);
+      const flags = feed.map((e) => {
+        const k = `${e.collection}/${e.id}`;
+        const b = after.get(k);
+        if (sameState(b, e)) return 1;
+        if (sameState(b, before.get(k))) return 0;
+        return `${k}: ${JSON.stringify(b)}`;
+      });
+      const odd = flags.filter((f) => typeof f === 'string');
+      assert.deepEqual(odd.slice(0, 5), [], `${what}: B holds states that are neither before nor after the round (${odd.length})`);
+      const k = flags.indexOf(0) < 0 ? flags.length : flags.indexOf(0);
+      const holes = flags.slice(k).filter((f) => f === 1).length;
+      assert.equal(holes, 0, `${what}: B holds the first ${k} changes of the feed, then ${holes} of the later ones: pages applied out of order or half (feed positions held, as runs: ${runs(flags)}; job ${JSON.stringify(job)})`);
+      assert.ok(k >= progress, `${what}: the job reported ${progress} changes moved, B holds ${k} after the restart`);
+      if (job) assert.ok(count(job) <= k, `${what}: the job counts ${count(job)} changes moved, B holds ${k}: ${JSON.stringify(job)}`);
+
+      await checkInvariants(A, `${what}, A`);
+      await checkInvariants(B, `${what}, B`);
+      const refs = await checkBlobRefs(B.srv, 'y', `${what}, B`);
+
+      // the resumed sync completes and the peers converge
+      const r2 = await request(runner.srv, 'POST', '/api/v1/spaces/y/sync', {
+        body: { peer_url: peer.base, peer_space: 'y', peer_token: peer.adminToken, direction, wait: true }, timeoutMs: 120000,
+      });
+      assert.equal(r2.status, 200, `${what}: the resumed ${direction}: ${r2.text}`);
+      assert.equal(r2.json.status, 'completed', `${what}: the resumed ${direction}: ${r2.text}`);
+      assert.ok(count(r2.json) <= feed.length - k, `${what}: the resumed ${direction} moved ${count(r2.json)}, at most the ${feed.length - k} B lacked: ${r2.text}`);
+      const conv = await assertConverged([A.srv, B.srv], 'y', `${what}, after the resumed sync`);
+      t.diagnostic(`${what}: job ${job ? `${job.status} (${count(job)})` : 'not accepted'}, progress seen ${progress}, B held ${k}/${feed.length} (${refs} blobs named), resumed job moved ${count(r2.json)}, digest ${conv.status[0].digest.slice(0, 12)}… on both`);
+    }
+    ctx.round = 'end';
+    await A.stopClean();
+    await B.stopClean();
+    await checkIntegrity(A.dataDir, 'A after the clean stop');
+    await checkIntegrity(B.dataDir, 'B after the clean stop');
+  });
+}
+syncPhase('pull');
+syncPhase('push');
