@@ -34,8 +34,8 @@
 // delays are fractions of the operation's duration, measured once per phase
 // on a run that is not killed (timings differ from run to run, so a replay
 // kills at the same fraction, not necessarily at the same instruction).
-// SNAPSYNC_CRASH_ROUNDS sets the number of kills per phase (default 3; 2
-// for a sanitizer build, which is ~3x slower).
+// SNAPSYNC_CRASH_ROUNDS sets the number of kills per phase (default 6; 3,
+// on smaller data, for a sanitizer build, which is ~3x slower).
 //
 // Only Node built-ins are used (Node 18 and later).
 
@@ -71,7 +71,7 @@ function sanitizedBinary() {
   } catch { return false; }
 }
 const SANITIZED = sanitizedBinary();
-const ROUNDS = Math.max(1, Number(process.env.SNAPSYNC_CRASH_ROUNDS) || (SANITIZED ? 2 : 3));
+const ROUNDS = Math.max(1, Number(process.env.SNAPSYNC_CRASH_ROUNDS) || (SANITIZED ? 3 : 6));
 
 /** FNV-1a of a string, for one PRNG stream per phase. */
 function hash32(s) {
@@ -249,7 +249,8 @@ function sqliteFiles(dataDir) {
 function sqlite(file, sql, { readonly = true } = {}) {
   return new Promise((resolve) => {
     execFile('sqlite3', [...(readonly ? ['-readonly'] : []), file, sql], { timeout: 60000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (err.code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) });
+      const missing = err && err.code === 'ENOENT' ? 'the sqlite3 CLI is not installed (scripts/setup --test installs it)' : '';
+      resolve({ code: err ? (err.code ?? 1) : 0, stdout: String(stdout), stderr: `${missing}${String(stderr)}` });
     });
   });
 }
@@ -868,7 +869,7 @@ function runs(flags) {
 function syncPhase(direction) {
   phase(`sync ${direction}`, async (t, ctx) => {
     const { rng } = ctx;
-    const M = SANITIZED ? 1500 : 4000;              // changes on A per round
+    const M = SANITIZED ? 3000 : 6000;              // changes on A per round
     const A = new Inst(t, 'A');
     const B = new Inst(t, 'B');
     await Promise.all([A.start(), B.start()]);
@@ -887,7 +888,7 @@ function syncPhase(direction) {
         const j = Math.floor(rng() * (i + 1));
         [live[i], live[j]] = [live[j], live[i]];
       }
-      const nEdit = Math.min(live.length, Math.round(M * 0.3));
+      const nEdit = Math.min(live.length, Math.round(M * 0.45));
       const nDel = Math.min(live.length - nEdit, Math.round(M * 0.1));
       const changes = [];
       for (let i = 0; i < nEdit + nDel; i++) {
