@@ -36,6 +36,7 @@
 // kills at the same fraction, not necessarily at the same instruction).
 // SNAPSYNC_CRASH_ROUNDS sets the number of kills per phase (default 6; 3,
 // on smaller data, for a sanitizer build, which is ~3x slower).
+// SNAPSYNC_CRASH_KEEP=1 keeps the data dirs (their paths are printed).
 //
 // Only Node built-ins are used (Node 18 and later).
 
@@ -52,7 +53,7 @@ import {
   BIN, startServer, apiOk, putSpace, allChanges, runCli, prng, sleep,
 } from './helpers.mjs';
 import { openSSE } from './sse_helpers.mjs';
-import { syncStatus, states, assertConverged } from './sync_helpers.mjs';
+import { syncStatus, assertConverged } from './sync_helpers.mjs';
 import { listAll, snapPath, canon, contentSet, liveState } from './snapshot_helpers.mjs';
 
 // ---------------------------------------------------------------------------
@@ -61,7 +62,7 @@ import { listAll, snapPath, canon, contentSet, liveState } from './snapshot_help
 const SEED = process.env.SNAPSYNC_CRASH_SEED !== undefined && process.env.SNAPSYNC_CRASH_SEED !== ''
   ? Number(process.env.SNAPSYNC_CRASH_SEED) >>> 0
   : randomInt(0, 2 ** 32 - 1);
-console.log(`# crash matrix seed ${SEED} (replay with SNAPSYNC_CRASH_SEED=${SEED})`);
+console.log(`crash matrix seed ${SEED} (replay with SNAPSYNC_CRASH_SEED=${SEED})`);
 
 /** Whether the binary is built with a sanitizer (it links libasan/libubsan). */
 function sanitizedBinary() {
@@ -95,6 +96,14 @@ function seededBytes(rng, n) {
 }
 const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
 const padText = (rng, max) => 'p'.repeat(randInt(rng, 0, max));
+/** Fisher-Yates, in place, from the stream. */
+function shuffle(rng, arr) {
+  for (let i = arr.length - 1; i > 0; i--) {
+    const j = Math.floor(rng() * (i + 1));
+    [arr[i], arr[j]] = [arr[j], arr[i]];
+  }
+  return arr;
+}
 
 /** Runs a phase as a test: its own PRNG stream; every failure names the seed, the phase and the round. */
 function phase(name, fn) {
@@ -424,7 +433,7 @@ class Workload {
       } else {
         // a push of 2..6 distinct keys of the lane: puts and deletes
         const n = randInt(L.rng, 2, Math.min(6, L.keys.length));
-        const ks = [...L.keys].sort(() => L.rng() - 0.5).slice(0, n);
+        const ks = shuffle(L.rng, [...L.keys]).slice(0, n);
         const items = [];
         const changes = [];
         for (const k of ks) {
@@ -672,7 +681,7 @@ function fileContent(dataDir, id) {
 
 phase('restore', async (t, ctx) => {
   const { rng } = ctx;
-  const N = SANITIZED ? 4000 : 8000;
+  const N = SANITIZED ? 3000 : 6000;
   const inst = new Inst(t, 'restore');
   await inst.start();
   await putSpace(inst.srv, 'r');
@@ -853,8 +862,25 @@ phase('import', async (t, ctx) => {
 // to B). Either the instance running the job or its peer is killed; a peer
 // comes back on its port at once, so the job's retries may reach it.
 
-const sameState = (b, e) => (!b && !e) || (!!b && !!e && b.rev === e.rev && b.deleted === e.deleted
-  && (b.deleted || canon(b.body) === canon(e.body)));
+// (a rev is a hash of its parent and its content: the same rev is the same body)
+const sameState = (b, e) => (!b && !e) || (!!b && !!e && b.rev === e.rev && b.deleted === e.deleted);
+
+/** Map "collection/id" -> {rev, deleted, version} of every entity (tombstones too; no bodies: cheaper). */
+async function revs(srv, space) {
+  const { changes } = await allChanges(srv, space);
+  return new Map(changes.map((e) => [`${e.collection}/${e.id}`, { rev: e.rev, deleted: e.deleted, version: e.version }]));
+}
+
+/** Two instances hold the same state of a space: the same digest and counts, the same revs. */
+async function assertSame(X, Y, space, what) {
+  const [sx, sy] = await Promise.all([syncStatus(X, space), syncStatus(Y, space)]);
+  for (const k of ['entity_count', 'tombstone_count', 'conflict_count', 'digest']) {
+    assert.equal(sy[k], sx[k], `${what}: ${k} differs: ${JSON.stringify([sx, sy])}`);
+  }
+  const norm = (m) => [...m].map(([k, v]) => `${k} ${v.rev} ${v.deleted}`).sort();
+  assert.deepEqual(norm(await revs(Y, space)), norm(await revs(X, space)), `${what}: entity revs differ`);
+  return sx;
+}
 
 /** [1,1,0,0,0,1] -> "1x2 0x3 1x1" */
 function runs(flags) {
@@ -869,7 +895,7 @@ function runs(flags) {
 function syncPhase(direction) {
   phase(`sync ${direction}`, async (t, ctx) => {
     const { rng } = ctx;
-    const M = SANITIZED ? 3000 : 6000;              // changes on A per round
+    const M = SANITIZED ? 2000 : 4000;              // changes on A per round
     const A = new Inst(t, 'A');
     const B = new Inst(t, 'B');
     await Promise.all([A.start(), B.start()]);
@@ -882,12 +908,9 @@ function syncPhase(direction) {
 
     // M changes on A: additions, edits, deletions, and entities naming new blobs
     const writeRound = async () => {
-      const st = await states(A.srv, 'y');
+      const st = await revs(A.srv, 'y');
       const live = [...st].filter(([, v]) => !v.deleted);
-      for (let i = live.length - 1; i > 0; i--) {          // shuffle (seeded)
-        const j = Math.floor(rng() * (i + 1));
-        [live[i], live[j]] = [live[j], live[i]];
-      }
+      shuffle(rng, live);
       const nEdit = Math.min(live.length, Math.round(M * 0.45));
       const nDel = Math.min(live.length - nEdit, Math.round(M * 0.1));
       const changes = [];
@@ -906,11 +929,7 @@ function syncPhase(direction) {
         await apiOk(A.srv, 'PUT', `/api/v1/spaces/y/blobs/${sha}`, { body: bytes, headers: { 'Content-Type': 'application/octet-stream' } }, [200, 201]);
         changes.push({ collection: 'files', id: `y${nextId++}`, base_rev: null, deleted: false, body: { _blobs: [sha], size: bytes.length } });
       }
-      // in a random order, so pages mix kinds
-      for (let i = changes.length - 1; i > 0; i--) {
-        const j = Math.floor(rng() * (i + 1));
-        [changes[i], changes[j]] = [changes[j], changes[i]];
-      }
+      shuffle(rng, changes);                               // pages mix kinds
       for (let off = 0; off < changes.length; off += 1000) {
         const r = await apiOk(A.srv, 'POST', '/api/v1/spaces/y/changes', { body: { changes: changes.slice(off, off + 1000) }, timeoutMs: 60000 }, 200);
         assert.ok(r.results.every((x) => x.status === 'applied'), `A's writes: ${JSON.stringify(r.results.find((x) => x.status !== 'applied'))}`);
@@ -921,11 +940,13 @@ function syncPhase(direction) {
     let T = 0;
     for (let round = 0; round <= ROUNDS; round++) {
       ctx.round = round;
+      const tm = [Date.now()];
       const v0 = (await syncStatus(A.srv, 'y')).server_version;
-      const before = await states(B.srv, 'y');
+      const before = await revs(B.srv, 'y');
       await writeRound();
+      tm.push(Date.now());
       // the round's changes in the order a job sends them (A's feed, by version)
-      const feed = (await allChanges(A.srv, 'y', { since: v0, extra: '&bodies=true' })).changes;
+      const feed = (await allChanges(A.srv, 'y', { since: v0 })).changes;
 
       if (round === 0) {
         // the window: one job of this size, not killed
@@ -936,7 +957,7 @@ function syncPhase(direction) {
         T = Date.now() - t0;
         assert.equal(r.status, 200, `the first ${direction}: ${r.text}`);
         assert.equal(count(r.json), feed.length, `the first ${direction} moved every change: ${r.text}`);
-        await assertConverged([A.srv, B.srv], 'y', 'after the first sync');
+        await assertSame(A.srv, B.srv, 'y', 'after the first sync');
         t.diagnostic(`a ${direction} of ${feed.length} changes takes ${T} ms`);
         continue;
       }
@@ -955,7 +976,9 @@ function syncPhase(direction) {
       const what = `sync ${direction} round ${round} (kill of ${vName} after ${delay} ms of ~${T})`;
       assert.ok(!r || r.status === 202, `${what}: answered ${r && r.status}: ${r && r.text}`);
       const jobId = r ? r.json.id : null;
+      tm.push(Date.now());
       await victim.start();
+      tm.push(Date.now());
       let job = null;
       if (victim === peer) {
         // the job goes on: it may reach the restarted peer, or fail after its retries
@@ -978,7 +1001,7 @@ function syncPhase(direction) {
       sse.close();
 
       // B holds a prefix of the round's feed, at least as long as the progress reported; nothing else moved
-      const after = await states(B.srv, 'y');
+      const after = await revs(B.srv, 'y');
       const inFeed = new Set(feed.map((e) => `${e.collection}/${e.id}`));
       for (const [k, v] of after) {
         if (!inFeed.has(k)) assert.ok(sameState(v, before.get(k)), `${what}: B's ${k} changed though the round did not touch it: ${JSON.stringify(v)}`);
@@ -999,10 +1022,12 @@ function syncPhase(direction) {
       assert.ok(k >= progress, `${what}: the job reported ${progress} changes moved, B holds ${k} after the restart`);
       if (job) assert.ok(count(job) <= k, `${what}: the job counts ${count(job)} changes moved, B holds ${k}: ${JSON.stringify(job)}`);
 
+      tm.push(Date.now());
       await checkInvariants(A, `${what}, A`);
       await checkInvariants(B, `${what}, B`);
-      const refs = await checkBlobRefs(B.srv, 'y', `${what}, B`);
+      const refs = await checkBlobRefs(B.srv, 'y', `${what}, B`, ['files']);
 
+      tm.push(Date.now());
       // the resumed sync completes and the peers converge
       const r2 = await request(runner.srv, 'POST', '/api/v1/spaces/y/sync', {
         body: { peer_url: peer.base, peer_space: 'y', peer_token: peer.adminToken, direction, wait: true }, timeoutMs: 120000,
@@ -1010,10 +1035,13 @@ function syncPhase(direction) {
       assert.equal(r2.status, 200, `${what}: the resumed ${direction}: ${r2.text}`);
       assert.equal(r2.json.status, 'completed', `${what}: the resumed ${direction}: ${r2.text}`);
       assert.ok(count(r2.json) <= feed.length - k, `${what}: the resumed ${direction} moved ${count(r2.json)}, at most the ${feed.length - k} B lacked: ${r2.text}`);
-      const conv = await assertConverged([A.srv, B.srv], 'y', `${what}, after the resumed sync`);
-      t.diagnostic(`${what}: job ${job ? `${job.status} (${count(job)})` : 'not accepted'}, progress seen ${progress}, B held ${k}/${feed.length} (${refs} blobs named), resumed job moved ${count(r2.json)}, digest ${conv.status[0].digest.slice(0, 12)}… on both`);
+      const conv = await assertSame(A.srv, B.srv, 'y', `${what}, after the resumed sync`);
+      tm.push(Date.now());
+      t.diagnostic(`${what}: job ${job ? `${job.status} (${count(job)})` : 'not accepted'}, progress seen ${progress}, B held ${k}/${feed.length} (${refs} blobs named), resumed job moved ${count(r2.json)}, digest ${conv.digest.slice(0, 12)}… on both; ms: ${tm.slice(1).map((x, i) => x - tm[i]).join('/')}`);
     }
     ctx.round = 'end';
+    // bodies and conflict records too, once
+    await assertConverged([A.srv, B.srv], 'y', 'at the end');
     await A.stopClean();
     await B.stopClean();
     await checkIntegrity(A.dataDir, 'A after the clean stop');
