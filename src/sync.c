@@ -110,6 +110,7 @@ struct sync_job {
     bool pre_wanted;                 /* step() is waiting for it */
     bool pre_end;                    /* the read found nothing more: pre_since is the end */
     uint64_t pre_since;
+    uint64_t pre_from;               /* where that read started (the end of the page then in flight) */
     int cp_pending;                  /* push checkpoints on their way to the writer: keep the job */
     int rows_pending;                /* row writes not yet committed: keep the job */
     bool row_saved;                  /* the start row went to the writer (see save_start_row) */
@@ -1554,6 +1555,7 @@ static void push_prefetch(struct sync_job *j)
     struct space *here = spaces_get(j->srv, j->space);
     if (!here || j->pre_busy || j->pre || j->pre_end) return;
     j->pre_busy = true;
+    j->pre_from = j->page_cp;
     j->pipeline++;
     changes_page(j->srv, j->space_id, j->page_cp, here->st.version, SYNC_PAGE,
                  j->peer_instance[0] ? j->peer_instance : NULL, push_pre_read, j);
@@ -1641,6 +1643,20 @@ static void step(struct sync_job *j)
         if (j->pre_busy) {           /* the next page is on its way */
             j->pre_wanted = true;
             return;
+        }
+        if ((j->pre || j->pre_end) && j->pre_from != j->push_sent) {
+            /* The read-ahead follows the page that was in flight, and the
+             * peer did not acknowledge that page (its send failed and this
+             * is the retry): sending the read-ahead now would skip the
+             * page, and its checkpoint would pass it for good. Drop it
+             * (its blobs did reach the peer) and read again from what the
+             * peer acknowledged. */
+            if (j->pre) {
+                j->blobs += j->pre->xfer.moved;
+                j->bytes += j->pre->xfer.bytes;
+            }
+            push_pre_free(j);
+            j->pre_end = false;
         }
         if (j->pre) {
             struct push_blobs *pb = j->pre;

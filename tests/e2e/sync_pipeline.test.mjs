@@ -26,16 +26,24 @@ const SPACE = 'pipe';
  * An HTTP proxy on loopback in front of `target`. Every request is
  * recorded ({method, path, headers}); `edit(n, path, body)` may replace the
  * body of the n-th (from 1) GET /changes response (return a string), or
- * return undefined to pass it as is.
+ * return undefined to pass it as is. `refuse(method, path, body)` may answer
+ * a request itself with a status (returned), without passing it on.
  */
-async function proxy(t, target, edit = () => undefined) {
+async function proxy(t, target, edit = () => undefined, { refuse = () => undefined } = {}) {
   const seen = [];
   let feeds = 0;
   const srv = http.createServer((req, res) => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
-      seen.push({ method: req.method, path: req.url, headers: req.headers });
+      seen.push({ method: req.method, path: req.url, headers: req.headers, body: Buffer.concat(chunks) });
+      const refused = refuse(req.method, req.url, Buffer.concat(chunks));
+      if (refused) {
+        const out = JSON.stringify({ error: 'overloaded', message: 'refused by the test proxy' });
+        res.writeHead(refused, { 'content-type': 'application/json', 'content-length': String(out.length) });
+        res.end(out);
+        return;
+      }
       const isFeed = req.method === 'GET' && /\/changes\?/.test(req.url);
       const n = isFeed ? ++feeds : 0;
       const up = http.request({ host: '127.0.0.1', port: target.port, path: req.url, method: req.method,
@@ -220,4 +228,25 @@ test('SIGTERM of the puller mid-pull: clean exit, the job is stored failed with 
   const again = await syncOk(B, SPACE, A, { direction: 'pull', peerUrl: px.base });
   assert.equal(row.pulled + again.pulled, N, JSON.stringify(again));
   await assertConverged([A, B], SPACE, 'after the resumed pull');
+});
+
+test('a push page the peer did not acknowledge (503, retried) goes again before the next one: no page is skipped', { timeout: 60000 }, async (t) => {
+  const N = 3500;                    // push pages of 1000, 1000, 1000, 500
+  const [A, B] = await pairWith(t, N);
+  let replicates = 0;
+  // the second page is refused once; the third is read (and ready) while the second is out
+  const px = await proxy(t, B, undefined, {
+    refuse: (method, p) => (method === 'POST' && /\/replicate$/.test(p) && ++replicates === 2 ? 503 : undefined),
+  });
+  const job = await syncOk(A, SPACE, B, { direction: 'push', peerUrl: px.base });
+  const sent = px.seen.filter((s) => s.method === 'POST' && /\/replicate$/.test(s.path))
+    .map((s) => JSON.parse(s.body.toString('utf8')).changes.map((c) => c.version));
+  const firsts = sent.map((v) => `${v[0]}..${v[v.length - 1]}`);
+  assert.equal(replicates, 5, `four pages, one of them twice: ${firsts}`);
+  assert.deepEqual(sent[2], sent[1], `the refused page is the next one sent: ${firsts}`);
+  assert.equal(job.pushed, N, `every change pushed: ${JSON.stringify(job)}`);
+  await assertConverged([A, B], SPACE, 'after a push with a refused page');
+  // and the checkpoint did not pass anything: the next push has nothing to send
+  const again = await syncOk(A, SPACE, B, { direction: 'push', peerUrl: px.base });
+  assert.equal(again.pushed, 0, JSON.stringify(again));
 });
