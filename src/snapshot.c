@@ -1840,6 +1840,19 @@ out:
     return rc;
 }
 
+/* snapshot.h: merge_run counting only, for tests and the fuzz target */
+int snap_merge_count(const char *path, const char *want_sha, void *db, int64_t space_id, uint64_t *puts,
+                     uint64_t *dels, char *err, size_t errlen)
+{
+    struct merge m = {0};
+    bool file_bad;
+    int rc = merge_run(path, want_sha, db, space_id, &m, err, errlen, &file_bad);
+    *puts = m.puts;
+    *dels = m.dels;
+    free(m.d);
+    return rc;
+}
+
 static void delta_json(struct buf *b, struct merge *m)
 {
     buf_putc(b, '{');
