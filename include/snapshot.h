@@ -49,6 +49,13 @@ struct snap_summary {
 };
 int snap_verify_file(const char *path, struct snap_summary *sum, char *err, size_t errlen);
 
+/* The restore plan's reader alone (tests, fuzz): merge_run over the file
+ * against the live rows of space_id in db (a sqlite3 with an `entities`
+ * table), only counting what a restore would put and delete; want_sha NULL
+ * skips the sha256 check. Returns 0, or -1 with err. Any thread. */
+int snap_merge_count(const char *path, const char *want_sha, void *db /* sqlite3 */, int64_t space_id,
+                     uint64_t *puts, uint64_t *dels, char *err, size_t errlen);
+
 void api_snapshot_create(struct http_req *r);
 void api_snapshot_list(struct http_req *r);
 void api_snapshot_get(struct http_req *r);

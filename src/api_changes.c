@@ -16,11 +16,10 @@
 #include "json.h"
 #include "log.h"
 #include "names.h"
+#include "push.h"
 #include "server.h"
 #include "sse.h"
 #include "store.h"
-
-#define PUSH_MAX_ITEMS 1000
 
 /* ---- GET /changes ------------------------------------------------------- */
 
@@ -430,29 +429,14 @@ void api_conflicts(struct http_req *r)
 
 /* ---- POST /changes ------------------------------------------------------ */
 
-struct push_item {
-    char collection[64], id[129];
-    bool has_base;
-    char base_rev[REV_MAX];
-    bool deleted;
-    char *body;                      /* canonical, or NULL */
-    size_t body_len;
-    /* pre-validation failure */
-    const char *err_code;
-    char err_msg[160];
-};
-
 struct push_op {
     struct job job;                  /* parsed on the threadpool */
     struct wop op;                   /* then applied on the writer */
     char *raw;                       /* the request body, until parsed */
     size_t raw_len;
-    int err_status;                  /* a parse failure: 400 or 413 */
-    struct json_err err;
+    struct push_batch pb;            /* the parse (threadpool) */
     char space[64];
     char origin[64];
-    size_t n;
-    struct push_item *items;
     struct buf out;
 };
 
@@ -472,8 +456,8 @@ static int push_apply(struct wtx *tx, struct wop *op)
     if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", p->space);
     struct buf *b = &p->out;
     buf_puts(b, "{\"results\":[");
-    for (size_t i = 0; i < p->n; i++) {
-        struct push_item *it = &p->items[i];
+    for (size_t i = 0; i < p->pb.n; i++) {
+        struct push_item *it = &p->pb.items[i];
         if (i) buf_putc(b, ',');
         if (it->err_code) {
             push_result_error(b, it->err_code, it->err_msg);
@@ -547,8 +531,7 @@ static int push_apply(struct wtx *tx, struct wop *op)
 static void push_free(struct push_op *p)
 {
     free(p->raw);
-    for (size_t i = 0; i < p->n; i++) free(p->items[i].body);
-    free(p->items);
+    push_batch_free(&p->pb);
     buf_free(&p->out);
     free(p);
 }
@@ -635,22 +618,22 @@ static void push_item_parse(struct push_item *it, const struct canon_doc *d, siz
     }
 }
 
-static void push_fail(struct push_op *p, int status, const char *code, const char *msg)
+static void push_fail(struct push_batch *pb, int status, const char *code, const char *msg)
 {
-    p->err_status = status;
-    snprintf(p->err.code, sizeof p->err.code, "%s", code);
-    snprintf(p->err.message, sizeof p->err.message, "%s", msg);
+    pb->err_status = status;
+    snprintf(pb->err.code, sizeof pb->err.code, "%s", code);
+    snprintf(pb->err.message, sizeof pb->err.message, "%s", msg);
 }
 
-/* threadpool: the body (up to --max-body-bytes) parsed, every item checked
+/* push.h. The body (up to --max-body-bytes) parsed, every item checked
  * and its body canonicalized, so neither the loop nor the writer parses.
  * The canonicalizer's streaming reader, as /replicate and PUT use: one
  * parser, one depth rule and one canonical form for every route that
  * writes a body. A change at a time: memory for one change's parse. */
-static void push_parse_work(struct job *j)
+void push_batch_parse(struct push_batch *pb, const char *raw, size_t len)
 {
-    struct push_op *p = container_of(j, struct push_op, job);
-    struct canon_stream *cs = canon_stream_open(p->raw, p->raw_len, JSON_REQUEST_MAX_DEPTH, &p->err);
+    memset(pb, 0, sizeof *pb);
+    struct canon_stream *cs = canon_stream_open(raw, len, JSON_REQUEST_MAX_DEPTH, &pb->err);
     const char *key;
     size_t kl, cap = 0;
     int rc = cs ? 0 : -1;
@@ -663,19 +646,19 @@ static void push_parse_work(struct job *j)
         } else if ((rc = canon_stream_array(cs)) == 1) {          /* "changes" */
             have = true;
             while ((rc = canon_stream_element(cs)) == 1) {
-                if (p->n == PUSH_MAX_ITEMS) {
+                if (pb->n == PUSH_MAX_ITEMS) {
                     too_many = true;
                     break;
                 }
                 const struct canon_doc *d = canon_stream_value(cs);
                 if (!d) { rc = -1; break; }
-                if (p->n == cap) {
+                if (pb->n == cap) {
                     cap = cap ? cap * 2 : 64;
-                    p->items = xrealloc(p->items, cap * sizeof *p->items);
+                    pb->items = xrealloc(pb->items, cap * sizeof *pb->items);
                 }
-                struct push_item *it = &p->items[p->n++];
+                struct push_item *it = &pb->items[pb->n++];
                 memset(it, 0, sizeof *it);
-                push_item_parse(it, d, p->n - 1);
+                push_item_parse(it, d, pb->n - 1);
             }
             if (rc < 0 || too_many) break;
             continue;
@@ -685,20 +668,36 @@ static void push_parse_work(struct job *j)
         if (json_member_known(key, push_members)) bad_changes = true;
     }
     canon_stream_close(cs);
-    free(p->raw);
-    p->raw = NULL;
     if (too_many) {
         char m[64];
         snprintf(m, sizeof m, "at most %d changes per push", PUSH_MAX_ITEMS);
-        push_fail(p, 413, "too_many_changes", m);
+        push_fail(pb, 413, "too_many_changes", m);
     } else if (rc < 0) {
-        p->err_status = 400;                         /* p->err: invalid_json, too_deep, not_an_object */
+        pb->err_status = 400;                        /* pb->err: invalid_json, too_deep, not_an_object */
     } else if (unknown[0]) {
-        p->err_status = 400;
-        json_unknown_member_err(&p->err, "the request body", unknown, push_members);
+        pb->err_status = 400;
+        json_unknown_member_err(&pb->err, "the request body", unknown, push_members);
     } else if (!have || bad_changes) {
-        push_fail(p, 400, "invalid_body", "expected {\"changes\":[...]}");
+        push_fail(pb, 400, "invalid_body", "expected {\"changes\":[...]}");
     }
+}
+
+void push_batch_free(struct push_batch *pb)
+{
+    if (!pb) return;
+    for (size_t i = 0; i < pb->n; i++) free(pb->items[i].body);
+    free(pb->items);
+    pb->items = NULL;
+    pb->n = 0;
+}
+
+/* threadpool: push_batch_parse, then the raw body is no longer needed */
+static void push_parse_work(struct job *j)
+{
+    struct push_op *p = container_of(j, struct push_op, job);
+    push_batch_parse(&p->pb, p->raw, p->raw_len);
+    free(p->raw);
+    p->raw = NULL;
 }
 
 static void push_parsed(struct job *j, struct http_req *r)
@@ -708,8 +707,8 @@ static void push_parsed(struct job *j, struct http_req *r)
         push_free(p);
         return;
     }
-    if (p->err_status) {
-        api_send_json_err(r, p->err_status, &p->err);
+    if (p->pb.err_status) {
+        api_send_json_err(r, p->pb.err_status, &p->pb.err);
         push_free(p);
         return;
     }

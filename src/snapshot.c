@@ -1459,7 +1459,17 @@ struct snap_ent {
     json_t *doc;
     const char *collection, *id, *rev;
     json_t *body;
+    char *canon;                     /* the body's canonical text (malloc'd), as a restore writes it */
+    size_t canon_len;
 };
+
+static void ent_free(struct snap_ent *e)
+{
+    json_decref(e->doc);
+    free(e->canon);
+    e->doc = NULL;
+    e->canon = NULL;
+}
 
 /* A line's rev is never taken (a restore writes new revs, docs/api.md): it
  * is checked for its shape only, as revs were before N was bounded
@@ -1497,8 +1507,17 @@ static int ent_parse(const char *line, size_t len, struct snap_ent *e, char *err
         !name_entity_id_valid(e->id, strlen(e->id)) || !e->rev || !line_rev_ok(e->rev) || !json_is_object(e->body) ||
         json_is_true(json_object_get(e->doc, "deleted"))) {
         snprintf(err, errlen, "not a live entity line (collection, id, rev, body)");
-        json_decref(e->doc);
-        e->doc = NULL;
+        ent_free(e);
+        return -1;
+    }
+    /* the body as a restore will write it, decided here for every reader
+     * (verify, preview, plan, restore): a body any write path would refuse
+     * (nested past JSON_MAX_DEPTH, which jansson's load allows) fails the
+     * file's check, not only the restore that follows it */
+    struct json_err ce;
+    if (!(e->canon = entity_canonical_value(e->body, &e->canon_len, &ce))) {
+        snprintf(err, errlen, "the body cannot be stored: %.120s", ce.message);
+        ent_free(e);
         return -1;
     }
     return 0;
@@ -1604,7 +1623,7 @@ static int check_step(struct snap_check *c, uint64_t budget_ns, struct snap_summ
         }
         if (key_cmp(c->prev_c, c->prev_i, e.collection, e.id) >= 0 && c->prev_c[0]) {
             snprintf(err, errlen, "line %llu: entities are not in (collection, id) order", (unsigned long long)sum->lines);
-            json_decref(e.doc);
+            ent_free(&e);
             return -1;
         }
         snprintf(c->prev_c, sizeof c->prev_c, "%s", e.collection);
@@ -1613,7 +1632,7 @@ static int check_step(struct snap_check *c, uint64_t budget_ns, struct snap_summ
         json_object_set_new(c->seen, e.collection, json_integer((n ? json_integer_value(n) : 0) + 1));
         sum->entity_total++;
         blob_set_add(&c->blobs, e.body);
-        json_decref(e.doc);
+        ent_free(&e);
         if (until && sum->lines % 64 == 0 && now_ns_mono() >= until) return 1;
     }
     if (r < 0) {
@@ -1765,6 +1784,7 @@ static int merge_run(const char *path, const char *want_sha, sqlite3 *db, int64_
         goto out;
     }
     struct snap_ent e = {0};
+    char prev_c[64] = "", prev_i[130] = "";
     int r;
     for (;;) {
         r = sr_line(&sr, &line, &len);
@@ -1777,6 +1797,16 @@ static int merge_run(const char *path, const char *want_sha, sqlite3 *db, int64_
         if (have && ent_parse(line, len, &e, why, sizeof why) < 0) {
             snprintf(err, errlen, "%s", why);
             goto out;
+        }
+        /* the walk below is right only over keys in order: a file out of
+         * order is refused here as verify refuses it, not merged wrong */
+        if (have && prev_c[0] && key_cmp(prev_c, prev_i, e.collection, e.id) >= 0) {
+            snprintf(err, errlen, "entities are not in (collection, id) order");
+            goto out_e;
+        }
+        if (have) {
+            snprintf(prev_c, sizeof prev_c, "%s", e.collection);
+            snprintf(prev_i, sizeof prev_i, "%s", e.id);
         }
         /* live rows before this snapshot entity are not in the snapshot */
         struct cur_row *cur;
@@ -1799,10 +1829,8 @@ static int merge_run(const char *path, const char *want_sha, sqlite3 *db, int64_
         }
         if (!have) break;
         if (m->blobs) blob_set_add(m->blobs, e.body);
-        size_t blen;
-        struct json_err je;
-        char *body = entity_canonical_value(e.body, &blen, &je);
-        if (!body) { snprintf(err, errlen, "%s", je.message); goto out_e; }
+        const char *body = e.canon;
+        size_t blen = e.canon_len;
         bool same_key = cur && !key_cmp(cur->c, cur->i, e.collection, e.id);
         bool differs = !same_key || cur->deleted || !cur->body || cur->blen != blen || memcmp(cur->body, body, blen);
         if (differs) {
@@ -1813,14 +1841,11 @@ static int merge_run(const char *path, const char *want_sha, sqlite3 *db, int64_
             if (m->put && m->put(m->arg, e.collection, e.id, same_key ? cur : NULL, body, blen) < 0) {
                 *file_bad = false;
                 snprintf(err, errlen, "writing %s/%s failed", e.collection, e.id);
-                free(body);
                 goto out_e;
             }
         }
-        free(body);
         if (same_key) cr.pos++;
-        json_decref(e.doc);
-        e.doc = NULL;
+        ent_free(&e);
     }
     char sha[65];
     sr_sha(&sr, sha);
@@ -1832,11 +1857,24 @@ static int merge_run(const char *path, const char *want_sha, sqlite3 *db, int64_
     *file_bad = false;
     goto out;
 out_e:
-    json_decref(e.doc);
+    ent_free(&e);
 out:
     cur_clear(&cr);
     free(cr.v);
     sr_close(&sr);
+    return rc;
+}
+
+/* snapshot.h: merge_run counting only, for tests and the fuzz target */
+int snap_merge_count(const char *path, const char *want_sha, void *db, int64_t space_id, uint64_t *puts,
+                     uint64_t *dels, char *err, size_t errlen)
+{
+    struct merge m = {0};
+    bool file_bad;
+    int rc = merge_run(path, want_sha, db, space_id, &m, err, errlen, &file_bad);
+    *puts = m.puts;
+    *dels = m.dels;
+    free(m.d);
     return rc;
 }
 

@@ -693,3 +693,28 @@ test('restore plan: past the journal cap the comparison runs inside the transact
   await checkRestoredAt(s, r, want);
   await until(async () => leftovers(s).length === 0, { what: 'no plan file left' });
 });
+
+test('import of a file whose body nests past 64 levels (no write path stores one): 422 snapshot_corrupt, as its restore would fail; 64 levels import and restore', async () => {
+  // found by fuzz_snapshot: verify loaded lines with jansson (2,048 levels)
+  // while the restore canonicalized bodies (64), so such an import was
+  // accepted and every restore of it failed
+  await putSpace(srv, 'imdeep');
+  const nest = (n) => { let v = 1; for (let i = 1; i < n; i++) v = { a: v }; return { a: v }; };
+  const file = (depth) => {
+    const hdr = {
+      format: 'snapsync.snapshot.v1', space: 'imdeep', space_uid: '01M870F4B6J2Y2BM3PJ0Q9AKFS', server_version: 1,
+      created_at: '2026-11-24T14:48:26.801Z', instance_id: '01M870F3ZC31KMW6JKDKK7GMRH',
+      entity_counts: { c: 1 }, entity_total: 1, snapshot: '01M870F4DE63XFXTE5Z2FKFXB5',
+    };
+    const ent = { collection: 'c', id: 'x', rev: '1-ab', version: 1, created_at: hdr.created_at, updated_at: hdr.created_at, deleted: false, body: nest(depth) };
+    return Buffer.from(`${JSON.stringify(hdr)}\n${JSON.stringify(ent)}\n`);
+  };
+  const r = await postBinary(srv, snapPath('imdeep', 'import'), gzipSync(file(65)), { headers: { 'Content-Type': 'application/gzip' } });
+  const body = checkError(assert, r, 422, 'snapshot_corrupt', 'import of a body nested 65 levels');
+  assert.match(body.message, /line 2/);
+  assert.deepEqual(await listAll(srv, 'imdeep'), [], 'nothing imported');
+  const ok = await postBinary(srv, snapPath('imdeep', 'import'), gzipSync(file(64)), { headers: { 'Content-Type': 'application/gzip' } });
+  assert.equal(ok.status, 201, ok.text);
+  const res = await apiOk(srv, 'POST', snapPath('imdeep', ok.body.id, '/restore'), { body: { confirm: ok.body.id } }, 200);
+  assert.deepEqual(res.changes, { put: 1, deleted: 0 });
+});
