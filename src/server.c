@@ -389,6 +389,27 @@ static void peer_name(struct conn *c)
     snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
 }
 
+/* What every new connection goes through once its socket is open: the
+ * parser, the peer's name, the --max-connections check, the header timeout
+ * and the first read. */
+static void conn_begin(struct server *srv, struct conn *c)
+{
+    list_insert_tail(&srv->conns, &c->link);
+    uv_tcp_nodelay(&c->tcp, 1);
+    llhttp_init(&c->parser, HTTP_REQUEST, &http_parser_settings);
+    c->parser.data = c;
+    peer_name(c);
+    srv->stats.accepted++;
+    srv->stats.open_conns++;
+    if (srv->stats.open_conns > srv->cfg->max_connections) {
+        srv->stats.rejected++;
+        http_reject(c, 503, "too_many_connections", "the server is at --max-connections; retry later");
+        return;
+    }
+    conn_set_timeout(c, TO_HEADER);
+    start_reading(c);
+}
+
 static void on_connection(uv_stream_t *l, int status)
 {
     struct server *srv = container_of((uv_tcp_t *)l, struct server, listener);
@@ -406,20 +427,23 @@ static void on_connection(uv_stream_t *l, int status)
         uv_close((uv_handle_t *)&c->tcp, on_close);
         return;
     }
-    list_insert_tail(&srv->conns, &c->link);
-    uv_tcp_nodelay(&c->tcp, 1);
-    llhttp_init(&c->parser, HTTP_REQUEST, &http_parser_settings);
-    c->parser.data = c;
-    peer_name(c);
-    srv->stats.accepted++;
-    srv->stats.open_conns++;
-    if (srv->stats.open_conns > srv->cfg->max_connections) {
-        srv->stats.rejected++;
-        http_reject(c, 503, "too_many_connections", "the server is at --max-connections; retry later");
-        return;
+    conn_begin(srv, c);
+}
+
+struct conn *server_conn_open(struct server *srv, uv_os_sock_t fd)
+{
+    struct conn *c = xcalloc(1, sizeof *c);
+    c->srv = srv;
+    list_init(&c->tlink);
+    uv_tcp_init(srv->loop, &c->tcp);
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        list_init(&c->link);
+        c->state = CONN_CLOSING;
+        uv_close((uv_handle_t *)&c->tcp, on_close);
+        return NULL;
     }
-    conn_set_timeout(c, TO_HEADER);
-    start_reading(c);
+    conn_begin(srv, c);
+    return c;
 }
 
 /* ---- shutdown ---------------------------------------------------------- */
@@ -515,9 +539,8 @@ void server_request_id(struct server *srv, char out[17])
     out[16] = '\0';
 }
 
-int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
+void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg)
 {
-    int rc;
     srv->loop = loop;
     srv->cfg = cfg;
     list_init(&srv->conns);
@@ -532,6 +555,12 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
     atomic_init(&srv->stopping, false);
     uv_timer_init(loop, &srv->sweep);
     uv_timer_init(loop, &srv->shutdown_timer);
+}
+
+int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
+{
+    int rc;
+    server_init(srv, loop, cfg);
     uv_signal_init(loop, &srv->sigterm);
     uv_signal_init(loop, &srv->sigint);
     srv->sigterm.data = srv->sigint.data = srv;
