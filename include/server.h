@@ -135,6 +135,10 @@ void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg);
  * Takes fd (closed with the connection). Returns the connection, or NULL
  * if libuv refused the socket (fd is then the caller's). Loop thread. */
 struct conn *server_conn_open(struct server *srv, uv_os_sock_t fd);
+/* Runs every pending timeout now, as if its deadline had passed (408 for
+ * headers or a body, close for idle and lingering connections): how a
+ * test lets time pass. Loop thread. */
+void server_expire_timeouts(struct server *srv);
 /* Starts a graceful shutdown (idempotent): stop accepting, let in-flight
  * requests finish, close idle connections, force-close at the timeout. */
 void server_shutdown(struct server *srv);

@@ -37,11 +37,9 @@ static void conn_resume_input(struct conn *c);
 
 static void sweep_arm(struct server *srv);
 
-static void on_sweep(uv_timer_t *t)
+/* Ends every connection whose deadline is at or before now. */
+static void sweep(struct server *srv, uint64_t now)
 {
-    struct server *srv = container_of(t, struct server, sweep);
-    uint64_t now = uv_now(srv->loop);
-    srv->sweep_due = 0;
     for (int k = TO_HEADER; k < TO_COUNT; k++) {
         struct tlist *tl = &srv->tl[k];
         while (!list_empty(&tl->head)) {
@@ -77,6 +75,19 @@ static void on_sweep(uv_timer_t *t)
             }
         }
     }
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct server *srv = container_of(t, struct server, sweep);
+    srv->sweep_due = 0;
+    sweep(srv, uv_now(srv->loop));
+    sweep_arm(srv);
+}
+
+void server_expire_timeouts(struct server *srv)
+{
+    sweep(srv, UINT64_MAX);
     sweep_arm(srv);
 }
 

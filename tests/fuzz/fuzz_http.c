@@ -23,7 +23,8 @@
  * Input: 12 control bytes, then the bytes the client sends.
  *   [0]     flags: 1 half-close after the last piece, 2 answer deferred
  *           requests and resume paused bodies after each piece (else only
- *           at the end), 4 the peer is a trusted proxy (X-Forwarded-For)
+ *           at the end), 4 the peer is a trusted proxy (X-Forwarded-For),
+ *           8 time passes after each piece (server_expire_timeouts)
  *   [1..3]  3 bits per request, in order: how the handler answers
  *   [4..11] four 16-bit offsets: where the input is cut into reads
  * Each piece is written to the client end and the loop run until the
@@ -34,7 +35,8 @@
  * header syntax, Date, Server, X-Request-Id, one framing, bodies exactly as
  * framed); as many final responses as the server finished requests;
  * nothing after a response that says Connection: close; and the connection
- * is gone once the client has left. */
+ * is gone once its timeouts have passed (the harness lets time pass at the
+ * end of every input, before the client leaves). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -202,19 +204,22 @@ static void fz_handler(struct http_req *r)
 struct upload {
     unsigned mode;
     uint64_t bytes;
-    bool paused;
 };
+
+/* the upload's mode: bits of next_mode() */
+#define UP_PAUSE 1                   /* pause reading after each piece until the harness resumes it */
+#define UP_REFUSE 2                  /* answer 422 at the first '!' in the body, mid-body */
+#define UP_EARLY 4                   /* answer 409 at the headers, before any body */
 
 static int upload_body(struct http_req *r, const char *data, size_t len)
 {
     struct upload *u = r->ctx;
     u->bytes += len;
-    for (size_t i = 0; i < len; i++)
-        if (data[i] == '!' && u->mode == 3) {   /* refuses mid-body */
-            http_send_error(r, 422, "bad_upload", NULL, "a '!' at byte %llu", (unsigned long long)(u->bytes - len + i));
-            return 0;
-        }
-    if (u->mode == 1 && npaused < MAX_DEFER) {  /* pauses reading until the harness resumes it */
+    if ((u->mode & UP_REFUSE) && memchr(data, '!', len)) {
+        http_send_error(r, 422, "bad_upload", NULL, "a '!' in the body after %llu bytes", (unsigned long long)u->bytes);
+        return 0;
+    }
+    if ((u->mode & UP_PAUSE) && npaused < MAX_DEFER) {
         http_req_ref(r);
         paused[npaused++] = r;
         return 1;
@@ -225,24 +230,23 @@ static int upload_body(struct http_req *r, const char *data, size_t len)
 static void upload_end(struct http_req *r)
 {
     struct upload *u = r->ctx;
-    struct buf b;
-    buf_init(&b);
-    buf_printf(&b, "{\"bytes\":%llu}", (unsigned long long)u->bytes);
-    if (u->mode == 1) {
-        buf_free(&b);
+    if (u->mode & UP_PAUSE) {        /* answered later, as after a job */
         defer(r, ACT_ECHO);
         return;
     }
+    struct buf b;
+    buf_init(&b);
+    buf_printf(&b, "{\"bytes\":%llu}", (unsigned long long)u->bytes);
     http_send_json(r, 201, &b);
 }
 
 static void fz_upload(struct http_req *r)
 {
     struct upload *u = xcalloc(1, sizeof *u);
-    u->mode = next_mode() & 3;
+    u->mode = next_mode();
     r->ctx = u;
     r->ctx_free = free;
-    if (u->mode == 2) {              /* answers before the body */
+    if (u->mode & UP_EARLY) {
         http_send_error(r, 409, "exists", NULL, "already there");
         return;
     }
@@ -558,6 +562,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!the_conn()) break;
         send_piece(data + cuts[i], cuts[i + 1] - cuts[i]);
         pump();
+        if (ctl[0] & 8) {            /* time passes */
+            server_expire_timeouts(&srv);
+            pump();
+        }
         if (ctl[0] & 2) {
             settle();
             pump();
@@ -571,23 +579,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         settle();
         pump();
     }
-    /* the client leaves; a connection that is not reading would meet a
-     * timeout (the sweep closes it): close it the way the sweep does */
+    /* time passes: every timeout the connection is under expires (408 for
+     * a request cut short, close for an idle or lingering connection) */
+    for (int i = 0; i < 8 && the_conn(); i++) {
+        server_expire_timeouts(&srv);
+        pump();
+        settle();
+        pump();
+    }
+    if (the_conn()) fail("the connection outlived every timeout", NULL);
+    if (ndeferred || npaused) fail("requests left waiting", NULL);
+    uint64_t finished = srv.stats.requests - requests0;
     close(cfd);
     cfd = -1;
     pump();
-    settle();
-    if (the_conn()) {
-        conn_close(the_conn());
-        pump();
-    }
-    if (the_conn() || srv.jobs_inflight) fail("the connection outlived its client", NULL);
-    if (ndeferred || npaused) fail("requests left waiting", NULL);
+    if (srv.jobs_inflight) fail("jobs left running", NULL);
 
     if (verbose) fprintf(stderr, "---- %zu bytes in, %zu out%s:\n%.*s\n", size, out.len, out_eof ? ", then EOF" : "",
                          (int)MIN(out.len, 1500), out.data);
     uint64_t finals = check_output();
-    uint64_t finished = srv.stats.requests - requests0;
     if (finals != finished) {
         char d[96];
         snprintf(d, sizeof d, "%llu responses, %llu requests finished", (unsigned long long)finals,
