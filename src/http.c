@@ -90,11 +90,16 @@ void http_req_unref(struct http_req *r)
     free(r);
 }
 
-/* Called when the response is fully queued or the stream has ended. */
+/* Called when the response is fully queued or the stream has ended. The
+ * request lets go of its connection here: whoever still holds it (a job,
+ * an upload waiting to resume reading) finds r->conn NULL, as if the
+ * client had left, and never touches a connection that has moved on to
+ * the next request or been freed. */
 static void req_finish(struct http_req *r)
 {
     access_log(r);
     struct conn *c = r->conn;
+    r->conn = NULL;
     if (c && c->req == r) {
         conn_finish_request(c);
         http_req_unref(r);   /* the connection's reference */
@@ -632,8 +637,10 @@ static int on_headers_complete(llhttp_t *p)
         /* the handler takes the body as it arrives; it answers at on_body_end */
         http_req_ref(r);
         r->route->handler(r);
-        if (!r->conn) { http_req_unref(r); return HPE_USER; }
         http_req_unref(r);
+        /* an answer already (404, 409): the connection lingers and the
+         * body, read on, is discarded (on_body finds no request) */
+        if (c->state == CONN_CLOSING) return HPE_USER;
     }
     return 0;
 }

@@ -266,11 +266,15 @@ static void settle(void)
         memcpy(p, paused, sizeof p[0] * (size_t)np);
         ndeferred = npaused = 0;
         for (int i = 0; i < np; i++) {
+            /* an answered request must not lead back to its connection
+             * (it may be gone, or on its next request) */
+            if (p[i]->responded && !p[i]->streaming && p[i]->conn) fail("an answered request still holds its connection", NULL);
             if (p[i]->conn) http_body_resume(p[i]);
             http_req_unref(p[i]);
         }
         for (int i = 0; i < nd; i++) {
             struct http_req *r = d[i].r;
+            if (r->responded && !r->streaming && r->conn) fail("an answered request still holds its connection", NULL);
             if (r->conn) {
                 if (d[i].act == ACT_STREAM_REST) stream_rest(r);
                 else answer_echo(r, 200, 0);
