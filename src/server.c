@@ -32,6 +32,7 @@
 
 static void conn_feed(struct conn *c, const char *data, size_t len);
 static void conn_resume_input(struct conn *c);
+static void start_reading(struct conn *c);
 
 /* ---- timeouts ---------------------------------------------------------- */
 
@@ -180,7 +181,9 @@ void conn_shutdown_linger(struct conn *c)
         conn_close(c);
         return;
     }
-    if (!c->reading && !c->eof) conn_resume_input(c);
+    /* drain what the client still sends (it is discarded), even if a
+     * streamed upload had paused reading and this runs inside conn_feed */
+    start_reading(c);
 }
 
 /* ---- reading ----------------------------------------------------------- */

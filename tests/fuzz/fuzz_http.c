@@ -328,6 +328,10 @@ static void pump(void)
         if (moved || unread > 0 || srv.jobs_inflight) idle = 0;
         else idle++;
     }
+    /* lingering is for draining what the client still sends, so that
+     * closing does not reset the connection under the last response */
+    struct conn *c = the_conn();
+    if (c && c->state == CONN_LINGER && !c->reading && !c->eof) fail("a lingering connection that does not read", NULL);
 }
 
 /* Writes one piece to the client end. A server that stopped reading gets
