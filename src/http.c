@@ -128,9 +128,14 @@ const char *http_header(const struct http_req *r, const char *name, size_t *len)
 
 long http_query(const struct http_req *r, const char *name, char *out, size_t cap)
 {
+    return http_query_in(r->query, r->query_len, name, out, cap);
+}
+
+long http_query_in(const char *query, size_t qlen, const char *name, char *out, size_t cap)
+{
     size_t nl = strlen(name);
-    if (!r->query) return -1;
-    const char *q = r->query, *end = r->query + r->query_len;
+    if (!query) return -1;
+    const char *q = query, *end = query + qlen;
     while (q < end) {
         const char *amp = memchr(q, '&', (size_t)(end - q));
         const char *pe = amp ? amp : end;
@@ -141,6 +146,7 @@ long http_query(const struct http_req *r, const char *name, char *out, size_t ca
             size_t j = 0;
             for (const char *p = v; p < pe; p++) {
                 char ch = *p;
+                if (ch == '\0') return -2;  /* llhttp refuses one in a URL; never in a value */
                 if (ch == '+') ch = ' ';
                 else if (ch == '%') {
                     char tmp[2];

@@ -157,11 +157,10 @@ static void stream_rest(struct http_req *r)
 /* Stands in for every handler that needs the database. */
 static void fz_handler(struct http_req *r)
 {
-    uint64_t limit;
-    char cursor[256];
+    struct list_page pg;
     switch (next_mode()) {
     case 0:                          /* at once, through the list parser */
-        if (api_paging(r, &limit, cursor, sizeof cursor, NULL) < 0) return;
+        if (api_paging(r, LIST_CURSOR_ENTITY, &pg) < 0) return;
         answer_echo(r, r->method == HTTP_POST ? 201 : 200, 0);
         break;
     case 1:                          /* later, as a job would */
