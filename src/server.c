@@ -237,23 +237,33 @@ static void stash(struct conn *c, const char *data, size_t len)
     if (c->pending_len >= PENDING_CAP) stop_reading(c);
 }
 
+/* The client has sent all it ever will. Responses still queued (a slow
+ * reader, pipelined requests answered before it half-closed) are
+ * delivered first: closing now would cancel them, cutting a response off
+ * mid-body. */
+static void conn_end_after_output(struct conn *c)
+{
+    if (c->tcp.write_queue_size == 0) conn_close(c);
+    else conn_shutdown_linger(c);    /* its shutdown callback closes (eof is set) */
+}
+
 static void conn_on_eof(struct conn *c)
 {
     c->eof = 1;
     stop_reading(c);
     switch (c->state) {
     case CONN_IDLE:
-        if (c->pending_len == c->pending_off) conn_close(c);
+        if (c->pending_len == c->pending_off) conn_end_after_output(c);
         break;
     case CONN_HEADERS:
     case CONN_BODY:
-        conn_close(c);               /* half a request and no more to come */
+        conn_end_after_output(c);    /* half a request and no more to come */
         break;
     case CONN_STREAMING:
         if (c->req && c->req->on_abort) conn_close(c);   /* SSE: the client left */
         break;
     case CONN_LINGER:
-        conn_close(c);
+        if (c->tcp.write_queue_size == 0) conn_close(c);  /* else the shutdown's callback does */
         break;
     default:
         break;                       /* answer what was asked, then close */

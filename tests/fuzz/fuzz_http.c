@@ -24,7 +24,9 @@
  *   [0]     flags: 1 half-close after the last piece, 2 answer deferred
  *           requests and resume paused bodies after each piece (else only
  *           at the end), 4 the peer is a trusted proxy (X-Forwarded-For),
- *           8 time passes after each piece (server_expire_timeouts)
+ *           8 time passes after each piece (server_expire_timeouts),
+ *           16 the client reads nothing until it has sent everything (the
+ *           server's output queues up: the write high-water mark)
  *   [1..3]  3 bits per request, in order: how the handler answers
  *   [4..11] four 16-bit offsets: where the input is cut into reads
  * Each piece is written to the client end and the loop run until the
@@ -290,9 +292,12 @@ static struct conn *the_conn(void)
     return list_empty(&srv.conns) ? NULL : container_of(srv.conns.next, struct conn, link);
 }
 
+static bool slow_reader;             /* the client reads nothing until the input is sent */
+
 static bool drain_output(void)
 {
     bool got = false;
+    if (slow_reader) return false;
     char tmp[65536];
     while (cfd >= 0 && !out_eof) {
         ssize_t n = read(cfd, tmp, sizeof tmp);
@@ -537,6 +542,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size -= CTL_LEN;
     }
     nhandled = 0;
+    slow_reader = (ctl[0] & 16) != 0;
     buf_reset(&out);
     out_eof = false;
     uint64_t requests0 = srv.stats.requests;
@@ -582,6 +588,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         shutdown(cfd, SHUT_WR);
         pump();
     }
+    slow_reader = false;
+    pump();
     for (int i = 0; i < 100 && (ndeferred || npaused); i++) {
         settle();
         pump();
