@@ -196,6 +196,14 @@ static int limit_headers(struct http_req *r, size_t more)
     return 0;
 }
 
+/* on_answered: a request answered before its message ended (a streamed
+ * upload's handler refusing at the headers or mid-body) is finished, and
+ * c->req is NULL until the next message begins, while llhttp goes on with
+ * the rest of the same read: its body, chunk extensions and trailers. The
+ * connection lingers by then (an answer before the end of a request closes
+ * it), so those callbacks stop the parse (HPE_USER; conn_feed discards the
+ * rest of the input of a lingering connection) instead of reaching for a
+ * request that is gone. */
 static int on_message_begin(llhttp_t *p)
 {
     struct conn *c = p->data;
@@ -298,6 +306,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
     struct http_req *r = c->req;
+    if (!r) return HPE_USER;                        /* answered: see on_answered */
     if (limit_headers(r, len + 4)) return HPE_USER;
     if (headers_done(r) && !r->in_trailers) {       /* the first trailer */
         r->in_trailers = true;
@@ -335,6 +344,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_field_complete(llhttp_t *p)
 {
     struct http_req *r = ((struct conn *)p->data)->req;
+    if (!r) return HPE_USER;
     if (r->field_len == 0) {
         early(r, 400, "bad_request", "malformed HTTP request: empty header name");
         return HPE_USER;
@@ -347,6 +357,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
     struct http_req *r = c->req;
+    if (!r) return HPE_USER;
     if (limit_headers(r, len)) return HPE_USER;
     if (fold_scan(c, r, at, len)) return HPE_USER;
     if (headers_done(r)) return 0;
@@ -673,7 +684,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
     struct http_req *r = c->req;
-    if (!r || r->responded) return 0;          /* answered early: discard */
+    if (!r) return HPE_USER;                    /* answered: see on_answered */
+    if (r->responded) return 0;                 /* a response under way: discard */
     r->body_seen += len;
     if (r->body_seen > r->body_limit) {
         early(r, 413, "body_too_large", "request body exceeds the limit of %llu bytes",
@@ -710,6 +722,7 @@ static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
 {
     UNUSED(at);
     struct http_req *r = ((struct conn *)p->data)->req;
+    if (!r) return HPE_USER;
     r->chunk_ext_bytes += len;
     if (r->chunk_ext_bytes > HTTP_MAX_CHUNK_EXT) {
         early(r, 400, "bad_request", "malformed HTTP request: chunk extensions exceed %d bytes", HTTP_MAX_CHUNK_EXT);

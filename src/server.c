@@ -320,7 +320,13 @@ static void conn_feed(struct conn *c, const char *data, size_t len)
             http_dispatch(c->req);
             continue;
         }
-        /* parse error, or a limit a callback enforced */
+        /* parse error, or a limit a callback enforced; or a request
+         * answered before its end, whose connection lingers: its remaining
+         * bytes are not parsed (http.c, on_answered) */
+        if (c->state == CONN_LINGER || c->state == CONN_CLOSING) {
+            len = 0;
+            break;
+        }
         c->srv->stats.parse_errors++;
         struct http_req *r = c->req;
         if (r && r->early_status &&
