@@ -39,9 +39,11 @@
  * streams an idle timeout ended mid-body; fewer when time passed while the
  * client read nothing and the send timeout dropped queued output: only
  * then may a response be cut off);
- * nothing after a response that says Connection: close; and the connection
- * is gone once its timeouts have passed (the harness lets time pass at the
- * end of every input, before the client leaves). */
+ * nothing after a response that says Connection: close; a lingering
+ * connection reads (and discards) what still comes; an answered request no
+ * longer leads to its connection; and the connection is gone once its
+ * timeouts have passed (the harness lets time pass at the end of every
+ * input, before the client leaves). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -385,7 +387,7 @@ static bool is_tchar(unsigned char c)
 
 struct resp {
     int status;
-    bool close, chunked, has_len, head_like;
+    bool close, chunked, has_len;
     uint64_t len;
     bool date, server, rid;
 };
