@@ -3,6 +3,7 @@
 #define SNAPSYNC_API_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct http_req;
@@ -42,6 +43,22 @@ void changes_respond(struct http_req *r, int64_t space_id, uint64_t since, uint6
  * cut after passing it on (a peer's checkpoint would then skip the versions
  * the source hands out again). UINT64_MAX for an unknown space. */
 uint64_t changes_until(struct server *srv, const char *space);
+/* GET /changes's query: since, limit (the list rule, api_util.h), bodies,
+ * collections, exclude_origin, style, timeout_ms, feed. Returns 0, or -1
+ * with the error code (invalid_parameter, invalid_name) and why for the
+ * 400. Pure: any thread (fuzz_lists). */
+#define CHANGES_MAX_COLLECTIONS 16
+enum { CHANGES_FEED_NORMAL, CHANGES_FEED_LONGPOLL, CHANGES_FEED_SSE };
+struct changes_query {
+    uint64_t since, limit, timeout_ms;
+    bool bodies, all_revs;
+    int feed;
+    int ncoll;
+    char coll[CHANGES_MAX_COLLECTIONS][64];
+    char exclude_origin[27];
+};
+int changes_query_parse(const char *query, size_t qlen, struct changes_query *cq, const char **code, char *why,
+                        size_t whycap);
 void api_changes_get(struct http_req *r);
 void api_changes_post(struct http_req *r);
 void api_conflicts(struct http_req *r);

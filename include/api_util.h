@@ -56,11 +56,43 @@ void read_submit(struct http_req *r, struct read_job *rj, read_fn fn, read_done_
 void read_submit_detached(struct server *srv, struct read_job *rj, read_fn fn, read_done_fn done);
 void read_fail(struct read_job *rj, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
 
-/* Parses ?limit= (default 100, max 1000) and ?cursor=, which valid (when
- * given) must accept: a cursor is an id of the listed kind, and one that
- * cannot be is refused rather than taken as a position. Answers 400 and
- * returns -1 on a bad value. */
-int api_paging(struct http_req *r, uint64_t *limit, char *cursor, size_t cap, bool (*valid)(const char *, size_t));
+/* Paging, the one rule of every list (docs/api.md, Conventions):
+ * ?limit= is a whole number from 1 to 1000 (decimal digits, percent-
+ * encoded or not), 100 when absent; ?cursor= is the id of the last item
+ * of the previous page, so one that cannot be an id of the list's kind is
+ * refused rather than taken as a position. Anything else -- a bad escape,
+ * an escaped NUL, a sign, an empty value, a cursor of the wrong kind --
+ * is 400 invalid_parameter. Lists that do not page by cursor (/changes
+ * pages by ?since=) use LIST_NO_CURSOR: their limit follows the rule and
+ * cursor is not read. */
+enum list_cursor {
+    LIST_NO_CURSOR,
+    LIST_CURSOR_SPACE,               /* a space name */
+    LIST_CURSOR_COLLECTION,          /* a collection name */
+    LIST_CURSOR_ENTITY,              /* an entity id */
+    LIST_CURSOR_PEER,                /* a peer name */
+    LIST_CURSOR_ULID,                /* keys, snapshots, sync jobs, conflicts */
+    LIST_CURSOR_NUMBER,              /* audit entries: 1 to 2^63-1 */
+};
+
+struct list_page {
+    uint64_t limit;
+    char cursor[130];                /* decoded; "" when there is none */
+    uint64_t cursor_num;             /* LIST_CURSOR_NUMBER: its value (0: none) */
+};
+
+/* Parses limit and cursor from a raw query (NULL: none) into p. Returns 0,
+ * or -1 with why (a sentence for the 400 message) filled. Pure: any
+ * thread (fuzz_lists). */
+int api_list_parse(const char *query, size_t qlen, enum list_cursor kind, struct list_page *p, char *why,
+                   size_t whycap);
+/* The same for a request: answers 400 invalid_parameter and returns -1 on
+ * a bad value. */
+int api_paging(struct http_req *r, enum list_cursor kind, struct list_page *p);
+/* A query parameter of a request (http_query), answering 400
+ * invalid_parameter when it is malformed: returns its length, -1 if it is
+ * absent, or -2 after answering. */
+long api_query(struct http_req *r, const char *name, char *out, size_t cap);
 /* The space of the route, or NULL after answering 404 space_not_found. */
 struct space *api_space(struct http_req *r);
 /* Parses a request body with defined members as a JSON object, or answers

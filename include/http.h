@@ -107,8 +107,12 @@ struct http_req {
 /* Header lookup (case-insensitive). Returns the value or NULL; *len set. */
 const char *http_header(const struct http_req *r, const char *name, size_t *len);
 /* Query parameter (first occurrence), percent-decoded into out. Returns the
- * decoded length, -1 if absent, -2 if malformed or too long. */
+ * decoded length, -1 if absent, -2 if malformed (a bad escape, a NUL raw
+ * or escaped) or too long for cap. */
 long http_query(const struct http_req *r, const char *name, char *out, size_t cap);
+/* The same on a raw query string (the part after '?', not NUL-terminated;
+ * NULL for none); cap is at least 1. Pure: any thread. */
+long http_query_in(const char *query, size_t qlen, const char *name, char *out, size_t cap);
 
 /* Adds a response header line. */
 void http_add_header(struct http_req *r, const char *name, const char *fmt, ...) PRINTF_LIKE(3, 4);

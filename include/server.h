@@ -132,6 +132,21 @@ struct server {
 
 /* Binds the listener, logs the `listening` line. Returns 0 or a UV error. */
 int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg);
+/* What server_start does before it binds (no listener, no signals, no
+ * routes): connection lists, timeout lists, the read buffer, the timers.
+ * server_start calls it; a test that drives connections itself calls it
+ * instead (tests/fuzz/fuzz_http.c) and fills srv->router. */
+void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg);
+/* A connection on a stream socket the caller opened (one end of a
+ * socketpair in tests/fuzz/fuzz_http.c), started exactly as an accepted one
+ * is: from here on it reads, parses and answers through the same code.
+ * Takes fd (closed with the connection). Returns the connection, or NULL
+ * if libuv refused the socket (fd is then the caller's). Loop thread. */
+struct conn *server_conn_open(struct server *srv, uv_os_sock_t fd);
+/* Runs every pending timeout now, as if its deadline had passed (408 for
+ * headers or a body, close for idle and lingering connections): how a
+ * test lets time pass. Loop thread. */
+void server_expire_timeouts(struct server *srv);
 /* Starts a graceful shutdown (idempotent): stop accepting, let in-flight
  * requests finish, close idle connections, force-close at the timeout. */
 void server_shutdown(struct server *srv);

@@ -25,7 +25,7 @@
 
 struct changes_arg {
     int ncoll;
-    char coll[16][64];
+    char coll[CHANGES_MAX_COLLECTIONS][64];
     bool all_revs;                   /* style=all_revs: history and conflicts */
     char exclude_origin[27];         /* skip revisions that came from this instance (sync pushes) */
     sqlite3 *db;                     /* set while iterating (worker) */
@@ -252,81 +252,105 @@ void changes_respond(struct http_req *r, int64_t space_id, uint64_t since, uint6
     read_submit(r, rj, changes_work, NULL);
 }
 
+int changes_query_parse(const char *query, size_t qlen, struct changes_query *cq, const char **code, char *why,
+                        size_t whycap)
+{
+    char v[1100];
+    long l;
+    memset(cq, 0, sizeof *cq);
+    cq->timeout_ms = 30000;
+    cq->bodies = true;
+    *code = "invalid_parameter";
+    struct list_page pg;
+    if (api_list_parse(query, qlen, LIST_NO_CURSOR, &pg, why, whycap) < 0) return -1;
+    cq->limit = pg.limit;
+    if ((l = http_query_in(query, qlen, "since", v, sizeof v)) != -1 &&
+        (l < 0 || parse_u64(v, (size_t)l, INT64_MAX, &cq->since) < 0)) {
+        snprintf(why, whycap, "since must be a version number (0 or more)");
+        return -1;
+    }
+    if ((l = http_query_in(query, qlen, "bodies", v, sizeof v)) != -1) {
+        if (l >= 0 && (!strcmp(v, "true") || !strcmp(v, "1"))) cq->bodies = true;
+        else if (l >= 0 && (!strcmp(v, "false") || !strcmp(v, "0"))) cq->bodies = false;
+        else {
+            snprintf(why, whycap, "bodies must be true or false");
+            return -1;
+        }
+    }
+    if ((l = http_query_in(query, qlen, "collections", v, sizeof v)) > 0) {
+        char *save = NULL;
+        for (char *t = strtok_r(v, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            if (!name_collection_valid(t, strlen(t))) {
+                *code = "invalid_name";
+                snprintf(why, whycap, "invalid collection name in collections");
+                return -1;
+            }
+            if (cq->ncoll == CHANGES_MAX_COLLECTIONS) {
+                snprintf(why, whycap, "at most %d collections", CHANGES_MAX_COLLECTIONS);
+                return -1;
+            }
+            snprintf(cq->coll[cq->ncoll++], sizeof cq->coll[0], "%s", t);
+        }
+    } else if (l == -2) {
+        snprintf(why, whycap, "collections is malformed");
+        return -1;
+    }
+    if ((l = http_query_in(query, qlen, "exclude_origin", v, sizeof v)) != -1) {
+        if (l < 0 || !ulid_valid(v, (size_t)l)) {
+            snprintf(why, whycap, "exclude_origin is an instance id");
+            return -1;
+        }
+        snprintf(cq->exclude_origin, sizeof cq->exclude_origin, "%.26s", v);
+    }
+    if ((l = http_query_in(query, qlen, "style", v, sizeof v)) != -1) {
+        if (l >= 0 && !strcmp(v, "all_revs")) cq->all_revs = true;
+        else if (l < 0 || strcmp(v, "main_only") != 0) {
+            snprintf(why, whycap, "style must be main_only or all_revs");
+            return -1;
+        }
+    }
+    if ((l = http_query_in(query, qlen, "timeout_ms", v, sizeof v)) != -1 &&
+        (l < 0 || parse_u64(v, (size_t)l, 300000, &cq->timeout_ms) < 0)) {
+        snprintf(why, whycap, "timeout_ms must be from 0 to 300000");
+        return -1;
+    }
+    l = http_query_in(query, qlen, "feed", v, sizeof v);
+    if (l == -1 || (l >= 0 && !strcmp(v, "normal"))) cq->feed = CHANGES_FEED_NORMAL;
+    else if (l >= 0 && !strcmp(v, "longpoll")) cq->feed = CHANGES_FEED_LONGPOLL;
+    else if (l >= 0 && (!strcmp(v, "sse") || !strcmp(v, "eventsource"))) cq->feed = CHANGES_FEED_SSE;
+    else {
+        snprintf(why, whycap, "feed must be normal, longpoll or sse");
+        return -1;
+    }
+    return 0;
+}
+
 void api_changes_get(struct http_req *r)
 {
     struct space *sp = api_space(r);
     if (!sp) return;
-    char v[1100];
-    long l;
-    uint64_t since = 0, limit = LIST_DEFAULT, timeout_ms = 30000;
-    bool bodies = true;
+    struct changes_query cq;
+    const char *code;
+    char why[160];
+    if (changes_query_parse(r->query, r->query_len, &cq, &code, why, sizeof why) < 0) {
+        http_send_error(r, 400, code, NULL, "%s", why);
+        return;
+    }
     struct changes_arg *ca = xcalloc(1, sizeof *ca);
-    if ((l = http_query(r, "since", v, sizeof v)) >= 0 && parse_u64(v, (size_t)l, INT64_MAX, &since) < 0) {
-        http_send_error(r, 400, "invalid_parameter", NULL, "since must be a version number (0 or more)");
-        goto fail;
+    ca->ncoll = cq.ncoll;
+    memcpy(ca->coll, cq.coll, sizeof ca->coll);
+    ca->all_revs = cq.all_revs;
+    memcpy(ca->exclude_origin, cq.exclude_origin, sizeof ca->exclude_origin);
+    switch (cq.feed) {
+    case CHANGES_FEED_LONGPOLL:
+        feed_longpoll(r, sp->st.id, cq.since, cq.limit, cq.bodies, cq.timeout_ms, ca);
+        break;
+    case CHANGES_FEED_SSE:
+        feed_sse(r, sp->st.id, cq.since, ca);
+        break;
+    default:
+        changes_respond(r, sp->st.id, cq.since, sp->st.version, cq.limit, cq.bodies, ca);
     }
-    if ((l = http_query(r, "limit", v, sizeof v)) >= 0 &&
-        (parse_u64(v, (size_t)l, LIST_MAX, &limit) < 0 || limit == 0)) {
-        http_send_error(r, 400, "invalid_parameter", NULL, "limit must be a whole number from 1 to %d", LIST_MAX);
-        goto fail;
-    }
-    if ((l = http_query(r, "bodies", v, sizeof v)) >= 0) {
-        if (!strcmp(v, "true") || !strcmp(v, "1")) bodies = true;
-        else if (!strcmp(v, "false") || !strcmp(v, "0")) bodies = false;
-        else {
-            http_send_error(r, 400, "invalid_parameter", NULL, "bodies must be true or false");
-            goto fail;
-        }
-    }
-    if ((l = http_query(r, "collections", v, sizeof v)) > 0) {
-        char *save = NULL;
-        for (char *t = strtok_r(v, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-            if (!name_collection_valid(t, strlen(t))) {
-                http_send_error(r, 400, "invalid_name", NULL, "invalid collection name in collections");
-                goto fail;
-            }
-            if (ca->ncoll == 16) {
-                http_send_error(r, 400, "invalid_parameter", NULL, "at most 16 collections");
-                goto fail;
-            }
-            snprintf(ca->coll[ca->ncoll++], 64, "%s", t);
-        }
-    } else if (l == -2) {
-        http_send_error(r, 400, "invalid_parameter", NULL, "collections is malformed");
-        goto fail;
-    }
-    if ((l = http_query(r, "exclude_origin", v, sizeof v)) >= 0) {
-        if (!ulid_valid(v, (size_t)(l > 0 ? l : 0))) {
-            http_send_error(r, 400, "invalid_parameter", NULL, "exclude_origin is an instance id");
-            goto fail;
-        }
-        snprintf(ca->exclude_origin, sizeof ca->exclude_origin, "%.26s", v);
-    }
-    if ((l = http_query(r, "style", v, sizeof v)) >= 0) {
-        if (!strcmp(v, "all_revs")) ca->all_revs = true;
-        else if (strcmp(v, "main_only") != 0) {
-            http_send_error(r, 400, "invalid_parameter", NULL, "style must be main_only or all_revs");
-            goto fail;
-        }
-    }
-    if ((l = http_query(r, "timeout_ms", v, sizeof v)) >= 0 && parse_u64(v, (size_t)l, 300000, &timeout_ms) < 0) {
-        http_send_error(r, 400, "invalid_parameter", NULL, "timeout_ms must be from 0 to 300000");
-        goto fail;
-    }
-    l = http_query(r, "feed", v, sizeof v);
-    if (l < 0 || !strcmp(v, "normal")) {
-        changes_respond(r, sp->st.id, since, sp->st.version, limit, bodies, ca);
-    } else if (!strcmp(v, "longpoll")) {
-        feed_longpoll(r, sp->st.id, since, limit, bodies, timeout_ms, ca);
-    } else if (!strcmp(v, "sse") || !strcmp(v, "eventsource")) {
-        feed_sse(r, sp->st.id, since, ca);
-    } else {
-        http_send_error(r, 400, "invalid_parameter", NULL, "feed must be normal, longpoll or sse");
-        goto fail;
-    }
-    return;
-fail:
-    free(ca);
 }
 
 /* ---- conflicts ---------------------------------------------------------- */
@@ -394,17 +418,19 @@ static void conflicts_work(sqlite3 *db, struct read_job *rj)
     sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->limit + 1);
     buf_putc(&rj->out, '[');
     uint64_t n = 0;
+    char last[27] = "";              /* not rj->cursor while it is bound to q */
     while (sqlite3_step(q) == SQLITE_ROW) {
         if (n == rj->limit) {
             rj->flag = true;
             break;
         }
         if (n++) buf_putc(&rj->out, ',');
-        snprintf(rj->cursor, sizeof rj->cursor, "%s", (const char *)sqlite3_column_text(q, 0));
+        snprintf(last, sizeof last, "%s", (const char *)sqlite3_column_text(q, 0));
         conflict_json(&rj->out, q);
     }
     buf_putc(&rj->out, ']');
     sqlite3_finalize(q);
+    if (rj->flag) snprintf(rj->cursor, sizeof rj->cursor, "%s", last);
 }
 
 static void conflicts_done(struct read_job *rj, struct http_req *r)
@@ -420,10 +446,13 @@ void api_conflicts(struct http_req *r)
     if (!sp) return;
     struct read_job *rj = read_job_new();
     rj->space_id = sp->st.id;
-    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor, ulid_valid) < 0) {
+    struct list_page pg;
+    if (api_paging(r, LIST_CURSOR_ULID, &pg) < 0) {
         free(rj);
         return;
     }
+    rj->limit = pg.limit;
+    snprintf(rj->cursor, sizeof rj->cursor, "%s", pg.cursor);
     read_submit(r, rj, conflicts_work, conflicts_done);
 }
 

@@ -39,9 +39,10 @@ static void space_json(struct buf *b, const struct space *sp, const char *instan
 
 void api_spaces_list(struct http_req *r)
 {
-    uint64_t limit;
-    char cursor[128];
-    if (api_paging(r, &limit, cursor, sizeof cursor, name_space_valid) < 0) return;
+    struct list_page pg;
+    if (api_paging(r, LIST_CURSOR_SPACE, &pg) < 0) return;
+    const char *cursor = pg.cursor;
+    uint64_t limit = pg.limit;
     size_t n;
     struct space **v = spaces_sorted(r->srv, &n);
     struct buf b;
@@ -284,9 +285,10 @@ void api_entity_get(struct http_req *r)
 {
     struct space *sp = api_space(r);
     if (!sp) return;
-    struct read_job *rj = entity_job(r, sp);
     char v[8];
-    long l = http_query(r, "include_deleted", v, sizeof v);
+    long l = api_query(r, "include_deleted", v, sizeof v);
+    if (l == -2) return;
+    struct read_job *rj = entity_job(r, sp);
     rj->flag = l > 0 && (!strcmp(v, "1") || !strcmp(v, "true"));
     read_submit(r, rj, entity_get_work, entity_get_done);
 }
@@ -334,44 +336,69 @@ void api_entity_list(struct http_req *r)
     struct space *sp = api_space(r);
     if (!sp) return;
     struct read_job *rj = entity_job(r, sp);
-    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor, name_entity_id_valid) < 0) {
+    struct list_page pg;
+    if (api_paging(r, LIST_CURSOR_ENTITY, &pg) < 0) {
         free(rj);
         return;
     }
+    rj->limit = pg.limit;
+    snprintf(rj->cursor, sizeof rj->cursor, "%s", pg.cursor);
     read_submit(r, rj, entity_list_work, NULL);
 }
 
+/* By name, paged like every list; the answer stays a bare array (docs/api.md)
+ * and the next page's cursor goes in X-Next-Cursor, as for /conflicts. */
 static void collections_work(sqlite3 *db, struct read_job *rj)
 {
     sqlite3_stmt *q;
     if (sqlite3_prepare_v2(db,
-                           "SELECT collection, sum(deleted = 0) FROM entities WHERE space_id = ?"
-                           " GROUP BY collection ORDER BY collection",
+                           "SELECT collection, sum(deleted = 0) FROM entities WHERE space_id = ? AND collection > ?"
+                           " GROUP BY collection ORDER BY collection LIMIT ?",
                            -1, &q, NULL) != SQLITE_OK) {
         read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
         return;
     }
     sqlite3_bind_int64(q, 1, rj->space_id);
+    sqlite3_bind_text(q, 2, rj->cursor, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->limit + 1);
     buf_putc(&rj->out, '[');
-    int n = 0;
+    uint64_t n = 0;
+    char last[64] = "";              /* not rj->cursor: it is bound to q */
     while (sqlite3_step(q) == SQLITE_ROW) {
+        if (n == rj->limit) {
+            rj->flag = true;
+            break;
+        }
         if (n++) buf_putc(&rj->out, ',');
+        const char *name = (const char *)sqlite3_column_text(q, 0);
+        snprintf(last, sizeof last, "%s", name);
         buf_puts(&rj->out, "{\"name\":");
-        json_cstr(&rj->out, (const char *)sqlite3_column_text(q, 0));
+        json_cstr(&rj->out, name);
         json_kv_u64(&rj->out, "count", (uint64_t)sqlite3_column_int64(q, 1));
         buf_putc(&rj->out, '}');
     }
     buf_putc(&rj->out, ']');
     sqlite3_finalize(q);
+    if (rj->flag) snprintf(rj->cursor, sizeof rj->cursor, "%s", last);   /* the next page's */
+}
+
+static void collections_done(struct read_job *rj, struct http_req *r)
+{
+    if (rj->flag) http_add_header(r, "X-Next-Cursor", "%s", rj->cursor);
+    http_send_json(r, 200, &rj->out);
 }
 
 void api_collections(struct http_req *r)
 {
     struct space *sp = api_space(r);
     if (!sp) return;
+    struct list_page pg;
+    if (api_paging(r, LIST_CURSOR_COLLECTION, &pg) < 0) return;
     struct read_job *rj = read_job_new();
     rj->space_id = sp->st.id;
-    read_submit(r, rj, collections_work, NULL);
+    rj->limit = pg.limit;
+    snprintf(rj->cursor, sizeof rj->cursor, "%s", pg.cursor);
+    read_submit(r, rj, collections_work, collections_done);
 }
 
 /* ---- entity writes ------------------------------------------------------ */

@@ -183,10 +183,13 @@ static void keys_list_work(sqlite3 *db, struct read_job *rj)
 void api_keys_list(struct http_req *r)
 {
     struct read_job *rj = read_job_new();
-    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor, ulid_valid) < 0) {
+    struct list_page pg;
+    if (api_paging(r, LIST_CURSOR_ULID, &pg) < 0) {
         free(rj);
         return;
     }
+    rj->limit = pg.limit;
+    snprintf(rj->cursor, sizeof rj->cursor, "%s", pg.cursor);
     read_submit(r, rj, keys_list_work, NULL);
 }
 
@@ -246,11 +249,10 @@ void api_audit(struct http_req *r)
     struct read_job *rj = read_job_new();
     struct audit_arg *a = xcalloc(1, sizeof *a);
     rj->arg = a;
-    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor, NULL) < 0) goto fail;   /* checked below */
-    if (rj->cursor[0] && (parse_u64(rj->cursor, strlen(rj->cursor), INT64_MAX, &rj->since) < 0 || !rj->since)) {
-        http_send_error(r, 400, "invalid_parameter", NULL, "cursor is not one this server gave out");
-        goto fail;
-    }
+    struct list_page pg;
+    if (api_paging(r, LIST_CURSOR_NUMBER, &pg) < 0) goto fail;
+    rj->limit = pg.limit;
+    rj->since = pg.cursor_num;       /* entries below it; 0: from the newest */
     long l = http_query(r, "space", a->space, sizeof a->space);
     if (l == 0 || l == -2 || (l > 0 && !name_space_valid(a->space, (size_t)l))) {
         http_send_error(r, 400, "invalid_name", NULL, "invalid space filter");

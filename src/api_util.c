@@ -7,6 +7,7 @@
 #include "auth.h"
 #include "json.h"
 #include "log.h"
+#include "names.h"
 #include "server.h"
 #include "store.h"
 
@@ -99,23 +100,62 @@ void read_submit_detached(struct server *srv, struct read_job *rj, read_fn fn, r
     job_submit(srv, &rj->job, NULL, read_work, read_after);
 }
 
-int api_paging(struct http_req *r, uint64_t *limit, char *cursor, size_t cap, bool (*valid)(const char *, size_t))
+static bool cursor_valid(enum list_cursor kind, const char *s, size_t len, uint64_t *num)
+{
+    switch (kind) {
+    case LIST_CURSOR_SPACE: return name_space_valid(s, len);
+    case LIST_CURSOR_COLLECTION: return name_collection_valid(s, len);
+    case LIST_CURSOR_ENTITY: return name_entity_id_valid(s, len);
+    case LIST_CURSOR_PEER: return name_peer_valid(s, len);
+    case LIST_CURSOR_ULID: return ulid_valid(s, len);
+    case LIST_CURSOR_NUMBER: return parse_u64(s, len, INT64_MAX, num) == 0 && *num > 0;
+    case LIST_NO_CURSOR: break;
+    }
+    return false;
+}
+
+int api_list_parse(const char *query, size_t qlen, enum list_cursor kind, struct list_page *p, char *why,
+                   size_t whycap)
 {
     char v[32];
-    long l = http_query(r, "limit", v, sizeof v);
-    *limit = LIST_DEFAULT;
-    if (l >= 0 && (l == 0 || parse_u64(v, (size_t)l, LIST_MAX, limit) < 0 || *limit == 0)) {
-        http_send_error(r, 400, "invalid_parameter", NULL, "limit must be a whole number from 1 to %d", LIST_MAX);
+    memset(p, 0, sizeof *p);
+    p->limit = LIST_DEFAULT;
+    long l = http_query_in(query, qlen, "limit", v, sizeof v);
+    if (l != -1 && (l <= 0 || parse_u64(v, (size_t)l, LIST_MAX, &p->limit) < 0 || p->limit == 0)) {
+        snprintf(why, whycap, "limit must be a whole number from 1 to %d", LIST_MAX);
         return -1;
     }
-    cursor[0] = '\0';
-    l = http_query(r, "cursor", cursor, cap);
-    if (l == -2 || (l >= 0 && valid && !valid(cursor, (size_t)l))) {
-        http_send_error(r, 400, "invalid_parameter", NULL, "cursor is not one this server gave out");
+    if (kind == LIST_NO_CURSOR) return 0;
+    l = http_query_in(query, qlen, "cursor", p->cursor, sizeof p->cursor);
+    if (l == -1) {
+        p->cursor[0] = '\0';
+        return 0;
+    }
+    if (l < 0 || !cursor_valid(kind, p->cursor, (size_t)l, &p->cursor_num)) {
+        p->cursor[0] = '\0';
+        p->cursor_num = 0;
+        snprintf(why, whycap, "cursor is not one this server gave out (the next_cursor of a page of this list)");
         return -1;
     }
-    if (l < 0) cursor[0] = '\0';
     return 0;
+}
+
+int api_paging(struct http_req *r, enum list_cursor kind, struct list_page *p)
+{
+    char why[160];
+    if (api_list_parse(r->query, r->query_len, kind, p, why, sizeof why) == 0) return 0;
+    http_send_error(r, 400, "invalid_parameter", NULL, "%s", why);
+    return -1;
+}
+
+long api_query(struct http_req *r, const char *name, char *out, size_t cap)
+{
+    long l = http_query(r, name, out, cap);
+    if (l == -2)
+        http_send_error(r, 400, "invalid_parameter", NULL, "%s is malformed (a bad %%-escape, an escaped NUL, or too long)",
+                        name);
+    if (l < 0) out[0] = '\0';
+    return l;
 }
 
 struct space *api_space(struct http_req *r)

@@ -92,11 +92,16 @@ void http_req_unref(struct http_req *r)
     free(r);
 }
 
-/* Called when the response is fully queued or the stream has ended. */
+/* Called when the response is fully queued or the stream has ended. The
+ * request lets go of its connection here: whoever still holds it (a job,
+ * an upload waiting to resume reading) finds r->conn NULL, as if the
+ * client had left, and never touches a connection that has moved on to
+ * the next request or been freed. */
 static void req_finish(struct http_req *r)
 {
     access_log(r);
     struct conn *c = r->conn;
+    r->conn = NULL;
     if (c && c->req == r) {
         conn_finish_request(c);
         http_req_unref(r);   /* the connection's reference */
@@ -125,9 +130,14 @@ const char *http_header(const struct http_req *r, const char *name, size_t *len)
 
 long http_query(const struct http_req *r, const char *name, char *out, size_t cap)
 {
+    return http_query_in(r->query, r->query_len, name, out, cap);
+}
+
+long http_query_in(const char *query, size_t qlen, const char *name, char *out, size_t cap)
+{
     size_t nl = strlen(name);
-    if (!r->query) return -1;
-    const char *q = r->query, *end = r->query + r->query_len;
+    if (!query) return -1;
+    const char *q = query, *end = query + qlen;
     while (q < end) {
         const char *amp = memchr(q, '&', (size_t)(end - q));
         const char *pe = amp ? amp : end;
@@ -138,6 +148,7 @@ long http_query(const struct http_req *r, const char *name, char *out, size_t ca
             size_t j = 0;
             for (const char *p = v; p < pe; p++) {
                 char ch = *p;
+                if (ch == '\0') return -2;  /* llhttp refuses one in a URL; never in a value */
                 if (ch == '+') ch = ' ';
                 else if (ch == '%') {
                     char tmp[2];
@@ -187,6 +198,14 @@ static int limit_headers(struct http_req *r, size_t more)
     return 0;
 }
 
+/* on_answered: a request answered before its message ended (a streamed
+ * upload's handler refusing at the headers or mid-body) is finished, and
+ * c->req is NULL until the next message begins, while llhttp goes on with
+ * the rest of the same read: its body, chunk extensions and trailers. The
+ * connection lingers by then (an answer before the end of a request closes
+ * it), so those callbacks stop the parse (HPE_USER; conn_feed discards the
+ * rest of the input of a lingering connection) instead of reaching for a
+ * request that is gone. */
 static int on_message_begin(llhttp_t *p)
 {
     struct conn *c = p->data;
@@ -289,6 +308,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
     struct http_req *r = c->req;
+    if (!r) return HPE_USER;                        /* answered: see on_answered */
     if (limit_headers(r, len + 4)) return HPE_USER;
     if (headers_done(r) && !r->in_trailers) {       /* the first trailer */
         r->in_trailers = true;
@@ -326,6 +346,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_field_complete(llhttp_t *p)
 {
     struct http_req *r = ((struct conn *)p->data)->req;
+    if (!r) return HPE_USER;
     if (r->field_len == 0) {
         early(r, 400, "bad_request", "malformed HTTP request: empty header name");
         return HPE_USER;
@@ -338,6 +359,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
     struct http_req *r = c->req;
+    if (!r) return HPE_USER;
     if (limit_headers(r, len)) return HPE_USER;
     if (fold_scan(c, r, at, len)) return HPE_USER;
     if (headers_done(r)) return 0;
@@ -634,8 +656,10 @@ static int on_headers_complete(llhttp_t *p)
         /* the handler takes the body as it arrives; it answers at on_body_end */
         http_req_ref(r);
         r->route->handler(r);
-        if (!r->conn) { http_req_unref(r); return HPE_USER; }
         http_req_unref(r);
+        /* an answer already (404, 409): the connection lingers and the
+         * body, read on, is discarded (on_body finds no request) */
+        if (c->state == CONN_CLOSING) return HPE_USER;
     }
     return 0;
 }
@@ -662,7 +686,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
     struct http_req *r = c->req;
-    if (!r || r->responded) return 0;          /* answered early: discard */
+    if (!r) return HPE_USER;                    /* answered: see on_answered */
+    if (r->responded) return 0;                 /* a response under way: discard */
     r->body_seen += len;
     if (r->body_seen > r->body_limit) {
         early(r, 413, "body_too_large", "request body exceeds the limit of %llu bytes",
@@ -699,6 +724,7 @@ static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
 {
     UNUSED(at);
     struct http_req *r = ((struct conn *)p->data)->req;
+    if (!r) return HPE_USER;
     r->chunk_ext_bytes += len;
     if (r->chunk_ext_bytes > HTTP_MAX_CHUNK_EXT) {
         early(r, 400, "bad_request", "malformed HTTP request: chunk extensions exceed %d bytes", HTTP_MAX_CHUNK_EXT);
@@ -907,6 +933,7 @@ const char *http_status_text(int status)
     case 204: return "No Content";
     case 206: return "Partial Content";
     case 304: return "Not Modified";
+    case 308: return "Permanent Redirect";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -914,6 +941,7 @@ const char *http_status_text(int status)
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 409: return "Conflict";
+    case 410: return "Gone";
     case 411: return "Length Required";
     case 412: return "Precondition Failed";
     case 413: return "Content Too Large";
@@ -924,7 +952,9 @@ const char *http_status_text(int status)
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
     case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }

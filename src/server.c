@@ -35,16 +35,15 @@
 
 static void conn_feed(struct conn *c, const char *data, size_t len);
 static void conn_resume_input(struct conn *c);
+static void start_reading(struct conn *c);
 
 /* ---- timeouts ---------------------------------------------------------- */
 
 static void sweep_arm(struct server *srv);
 
-static void on_sweep(uv_timer_t *t)
+/* Ends every connection whose deadline is at or before now. */
+static void sweep(struct server *srv, uint64_t now)
 {
-    struct server *srv = container_of(t, struct server, sweep);
-    uint64_t now = uv_now(srv->loop);
-    srv->sweep_due = 0;
     for (int k = TO_HEADER; k < TO_COUNT; k++) {
         struct tlist *tl = &srv->tl[k];
         while (!list_empty(&tl->head)) {
@@ -80,6 +79,19 @@ static void on_sweep(uv_timer_t *t)
             }
         }
     }
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct server *srv = container_of(t, struct server, sweep);
+    srv->sweep_due = 0;
+    sweep(srv, uv_now(srv->loop));
+    sweep_arm(srv);
+}
+
+void server_expire_timeouts(struct server *srv)
+{
+    sweep(srv, UINT64_MAX);
     sweep_arm(srv);
 }
 
@@ -257,7 +269,9 @@ void conn_shutdown_linger(struct conn *c)
         conn_close(c);
         return;
     }
-    if (!c->reading && !c->eof) conn_resume_input(c);
+    /* drain what the client still sends (it is discarded), even if a
+     * streamed upload had paused reading and this runs inside conn_feed */
+    start_reading(c);
 }
 
 /* ---- reading ----------------------------------------------------------- */
@@ -311,23 +325,33 @@ static void stash(struct conn *c, const char *data, size_t len)
     if (c->pending_len >= PENDING_CAP) stop_reading(c);
 }
 
+/* The client has sent all it ever will. Responses still queued (a slow
+ * reader, pipelined requests answered before it half-closed) are
+ * delivered first: closing now would cancel them, cutting a response off
+ * mid-body. */
+static void conn_end_after_output(struct conn *c)
+{
+    if (c->tcp.write_queue_size == 0) conn_close(c);
+    else conn_shutdown_linger(c);    /* its shutdown callback closes (eof is set) */
+}
+
 static void conn_on_eof(struct conn *c)
 {
     c->eof = 1;
     stop_reading(c);
     switch (c->state) {
     case CONN_IDLE:
-        if (c->pending_len == c->pending_off) conn_close(c);
+        if (c->pending_len == c->pending_off) conn_end_after_output(c);
         break;
     case CONN_HEADERS:
     case CONN_BODY:
-        conn_close(c);               /* half a request and no more to come */
+        conn_end_after_output(c);    /* half a request and no more to come */
         break;
     case CONN_STREAMING:
         if (c->req && c->req->on_abort) conn_close(c);   /* SSE: the client left */
         break;
     case CONN_LINGER:
-        conn_close(c);
+        if (c->tcp.write_queue_size == 0) conn_close(c);  /* else the shutdown's callback does */
         break;
     default:
         break;                       /* answer what was asked, then close */
@@ -384,7 +408,13 @@ static void conn_feed(struct conn *c, const char *data, size_t len)
             http_dispatch(c->req);
             continue;
         }
-        /* parse error, or a limit a callback enforced */
+        /* parse error, or a limit a callback enforced; or a request
+         * answered before its end, whose connection lingers: its remaining
+         * bytes are not parsed (http.c, on_answered) */
+        if (c->state == CONN_LINGER || c->state == CONN_CLOSING) {
+            len = 0;
+            break;
+        }
         c->srv->stats.parse_errors++;
         struct http_req *r = c->req;
         if (r && r->early_status &&
@@ -477,6 +507,27 @@ static void peer_name(struct conn *c)
     snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
 }
 
+/* What every new connection goes through once its socket is open: the
+ * parser, the peer's name, the --max-connections check, the header timeout
+ * and the first read. */
+static void conn_begin(struct server *srv, struct conn *c)
+{
+    list_insert_tail(&srv->conns, &c->link);
+    uv_tcp_nodelay(&c->tcp, 1);
+    llhttp_init(&c->parser, HTTP_REQUEST, &http_parser_settings);
+    c->parser.data = c;
+    peer_name(c);
+    srv->stats.accepted++;
+    srv->stats.open_conns++;
+    if (srv->stats.open_conns > srv->cfg->max_connections) {
+        srv->stats.rejected++;
+        http_reject(c, 503, "too_many_connections", "the server is at --max-connections; retry later");
+        return;
+    }
+    conn_set_timeout(c, TO_HEADER);
+    start_reading(c);
+}
+
 static void on_connection(uv_stream_t *l, int status)
 {
     struct server *srv = container_of((uv_tcp_t *)l, struct server, listener);
@@ -494,20 +545,23 @@ static void on_connection(uv_stream_t *l, int status)
         uv_close((uv_handle_t *)&c->tcp, on_close);
         return;
     }
-    list_insert_tail(&srv->conns, &c->link);
-    uv_tcp_nodelay(&c->tcp, 1);
-    llhttp_init(&c->parser, HTTP_REQUEST, &http_parser_settings);
-    c->parser.data = c;
-    peer_name(c);
-    srv->stats.accepted++;
-    srv->stats.open_conns++;
-    if (srv->stats.open_conns > srv->cfg->max_connections) {
-        srv->stats.rejected++;
-        http_reject(c, 503, "too_many_connections", "the server is at --max-connections; retry later");
-        return;
+    conn_begin(srv, c);
+}
+
+struct conn *server_conn_open(struct server *srv, uv_os_sock_t fd)
+{
+    struct conn *c = xcalloc(1, sizeof *c);
+    c->srv = srv;
+    list_init(&c->tlink);
+    uv_tcp_init(srv->loop, &c->tcp);
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        list_init(&c->link);
+        c->state = CONN_CLOSING;
+        uv_close((uv_handle_t *)&c->tcp, on_close);
+        return NULL;
     }
-    conn_set_timeout(c, TO_HEADER);
-    start_reading(c);
+    conn_begin(srv, c);
+    return c;
 }
 
 /* ---- shutdown ---------------------------------------------------------- */
@@ -605,9 +659,8 @@ void server_request_id(struct server *srv, char out[17])
     out[16] = '\0';
 }
 
-int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
+void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg)
 {
-    int rc;
     srv->loop = loop;
     srv->cfg = cfg;
     list_init(&srv->conns);
@@ -627,6 +680,12 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
     uv_unref((uv_handle_t *)&srv->stall_prep);     /* it never keeps the loop alive */
     uv_timer_init(loop, &srv->trim_timer);
     uv_unref((uv_handle_t *)&srv->trim_timer);
+}
+
+int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
+{
+    int rc;
+    server_init(srv, loop, cfg);
     uv_signal_init(loop, &srv->sigterm);
     uv_signal_init(loop, &srv->sigint);
     srv->sigterm.data = srv->sigint.data = srv;

@@ -971,17 +971,20 @@ void api_snapshot_list(struct http_req *r)
     struct list_arg *a = xcalloc(1, sizeof *a);
     rj->arg = a;
     rj->space_id = sp->st.id;
-    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor, ulid_valid) < 0) goto fail;
+    struct list_page pg;
+    if (api_paging(r, LIST_CURSOR_ULID, &pg) < 0) goto fail;
+    rj->limit = pg.limit;
+    snprintf(rj->cursor, sizeof rj->cursor, "%s", pg.cursor);
     long l = http_query(r, "kind", a->kind, sizeof a->kind);
-    if (l >= 0 && strcmp(a->kind, "manual") && strcmp(a->kind, "scheduled") && strcmp(a->kind, "pre_restore") &&
-        strcmp(a->kind, "imported")) {
+    if (l == -2 || (l >= 0 && strcmp(a->kind, "manual") && strcmp(a->kind, "scheduled") && strcmp(a->kind, "pre_restore") &&
+        strcmp(a->kind, "imported"))) {
         http_send_error(r, 400, "invalid_parameter", NULL, "kind is manual, scheduled, pre_restore or imported");
         goto fail;
     }
     if (l < 0) a->kind[0] = '\0';
     l = http_query(r, "status", a->status, sizeof a->status);
-    if (l >= 0 && strcmp(a->status, "pending") && strcmp(a->status, "running") && strcmp(a->status, "completed") &&
-        strcmp(a->status, "failed")) {
+    if (l == -2 || (l >= 0 && strcmp(a->status, "pending") && strcmp(a->status, "running") && strcmp(a->status, "completed") &&
+        strcmp(a->status, "failed"))) {
         http_send_error(r, 400, "invalid_parameter", NULL, "status is pending, running, completed or failed");
         goto fail;
     }

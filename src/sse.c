@@ -524,7 +524,11 @@ void api_events(struct http_req *r)
     s->r = r;
     list_init(&s->link);
     char v[2048];
-    long l = http_query(r, "topics", v, sizeof v);
+    long l = api_query(r, "topics", v, sizeof v);
+    if (l == -2) {
+        sub_free(s);
+        return;
+    }
     if (l > 0) {
         char *save = NULL;
         for (char *t = strtok_r(v, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -541,7 +545,11 @@ void api_events(struct http_req *r)
         s->topics = SSE_CHANGE | SSE_SNAPSHOT | SSE_SYNC;
     }
     const struct key *k = r->key;
-    l = http_query(r, "spaces", v, sizeof v);
+    l = api_query(r, "spaces", v, sizeof v);
+    if (l == -2) {
+        sub_free(s);
+        return;
+    }
     if (l > 0) {
         char *save = NULL;
         for (char *t = strtok_r(v, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -573,7 +581,11 @@ void api_events(struct http_req *r)
     bool has_last = false;
     size_t hl;
     const char *lei = http_header(r, "Last-Event-ID", &hl);
-    if (!lei && (l = http_query(r, "last_event_id", v, sizeof v)) > 0) {
+    if (!lei && (l = api_query(r, "last_event_id", v, sizeof v)) == -2) {
+        sub_free(s);
+        return;
+    }
+    if (!lei && l > 0) {
         lei = v;
         hl = (size_t)l;
     }

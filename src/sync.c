@@ -2031,10 +2031,13 @@ void api_sync_jobs(struct http_req *r)
     if (!sp) return;
     struct read_job *rj = read_job_new();
     snprintf(rj->space, sizeof rj->space, "%s", sp->st.name);
-    if (api_paging(r, &rj->limit, rj->cursor, sizeof rj->cursor, ulid_valid) < 0) {
+    struct list_page lp;
+    if (api_paging(r, LIST_CURSOR_ULID, &lp) < 0) {
         free(rj);
         return;
     }
+    rj->limit = lp.limit;
+    snprintf(rj->cursor, sizeof rj->cursor, "%s", lp.cursor);
     struct jobs_page *pg = xcalloc(1, sizeof *pg + (rj->limit + 1) * sizeof pg->rows[0]);
     rj->arg = pg;
     read_submit(r, rj, jobs_work, jobs_done);
@@ -2281,22 +2284,40 @@ void api_peer_delete(struct http_req *r)
     if (api_write(r, &po->op, peer_apply, peer_op_done) < 0) free(po);
 }
 
+static int peer_by_name(const void *a, const void *b)
+{
+    return strcmp((*(struct peer_def *const *)a)->name, (*(struct peer_def *const *)b)->name);
+}
+
+/* By name, paged like every list: the cursor is the last name shown. */
 void api_peers_list(struct http_req *r)
 {
     struct space *sp = api_space(r);
     if (!sp) return;
+    struct list_page pg;
+    if (api_paging(r, LIST_CURSOR_PEER, &pg) < 0) return;
+    size_t n = 0, cap = 16;
+    struct peer_def **v = xmalloc(cap * sizeof *v);
+    for (struct list *l = r->srv->sync->peers.next; l != &r->srv->sync->peers; l = l->next) {
+        struct peer_def *p = container_of(l, struct peer_def, link);
+        if (strcmp(p->space, sp->st.name) || (pg.cursor[0] && strcmp(p->name, pg.cursor) <= 0)) continue;
+        if (n == cap) v = xrealloc(v, (cap *= 2) * sizeof *v);
+        v[n++] = p;
+    }
+    qsort(v, n, sizeof *v, peer_by_name);
+    size_t shown = n < pg.limit ? n : (size_t)pg.limit;
     struct buf b;
     buf_init(&b);
     buf_puts(&b, "{\"peers\":[");
-    int n = 0;
-    struct list *l;
-    for (l = r->srv->sync->peers.next; l != &r->srv->sync->peers; l = l->next) {
-        struct peer_def *p = container_of(l, struct peer_def, link);
-        if (strcmp(p->space, sp->st.name)) continue;
-        if (n++) buf_putc(&b, ',');
-        peer_json(&b, p);
+    for (size_t i = 0; i < shown; i++) {
+        if (i) buf_putc(&b, ',');
+        peer_json(&b, v[i]);
     }
-    buf_puts(&b, "],\"next_cursor\":null}");
+    buf_puts(&b, "],\"next_cursor\":");
+    if (n > shown) json_cstr(&b, v[shown - 1]->name);
+    else buf_puts(&b, "null");
+    buf_putc(&b, '}');
+    free(v);
     http_send_json(r, 200, &b);
 }
 

@@ -736,7 +736,15 @@
 
     async function loadCollections() {
       try {
-        const cols = await api('GET', `${sp(space)}/collections`);
+        // every collection, a page of up to 1000 at a time (the next
+        // page's cursor comes in X-Next-Cursor: the answer is a bare array)
+        const cols = [];
+        let next = null;
+        do {
+          const r = await apiRaw('GET', `${sp(space)}/collections?limit=1000${next ? `&cursor=${encodeURIComponent(next)}` : ''}`);
+          cols.push(...(r.data || []));
+          next = r.headers.get('X-Next-Cursor');
+        } while (next);
         clear(list);
         if (!cols.length) {
           add(list, h('p', { class: 'empty' }, 'No collections: this space holds no entities yet.'));

@@ -226,6 +226,27 @@ test('half-close after two pipelined requests: both answered', async () => {
   assert.equal(raw.closed, true);
 });
 
+// The client half-closes while its responses are still queued in the
+// server (it has not read them yet): the server must deliver them all
+// before it closes, not cancel what it had queued when it reads the EOF.
+test('half-close with responses still queued (a slow reader): every response arrives whole', async (t) => {
+  const n = 100;                 // ~100 x the dashboard's app.js: more than the socket buffers hold
+  const c = await conn(t);
+  c.sock.pause();                // read nothing for now
+  await c.write(GET('/ui/app.js').repeat(n) + GET('/healthz', 'X-Request-Id: hq-last\r\n'));
+  c.end();
+  await sleep(300);              // the server reads the requests and the EOF, its answers queued
+  c.sock.resume();
+  assert.equal(await c.waitClose(20000), true, 'the server closes once everything is sent');
+  const rs = parseResponses(c.buffer);
+  const sizes = new Set(rs.slice(0, n).map((r) => r.bodyBuffer.length));
+  assert.equal(rs.length, n + 1, `${rs.length} complete responses of ${n + 1}; ${rs.rest.length} bytes left over`);
+  assert.ok(rs.slice(0, n).every((r) => r.status === 200), 'every app.js answered 200');
+  assert.equal(sizes.size, 1, `every app.js body the same length: ${[...sizes]}`);
+  assert.equal(rs[n].headers['x-request-id'], 'hq-last');
+  assert.equal(rs.rest.length, 0, 'nothing cut off after the last response');
+});
+
 const malformed = {
   'garbage line': 'HELLO WORLD\r\n\r\n',
   'invalid method': 'FOO@BAR /healthz HTTP/1.1\r\nHost: x\r\n\r\n',

@@ -197,3 +197,30 @@ test('mutation fuzz: 300 mutated valid requests, never 500, always well-formed a
   await assertHealthy(srv, 'after mutation fuzz');
   await assertNoFdLeak('after mutation fuzz');
 });
+
+// A streamed upload (a blob, a snapshot import) answered before its body
+// ends -- here at its headers, the space being unknown -- while the same
+// read still holds chunk extensions and a trailer: the parser went on to
+// them with the answered request gone (the server died of SIGSEGV).
+test('a streamed upload answered at its headers, its chunked body with extensions and trailers in the same read: 404, and the server lives', async () => {
+  const sha = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+  const auth = `Authorization: Bearer ${srv.adminToken}\r\n`;
+  const bodies = [
+    '3;e=1\r\nabc\r\n0\r\n\r\n',
+    '3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n',
+    '3;e=1\r\nabc\r\n2;f\r\nde\r\n0\r\nX-A: a\r\nX-B: b\r\n\r\n',
+  ];
+  for (const [i, body] of bodies.entries()) {
+    for (const target of [`/api/v1/spaces/nope/blobs/${sha}`, '/api/v1/spaces/nope/snapshots/import']) {
+      const method = target.endsWith('import') ? 'POST' : 'PUT';
+      const req = `${method} ${target} HTTP/1.1\r\nHost: x\r\n${auth}X-Request-Id: up-${i}\r\nTransfer-Encoding: chunked\r\n\r\n${body}`;
+      const raw = await rawRequest(srv.port, req + 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n', { timeoutMs: 2000 });
+      const rs = parseResponses(raw.data);
+      assert.equal(rs.length, 1, `${method} ${target} ${JSON.stringify(body)}: ${raw.text}`);
+      assert.equal(rs[0].status, 404);
+      assert.equal(rs[0].json?.error, 'space_not_found');
+      assert.equal(rs[0].headers.connection, 'close', 'an answer before the body ends closes');
+      await assertHealthy(srv, `after ${method} ${target} ${JSON.stringify(body)}`);
+    }
+  }
+});

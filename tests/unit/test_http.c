@@ -136,6 +136,21 @@ static void test_redaction(void)
 #undef R
 }
 
+/* Every status the server sends has its reason phrase (RFC 9110 §15): a
+ * status line never says "Unknown". */
+static void test_status_text(void)
+{
+    static const int sent[] = {100, 200, 201, 202, 204, 206, 304, 308, 400, 401, 403, 404, 405, 408, 409, 410,
+                               411, 412, 413, 416, 417, 422, 429, 431, 500, 501, 502, 503, 504, 505};
+    for (size_t i = 0; i < ARRAY_SIZE(sent); i++) {
+        if (!strcmp(http_status_text(sent[i]), "Unknown")) fprintf(stderr, "status %d: no reason phrase\n", sent[i]);
+        CHECK(strcmp(http_status_text(sent[i]), "Unknown") != 0);
+    }
+    CHECK_STR(http_status_text(308), "Permanent Redirect");
+    CHECK_STR(http_status_text(502), "Bad Gateway");
+    CHECK_STR(http_status_text(504), "Gateway Timeout");
+}
+
 int main(void)
 {
     uv_loop_t loop;
@@ -147,6 +162,7 @@ int main(void)
     uv_timer_init(&loop, &srv.sweep);
     http_routes_init(&srv);
     auth_init(&srv, NULL, 0);
+    test_status_text();
 
     int err;
     struct http_req *r = parse("GET /api/v1/status?access_token=abc%20d&limit=5&x HTTP/1.1\r\n"
