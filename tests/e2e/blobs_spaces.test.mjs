@@ -15,7 +15,7 @@ import os from 'node:os';
 import http from 'node:http';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { withServer, startServer, putSpace, createKey, api, apiOk, checkError, haveCommand } from './helpers.mjs';
+import { withServer, startServer, putSpace, createKey, api, apiOk, checkError, haveCommand, binaryRequest as raw } from './helpers.mjs';
 import { sp, put, syncOk, startSync, syncStatus } from './sync_helpers.mjs';
 import { until } from './snapshot_helpers.mjs';
 
@@ -23,32 +23,6 @@ const sha = (b) => createHash('sha256').update(b).digest('hex');
 const blobUrl = (space, h) => `${sp(space)}/blobs/${h}`;
 const blobFile = (srv, h) => path.join(srv.dataDir, 'blobs', h.slice(0, 2), h);
 
-/** A request with a binary body and a binary answer. */
-function raw(srv, method, p, { body, headers = {}, token = srv.adminToken, timeoutMs = 30000 } = {}) {
-  const h = { ...headers };
-  if (token) h.Authorization = `Bearer ${token}`;
-  if (body !== undefined) {
-    h['Content-Length'] = body.length;
-    h['Content-Type'] ??= 'application/octet-stream';
-  }
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port: srv.port, method, path: p, headers: h, agent: false }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        const buf = Buffer.concat(chunks);
-        let json;
-        try { json = JSON.parse(buf.toString('utf8')); } catch { json = undefined; }
-        resolve({ status: res.statusCode, headers: res.headers, buf, json, text: buf.toString('utf8').slice(0, 500) });
-      });
-      res.on('error', reject);
-    });
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`timeout: ${method} ${p}`)));
-    req.on('error', reject);
-    if (body !== undefined) req.write(body);
-    req.end();
-  });
-}
 
 const upload = (srv, space, data, token) => raw(srv, 'PUT', blobUrl(space, sha(data)), { body: data, token });
 async function uploadOk(srv, space, data, token, want = 201) {

@@ -644,3 +644,31 @@ export function haveCommand(cmd) {
 }
 
 export { existsSync };
+
+/** A request with a binary body and a binary answer: {status, headers, buf,
+ *  json, text}. */
+export function binaryRequest(srv, method, path, { body, headers = {}, token = srv.adminToken, timeoutMs = 30000 } = {}) {
+  const h = { ...headers };
+  if (token) h.Authorization = `Bearer ${token}`;
+  if (body !== undefined) {
+    h['Content-Length'] = body.length;
+    h['Content-Type'] ??= 'application/octet-stream';
+  }
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: srv.port, method, path, headers: h, agent: false }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const buf = Buffer.concat(chunks);
+        let json;
+        try { json = JSON.parse(buf.toString('utf8')); } catch { json = undefined; }
+        resolve({ status: res.statusCode, headers: res.headers, buf, json, text: buf.toString('utf8').slice(0, 500) });
+      });
+      res.on('error', reject);
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`timeout: ${method} ${path}`)));
+    req.on('error', reject);
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}

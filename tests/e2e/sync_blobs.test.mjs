@@ -7,39 +7,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import http from 'node:http';
-import { withServer, putSpace, createKey, api, apiOk, checkError } from './helpers.mjs';
+import { withServer, putSpace, createKey, api, apiOk, checkError, binaryRequest as raw } from './helpers.mjs';
 import { sp, put, syncOk, syncStatus } from './sync_helpers.mjs';
 
 const SPACE = 'files';
 const sha = (b) => createHash('sha256').update(b).digest('hex');
 
-/** A request with a binary body and a binary answer. */
-function raw(srv, method, path, { body, headers = {}, token = srv.adminToken, timeoutMs = 30000 } = {}) {
-  const h = { ...headers };
-  if (token) h.Authorization = `Bearer ${token}`;
-  if (body !== undefined) {
-    h['Content-Length'] = body.length;
-    h['Content-Type'] ??= 'application/octet-stream';
-  }
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port: srv.port, method, path, headers: h, agent: false }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        const buf = Buffer.concat(chunks);
-        let json;
-        try { json = JSON.parse(buf.toString('utf8')); } catch { json = undefined; }
-        resolve({ status: res.statusCode, headers: res.headers, buf, json, text: buf.toString('utf8').slice(0, 500) });
-      });
-      res.on('error', reject);
-    });
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`timeout: ${method} ${path}`)));
-    req.on('error', reject);
-    if (body !== undefined) req.write(body);
-    req.end();
-  });
-}
 
 const blobPath = (h) => `${sp(SPACE)}/blobs/${h}`;
 const missing = async (srv, hashes) => (await apiOk(srv, 'POST', `${sp(SPACE)}/blobs/missing`, { body: { hashes } }, 200)).missing;
