@@ -97,6 +97,9 @@ int parse_time_ms(const char *s, size_t len, uint64_t *out);
 
 /* Randomness from getrandom(); aborts if the kernel refuses. */
 void random_bytes(void *out, size_t n);
+/* Writes all n bytes to fd (retrying short writes and EINTR). Returns 0, or
+ * the errno of the write that failed. Blocking: threadpool or CLI only. */
+int write_full(int fd, const void *p, size_t n);
 /* ULID: 26 chars of Crockford base32, time-sortable. out >= 27 bytes. */
 void ulid_make(char out[27], uint64_t ms_epoch);
 bool ulid_valid(const char *s, size_t len);

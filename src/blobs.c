@@ -505,16 +505,7 @@ static void upload_work(struct job *j)
         u->fd = open(u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (u->fd < 0) { u->err = errno; return; }
     }
-    size_t off = 0;
-    while (off < u->writing.len) {
-        ssize_t w = write(u->fd, u->writing.data + off, u->writing.len - off);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            u->err = errno;
-            return;
-        }
-        off += (size_t)w;
-    }
+    if ((u->err = write_full(u->fd, u->writing.data, u->writing.len)) != 0) return;
     EVP_DigestUpdate(u->md, u->writing.data, u->writing.len);
     u->size += u->writing.len;
     if (!u->finalizing) return;

@@ -16,18 +16,8 @@ static const char *level_names[] = {"debug", "info", "warn", "error", "fatal"};
 
 void log_set_level(enum log_level lvl) { min_level = lvl; }
 
-static void write_all(const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(2, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return;                      /* stderr gone: nothing sane to do */
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-}
+/* stderr gone: nothing sane to do with the error */
+static void write_all(const char *p, size_t n) { (void)write_full(2, p, n); }
 
 void log_flush(void)
 {

@@ -259,16 +259,7 @@ static int gz_emit(struct gz_out *g, size_t n)
         g->err = ENOSPC;
         return -1;
     }
-    size_t off = 0;
-    while (off < n) {
-        ssize_t w = write(g->fd, g->out + off, n - off);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            g->err = errno;
-            return -1;
-        }
-        off += (size_t)w;
-    }
+    if ((g->err = write_full(g->fd, g->out, n)) != 0) return -1;
     if (g->md) EVP_DigestUpdate(g->md, g->out, n);
     g->written += n;
     return 0;
@@ -278,15 +269,8 @@ static int gz_sink(void *arg, const unsigned char *data, size_t len)
 {
     struct gz_out *g = arg;
     if (g->limit && g->written + len > g->limit) return ENOSPC;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(g->fd, data + off, len - off);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return errno;
-        }
-        off += (size_t)w;
-    }
+    int e = write_full(g->fd, data, len);
+    if (e) return e;
     EVP_DigestUpdate(g->md, data, len);
     g->written += len;
     return 0;
@@ -2741,17 +2725,8 @@ static void import_write_work(struct job *j)
             im->err = im->gz->err ? im->gz->err : EIO;
             return;
         }
-    } else {
-        size_t off = 0;
-        while (off < im->writing.len) {
-            ssize_t w = write(im->fd, im->writing.data + off, im->writing.len - off);
-            if (w < 0) {
-                if (errno == EINTR) continue;
-                im->err = errno;
-                return;
-            }
-            off += (size_t)w;
-        }
+    } else if ((im->err = write_full(im->fd, im->writing.data, im->writing.len)) != 0) {
+        return;
     }
     if (im->finalizing) {
         if (fsync(im->fd) < 0) { im->err = errno; return; }

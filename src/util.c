@@ -256,6 +256,21 @@ int parse_time_ms(const char *s, size_t len, uint64_t *out)
     return 0;
 }
 
+int write_full(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 void random_bytes(void *out, size_t n)
 {
     unsigned char *p = out;
