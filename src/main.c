@@ -21,23 +21,23 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "auth.h"
-#include "blobs.h"
-#include "cli.h"
-#include "json.h"
-#include "names.h"
-#include "snapshot.h"
-#include "spaces.h"
-#include "metrics.h"
-#include "peer.h"
-#include "sse.h"
-#include "sync.h"
-#include "writer.h"
+#include "svc/auth.h"
+#include "svc/blobs.h"
+#include "core/cli.h"
+#include "core/json.h"
+#include "core/names.h"
+#include "svc/snapshot.h"
+#include "store/spaces.h"
+#include "api/metrics.h"
+#include "net/peer.h"
+#include "svc/sse.h"
+#include "svc/sync.h"
+#include "store/writer.h"
 #include "config.h"
-#include "http.h"
-#include "log.h"
-#include "server.h"
-#include "store.h"
+#include "net/http.h"
+#include "core/log.h"
+#include "net/server.h"
+#include "store/store.h"
 #include <sqlite3.h>
 
 static void usage(FILE *f)
@@ -193,6 +193,7 @@ static int cmd_serve(int argc, char **argv)
     log_attach_loop(&loop);
     srv.store = st;
     srv.loop = &loop;
+    job_pool_init(&srv.jobs, &loop, &http_job_hooks);
     srv.cfg = &cfg;
     auth_init(&srv, keys, nkeys);
     metrics_init(&srv);

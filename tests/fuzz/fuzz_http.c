@@ -54,16 +54,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "api.h"
-#include "api_util.h"
-#include "cli.h"
-#include "http.h"
-#include "json.h"
-#include "log.h"
-#include "names.h"
-#include "server.h"
-#include "spaces.h"
-#include "ui.h"
+#include "api/api.h"
+#include "api/util.h"
+#include "core/cli.h"
+#include "net/http.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/names.h"
+#include "net/server.h"
+#include "store/spaces.h"
+#include "api/ui.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -330,7 +330,7 @@ static void pump(void)
 {
     int idle = 0;
     for (int i = 0; i < 100000 && idle < 3; i++) {
-        uv_run(&loop, srv.jobs_inflight ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+        uv_run(&loop, srv.jobs.inflight ? UV_RUN_ONCE : UV_RUN_NOWAIT);
         bool moved = drain_output();
         struct conn *c = the_conn();
         int unread = 0;
@@ -338,7 +338,7 @@ static void pump(void)
             uv_os_fd_t fd;
             if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, FIONREAD, &unread) < 0) unread = 0;
         }
-        if (moved || unread > 0 || srv.jobs_inflight) idle = 0;
+        if (moved || unread > 0 || srv.jobs.inflight) idle = 0;
         else idle++;
     }
     /* lingering is for draining what the client still sends, so that
@@ -638,7 +638,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     close(cfd);
     cfd = -1;
     pump();
-    if (srv.jobs_inflight) fail("jobs left running", NULL);
+    if (srv.jobs.inflight) fail("jobs left running", NULL);
 
     if (verbose) fprintf(stderr, "---- %zu bytes in, %zu out%s:\n%.*s\n", size, out.len, out_eof ? ", then EOF" : "",
                          (int)MIN(out.len, 1500), out.data);

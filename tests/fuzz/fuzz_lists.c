@@ -16,9 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
-#include "api_util.h"
-#include "http.h"
+#include "api/api.h"
+#include "api/util.h"
+#include "net/http.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -11,11 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "canon.h"
-#include "entity.h"
-#include "names.h"
-#include "push.h"
-#include "sync.h"
+#include "core/canon.h"
+#include "core/entity.h"
+#include "core/names.h"
+#include "svc/push.h"
+#include "svc/sync.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

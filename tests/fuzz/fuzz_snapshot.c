@@ -17,8 +17,8 @@
 #include <sqlite3.h>
 #include <zlib.h>
 
-#include "names.h"
-#include "snapshot.h"
+#include "core/names.h"
+#include "svc/snapshot.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -13,9 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "canon.h"
-#include "entity.h"
-#include "json.h"
+#include "core/canon.h"
+#include "core/entity.h"
+#include "core/json.h"
 
 /* 0 when both paths agree; else 1 with why filled. */
 static int json_diff_one(const char *in, size_t len, char *why, size_t whylen)

@@ -4,10 +4,10 @@
 #include <unistd.h>
 
 #include "test.h"
-#include "auth.h"
-#include "ratelimit.h"
-#include "store.h"
-#include "util.h"
+#include "svc/auth.h"
+#include "core/ratelimit.h"
+#include "store/store.h"
+#include "core/util.h"
 
 static void test_roles(void)
 {

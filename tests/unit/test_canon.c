@@ -3,8 +3,8 @@
 #include <jansson.h>
 
 #include "test.h"
-#include "canon.h"
-#include "util.h"
+#include "core/canon.h"
+#include "core/util.h"
 
 /* the push path: jansson parses and dumps, then the canonicalizer again */
 static char *via_jansson(const char *s, size_t len)

@@ -1,6 +1,6 @@
 /* Unit tests: entity.c - canonical JSON, revs, digest. */
 #include "test.h"
-#include "entity.h"
+#include "core/entity.h"
 
 static void test_canonical(void)
 {

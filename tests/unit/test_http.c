@@ -3,9 +3,9 @@
 #include <llhttp.h>
 
 #include "test.h"
-#include "http.h"
-#include "server.h"
-#include "auth.h"
+#include "net/http.h"
+#include "net/server.h"
+#include "svc/auth.h"
 
 static struct server srv;
 static struct config cfg;

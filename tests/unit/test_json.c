@@ -1,7 +1,7 @@
 /* Unit tests: json.c - names read whole (json_name, json_find_nul) and the
  * nesting scan (json_too_deep, json_parse_depth). */
 #include "test.h"
-#include "json.h"
+#include "core/json.h"
 
 static json_t *parse(const char *t)
 {

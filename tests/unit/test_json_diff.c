@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include "test.h"
 #include "../fuzz/json_diff.h"
-#include "util.h"
+#include "core/util.h"
 
 static int n_inputs;
 

@@ -3,8 +3,8 @@
 #include <zlib.h>
 
 #include "test.h"
-#include "pgzip.h"
-#include "util.h"
+#include "core/pgzip.h"
+#include "core/util.h"
 
 static int sink(void *arg, const unsigned char *d, size_t n)
 {

@@ -2,8 +2,8 @@
 #include <llhttp.h>
 
 #include "test.h"
-#include "router.h"
-#include "util.h"
+#include "net/router.h"
+#include "core/util.h"
 
 static void h(struct http_req *r) { (void)r; }
 

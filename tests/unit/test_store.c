@@ -8,9 +8,9 @@
 #include <unistd.h>
 
 #include "test.h"
-#include "blobs.h"
-#include "store.h"
-#include "util.h"
+#include "svc/blobs.h"
+#include "store/store.h"
+#include "core/util.h"
 
 static char dir[256];
 

@@ -1,9 +1,9 @@
 /* Unit tests: util.c, names.c, json.c, peer.c (peer URLs) */
 #include "test.h"
-#include "util.h"
-#include "names.h"
-#include "json.h"
-#include "peer.h"
+#include "core/util.h"
+#include "core/names.h"
+#include "core/json.h"
+#include "net/peer.h"
 
 static void test_sizes(void)
 {

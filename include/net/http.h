@@ -1,0 +1,199 @@
+/* http.h - requests, the response writer and streaming responses.
+ *
+ * A handler gets a struct http_req once the body is complete (or, for
+ * ROUTE_STREAM_BODY routes, once the headers are) and answers exactly once:
+ * with http_send*() for a whole body, or http_stream_begin() ... end() for a
+ * streamed one. It may answer later from a job's completion (jobs.h).
+ *
+ * Ownership: the connection holds one reference on its current request;
+ * every job in flight holds another. When the client goes away, req->conn
+ * becomes NULL, on_abort runs, and whatever answers later is dropped.
+ * Loop thread only.
+ */
+#ifndef SNAPSYNC_HTTP_H
+#define SNAPSYNC_HTTP_H
+
+#include <llhttp.h>
+
+#include "core/err.h"
+#include "net/router.h"
+#include "net/server.h"
+#include "core/util.h"
+
+#define HTTP_MAX_HEADERS 100
+#define HTTP_MAX_CHUNK_EXT 16384     /* chunk extension bytes per request */
+#define HTTP_GZIP_MIN 1024           /* compress JSON bodies from this size */
+
+struct key;
+
+struct http_hdr {
+    uint32_t name_off, name_len, value_off, value_len;   /* into req->head */
+};
+
+enum http_body_own { HTTP_BODY_STATIC, HTTP_BODY_COPY, HTTP_BODY_FREE };
+
+struct http_req {
+    uint32_t refs;
+    struct conn *conn;              /* NULL once the client is gone */
+    struct server *srv;
+    int method;                     /* llhttp_method_t as sent (HEAD kept) */
+    bool head_only;                 /* HEAD: send headers, no body */
+    bool keepalive;
+    bool expect_continue;
+    bool in_field;                  /* parser: inside a header name */
+    bool responded;                 /* a response has been queued or begun */
+    bool streaming;
+    bool stream_chunked;
+    bool stream_length;             /* Content-Length framing: the stream keeps the connection */
+    bool accept_gzip;
+    /* raw request line pieces and headers */
+    struct buf head;
+    uint32_t url_off, url_len;
+    struct http_hdr hdrs[HTTP_MAX_HEADERS];
+    int nhdrs;
+    uint64_t head_bytes;
+    /* parser checks llhttp leaves to us (http.c, "strictness") */
+    const char *scan_at;            /* raw bytes up to here are checked for obs-fold */
+    uint32_t scan_gen;              /* ...in the input piece conn->feed_gen */
+    bool scan_on;                   /* inside a header or trailer section */
+    bool scan_restart;              /* start at the next span (trailers) */
+    bool scan_lf;                   /* the last raw byte checked was LF */
+    bool in_trailers;
+    uint32_t field_len;             /* bytes of the header name being read */
+    uint64_t chunk_ext_bytes;       /* chunk extensions seen (bounded) */
+    /* after headers: views into head (stable: head is not appended to again) */
+    const char *path, *query;
+    size_t path_len, query_len;
+    /* body (buffered routes) */
+    struct buf body;
+    uint64_t body_seen;             /* body bytes received so far */
+    uint64_t body_start_ms;         /* loop time the body could start (end of headers) */
+    uint64_t body_paused_ms;        /* time reading was paused by us, not the client */
+    uint64_t body_paused_at;        /* loop time of the current pause, or 0 */
+    uint64_t body_limit;
+    /* the client: "ip:port" of the TCP peer, or the address a trusted proxy
+     * (--trusted-proxies) named in X-Forwarded-For; client_ip without port */
+    char client[56];
+    char client_ip[48];
+    /* routing */
+    struct route_match match;
+    const struct route *route;
+    /* auth (auth.c) */
+    const struct key *key;          /* the caller's key, once known */
+    bool auth_unknown;              /* token not in the cache: reload, decide at dispatch */
+    bool auth_denied;               /* early_status came from auth */
+    unsigned char token_hash[32];
+    uint64_t retry_after;           /* seconds, for 429/503 */
+    int early_status;               /* an answer decided before the body is read */
+    const char *early_code;
+    char early_msg[160];
+    /* response */
+    int status;
+    uint64_t bytes_out;
+    struct buf resp_hdrs;           /* extra header lines, each "Name: value\r\n" */
+    char rid[65];
+    uint64_t t_start_ns;
+    /* handler state */
+    void *ctx;
+    void (*ctx_free)(void *ctx);
+    void (*on_abort)(struct http_req *r);      /* client left mid-request */
+    void (*on_drain)(struct http_req *r);      /* stream queue below low water */
+    size_t drain_low;
+    /* streaming bodies (ROUTE_STREAM_BODY): called on the loop per piece;
+     * return 0 to continue or 1 to pause reading until http_body_resume() */
+    int (*on_body)(struct http_req *r, const char *data, size_t len);
+    void (*on_body_end)(struct http_req *r);
+};
+
+/* Header lookup (case-insensitive). Returns the value or NULL; *len set. */
+const char *http_header(const struct http_req *r, const char *name, size_t *len);
+/* Query parameter (first occurrence), percent-decoded into out. Returns the
+ * decoded length, -1 if absent, -2 if malformed (a bad escape, a NUL raw
+ * or escaped) or too long for cap. */
+long http_query(const struct http_req *r, const char *name, char *out, size_t cap);
+/* The same on a raw query string (the part after '?', not NUL-terminated;
+ * NULL for none); cap is at least 1. Pure: any thread. */
+long http_query_in(const char *query, size_t qlen, const char *name, char *out, size_t cap);
+
+/* Adds a response header line. */
+void http_add_header(struct http_req *r, const char *name, const char *fmt, ...) PRINTF_LIKE(3, 4);
+
+/* Whole responses. body ownership per own; ctype NULL means JSON. */
+void http_send(struct http_req *r, int status, const char *ctype, const void *body, size_t len,
+               enum http_body_own own);
+/* JSON body from a buffer (taken over); gzip-encoded in a worker when large
+ * and accepted. */
+void http_send_json(struct http_req *r, int status, struct buf *body);
+/* {"error":code,"message":...} plus optional extra members (JSON text
+ * without braces, e.g. "\"current_rev\":\"3-ab\"" or NULL). */
+void http_send_error(struct http_req *r, int status, const char *code, const char *extra,
+                     const char *fmt, ...) PRINTF_LIKE(5, 6);
+void http_send_empty(struct http_req *r, int status);
+/* The same from the error carrier (core/err.h). */
+void http_send_err(struct http_req *r, const struct err *e);
+
+/* Streaming responses. chunked=false means the body ends with the
+ * connection (only for responses that end the connection). */
+void http_stream_begin(struct http_req *r, int status, const char *ctype, bool chunked);
+/* A streamed body of known length (Content-Length, no chunking). */
+void http_stream_begin_length(struct http_req *r, int status, const char *ctype, uint64_t len);
+void http_stream_write(struct http_req *r, const void *data, size_t len);
+/* Pre-framed chunks, for one frame shared by many streams (SSE fan-out):
+ * the rbuf holds a whole HTTP/1.1 chunk, "%08zx\r\n" payload "\r\n", so a
+ * chunked stream sends it as one buffer in one send(), and a stream without
+ * chunking (HTTP/1.0) sends the payload part. Build one with
+ * http_chunk_start() on an empty buf, append the payload, then
+ * http_chunk_finish() (steals the buf). */
+#define HTTP_CHUNK_HEAD 10
+void http_chunk_start(struct buf *b);
+struct rbuf *http_chunk_finish(struct buf *b);
+struct rbuf *http_chunk_new(const void *payload, size_t len);
+static inline size_t http_chunk_payload_len(const struct rbuf *ch) { return ch->len - HTTP_CHUNK_HEAD - 2; }
+void http_stream_write_chunk(struct http_req *r, struct rbuf *ch);    /* takes a ref */
+size_t http_stream_queued(const struct http_req *r);                  /* bytes not yet sent */
+/* Several pre-framed chunks at once, for a stream whose producer keeps its
+ * own queue (SSE subscribers). http_stream_try_chunks writes what the socket
+ * takes now, in as few sendmsg(2) calls as it can and without allocating,
+ * when nothing else is queued on the connection; it returns how many
+ * chunks went out whole and sets *off to the bytes of the next one already
+ * sent. It returns n (the chunks are dropped) when the stream is gone.
+ * http_stream_queue_chunks then queues chunks (the first from byte off) as
+ * one write request that holds a reference on each until it is written;
+ * on_drain (with drain_low 0) says when it is. */
+size_t http_stream_try_chunks(struct http_req *r, struct rbuf *const *chs, size_t n, size_t *off);
+void http_stream_queue_chunks(struct http_req *r, struct rbuf *const *chs, size_t n, size_t off);
+void http_stream_end(struct http_req *r);
+
+/* Streaming request bodies: resume after on_body returned 1. */
+void http_body_resume(struct http_req *r);
+
+/* The request target as the access log shows it: path (plen bytes) and,
+ * when query is not NULL, "?" and the query, with every value that looks
+ * like a secret (a snapsync token, a long random-looking string, a value
+ * under a name such as token or password), in any parameter of the query,
+ * any ";param" of the path, percent-encoded or not, replaced by REDACTED;
+ * path segments lose only snapsync tokens. Appended to out. Any thread. */
+void http_redact_target(struct buf *out, const char *path, size_t plen, const char *query, size_t qlen);
+
+void http_req_ref(struct http_req *r);
+void http_req_unref(struct http_req *r);
+/* ref/unref/alive for the threadpool (server_init installs them) */
+extern const struct job_req_hooks http_job_hooks;
+
+/* For server.c */
+extern const llhttp_settings_t http_parser_settings;
+/* Feeds one piece of input to c's parser: llhttp_execute plus the RFC 9112
+ * checks that need the raw bytes (obs-fold). Returns llhttp's result, or
+ * HPE_USER with c->req->early_status set when a check failed. */
+llhttp_errno_t http_parse(struct conn *c, const char *data, size_t len);
+struct http_req *http_req_new(struct conn *c);
+void http_dispatch(struct http_req *r);
+void http_on_write_drained(struct conn *c);
+/* Answers a request that failed in the parser (status 400/413/431...) */
+void http_reject(struct conn *c, int status, const char *code, const char *msg);
+const char *http_status_text(int status);
+
+/* Registered routes (api_*.c add theirs). */
+void http_routes_init(struct server *srv);
+
+#endif

@@ -1,0 +1,345 @@
+/* metrics.c - see metrics.h. The exposition is built on the loop (a copy of
+ * the counters), then a threadpool job stats the database files and sends
+ * the text: the loop does no file calls. */
+#include "api/metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "net/http.h"
+#include "core/jobs.h"
+#include "core/json.h"
+#include "net/server.h"
+#include "store/spaces.h"
+#include "svc/sse.h"
+#include "svc/sync.h"
+#include "store/store.h"
+#include "store/writer.h"
+
+#define MAX_SERIES 512
+static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
+#define NB (sizeof buckets / sizeof buckets[0])
+static const double snap_buckets[] = {0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900};
+#define NSB (sizeof snap_buckets / sizeof snap_buckets[0])
+static const double size_buckets[] = {1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10};
+#define NZB (sizeof size_buckets / sizeof size_buckets[0])
+
+struct req_series {
+    const char *route;               /* a route's static name */
+    int status;
+    uint64_t count;
+};
+
+struct lat_series {
+    const char *route;
+    uint64_t b[NB], count;
+    double sum;
+};
+
+struct metrics {
+    struct req_series req[MAX_SERIES];
+    int nreq;
+    struct lat_series lat[128];
+    int nlat;
+    uint64_t req_overflow;
+    /* snapshots */
+    struct { char kind[16]; bool ok; uint64_t count; } snaps[16];
+    int nsnaps;
+    uint64_t snap_dur_b[NSB], snap_dur_count, snap_size_b[NZB], snap_size_count;
+    double snap_dur_sum, snap_size_sum;
+    /* snapshot files: aborted downloads, corruption found (by what found
+     * it), background checks */
+    uint64_t snap_dl_aborts, snap_corrupt[5], snap_checks_ok, snap_checks_corrupt;
+    /* sync */
+    uint64_t sync_ok, sync_partial, sync_failed, pulled, pushed, blobs;
+};
+
+void metrics_init(struct server *srv) { srv->metrics = xcalloc(1, sizeof(struct metrics)); }
+
+void metrics_free(struct server *srv)
+{
+    free(srv->metrics);
+    srv->metrics = NULL;
+}
+
+void metrics_request(struct server *srv, const char *route, int status, double s)
+{
+    struct metrics *m = srv->metrics;
+    if (!m) return;
+    if (!route) route = "none";
+    int i;
+    for (i = 0; i < m->nreq; i++)
+        if (m->req[i].status == status && (m->req[i].route == route || !strcmp(m->req[i].route, route))) break;
+    if (i == m->nreq) {
+        if (m->nreq == MAX_SERIES) { m->req_overflow++; goto lat; }
+        m->req[m->nreq].route = route;
+        m->req[m->nreq].status = status;
+        m->nreq++;
+    }
+    m->req[i].count++;
+lat:
+    for (i = 0; i < m->nlat; i++)
+        if (m->lat[i].route == route || !strcmp(m->lat[i].route, route)) break;
+    if (i == m->nlat) {
+        if (m->nlat == (int)ARRAY_SIZE(m->lat)) return;
+        m->lat[m->nlat++].route = route;
+    }
+    struct lat_series *l = &m->lat[i];
+    for (size_t k = 0; k < NB; k++)
+        if (s <= buckets[k]) l->b[k]++;
+    l->count++;
+    l->sum += s;
+}
+
+void metrics_snapshot(struct server *srv, const char *kind, bool ok, double s, uint64_t bytes)
+{
+    struct metrics *m = srv->metrics;
+    if (!m) return;
+    int i;
+    for (i = 0; i < m->nsnaps; i++)
+        if (m->snaps[i].ok == ok && !strcmp(m->snaps[i].kind, kind)) break;
+    if (i == m->nsnaps) {
+        if (m->nsnaps == (int)ARRAY_SIZE(m->snaps)) return;
+        snprintf(m->snaps[i].kind, sizeof m->snaps[i].kind, "%s", kind);
+        m->snaps[i].ok = ok;
+        m->nsnaps++;
+    }
+    m->snaps[i].count++;
+    for (size_t k = 0; k < NSB; k++)
+        if (s <= snap_buckets[k]) m->snap_dur_b[k]++;
+    m->snap_dur_count++;
+    m->snap_dur_sum += s;
+    if (ok) {
+        for (size_t k = 0; k < NZB; k++)
+            if ((double)bytes <= size_buckets[k]) m->snap_size_b[k]++;
+        m->snap_size_count++;
+        m->snap_size_sum += (double)bytes;
+    }
+}
+
+static const char *const found_by[] = {"download", "preview", "restore", "verify", "background"};
+
+void metrics_snapshot_download_abort(struct server *srv)
+{
+    if (srv->metrics) srv->metrics->snap_dl_aborts++;
+}
+
+void metrics_snapshot_corrupt(struct server *srv, const char *by)
+{
+    struct metrics *m = srv->metrics;
+    if (!m) return;
+    for (size_t i = 0; i < ARRAY_SIZE(found_by); i++)
+        if (!strcmp(found_by[i], by)) m->snap_corrupt[i]++;
+}
+
+void metrics_snapshot_check(struct server *srv, bool ok)
+{
+    struct metrics *m = srv->metrics;
+    if (!m) return;
+    if (ok) m->snap_checks_ok++;
+    else m->snap_checks_corrupt++;
+}
+
+void metrics_sync(struct server *srv, const char *status, uint64_t pulled, uint64_t pushed, uint64_t blobs)
+{
+    struct metrics *m = srv->metrics;
+    if (!m) return;
+    if (!strcmp(status, "completed")) m->sync_ok++;
+    else if (!strcmp(status, "partial")) m->sync_partial++;
+    else m->sync_failed++;
+    m->pulled += pulled;
+    m->pushed += pushed;
+    m->blobs += blobs;
+}
+
+static void help(struct buf *b, const char *name, const char *type, const char *text)
+{
+    buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
+}
+
+/* One unlabelled sample with its HELP and TYPE lines. */
+static void metric_u64(struct buf *b, const char *name, const char *type, const char *text, uint64_t v)
+{
+    help(b, name, type, text);
+    buf_printf(b, "%s %llu\n", name, (unsigned long long)v);
+}
+
+/* label values: our own names ([a-z0-9_-]) need no escaping, but be safe */
+static void label(struct buf *b, const char *v)
+{
+    for (const char *p = v; *p; p++) {
+        if (*p == '\\' || *p == '"') buf_putc(b, '\\');
+        if (*p == '\n') { buf_puts(b, "\\n"); continue; }
+        buf_putc(b, *p);
+    }
+}
+
+static void fmt_le(char *out, size_t cap, double v)
+{
+    snprintf(out, cap, "%g", v);
+}
+
+struct metrics_job {
+    struct job job;
+    char db[1100];
+    struct buf text;
+};
+
+static void metrics_work(struct job *j)
+{
+    struct metrics_job *mj = container_of(j, struct metrics_job, job);
+    struct stat st;
+    char wal[1200];
+    snprintf(wal, sizeof wal, "%s-wal", mj->db);
+    struct buf *b = &mj->text;
+    help(b, "snapsync_database_bytes", "gauge", "Size of the SQLite database file.");
+    buf_printf(b, "snapsync_database_bytes %lld\n", stat(mj->db, &st) == 0 ? (long long)st.st_size : 0LL);
+    help(b, "snapsync_wal_bytes", "gauge", "Size of the SQLite write-ahead log.");
+    buf_printf(b, "snapsync_wal_bytes %lld\n", stat(wal, &st) == 0 ? (long long)st.st_size : 0LL);
+}
+
+static void metrics_done(struct job *j, struct http_req *r)
+{
+    struct metrics_job *mj = container_of(j, struct metrics_job, job);
+    if (r) {
+        size_t len;
+        char *t = buf_steal(&mj->text, &len);
+        http_send(r, 200, "text/plain; version=0.0.4; charset=utf-8", t, len, HTTP_BODY_FREE);
+    }
+    buf_free(&mj->text);
+    free(mj);
+}
+
+void api_metrics(struct http_req *r)
+{
+    struct server *srv = r->srv;
+    struct metrics *m = srv->metrics;
+    struct metrics_job *mj = xcalloc(1, sizeof *mj);
+    snprintf(mj->db, sizeof mj->db, "%s", store_db_path(srv->store));
+    struct buf *b = &mj->text;
+    char le[32];
+
+    help(b, "snapsync_build_info", "gauge", "Build information.");
+    buf_printf(b, "snapsync_build_info{version=\"%s\"} 1\n", SNAPSYNC_VERSION);
+    help(b, "snapsync_process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.");
+    buf_printf(b, "snapsync_process_start_time_seconds %.3f\n", (double)srv->started_ms / 1000.0);
+
+    help(b, "snapsync_http_requests_total", "counter", "HTTP requests answered, by route and status.");
+    for (int i = 0; i < m->nreq; i++) {
+        buf_puts(b, "snapsync_http_requests_total{route=\"");
+        label(b, m->req[i].route);
+        buf_printf(b, "\",status=\"%d\"} %llu\n", m->req[i].status, (unsigned long long)m->req[i].count);
+    }
+    help(b, "snapsync_http_request_duration_seconds", "histogram",
+         "Time from a request's first byte to its response being queued, by route.");
+    for (int i = 0; i < m->nlat; i++) {
+        struct lat_series *l = &m->lat[i];
+        for (size_t k = 0; k < NB; k++) {
+            fmt_le(le, sizeof le, buckets[k]);
+            buf_puts(b, "snapsync_http_request_duration_seconds_bucket{route=\"");
+            label(b, l->route);
+            buf_printf(b, "\",le=\"%s\"} %llu\n", le, (unsigned long long)l->b[k]);
+        }
+        buf_puts(b, "snapsync_http_request_duration_seconds_bucket{route=\"");
+        label(b, l->route);
+        buf_printf(b, "\",le=\"+Inf\"} %llu\n", (unsigned long long)l->count);
+        buf_puts(b, "snapsync_http_request_duration_seconds_sum{route=\"");
+        label(b, l->route);
+        buf_printf(b, "\"} %.6f\n", l->sum);
+        buf_puts(b, "snapsync_http_request_duration_seconds_count{route=\"");
+        label(b, l->route);
+        buf_printf(b, "\"} %llu\n", (unsigned long long)l->count);
+    }
+    metric_u64(b, "snapsync_open_connections", "gauge", "Open client connections.", srv->stats.open_conns);
+    metric_u64(b, "snapsync_connections_rejected_total", "counter", "Connections refused past --max-connections.", srv->stats.rejected);
+
+    struct sse_stats ss;
+    sse_get_stats(srv, &ss);
+    metric_u64(b, "snapsync_sse_subscribers", "gauge", "Open event streams (events and feed=sse).", ss.subscribers);
+    metric_u64(b, "snapsync_sse_dropped_subscribers_total", "counter", "Subscribers closed for not keeping up (overflow).", ss.dropped);
+    metric_u64(b, "snapsync_sse_events_total", "counter", "Events published.", ss.published);
+    metric_u64(b, "snapsync_sse_queued_bytes", "gauge",
+               "Bytes held for event subscribers that have not taken them yet, as counted against --sse-queue-bytes "
+               "(frames plus a fixed overhead per queued event).", ss.queued_bytes);
+    metric_u64(b, "snapsync_sse_fanout_backlog_events", "gauge",
+               "Events not yet offered to every event subscriber (a fan-out in progress).", ss.backlog_events);
+    help(b, "snapsync_loop_max_stall_seconds", "gauge",
+         "The longest the event loop was busy in one iteration (not waiting for I/O) since start.");
+    buf_printf(b, "snapsync_loop_max_stall_seconds %.6f\n", (double)srv->stats.loop_max_stall_ns / 1e9);
+    metric_u64(b, "snapsync_loop_stalls_total", "counter", "Event loop iterations busy for 100 ms or more.",
+               srv->stats.loop_stalls);
+
+    size_t n;
+    struct space **v = spaces_sorted(srv, &n);
+    static const char *const sm[][2] = {
+        {"snapsync_space_server_version", "The space's change counter."},
+        {"snapsync_space_entities", "Live entities in the space."},
+        {"snapsync_space_tombstones", "Deleted entities (tombstones) in the space."},
+        {"snapsync_space_conflicts", "Unresolved conflict records in the space."},
+    };
+    for (int k = 0; k < 4; k++) {
+        help(b, sm[k][0], "gauge", sm[k][1]);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t val = k == 0 ? v[i]->st.version : k == 1 ? v[i]->st.entities : k == 2 ? v[i]->st.tombstones
+                                                                                           : v[i]->st.conflicts;
+            buf_printf(b, "%s{space=\"", sm[k][0]);
+            label(b, v[i]->st.name);
+            buf_printf(b, "\"} %llu\n", (unsigned long long)val);
+        }
+    }
+
+    help(b, "snapsync_snapshots_total", "counter", "Snapshots finished since start, by kind and status.");
+    for (int i = 0; i < m->nsnaps; i++)
+        buf_printf(b, "snapsync_snapshots_total{kind=\"%s\",status=\"%s\"} %llu\n", m->snaps[i].kind,
+                   m->snaps[i].ok ? "completed" : "failed", (unsigned long long)m->snaps[i].count);
+    help(b, "snapsync_snapshot_duration_seconds", "histogram", "Time to write a snapshot.");
+    for (size_t k = 0; k < NSB; k++) {
+        fmt_le(le, sizeof le, snap_buckets[k]);
+        buf_printf(b, "snapsync_snapshot_duration_seconds_bucket{le=\"%s\"} %llu\n", le,
+                   (unsigned long long)m->snap_dur_b[k]);
+    }
+    buf_printf(b, "snapsync_snapshot_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)m->snap_dur_count);
+    buf_printf(b, "snapsync_snapshot_duration_seconds_sum %.6f\n", m->snap_dur_sum);
+    buf_printf(b, "snapsync_snapshot_duration_seconds_count %llu\n", (unsigned long long)m->snap_dur_count);
+    help(b, "snapsync_snapshot_size_bytes", "histogram", "Compressed size of completed snapshots.");
+    for (size_t k = 0; k < NZB; k++) {
+        fmt_le(le, sizeof le, size_buckets[k]);
+        buf_printf(b, "snapsync_snapshot_size_bytes_bucket{le=\"%s\"} %llu\n", le, (unsigned long long)m->snap_size_b[k]);
+    }
+    buf_printf(b, "snapsync_snapshot_size_bytes_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)m->snap_size_count);
+    buf_printf(b, "snapsync_snapshot_size_bytes_sum %.0f\n", m->snap_size_sum);
+    buf_printf(b, "snapsync_snapshot_size_bytes_count %llu\n", (unsigned long long)m->snap_size_count);
+
+    metric_u64(b, "snapsync_snapshot_download_aborts_total", "counter",
+               "Snapshot downloads cut off because the file could not be read whole or did not match its sha256.",
+               m->snap_dl_aborts);
+    help(b, "snapsync_snapshot_corrupt_found_total", "counter",
+         "Snapshots found damaged or missing (marked corrupt), by what found it.");
+    for (size_t i = 0; i < ARRAY_SIZE(found_by); i++)
+        buf_printf(b, "snapsync_snapshot_corrupt_found_total{found_by=\"%s\"} %llu\n", found_by[i],
+                   (unsigned long long)m->snap_corrupt[i]);
+    help(b, "snapsync_snapshot_checks_total", "counter",
+         "Background checks of snapshot files (--snapshot-verify-every), by result.");
+    buf_printf(b, "snapsync_snapshot_checks_total{result=\"ok\"} %llu\n", (unsigned long long)m->snap_checks_ok);
+    buf_printf(b, "snapsync_snapshot_checks_total{result=\"corrupt\"} %llu\n",
+               (unsigned long long)m->snap_checks_corrupt);
+
+    help(b, "snapsync_sync_jobs_total", "counter", "Sync jobs finished since start, by status.");
+    buf_printf(b, "snapsync_sync_jobs_total{status=\"completed\"} %llu\n", (unsigned long long)m->sync_ok);
+    buf_printf(b, "snapsync_sync_jobs_total{status=\"partial\"} %llu\n", (unsigned long long)m->sync_partial);
+    buf_printf(b, "snapsync_sync_jobs_total{status=\"failed\"} %llu\n", (unsigned long long)m->sync_failed);
+    metric_u64(b, "snapsync_sync_entities_pulled_total", "counter", "Entities applied from peers by sync jobs.", m->pulled);
+    metric_u64(b, "snapsync_sync_entities_pushed_total", "counter", "Entities sent to peers by sync jobs.", m->pushed);
+    metric_u64(b, "snapsync_sync_blobs_moved_total", "counter", "Blobs transferred by sync jobs.", m->blobs);
+    struct sync_blob_stats bs;
+    sync_blob_stats(srv, &bs);
+    metric_u64(b, "snapsync_sync_blob_jobs_running", "gauge", "Blob transfer jobs on the threadpool (at most half of it).", bs.running);
+    metric_u64(b, "snapsync_sync_blob_jobs_waiting", "gauge", "Blob transfer jobs waiting for a turn.", bs.waiting);
+    metric_u64(b, "snapsync_sync_blob_jobs_waited_total", "counter", "Blob transfer jobs that had to wait for a turn.", bs.waited);
+    metric_u64(b, "snapsync_write_queue_ops", "gauge", "Write operations submitted and not yet answered.", writer_queue_len(srv));
+
+    job_submit(&srv->jobs, &mj->job, r, metrics_work, metrics_done);
+}
