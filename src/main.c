@@ -28,12 +28,13 @@
 #include "core/names.h"
 #include "svc/snapshot.h"
 #include "store/spaces.h"
-#include "api/metrics.h"
+#include "core/counters.h"
 #include "net/peer.h"
 #include "svc/sse.h"
 #include "svc/sync.h"
 #include "store/writer.h"
 #include "config.h"
+#include "api/util.h"
 #include "net/http.h"
 #include "core/log.h"
 #include "net/server.h"
@@ -196,13 +197,13 @@ static int cmd_serve(int argc, char **argv)
     job_pool_init(&srv.jobs, &loop, &http_job_hooks);
     srv.cfg = &cfg;
     auth_init(&srv, keys, nkeys);
-    metrics_init(&srv);
+    srv.metrics = metrics_new();
     spaces_init(&srv);
     blobs_init(&srv);
     if (writer_start(&srv, store_db_path(st), cfg.durability, err, sizeof err) < 0) {
         log_error("writer_start_failed", "\"error\":\"%s\"", err);
         rc = 1;
-    } else if (sse_init(&srv), auth_start_refresh(&srv), snap_init(&srv), peer_init(&srv) < 0 ||
+    } else if (api_read_attach(&srv), sse_init(&srv), auth_start_refresh(&srv), snap_init(&srv), peer_init(&srv) < 0 ||
                (sync_init(&srv), wait_loaded(&srv), server_start(&srv, &loop, &cfg) < 0)) {
         server_shutdown(&srv);
         uv_run(&loop, UV_RUN_DEFAULT);
@@ -228,7 +229,8 @@ static int cmd_serve(int argc, char **argv)
     server_free(&srv);
     spaces_free(&srv);
     blobs_free(&srv);
-    metrics_free(&srv);
+    metrics_free(srv.metrics);
+    srv.metrics = NULL;
     store_close(st);
     return rc;
 }

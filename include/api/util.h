@@ -8,53 +8,17 @@
 
 #include "core/entity.h"
 #include "net/http.h"
-#include "core/jobs.h"
+#include "store/read.h"
 #include "store/spaces.h"
 #include "store/writer.h"
 
 #define LIST_DEFAULT 100
 #define LIST_MAX 1000
 
-struct read_job;
-/* Runs on a worker with a read connection; fills rj->out, or fails with
- * read_fail(). Return value is ignored. */
-typedef void (*read_fn)(sqlite3 *db, struct read_job *rj);
-typedef void (*read_done_fn)(struct read_job *rj, struct http_req *r);
-
-struct read_job {
-    struct job job;
-    read_fn fn;
-    read_done_fn done;               /* NULL: send out as JSON with 200 */
-    /* inputs (owned copies) */
-    int64_t space_id;
-    char space[64], collection[64], id[129];
-    char cursor[256];
-    uint64_t since, limit;
-    uint64_t until;                  /* change reads: the newest version to show (see changes_until) */
-    bool flag;                       /* handler-specific switch */
-    char *text;                      /* handler-specific, freed */
-    void *arg;                       /* handler-specific, freed */
-    void *user;                      /* handler-specific, not freed */
-    bool detached;                   /* no request: done() always runs, with r == NULL,
-                                        and handles rj->status itself */
-    /* outputs */
-    int status;                      /* 0 = ok */
-    char code[40], msg[200];
-    struct buf out;
-    char etag[REV_MAX];
-    uint64_t n;
-    /* the newest version of rj->space_id the answer shows: when the loop
-     * does not yet know it as acknowledged, the answer waits (writer.h
-     * struct durable_wait). 0: not tracked. */
-    uint64_t seen;
-    struct durable_wait hold;
-};
-
-struct read_job *read_job_new(void);
+/* Installs the default answer of read jobs (read_attach). At start. */
+void api_read_attach(struct server *srv);
+/* read_start for the request's store. */
 void read_submit(struct http_req *r, struct read_job *rj, read_fn fn, read_done_fn done);
-/* No request behind it: done() always runs (r == NULL) and handles errors. */
-void read_submit_detached(struct server *srv, struct read_job *rj, read_fn fn, read_done_fn done);
-void read_fail(struct read_job *rj, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
 
 /* Paging, the one rule of every list (docs/api.md, Conventions):
  * ?limit= is a whole number from 1 to 1000 (decimal digits, percent-

@@ -10,6 +10,7 @@
 #include "store/writer.h"
 
 struct server;
+struct spaces;
 
 struct space {
     struct space_stats st;
@@ -22,11 +23,11 @@ struct space {
 void spaces_init(struct server *srv);
 void spaces_free(struct server *srv);
 /* Inserts, updates or (st->removed) drops a space. */
-void spaces_update(struct server *srv, const struct space_stats *st);
-struct space *spaces_get(struct server *srv, const char *name);
-size_t spaces_count(struct server *srv);
+void spaces_update(struct spaces *s, const struct space_stats *st);
+struct space *spaces_get(struct spaces *s, const char *name);
+size_t spaces_count(struct spaces *s);
 /* Spaces sorted by name; *n set. The array is owned by the registry and
  * valid until the next update. */
-struct space **spaces_sorted(struct server *srv, size_t *n);
+struct space **spaces_sorted(struct spaces *s, size_t *n);
 
 #endif

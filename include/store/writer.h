@@ -80,8 +80,8 @@ int writer_start(struct server *srv, const char *db_path, int durability, char *
 /* Stops after the queue is drained; joins the thread. After uv_run ends. */
 void writer_stop(struct server *srv);
 /* Returns 0, or -1 when the queue is full (nothing queued). */
-int writer_submit(struct server *srv, struct wop *op, struct http_req *r, wop_apply_fn apply, wop_done_fn done);
-uint64_t writer_queue_len(struct server *srv);
+int writer_submit(struct writer *w, struct wop *op, struct http_req *r, wop_apply_fn apply, wop_done_fn done);
+uint64_t writer_queue_len(const struct writer *w);
 
 /* A reader's transaction can see a commit before it is durable (the syncer's
  * fdatasync comes after COMMIT) and before the writers are told. A read that
@@ -97,8 +97,8 @@ struct durable_wait {
     uint64_t version;
     void (*ready)(struct durable_wait *dw);
 };
-bool writer_is_durable(struct server *srv, const struct durable_wait *dw);
-void writer_wait_durable(struct server *srv, struct durable_wait *dw);
+bool writer_is_durable(struct writer *w, const struct durable_wait *dw);
+void writer_wait_durable(struct writer *w, struct durable_wait *dw);
 
 /* Fails the op (returns -1 for apply to return). */
 int wop_fail(struct wop *op, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);

@@ -197,7 +197,7 @@ static void changes_work(sqlite3 *db, struct read_job *rj)
 /* A page of all_revs changes for a sync push (detached: no request). */
 uint64_t changes_until(struct server *srv, const char *space)
 {
-    struct space *sp = spaces_get(srv, space);
+    struct space *sp = spaces_get(srv->spaces, space);
     return sp ? sp->st.version : UINT64_MAX;
 }
 
@@ -215,7 +215,7 @@ void changes_page(struct server *srv, int64_t space_id, uint64_t since, uint64_t
     rj->limit = limit;
     rj->flag = true;
     rj->user = user;
-    read_submit_detached(srv, rj, changes_work, done);
+    read_start_detached(srv->store, rj, changes_work, done);
 }
 
 /* one SSE frame per change: id is the version, so Last-Event-ID resumes */

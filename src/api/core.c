@@ -23,7 +23,7 @@ void api_status(struct http_req *r)
 {
     struct server *srv = r->srv;
     size_t n, visible = 0;
-    struct space **v = spaces_sorted(srv, &n);
+    struct space **v = spaces_sorted(srv->spaces, &n);
     for (size_t i = 0; i < n; i++) visible += !r->key || key_has_space(r->key, v[i]->st.name);
     struct buf b;
     buf_init(&b);

@@ -44,7 +44,7 @@ void api_spaces_list(struct http_req *r)
     const char *cursor = pg.cursor;
     uint64_t limit = pg.limit;
     size_t n;
-    struct space **v = spaces_sorted(r->srv, &n);
+    struct space **v = spaces_sorted(r->srv->spaces, &n);
     struct buf b;
     buf_init(&b);
     buf_puts(&b, "{\"spaces\":[");
@@ -134,7 +134,7 @@ static void space_done(struct wop *op, struct http_req *r)
             buf_puts(&b, ",\"deleted\":true}");
             http_send_json(r, 200, &b);
         } else {
-            struct space *sp = spaces_get(r->srv, s->name);
+            struct space *sp = spaces_get(r->srv->spaces, s->name);
             struct buf b;
             buf_init(&b);
             if (sp) space_json(&b, sp, NULL);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "core/counters.h"
 #include "net/http.h"
 #include "core/jobs.h"
 #include "core/json.h"
@@ -19,141 +20,6 @@
 #include "store/store.h"
 #include "store/writer.h"
 
-#define MAX_SERIES 512
-static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
-#define NB (sizeof buckets / sizeof buckets[0])
-static const double snap_buckets[] = {0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900};
-#define NSB (sizeof snap_buckets / sizeof snap_buckets[0])
-static const double size_buckets[] = {1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10};
-#define NZB (sizeof size_buckets / sizeof size_buckets[0])
-
-struct req_series {
-    const char *route;               /* a route's static name */
-    int status;
-    uint64_t count;
-};
-
-struct lat_series {
-    const char *route;
-    uint64_t b[NB], count;
-    double sum;
-};
-
-struct metrics {
-    struct req_series req[MAX_SERIES];
-    int nreq;
-    struct lat_series lat[128];
-    int nlat;
-    uint64_t req_overflow;
-    /* snapshots */
-    struct { char kind[16]; bool ok; uint64_t count; } snaps[16];
-    int nsnaps;
-    uint64_t snap_dur_b[NSB], snap_dur_count, snap_size_b[NZB], snap_size_count;
-    double snap_dur_sum, snap_size_sum;
-    /* snapshot files: aborted downloads, corruption found (by what found
-     * it), background checks */
-    uint64_t snap_dl_aborts, snap_corrupt[5], snap_checks_ok, snap_checks_corrupt;
-    /* sync */
-    uint64_t sync_ok, sync_partial, sync_failed, pulled, pushed, blobs;
-};
-
-void metrics_init(struct server *srv) { srv->metrics = xcalloc(1, sizeof(struct metrics)); }
-
-void metrics_free(struct server *srv)
-{
-    free(srv->metrics);
-    srv->metrics = NULL;
-}
-
-void metrics_request(struct server *srv, const char *route, int status, double s)
-{
-    struct metrics *m = srv->metrics;
-    if (!m) return;
-    if (!route) route = "none";
-    int i;
-    for (i = 0; i < m->nreq; i++)
-        if (m->req[i].status == status && (m->req[i].route == route || !strcmp(m->req[i].route, route))) break;
-    if (i == m->nreq) {
-        if (m->nreq == MAX_SERIES) { m->req_overflow++; goto lat; }
-        m->req[m->nreq].route = route;
-        m->req[m->nreq].status = status;
-        m->nreq++;
-    }
-    m->req[i].count++;
-lat:
-    for (i = 0; i < m->nlat; i++)
-        if (m->lat[i].route == route || !strcmp(m->lat[i].route, route)) break;
-    if (i == m->nlat) {
-        if (m->nlat == (int)ARRAY_SIZE(m->lat)) return;
-        m->lat[m->nlat++].route = route;
-    }
-    struct lat_series *l = &m->lat[i];
-    for (size_t k = 0; k < NB; k++)
-        if (s <= buckets[k]) l->b[k]++;
-    l->count++;
-    l->sum += s;
-}
-
-void metrics_snapshot(struct server *srv, const char *kind, bool ok, double s, uint64_t bytes)
-{
-    struct metrics *m = srv->metrics;
-    if (!m) return;
-    int i;
-    for (i = 0; i < m->nsnaps; i++)
-        if (m->snaps[i].ok == ok && !strcmp(m->snaps[i].kind, kind)) break;
-    if (i == m->nsnaps) {
-        if (m->nsnaps == (int)ARRAY_SIZE(m->snaps)) return;
-        snprintf(m->snaps[i].kind, sizeof m->snaps[i].kind, "%s", kind);
-        m->snaps[i].ok = ok;
-        m->nsnaps++;
-    }
-    m->snaps[i].count++;
-    for (size_t k = 0; k < NSB; k++)
-        if (s <= snap_buckets[k]) m->snap_dur_b[k]++;
-    m->snap_dur_count++;
-    m->snap_dur_sum += s;
-    if (ok) {
-        for (size_t k = 0; k < NZB; k++)
-            if ((double)bytes <= size_buckets[k]) m->snap_size_b[k]++;
-        m->snap_size_count++;
-        m->snap_size_sum += (double)bytes;
-    }
-}
-
-static const char *const found_by[] = {"download", "preview", "restore", "verify", "background"};
-
-void metrics_snapshot_download_abort(struct server *srv)
-{
-    if (srv->metrics) srv->metrics->snap_dl_aborts++;
-}
-
-void metrics_snapshot_corrupt(struct server *srv, const char *by)
-{
-    struct metrics *m = srv->metrics;
-    if (!m) return;
-    for (size_t i = 0; i < ARRAY_SIZE(found_by); i++)
-        if (!strcmp(found_by[i], by)) m->snap_corrupt[i]++;
-}
-
-void metrics_snapshot_check(struct server *srv, bool ok)
-{
-    struct metrics *m = srv->metrics;
-    if (!m) return;
-    if (ok) m->snap_checks_ok++;
-    else m->snap_checks_corrupt++;
-}
-
-void metrics_sync(struct server *srv, const char *status, uint64_t pulled, uint64_t pushed, uint64_t blobs)
-{
-    struct metrics *m = srv->metrics;
-    if (!m) return;
-    if (!strcmp(status, "completed")) m->sync_ok++;
-    else if (!strcmp(status, "partial")) m->sync_partial++;
-    else m->sync_failed++;
-    m->pulled += pulled;
-    m->pushed += pushed;
-    m->blobs += blobs;
-}
 
 static void help(struct buf *b, const char *name, const char *type, const char *text)
 {
@@ -238,7 +104,7 @@ void api_metrics(struct http_req *r)
     for (int i = 0; i < m->nlat; i++) {
         struct lat_series *l = &m->lat[i];
         for (size_t k = 0; k < NB; k++) {
-            fmt_le(le, sizeof le, buckets[k]);
+            fmt_le(le, sizeof le, metrics_req_buckets[k]);
             buf_puts(b, "snapsync_http_request_duration_seconds_bucket{route=\"");
             label(b, l->route);
             buf_printf(b, "\",le=\"%s\"} %llu\n", le, (unsigned long long)l->b[k]);
@@ -273,7 +139,7 @@ void api_metrics(struct http_req *r)
                srv->stats.loop_stalls);
 
     size_t n;
-    struct space **v = spaces_sorted(srv, &n);
+    struct space **v = spaces_sorted(srv->spaces, &n);
     static const char *const sm[][2] = {
         {"snapsync_space_server_version", "The space's change counter."},
         {"snapsync_space_entities", "Live entities in the space."},
@@ -297,7 +163,7 @@ void api_metrics(struct http_req *r)
                    m->snaps[i].ok ? "completed" : "failed", (unsigned long long)m->snaps[i].count);
     help(b, "snapsync_snapshot_duration_seconds", "histogram", "Time to write a snapshot.");
     for (size_t k = 0; k < NSB; k++) {
-        fmt_le(le, sizeof le, snap_buckets[k]);
+        fmt_le(le, sizeof le, metrics_snap_buckets[k]);
         buf_printf(b, "snapsync_snapshot_duration_seconds_bucket{le=\"%s\"} %llu\n", le,
                    (unsigned long long)m->snap_dur_b[k]);
     }
@@ -306,7 +172,7 @@ void api_metrics(struct http_req *r)
     buf_printf(b, "snapsync_snapshot_duration_seconds_count %llu\n", (unsigned long long)m->snap_dur_count);
     help(b, "snapsync_snapshot_size_bytes", "histogram", "Compressed size of completed snapshots.");
     for (size_t k = 0; k < NZB; k++) {
-        fmt_le(le, sizeof le, size_buckets[k]);
+        fmt_le(le, sizeof le, metrics_size_buckets[k]);
         buf_printf(b, "snapsync_snapshot_size_bytes_bucket{le=\"%s\"} %llu\n", le, (unsigned long long)m->snap_size_b[k]);
     }
     buf_printf(b, "snapsync_snapshot_size_bytes_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)m->snap_size_count);
@@ -318,8 +184,8 @@ void api_metrics(struct http_req *r)
                m->snap_dl_aborts);
     help(b, "snapsync_snapshot_corrupt_found_total", "counter",
          "Snapshots found damaged or missing (marked corrupt), by what found it.");
-    for (size_t i = 0; i < ARRAY_SIZE(found_by); i++)
-        buf_printf(b, "snapsync_snapshot_corrupt_found_total{found_by=\"%s\"} %llu\n", found_by[i],
+    for (size_t i = 0; i < N_FOUND_BY; i++)
+        buf_printf(b, "snapsync_snapshot_corrupt_found_total{found_by=\"%s\"} %llu\n", metrics_found_by[i],
                    (unsigned long long)m->snap_corrupt[i]);
     help(b, "snapsync_snapshot_checks_total", "counter",
          "Background checks of snapshot files (--snapshot-verify-every), by result.");
@@ -339,7 +205,7 @@ void api_metrics(struct http_req *r)
     metric_u64(b, "snapsync_sync_blob_jobs_running", "gauge", "Blob transfer jobs on the threadpool (at most half of it).", bs.running);
     metric_u64(b, "snapsync_sync_blob_jobs_waiting", "gauge", "Blob transfer jobs waiting for a turn.", bs.waiting);
     metric_u64(b, "snapsync_sync_blob_jobs_waited_total", "counter", "Blob transfer jobs that had to wait for a turn.", bs.waited);
-    metric_u64(b, "snapsync_write_queue_ops", "gauge", "Write operations submitted and not yet answered.", writer_queue_len(srv));
+    metric_u64(b, "snapsync_write_queue_ops", "gauge", "Write operations submitted and not yet answered.", writer_queue_len(srv->writer));
 
     job_submit(&srv->jobs, &mj->job, r, metrics_work, metrics_done);
 }

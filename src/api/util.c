@@ -11,41 +11,7 @@
 #include "net/server.h"
 #include "store/store.h"
 
-struct read_job *read_job_new(void) { return xcalloc(1, sizeof(struct read_job)); }
-
-void read_fail(struct read_job *rj, int status, const char *code, const char *fmt, ...)
-{
-    va_list ap;
-    rj->status = status;
-    snprintf(rj->code, sizeof rj->code, "%s", code);
-    va_start(ap, fmt);
-    vsnprintf(rj->msg, sizeof rj->msg, fmt, ap);
-    va_end(ap);
-}
-
-static void read_work(struct job *j)
-{
-    struct read_job *rj = container_of(j, struct read_job, job);
-    sqlite3 *db = store_reader_get(job_server(j)->store);
-    if (!db) {
-        read_fail(rj, 500, "storage_error", "no database connection");
-        return;
-    }
-    /* one read transaction: everything the job reads is one snapshot */
-    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-    rj->fn(db, rj);
-    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-    store_reader_put(job_server(j)->store, db);
-}
-
-static void read_job_free(struct read_job *rj)
-{
-    buf_free(&rj->out);
-    free(rj->text);
-    free(rj->arg);
-    free(rj);
-}
-
+/* the default answer of a read job (read_attach) */
 static void read_answer(struct read_job *rj, struct http_req *r)
 {
     if (rj->status) http_send_error(r, rj->status, rj->code, NULL, "%s", rj->msg);
@@ -53,51 +19,11 @@ static void read_answer(struct read_job *rj, struct http_req *r)
     else http_send_json(r, 200, &rj->out);
 }
 
-/* the version the answer shows is acknowledged now */
-static void read_held_ready(struct durable_wait *dw)
-{
-    struct read_job *rj = container_of(dw, struct read_job, hold);
-    struct http_req *r = rj->job.req;
-    if (r->conn) read_answer(rj, r);
-    http_req_unref(r);
-    read_job_free(rj);
-}
-
-static void read_after(struct job *j, struct http_req *r)
-{
-    struct read_job *rj = container_of(j, struct read_job, job);
-    if (r && rj->seen) {
-        rj->hold.space_id = rj->space_id;
-        snprintf(rj->hold.space, sizeof rj->hold.space, "%s", rj->space);
-        rj->hold.version = rj->seen;
-        if (!writer_is_durable(r->srv, &rj->hold)) {
-            rj->hold.ready = read_held_ready;
-            http_req_ref(r);         /* j->req: the job's own reference ends when we return */
-            writer_wait_durable(r->srv, &rj->hold);
-            return;
-        }
-    }
-    if (rj->detached) {
-        rj->done(rj, NULL);
-    } else if (r) {
-        read_answer(rj, r);
-    }
-    read_job_free(rj);
-}
+void api_read_attach(struct server *srv) { read_attach(srv->store, &srv->jobs, srv->writer, read_answer); }
 
 void read_submit(struct http_req *r, struct read_job *rj, read_fn fn, read_done_fn done)
 {
-    rj->fn = fn;
-    rj->done = done;
-    job_submit(&r->srv->jobs, &rj->job, r, read_work, read_after);
-}
-
-void read_submit_detached(struct server *srv, struct read_job *rj, read_fn fn, read_done_fn done)
-{
-    rj->fn = fn;
-    rj->done = done;
-    rj->detached = true;
-    job_submit(&srv->jobs, &rj->job, NULL, read_work, read_after);
+    read_start(r->srv->store, r, rj, fn, done);
 }
 
 static bool cursor_valid(enum list_cursor kind, const char *s, size_t len, uint64_t *num)
@@ -160,7 +86,7 @@ long api_query(struct http_req *r, const char *name, char *out, size_t cap)
 
 struct space *api_space(struct http_req *r)
 {
-    struct space *sp = spaces_get(r->srv, r->match.params.space);
+    struct space *sp = spaces_get(r->srv->spaces, r->match.params.space);
     if (!sp) http_send_error(r, 404, "space_not_found", NULL, "no space named '%s'", r->match.params.space);
     return sp;
 }
@@ -240,7 +166,7 @@ void entity_json(struct buf *b, const char *coll, const char *id, const char *re
 
 int api_write(struct http_req *r, struct wop *op, wop_apply_fn apply, wop_done_fn done)
 {
-    if (writer_submit(r->srv, op, r, apply, done) < 0) {
+    if (writer_submit(r->srv->writer, op, r, apply, done) < 0) {
         http_add_header(r, "Retry-After", "1");
         http_send_error(r, 503, "overloaded", NULL, "the write queue is full; retry shortly");
         return -1;

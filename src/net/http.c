@@ -29,7 +29,7 @@
 
 #include "svc/auth.h"
 #include "core/jobs.h"
-#include "api/metrics.h"
+#include "core/counters.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/names.h"
@@ -1638,7 +1638,7 @@ static void log_target(struct buf *b, const struct http_req *r)
 static void access_log(struct http_req *r)
 {
     uint64_t dur_us = (now_ns_mono() - r->t_start_ns) / 1000;
-    metrics_request(r->srv, r->route ? r->route->name : NULL, r->status, (double)dur_us / 1e6);
+    metrics_request(r->srv->metrics, r->route ? r->route->name : NULL, r->status, (double)dur_us / 1e6);
     if (!r->srv->cfg->access_log) return;
     static struct buf f;
     buf_reset(&f);

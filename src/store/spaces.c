@@ -38,9 +38,8 @@ static size_t find(struct spaces *s, const char *name, bool *found)
     return lo;
 }
 
-void spaces_update(struct server *srv, const struct space_stats *st)
+void spaces_update(struct spaces *s, const struct space_stats *st)
 {
-    struct spaces *s = srv->spaces;
     bool found;
     size_t i = find(s, st->name, &found);
     if (st->removed) {
@@ -73,17 +72,17 @@ void spaces_update(struct server *srv, const struct space_stats *st)
     s->n++;
 }
 
-struct space *spaces_get(struct server *srv, const char *name)
+struct space *spaces_get(struct spaces *sp, const char *name)
 {
     bool found;
-    size_t i = find(srv->spaces, name, &found);
-    return found ? srv->spaces->v[i] : NULL;
+    size_t i = find(sp, name, &found);
+    return found ? sp->v[i] : NULL;
 }
 
-size_t spaces_count(struct server *srv) { return srv->spaces->n; }
+size_t spaces_count(struct spaces *sp) { return sp->n; }
 
-struct space **spaces_sorted(struct server *srv, size_t *n)
+struct space **spaces_sorted(struct spaces *sp, size_t *n)
 {
-    *n = srv->spaces->n;
-    return srv->spaces->v;
+    *n = sp->n;
+    return sp->v;
 }

@@ -698,16 +698,16 @@ static void *sync_main(void *arg)
 
 /* ---- loop side --------------------------------------------------------- */
 
-bool writer_is_durable(struct server *srv, const struct durable_wait *dw)
+bool writer_is_durable(struct writer *w, const struct durable_wait *dw)
 {
-    const struct space *sp = spaces_get(srv, dw->space);
+    if (!w) return true;
+    const struct space *sp = spaces_get(w->srv->spaces, dw->space);
     return !sp || sp->st.id != dw->space_id || sp->st.version >= dw->version;
 }
 
-void writer_wait_durable(struct server *srv, struct durable_wait *dw)
+void writer_wait_durable(struct writer *w, struct durable_wait *dw)
 {
-    struct writer *w = srv->writer;
-    if (!w || writer_is_durable(srv, dw)) {
+    if (!w || writer_is_durable(w, dw)) {
         dw->ready(dw);
         return;
     }
@@ -720,7 +720,7 @@ static void durable_wake(struct writer *w, bool all)
     struct list *pos, *tmp;
     list_foreach_safe(pos, tmp, &w->durable_waits) {
         struct durable_wait *dw = container_of(pos, struct durable_wait, link);
-        if (!all && !writer_is_durable(w->srv, dw)) continue;
+        if (!all && !writer_is_durable(w, dw)) continue;
         list_remove(pos);
         dw->ready(dw);
     }
@@ -741,7 +741,7 @@ static void on_async(uv_async_t *a)
     struct list *bpos, *btmp, *pos, *tmp;
     list_foreach_safe(bpos, btmp, &done) {
         struct batch *b = container_of(bpos, struct batch, link);
-        for (size_t i = 0; i < b->nspaces; i++) spaces_update(w->srv, &b->spaces[i]);
+        for (size_t i = 0; i < b->nspaces; i++) spaces_update(w->srv->spaces, &b->spaces[i]);
         /* answer the writers first: a write's latency should not include
          * fanning its events out to every subscriber */
         list_foreach_safe(pos, tmp, &b->ops) {
@@ -761,9 +761,8 @@ static void on_async(uv_async_t *a)
     if (w->inflight == 0) uv_unref((uv_handle_t *)&w->async);
 }
 
-int writer_submit(struct server *srv, struct wop *op, struct http_req *r, wop_apply_fn apply, wop_done_fn done)
+int writer_submit(struct writer *w, struct wop *op, struct http_req *r, wop_apply_fn apply, wop_done_fn done)
 {
-    struct writer *w = srv->writer;
     if (!w) return -1;               /* stopped: after the loop ended */
     op->apply = apply;
     op->done = done;
@@ -785,9 +784,9 @@ int writer_submit(struct server *srv, struct wop *op, struct http_req *r, wop_ap
     return 0;
 }
 
-uint64_t writer_queue_len(struct server *srv)
+uint64_t writer_queue_len(const struct writer *w)
 {
-    return srv->writer ? srv->writer->inflight : 0;
+    return w ? w->inflight : 0;
 }
 
 int writer_start(struct server *srv, const char *db_path, int durability, char *err, size_t errlen)
@@ -816,7 +815,7 @@ int writer_start(struct server *srv, const char *db_path, int durability, char *
         goto fail;
     }
     /* hand the loop its first copy of every space */
-    for (size_t i = 0; i < w->nspaces; i++) spaces_update(srv, w->spaces[i]);
+    for (size_t i = 0; i < w->nspaces; i++) spaces_update(srv->spaces, w->spaces[i]);
     uv_async_init(srv->loop, &w->async, on_async);
     uv_unref((uv_handle_t *)&w->async);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {

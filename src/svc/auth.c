@@ -614,7 +614,7 @@ void auth_audit_denied(struct http_req *r, int status)
              r->route ? r->route->name : "?");
     snprintf(a->meta, sizeof a->meta, "{\"status\":%d}", status);
     if (r->conn) snprintf(a->remote, sizeof a->remote, "%s", r->client);
-    if (writer_submit(srv, &a->op, NULL, audit_apply, audit_done) < 0) free(a);
+    if (writer_submit(srv->writer, &a->op, NULL, audit_apply, audit_done) < 0) free(a);
 }
 
 bool auth_snapshot_rate(struct http_req *r, uint64_t *retry_after_s)

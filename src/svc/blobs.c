@@ -539,7 +539,7 @@ static void upload_ref(struct server *srv, struct upload *u, struct http_req *r)
     memcpy(ro->sha, u->sha, 65);
     ro->size = u->size;
     u->placed = false;
-    int rc = r ? api_write(r, &ro->op, ref_apply, ref_done) : writer_submit(srv, &ro->op, NULL, ref_apply, ref_done);
+    int rc = r ? api_write(r, &ro->op, ref_apply, ref_done) : writer_submit(srv->writer, &ro->op, NULL, ref_apply, ref_done);
     if (rc < 0) {
         blob_unpin(srv, ro->sha);   /* unreferenced: it goes at the next start unless referenced by then */
         free(ro);

@@ -50,7 +50,7 @@
 #include "core/log.h"
 #include "core/names.h"
 #include "core/pgzip.h"
-#include "api/metrics.h"
+#include "core/counters.h"
 #include "svc/blobs.h"
 #include "net/filestream.h"
 #include "net/server.h"
@@ -151,7 +151,7 @@ static int row_load(sqlite3 *db, int64_t space_id, const char *id, struct snap_r
 
 static void set_busy(struct server *srv, const char *space, bool busy)
 {
-    struct space *sp = spaces_get(srv, space);
+    struct space *sp = spaces_get(srv->spaces, space);
     if (sp) sp->busy = busy;
 }
 
@@ -540,9 +540,9 @@ static void snap_finished(struct wop *op, struct http_req *r)
     struct server *srv = sj->srv;
     bool ok = !sj->err && !op->status;
     publish_snapshot(sj, ok ? "completed" : "failed");
-    metrics_snapshot(srv, sj->kind, ok, (double)(now_ms_wall() - sj->started_ms) / 1000.0, sj->size_bytes);
+    metrics_snapshot(srv->metrics, sj->kind, ok, (double)(now_ms_wall() - sj->started_ms) / 1000.0, sj->size_bytes);
     if (ok) {
-        struct space *sp = spaces_get(srv, sj->space);
+        struct space *sp = spaces_get(srv->spaces, sj->space);
         if (sp) {
             snprintf(sp->last_snapshot, sizeof sp->last_snapshot, "%s", sj->id);
             sp->last_snapshot_version = sj->server_version;
@@ -585,7 +585,7 @@ static void snap_after(struct job *j, struct http_req *r)
      * anything a new request could queue: the space is free again (a GET
      * that sees the row completed must not meet a 409) */
     if (!sj->then) set_busy(sj->srv, sj->space, false);
-    if (writer_submit(sj->srv, &f->op, r, snap_finish_apply, snap_finished) < 0) {
+    if (writer_submit(sj->srv->writer, &f->op, r, snap_finish_apply, snap_finished) < 0) {
         /* the queue is full: try the bookkeeping again without a client */
         f->op.status = 503;
         snprintf(f->op.code, sizeof f->op.code, "overloaded");
@@ -680,7 +680,7 @@ static int snap_start(struct server *srv, struct http_req *r, const char *space,
     sj->last_decile = 0;
     struct insert_op *ins = xcalloc(1, sizeof *ins);
     ins->sj = sj;
-    if (writer_submit(srv, &ins->op, r, snap_insert_apply, snap_inserted) < 0) {
+    if (writer_submit(srv->writer, &ins->op, r, snap_insert_apply, snap_inserted) < 0) {
         free(ins);
         snap_job_free(sj);
         return -1;
@@ -811,7 +811,7 @@ static void integ_changed(struct integ_op *io)
     json_kv_str(&b, "file", path);   /* the server log only */
     log_raw(io->ok ? LOG_INFO : LOG_ERROR, io->ok ? "snapshot_integrity_ok" : "snapshot_corrupt", b.data, b.len);
     buf_reset(&b);
-    if (!io->ok) metrics_snapshot_corrupt(srv, integ_src_name[io->src]);
+    if (!io->ok) metrics_snapshot_corrupt(srv->metrics, integ_src_name[io->src]);
     buf_puts(&b, "{\"space\":");
     json_cstr(&b, io->space);
     json_kv_str(&b, "snapshot", io->id);
@@ -850,7 +850,7 @@ static int integ_mark(struct server *srv, struct http_req *r, const char *space,
     io->ok = ok;
     snprintf(io->why, sizeof io->why, "%s", ok ? "" : why);
     io->then = then;
-    if (writer_submit(srv, &io->op, r, integ_apply, integ_done) < 0) {
+    if (writer_submit(srv->writer, &io->op, r, integ_apply, integ_done) < 0) {
         log_warn("snapshot_integrity_not_recorded", "\"snapshot\":\"%s\",\"reason\":\"the write queue is full\"", id);
         free(io);
         return -1;
@@ -1094,7 +1094,7 @@ static void delete_done(struct wop *op, struct http_req *r)
         struct server *srv = r ? r->srv : NULL;
         if (srv) {
             unlink_later(srv, d->id);
-            struct space *sp = spaces_get(srv, d->space);
+            struct space *sp = spaces_get(srv->spaces, d->space);
             if (sp && !strcmp(sp->last_snapshot, d->id)) {
                 /* the newest one left, read in the delete's transaction */
                 snprintf(sp->last_snapshot, sizeof sp->last_snapshot, "%s", d->next_last);
@@ -1197,7 +1197,7 @@ static void retention_done(struct job *j, struct http_req *r)
         d->srv = job_server(j);
         snprintf(d->id, sizeof d->id, "%s", rj->ids[i]);
         snprintf(d->space, sizeof d->space, "%s", rj->space);
-        if (writer_submit(job_server(j), &d->op, NULL, retire_apply, retire_done) < 0) free(d);
+        if (writer_submit(job_server(j)->writer, &d->op, NULL, retire_apply, retire_done) < 0) free(d);
     }
     free(rj->ids);
     free(rj);
@@ -1225,7 +1225,7 @@ static void dl_damaged(struct server *srv, void *arg, const char *why)
     struct dl_check *d = arg;
     char path[1200];
     snap_file(srv->cfg->data_dir, d->id, false, path, sizeof path);
-    metrics_snapshot_download_abort(srv);
+    metrics_snapshot_download_abort(srv->metrics);
     log_file(LOG_ERROR, "snapshot_download_aborted", d->space, d->id, path, why);
     integ_mark(srv, NULL, d->space, d->id, INTEG_DOWNLOAD, false, why, d->actor, d->remote, NULL);
 }
@@ -2383,7 +2383,7 @@ static void restore_submit(struct restore *rs, struct http_req *r)
 {
     struct restore_op *ro = xcalloc(1, sizeof *ro);
     ro->rs = rs;
-    if (writer_submit(rs->srv, &ro->op, r, restore_apply, restore_done) < 0) {
+    if (writer_submit(rs->srv->writer, &ro->op, r, restore_apply, restore_done) < 0) {
         set_busy(rs->srv, rs->space, false);
         if (r) http_send_error(r, 503, "overloaded", NULL, "the write queue is full; retry shortly");
         if (rs->planned) unlink_path_later(rs->srv, rs->plan_path);
@@ -2462,7 +2462,7 @@ static void restore_after_pre(struct snap_job *sj, struct http_req *r)
     uint64_t cap = RESTORE_JOURNAL_BYTES;
     if (v && parse_u64(v, strlen(v), RESTORE_JOURNAL_BYTES, &cap) < 0) cap = RESTORE_JOURNAL_BYTES;
     jo->cap = (size_t)cap;
-    if (writer_submit(rs->srv, &jo->op, r, journal_start_apply, journal_started) < 0) {
+    if (writer_submit(rs->srv->writer, &jo->op, r, journal_start_apply, journal_started) < 0) {
         set_busy(rs->srv, rs->space, false);
         if (r) http_send_error(r, 503, "overloaded", NULL, "the write queue is full; retry shortly");
         free(jo);
@@ -2567,7 +2567,7 @@ static void verify_done(struct job *j, struct http_req *r)
 static void restore_row_loaded(struct read_job *rj, struct http_req *r)
 {
     struct snap_row *row = rj->arg;
-    struct space *sp = spaces_get(r->srv, rj->space);
+    struct space *sp = spaces_get(r->srv->spaces, rj->space);
     bool corrupt = !strcmp(row->integrity, "corrupt");
     if (!row->found) {
         http_send_error(r, 404, "not_found", NULL, "no snapshot %s in this space", rj->id);
@@ -3115,7 +3115,7 @@ static void bg_marked(struct integ_op *io, struct http_req *r)
 static void bg_finish(void)
 {
     bool ok = bg.rc == 0;
-    metrics_snapshot_check(bg.srv, ok);
+    metrics_snapshot_check(bg.srv->metrics, ok);
     if (ok) log_info("snapshot_checked", "\"space\":\"%s\",\"snapshot\":\"%s\",\"integrity\":\"ok\"", bg.space, bg.id);
     else log_file(LOG_WARN, "snapshot_check_failed", bg.space, bg.id, bg.path, bg.why);
     bg.picked = false;
@@ -3197,7 +3197,7 @@ static void on_schedule(uv_timer_t *t)
     struct server *srv = t->data;
     if (srv->shutting_down) return;
     size_t n;
-    struct space **v = spaces_sorted(srv, &n);
+    struct space **v = spaces_sorted(srv->spaces, &n);
     for (size_t i = 0; i < n; i++) {
         struct space *sp = v[i];
         if (sp->busy) continue;
@@ -3301,7 +3301,7 @@ static void last_done(struct job *j, struct http_req *r)
     struct last_job *lj = container_of(j, struct last_job, job);
     UNUSED(r);
     for (size_t i = 0; i < lj->n; i++) {
-        struct space *sp = spaces_get(job_server(j), lj->v[i].space);
+        struct space *sp = spaces_get(job_server(j)->spaces, lj->v[i].space);
         if (sp && !sp->last_snapshot[0]) {
             snprintf(sp->last_snapshot, sizeof sp->last_snapshot, "%s", lj->v[i].id);
             sp->last_snapshot_version = lj->v[i].version;

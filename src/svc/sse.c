@@ -713,7 +713,7 @@ static void feed_read(struct feed *f)
     rj->arg = changes_filter_copy(f->filter);
     f->reading = true;
     f->dirty = false;
-    read_submit(f->r, rj, changes_sse_work, feed_read_done);
+    read_start(f->r->srv->store, f->r, rj, changes_sse_work, feed_read_done);
 }
 
 void feed_sse(struct http_req *r, int64_t space_id, uint64_t since, void *filter)
@@ -821,7 +821,7 @@ void feed_longpoll(struct http_req *r, int64_t space_id, uint64_t since, uint64_
                    uint64_t timeout_ms, void *filter)
 {
     struct sse_hub *h = hub_of(r->srv);
-    struct space *sp = spaces_get(r->srv, r->match.params.space);
+    struct space *sp = spaces_get(r->srv->spaces, r->match.params.space);
     if (!sp || sp->st.version > since) {
         changes_respond(r, space_id, since, sp ? sp->st.version : UINT64_MAX, limit, bodies,
                         filter);   /* something is there already */
@@ -866,7 +866,7 @@ void sse_changes_committed(struct server *srv, const struct change_rec *c, size_
         buf_putc(&b, '}');
         frames[i] = event_new(h, SSE_CHANGE, c[i].space, b.data, b.len);
         sp_names[i] = c[i].space;
-        struct space *sp = spaces_get(srv, c[i].space);
+        struct space *sp = spaces_get(srv->spaces, c[i].space);
         if (sp) sp->changes_seen++;
     }
     buf_free(&b);

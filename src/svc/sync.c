@@ -37,7 +37,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/names.h"
-#include "api/metrics.h"
+#include "core/counters.h"
 #include "net/peer.h"
 #include "net/server.h"
 #include "store/spaces.h"
@@ -386,7 +386,7 @@ static void save_row(struct sync_job *j, bool insert, bool fin)
     o->insert = insert;
     o->finish = fin;
     j->rows_pending++;
-    if (writer_submit(j->srv, &o->op, NULL, job_row_apply, job_row_done) < 0) {
+    if (writer_submit(j->srv->writer, &o->op, NULL, job_row_apply, job_row_done) < 0) {
         free(o);
         j->rows_pending--;
         if (insert) answer_accepted(j);
@@ -503,7 +503,7 @@ static void finish(struct sync_job *j, int http, const char *error_fmt, ...)
     }
     j->finished_at = now_ms_wall();
     memset(j->token, 0, strlen(j->token));
-    metrics_sync(j->srv, j->status, j->pulled, j->pushed, j->blobs);
+    metrics_sync(j->srv->metrics, j->status, j->pulled, j->pushed, j->blobs);
     save_end_row(j);                 /* the end event and the waiter's answer follow the stored row */
     log_info("sync_finished", "\"job\":\"%s\",\"space\":\"%s\",\"status\":\"%s\",\"pulled\":%llu,\"pushed\":%llu,"
              "\"errors\":%llu,\"requests\":%llu", j->id, j->space, j->status, (unsigned long long)j->pulled,
@@ -1111,7 +1111,7 @@ static void pull_submit_ready(struct sync_job *j)
         if (!next) return;
         list_remove(&next->link);
         j->seq_submit++;
-        if (writer_submit(j->srv, &next->op, NULL, pull_apply, pull_applied) < 0) {
+        if (writer_submit(j->srv->writer, &next->op, NULL, pull_apply, pull_applied) < 0) {
             j->held--;
             j->pipeline--;
             pull_page_free(next);
@@ -1356,7 +1356,7 @@ static void save_push_cp(struct sync_job *j, uint64_t version, uint64_t pull_ver
     snprintf(p->peer_url, sizeof p->peer_url, "%s", j->peer_url);
     snprintf(p->peer_space, sizeof p->peer_space, "%s", j->peer_space);
     snprintf(p->peer_uid, sizeof p->peer_uid, "%s", j->peer_uid);
-    if (writer_submit(j->srv, &p->op, NULL, push_cp_apply, push_cp_done) < 0) {
+    if (writer_submit(j->srv->writer, &p->op, NULL, push_cp_apply, push_cp_done) < 0) {
         free(p);
         j->cp_pending--;
         finish(j, 503, "the local write queue is full");
@@ -1552,7 +1552,7 @@ static void push_pre_read(struct read_job *rj, struct http_req *r)
 /* Reads the page after the one being sent (since = its end). */
 static void push_prefetch(struct sync_job *j)
 {
-    struct space *here = spaces_get(j->srv, j->space);
+    struct space *here = spaces_get(j->srv->spaces, j->space);
     if (!here || j->pre_busy || j->pre || j->pre_end) return;
     j->pre_busy = true;
     j->pre_from = j->page_cp;
@@ -1611,7 +1611,7 @@ static void step(struct sync_job *j)
         if (!j->cp_loaded) {
             struct read_job *rj = read_job_new();
             rj->user = j;
-            read_submit_detached(j->srv, rj, cp_work, cp_done);
+            read_start_detached(j->srv->store, rj, cp_work, cp_done);
             return;
         }
         /* a checkpoint from another incarnation of the peer's space, or one
@@ -1626,7 +1626,7 @@ static void step(struct sync_job *j)
         j->pull_from = j->cp_pull;
         j->push_from = j->cp_push;
         j->push_sent = j->cp_push;
-        struct space *sp = spaces_get(j->srv, j->space);
+        struct space *sp = spaces_get(j->srv->spaces, j->space);
         j->push_target = sp ? sp->st.version : 0;
         j->phase = j->pull ? PH_PULL : PH_PUSH;
         j->fetch_since = j->cp_pull;
@@ -1639,7 +1639,7 @@ static void step(struct sync_job *j)
         pull_pump(j);                /* also after a retry's wait */
         return;
     case PH_PUSH: {
-        struct space *here = spaces_get(j->srv, j->space);
+        struct space *here = spaces_get(j->srv->spaces, j->space);
         if (j->pre_busy) {           /* the next page is on its way */
             j->pre_wanted = true;
             return;
@@ -2350,7 +2350,7 @@ static void peer_job_finished(struct sync_job *j)
     po->status_only = true;
     po->def = *p;
     po->def.token = NULL;
-    if (writer_submit(srv, &po->op, NULL, peer_apply, peer_op_done) < 0) free(po);
+    if (writer_submit(srv->writer, &po->op, NULL, peer_apply, peer_op_done) < 0) free(po);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -2362,7 +2362,7 @@ static void on_tick(uv_timer_t *t)
     for (l = srv->sync->peers.next; l != &srv->sync->peers; l = l->next) {
         struct peer_def *p = container_of(l, struct peer_def, link);
         if (!p->every_s || p->running || now < p->next_run_ms) continue;
-        struct space *sp = spaces_get(srv, p->space);
+        struct space *sp = spaces_get(srv->spaces, p->space);
         if (!sp || running_for(srv, p->space, p->url, p->peer_space)) continue;
         struct sync_job *j = sync_job_new(srv, sp, p->url, p->peer_space, p->token, p->direction, "scheduler", "");
         snprintf(j->peer_name, sizeof j->peer_name, "%s", p->name);
@@ -2492,7 +2492,7 @@ void sync_init(struct server *srv)
     struct read_job *rj = read_job_new();
     rj->user = srv;
     srv->loading++;
-    read_submit_detached(srv, rj, peers_load_work, peers_loaded);
+    read_start_detached(srv->store, rj, peers_load_work, peers_loaded);
 }
 
 static void tick_closed(uv_handle_t *h)
