@@ -76,9 +76,6 @@ json_t *api_body_members_data(struct http_req *r, const char *const *allowed, co
 void api_send_json_err(struct http_req *r, int status, const struct json_err *e);
 /* The caller, for audit rows: key id, or "anonymous". */
 const char *api_actor(const struct http_req *r);
-/* Writes an entity row as SPEC §5 JSON. body may be NULL (tombstone). */
-void entity_json(struct buf *b, const char *coll, const char *id, const char *rev, uint64_t version,
-                 uint64_t created, uint64_t updated, bool deleted, const char *body, size_t body_len);
 /* Submits a write op; answers 503 overloaded and returns -1 when the queue
  * is full (op not queued: the caller frees it). */
 int api_write(struct http_req *r, struct wop *op, wop_apply_fn apply, wop_done_fn done);

@@ -78,4 +78,8 @@ void digest_xor(struct digest *acc, const struct digest *item);
 void digest_hex(const struct digest *d, char out[65]);
 int digest_from_hex(struct digest *d, const char *hex);
 
+/* Writes an entity row as the JSON of docs/api.md (Entities). body may be NULL (tombstone). */
+void entity_json(struct buf *b, const char *coll, const char *id, const char *rev, uint64_t version,
+                 uint64_t created, uint64_t updated, bool deleted, const char *body, size_t body_len);
+
 #endif

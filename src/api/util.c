@@ -144,26 +144,6 @@ json_t *api_body_members_data(struct http_req *r, const char *const *allowed, co
 
 const char *api_actor(const struct http_req *r) { return r->key ? r->key->id : "anonymous"; }
 
-void entity_json(struct buf *b, const char *coll, const char *id, const char *rev, uint64_t version,
-                 uint64_t created, uint64_t updated, bool deleted, const char *body, size_t body_len)
-{
-    buf_reserve(b, body_len + 200);
-    buf_puts(b, "{\"collection\":");
-    json_cstr(b, coll);
-    buf_puts(b, ",\"id\":");
-    json_cstr(b, id);
-    buf_puts(b, ",\"rev\":");
-    json_cstr(b, rev);
-    json_kv_u64(b, "version", version);
-    json_kv_time(b, "created_at", created);
-    json_kv_time(b, "updated_at", updated);
-    json_kv_bool(b, "deleted", deleted);
-    buf_puts(b, ",\"body\":");
-    if (body && !deleted) buf_append(b, body, body_len);     /* canonical JSON, verbatim */
-    else buf_puts(b, "null");
-    buf_putc(b, '}');
-}
-
 int api_write(struct http_req *r, struct wop *op, wop_apply_fn apply, wop_done_fn done)
 {
     if (writer_submit(r->srv->writer, op, r, apply, done) < 0) {

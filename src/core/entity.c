@@ -1,5 +1,6 @@
 /* entity.c - see entity.h. */
 #include "core/entity.h"
+#include "core/json.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -150,4 +151,24 @@ enum rep_action rep_decide(const char *local_rev, bool local_deleted, const char
     if (!strcmp(local_rev, in_rev) || rev_in_history(local_hist, in_rev)) return REP_IGNORE;
     if (rev_in_history(in_hist, local_rev)) return REP_FASTFORWARD;
     return rev_winner(in_rev, in_deleted, local_rev, local_deleted) > 0 ? REP_REMOTE_WINS : REP_LOCAL_WINS;
+}
+
+void entity_json(struct buf *b, const char *coll, const char *id, const char *rev, uint64_t version,
+                 uint64_t created, uint64_t updated, bool deleted, const char *body, size_t body_len)
+{
+    buf_reserve(b, body_len + 200);
+    buf_puts(b, "{\"collection\":");
+    json_cstr(b, coll);
+    buf_puts(b, ",\"id\":");
+    json_cstr(b, id);
+    buf_puts(b, ",\"rev\":");
+    json_cstr(b, rev);
+    json_kv_u64(b, "version", version);
+    json_kv_time(b, "created_at", created);
+    json_kv_time(b, "updated_at", updated);
+    json_kv_bool(b, "deleted", deleted);
+    buf_puts(b, ",\"body\":");
+    if (body && !deleted) buf_append(b, body, body_len);     /* canonical JSON, verbatim */
+    else buf_puts(b, "null");
+    buf_putc(b, '}');
 }
