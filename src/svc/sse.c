@@ -36,9 +36,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "api/api.h"
 #include "api/util.h"
 #include "svc/auth.h"
+#include "svc/changes.h"
 #include "net/http.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -707,7 +707,7 @@ static void feed_read(struct feed *f)
     struct read_job *rj = read_job_new();
     rj->space_id = f->space_id;
     rj->since = f->sent;
-    rj->limit = LIST_MAX;
+    rj->limit = CHANGES_PAGE_MAX;
     rj->flag = true;                 /* bodies */
     rj->until = changes_until(f->r->srv, f->space);
     rj->arg = changes_filter_copy(f->filter);
