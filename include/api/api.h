@@ -43,6 +43,10 @@ void api_changes_get(struct http_req *r);
 void api_changes_post(struct http_req *r);
 void api_conflicts(struct http_req *r);
 void api_conflict_resolve(struct http_req *r);
+/* feeds.c: the event streams' handlers (the hub is svc/sse.h) */
+void api_events(struct http_req *r);          /* GET /api/v1/events */
+/* GET /changes?feed=sse (called by api_changes_get; takes filter). */
+void feed_sse(struct http_req *r, int64_t space_id, uint64_t since, void *filter);
 /* replicate.c */
 void api_replicate(struct http_req *r);
 /* api_keys.c */
