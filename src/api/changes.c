@@ -19,6 +19,9 @@
 
 /* ---- GET /changes ------------------------------------------------------- */
 
+/* a live feed reads pages as large as the list rule allows */
+_Static_assert(CHANGES_PAGE_MAX == LIST_MAX, "svc/changes.h CHANGES_PAGE_MAX is api/util.h LIST_MAX");
+
 int changes_query_parse(const char *query, size_t qlen, struct changes_query *cq, const char **code, char *why,
                         size_t whycap)
 {
