@@ -127,6 +127,23 @@ static void wait_loaded(struct server *srv)
         if (!uv_run(srv->loop, UV_RUN_ONCE) && srv->loading) break;   /* nothing left to wait on */
 }
 
+/* The writer reports to the layers above through hooks: commits to the SSE
+ * hub and live feeds, a dropped space's blob references to blobs. */
+static void writer_committed(void *arg, const struct change_rec *c, size_t n) { sse_changes_committed(arg, c, n); }
+static uint64_t req_body_bytes(const struct http_req *r) { return r->body_seen; }
+
+static int start_writer(struct server *srv, char *err, size_t errlen)
+{
+    const struct writer_hooks hooks = {
+        .space_drop = blobs_space_drop,
+        .on_commit = writer_committed,
+        .commit_arg = srv,
+        .req_bytes = req_body_bytes,
+    };
+    return writer_start(&srv->writer, srv->loop, srv->spaces, &srv->jobs, &hooks, store_db_path(srv->store),
+                        srv->cfg->durability, err, errlen);
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     static struct config cfg;
@@ -198,9 +215,9 @@ static int cmd_serve(int argc, char **argv)
     srv.cfg = &cfg;
     auth_init(&srv, keys, nkeys);
     srv.metrics = metrics_new();
-    spaces_init(&srv);
+    srv.spaces = spaces_new();
     blobs_init(&srv);
-    if (writer_start(&srv, store_db_path(st), cfg.durability, err, sizeof err) < 0) {
+    if (start_writer(&srv, err, sizeof err) < 0) {
         log_error("writer_start_failed", "\"error\":\"%s\"", err);
         rc = 1;
     } else if (api_read_attach(&srv), sse_init(&srv), auth_start_refresh(&srv), snap_init(&srv), peer_init(&srv) < 0 ||
@@ -213,7 +230,7 @@ static int cmd_serve(int argc, char **argv)
         rc = 0;
         log_info("stopped", "\"requests\":%llu", (unsigned long long)srv.stats.requests);
     }
-    writer_stop(&srv);               /* last completions may still touch sync jobs */
+    writer_stop(srv.writer), srv.writer = NULL;     /* last completions may still touch sync jobs */
     sync_free(&srv);
     peer_free(&srv);
     snap_free(&srv);
@@ -227,7 +244,7 @@ static int cmd_serve(int argc, char **argv)
         uv_loop_close(&loop);
     }
     server_free(&srv);
-    spaces_free(&srv);
+    spaces_free(srv.spaces), srv.spaces = NULL;
     blobs_free(&srv);
     metrics_free(srv.metrics);
     srv.metrics = NULL;

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "svc/changes.h"
+
 struct http_req;
 
 void api_healthz(struct http_req *r);
@@ -21,33 +23,11 @@ void api_entity_list(struct http_req *r);
 void api_entity_put(struct http_req *r);
 void api_entity_delete(struct http_req *r);
 void api_collections(struct http_req *r);
-/* api_changes.c */
-struct read_job;
-typedef struct sqlite3 sqlite3;
-void *changes_filter_copy(const void *filter);
-/* read_fn: SSE frames of the changes after rj->since; sets rj->since to how
- * far it got and rj->flag when there is more. */
-void changes_sse_work(sqlite3 *db, struct read_job *rj);
-typedef void (*read_done_fn)(struct read_job *rj, struct http_req *r);
-struct server;
-void changes_page(struct server *srv, int64_t space_id, uint64_t since, uint64_t until, uint64_t limit,
-                  const char *exclude_origin,
-                  read_done_fn done, void *user);
-/* Answers a normal /changes page (takes filter). */
-void changes_respond(struct http_req *r, int64_t space_id, uint64_t since, uint64_t until, uint64_t limit, bool bodies,
-                     void *filter);
-/* Loop: the newest version of a space that change reads may show: what the
- * loop has been told is committed (and, with --durability full, fsynced).
- * A reader connection can see a commit before its fsync; a change feed, a
- * sync peer or a live feed that saw such a version could lose it to a power
- * cut after passing it on (a peer's checkpoint would then skip the versions
- * the source hands out again). UINT64_MAX for an unknown space. */
-uint64_t changes_until(struct server *srv, const char *space);
+/* api_changes.c (the change reader itself is svc/changes.h) */
 /* GET /changes's query: since, limit (the list rule, api_util.h), bodies,
  * collections, exclude_origin, style, timeout_ms, feed. Returns 0, or -1
  * with the error code (invalid_parameter, invalid_name) and why for the
  * 400. Pure: any thread (fuzz_lists). */
-#define CHANGES_MAX_COLLECTIONS 16
 enum { CHANGES_FEED_NORMAL, CHANGES_FEED_LONGPOLL, CHANGES_FEED_SSE };
 struct changes_query {
     uint64_t since, limit, timeout_ms;
@@ -63,6 +43,10 @@ void api_changes_get(struct http_req *r);
 void api_changes_post(struct http_req *r);
 void api_conflicts(struct http_req *r);
 void api_conflict_resolve(struct http_req *r);
+/* feeds.c: the event streams' handlers (the hub is svc/sse.h) */
+void api_events(struct http_req *r);          /* GET /api/v1/events */
+/* GET /changes?feed=sse (called by api_changes_get; takes filter). */
+void feed_sse(struct http_req *r, int64_t space_id, uint64_t since, void *filter);
 /* replicate.c */
 void api_replicate(struct http_req *r);
 /* api_keys.c */

@@ -51,6 +51,13 @@ struct read_job {
     struct durable_wait hold;
 };
 
+/* What read_attach installs, kept in the store (store_read_side). */
+struct read_side {
+    struct job_pool *pool;
+    struct writer *writer;           /* NULL: every read counts as durable */
+    void (*answer)(struct read_job *rj, struct http_req *r);
+};
+
 struct read_job *read_job_new(void);
 /* How answers leave: answer(rj, r) runs on the loop for a job submitted
  * for a request that is still there, once what it read is durable; it

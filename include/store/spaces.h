@@ -9,7 +9,6 @@
 
 #include "store/writer.h"
 
-struct server;
 struct spaces;
 
 struct space {
@@ -20,8 +19,8 @@ struct space {
     uint64_t changes_seen;           /* for the change rate */
 };
 
-void spaces_init(struct server *srv);
-void spaces_free(struct server *srv);
+struct spaces *spaces_new(void);
+void spaces_free(struct spaces *s);          /* NULL: nothing */
 /* Inserts, updates or (st->removed) drops a space. */
 void spaces_update(struct spaces *s, const struct space_stats *st);
 struct space *spaces_get(struct spaces *s, const char *name);

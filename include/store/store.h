@@ -38,6 +38,10 @@ void store_reader_put(struct store *st, sqlite3 *db);
  * such space, -1 SQL error. */
 int store_space_version(sqlite3 *db, int64_t space_id, uint64_t *out);
 
+/* The read side's state (store/read.h), kept with the store it reads. */
+struct read_side;
+struct read_side *store_read_side(struct store *st);
+
 /* Opens a connection with the project's pragmas. Worker threads or startup. */
 int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,
                   size_t errlen);

@@ -14,6 +14,11 @@
  * helpers and SQLite. done() runs on the loop thread; r is NULL when the
  * client left. An op that fails sets status/code/msg (wop_fail).
  *
+ * The writer knows nothing above storage: it holds requests through the
+ * job pool's opaque reference (core/jobs.h), and tells the layers above
+ * about commits and dropped spaces through struct writer_hooks, which
+ * main.c installs (the SSE hub, blobs).
+ *
  * The queue is capped at WRITER_QUEUE_MAX ops and WRITER_QUEUE_BYTES of
  * request bodies (one op is always admitted): past either, writer_submit
  * refuses and the caller answers 503 overloaded with Retry-After.
@@ -25,15 +30,18 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "core/entity.h"
+#include "core/jobs.h"
 #include "core/util.h"
 
 #define WRITER_BATCH 2048
 #define WRITER_QUEUE_MAX 20000
 #define WRITER_QUEUE_BYTES (256u << 20)  /* request bodies waiting in the queue */
 
-struct server;
 struct http_req;
+struct spaces;
 struct wtx;
 struct wop;
 
@@ -76,9 +84,33 @@ struct change_rec {
 
 struct writer;
 
-int writer_start(struct server *srv, const char *db_path, int durability, char *err, size_t errlen);
-/* Stops after the queue is drained; joins the thread. After uv_run ends. */
-void writer_stop(struct server *srv);
+/* How the writer reaches the layers above it (main.c installs them). The
+ * writer copies the struct; any member may be NULL. */
+struct writer_hooks {
+    /* Writer thread, inside the transaction that deletes space space_id
+     * (wtx_space_delete): drops what else refers to the space, appending
+     * to gone what no other space still needs (blob hashes, 64 hex digits
+     * each; their files go once this commits). 0, or -1 to fail the op. */
+    int (*space_drop)(struct wtx *tx, int64_t space_id, struct buf *gone);
+    /* Loop thread: a batch committed (and, with --durability full, is on
+     * disk) and its ops have been answered; c: its entity changes in
+     * commit order (n > 0). */
+    void (*on_commit)(void *arg, const struct change_rec *c, size_t n);
+    void *commit_arg;
+    /* Loop thread: the request body bytes an op for r holds, counted
+     * against WRITER_QUEUE_BYTES (NULL: none counted). */
+    uint64_t (*req_bytes)(const struct http_req *r);
+};
+
+/* Opens the writer's connections, loads the spaces and hands spaces their
+ * first copy, starts the threads. Requests given to writer_submit are held
+ * through pool's hooks. Sets *out, returns 0; or -1 with err. Loop thread,
+ * before the loop runs. */
+int writer_start(struct writer **out, uv_loop_t *loop, struct spaces *spaces, struct job_pool *pool,
+                 const struct writer_hooks *hooks, const char *db_path, int durability, char *err, size_t errlen);
+/* Stops after the queue is drained; joins the threads and frees w (its
+ * handle closes on the loop). After uv_run ends. */
+void writer_stop(struct writer *w);
 /* Returns 0, or -1 when the queue is full (nothing queued). */
 int writer_submit(struct writer *w, struct wop *op, struct http_req *r, wop_apply_fn apply, wop_done_fn done);
 uint64_t writer_queue_len(const struct writer *w);

@@ -1,6 +1,7 @@
 /* push.h - the parse of a push (POST /changes {"changes":[...]}), apart from
- * its apply: pure (no database, no loop), so api_changes.c runs it on the
- * threadpool and the fuzz target (tests/fuzz/fuzz_push.c) runs it alone. */
+ * its apply: pure (no database, no loop), so api/changes.c runs it on the
+ * threadpool and the fuzz target (tests/fuzz/fuzz_push.c) runs it alone.
+ * Any thread. */
 #ifndef SNAPSYNC_PUSH_H
 #define SNAPSYNC_PUSH_H
 

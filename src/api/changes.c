@@ -1,10 +1,6 @@
-/* api_changes.c - SPEC §6: the change feed, pushes with conflict
- * detection, conflict records and their resolution.
- *
- * The feed is the entities table read in version order (one row per
- * entity, its latest state), so a client that pulls since V gets every
- * entity changed after V exactly once. Bodies are stored canonical and are
- * copied into the response verbatim. */
+/* api_changes.c - SPEC §6: the change feed's handler (the reader is
+ * svc/changes.c), pushes with conflict detection (the parse is
+ * svc/push.c), conflict records and their resolution. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -23,234 +19,8 @@
 
 /* ---- GET /changes ------------------------------------------------------- */
 
-struct changes_arg {
-    int ncoll;
-    char coll[CHANGES_MAX_COLLECTIONS][64];
-    bool all_revs;                   /* style=all_revs: history and conflicts */
-    char exclude_origin[27];         /* skip revisions that came from this instance (sync pushes) */
-    sqlite3 *db;                     /* set while iterating (worker) */
-    int64_t space_id;
-    sqlite3_stmt *conf_q;            /* all_revs: one entity's conflicts, prepared once per read */
-    int has_conf;                    /* all_revs: -1 unknown, else whether the space has any */
-};
-
-void *changes_filter_copy(const void *filter)
-{
-    struct changes_arg *c = xcalloc(1, sizeof *c);
-    if (filter) *c = *(const struct changes_arg *)filter;
-    return c;
-}
-
-/* Calls row() for each change after rj->since (up to rj->limit), in version
- * order; returns the count, sets *more and *last. Worker thread. */
-typedef void (*change_row_fn)(struct read_job *rj, sqlite3_stmt *q, uint64_t n);
-
-static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row, bool *more, uint64_t *last)
-{
-    struct changes_arg *ca = rj->arg;
-    char sql[1024];
-    size_t n = (size_t)snprintf(sql, sizeof sql,
-                                "SELECT collection, id, rev, version, created_at, updated_at, deleted, body, revs"
-                                " FROM entities WHERE space_id = ?1 AND version > ?2 AND version <= ?21");
-    if (ca && ca->ncoll) {
-        n += (size_t)snprintf(sql + n, sizeof sql - n, " AND collection IN (");
-        for (int i = 0; i < ca->ncoll; i++) n += (size_t)snprintf(sql + n, sizeof sql - n, "%s?%d", i ? "," : "", 4 + i);
-        n += (size_t)snprintf(sql + n, sizeof sql - n, ")");
-    }
-    if (ca && ca->exclude_origin[0])
-        n += (size_t)snprintf(sql + n, sizeof sql - n, " AND (origin IS NULL OR origin != ?20)");
-    snprintf(sql + n, sizeof sql - n, " ORDER BY version LIMIT ?3");
-    sqlite3_stmt *q;
-    *more = false;
-    *last = rj->since;
-    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
-        read_fail(rj, 500, "storage_error", "%s", sqlite3_errmsg(db));
-        return 0;
-    }
-    sqlite3_bind_int64(q, 1, rj->space_id);
-    sqlite3_bind_int64(q, 2, (sqlite3_int64)rj->since);
-    sqlite3_bind_int64(q, 3, (sqlite3_int64)rj->limit + 1);
-    sqlite3_bind_int64(q, 21, rj->until > (uint64_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)rj->until);
-    for (int i = 0; ca && i < ca->ncoll; i++) sqlite3_bind_text(q, 4 + i, ca->coll[i], -1, SQLITE_STATIC);
-    if (ca) {
-        ca->db = db;
-        ca->space_id = rj->space_id;
-        ca->conf_q = NULL;
-        ca->has_conf = -1;
-        if (ca->exclude_origin[0]) sqlite3_bind_text(q, 20, ca->exclude_origin, -1, SQLITE_STATIC);
-    }
-    uint64_t count = 0;
-    while (sqlite3_step(q) == SQLITE_ROW) {
-        if (count == rj->limit) { *more = true; break; }
-        *last = (uint64_t)sqlite3_column_int64(q, 3);
-        row(rj, q, count++);
-    }
-    sqlite3_finalize(q);
-    if (ca && ca->conf_q) {
-        sqlite3_finalize(ca->conf_q);
-        ca->conf_q = NULL;
-    }
-    if (!*more) {
-        /* the end of the feed: report the space's version in this same read
-         * snapshot, so a filtered feed does not make the client rescan */
-        uint64_t v;
-        if (store_space_version(db, rj->space_id, &v) == 1)
-            *last = v < rj->until ? v : rj->until;   /* even when since is ahead; never past what may be shown */
-    }
-    return count;
-}
-
-/* ,"revs":[rev, older...],"conflicts":[{"rev","deleted","body"}] */
-static void all_revs_members(struct changes_arg *ca, sqlite3_stmt *q, struct buf *b)
-{
-    const char *coll = (const char *)sqlite3_column_text(q, 0), *id = (const char *)sqlite3_column_text(q, 1);
-    const char *hist = (const char *)sqlite3_column_text(q, 8);
-    buf_puts(b, ",\"revs\":[");
-    json_cstr(b, (const char *)sqlite3_column_text(q, 2));
-    for (const char *p = hist; p && *p;) {
-        const char *sp = strchr(p, ' ');
-        size_t l = sp ? (size_t)(sp - p) : strlen(p);
-        buf_putc(b, ',');
-        json_str(b, p, l);
-        if (!sp) break;
-        p = sp + 1;
-    }
-    buf_puts(b, "],\"conflicts\":[");
-    /* Both queries below run while the feed's statement is active, so they
-     * read the same snapshot as the row. A space without conflict records
-     * (the common case) costs one probe per read, not one per row. */
-    if (ca->has_conf < 0) {
-        sqlite3_stmt *e;
-        ca->has_conf = 1;
-        if (sqlite3_prepare_v2(ca->db, "SELECT EXISTS (SELECT 1 FROM conflicts WHERE space_id = ?)", -1, &e, NULL) ==
-            SQLITE_OK) {
-            sqlite3_bind_int64(e, 1, ca->space_id);
-            if (sqlite3_step(e) == SQLITE_ROW) ca->has_conf = sqlite3_column_int(e, 0) != 0;
-            sqlite3_finalize(e);
-        }
-    }
-    if (ca->has_conf && !ca->conf_q &&
-        sqlite3_prepare_v2(ca->db,
-                           "SELECT conflicting_rev, deleted, conflicting_body FROM conflicts"
-                           " WHERE space_id = ? AND collection = ? AND entity_id = ? ORDER BY id",
-                           -1, &ca->conf_q, NULL) != SQLITE_OK)
-        ca->conf_q = NULL;
-    sqlite3_stmt *c = ca->has_conf ? ca->conf_q : NULL;
-    if (c) {
-        sqlite3_reset(c);
-        sqlite3_bind_int64(c, 1, ca->space_id);
-        sqlite3_bind_text(c, 2, coll, -1, SQLITE_STATIC);
-        sqlite3_bind_text(c, 3, id, -1, SQLITE_STATIC);
-        int n = 0;
-        while (sqlite3_step(c) == SQLITE_ROW) {
-            if (n++) buf_putc(b, ',');
-            buf_puts(b, "{\"rev\":");
-            json_cstr(b, (const char *)sqlite3_column_text(c, 0));
-            json_kv_bool(b, "deleted", sqlite3_column_int(c, 1) != 0);
-            buf_puts(b, ",\"body\":");
-            if (sqlite3_column_type(c, 2) == SQLITE_NULL) buf_puts(b, "null");
-            else buf_append(b, sqlite3_column_text(c, 2), (size_t)sqlite3_column_bytes(c, 2));
-            buf_putc(b, '}');
-        }
-        sqlite3_reset(c);
-    }
-    buf_putc(b, ']');
-}
-
-static void row_entity(struct read_job *rj, sqlite3_stmt *q, struct buf *b)
-{
-    struct changes_arg *ca = rj->arg;
-    bool bodies = rj->flag || (ca && ca->all_revs);
-    entity_json(b, (const char *)sqlite3_column_text(q, 0), (const char *)sqlite3_column_text(q, 1),
-                (const char *)sqlite3_column_text(q, 2), (uint64_t)sqlite3_column_int64(q, 3),
-                (uint64_t)sqlite3_column_int64(q, 4), (uint64_t)sqlite3_column_int64(q, 5),
-                sqlite3_column_int(q, 6) != 0, bodies ? (const char *)sqlite3_column_text(q, 7) : NULL,
-                bodies ? (size_t)sqlite3_column_bytes(q, 7) : 0);
-    if (ca && ca->all_revs) {
-        b->len--;                    /* reopen the object */
-        all_revs_members(ca, q, b);
-        buf_putc(b, '}');
-    }
-}
-
-static void row_json(struct read_job *rj, sqlite3_stmt *q, uint64_t n)
-{
-    if (n) buf_putc(&rj->out, ',');
-    row_entity(rj, q, &rj->out);
-}
-
-static void changes_work(sqlite3 *db, struct read_job *rj)
-{
-    bool more;
-    uint64_t last;
-    buf_puts(&rj->out, "{\"changes\":[");
-    rj->n = changes_iter(db, rj, row_json, &more, &last);
-    buf_puts(&rj->out, "],");
-    json_kv_u64(&rj->out, "last_version", last);
-    json_kv_bool(&rj->out, "more", more);
-    buf_putc(&rj->out, '}');
-    /* for callers on the loop (sync pushes): where this page ended */
-    rj->since = last;
-    rj->flag = more;
-}
-
-/* A page of all_revs changes for a sync push (detached: no request). */
-uint64_t changes_until(struct server *srv, const char *space)
-{
-    struct space *sp = spaces_get(srv->spaces, space);
-    return sp ? sp->st.version : UINT64_MAX;
-}
-
-void changes_page(struct server *srv, int64_t space_id, uint64_t since, uint64_t until, uint64_t limit,
-                  const char *exclude_origin, read_done_fn done, void *user)
-{
-    struct read_job *rj = read_job_new();
-    rj->until = until;
-    struct changes_arg *ca = xcalloc(1, sizeof *ca);
-    ca->all_revs = true;
-    if (exclude_origin) snprintf(ca->exclude_origin, sizeof ca->exclude_origin, "%s", exclude_origin);
-    rj->arg = ca;
-    rj->space_id = space_id;
-    rj->since = since;
-    rj->limit = limit;
-    rj->flag = true;
-    rj->user = user;
-    read_start_detached(srv->store, rj, changes_work, done);
-}
-
-/* one SSE frame per change: id is the version, so Last-Event-ID resumes */
-static void row_sse(struct read_job *rj, sqlite3_stmt *q, uint64_t n)
-{
-    UNUSED(n);
-    buf_puts(&rj->out, "id: ");
-    buf_put_u64(&rj->out, (uint64_t)sqlite3_column_int64(q, 3));
-    buf_puts(&rj->out, "\nevent: change\ndata: ");
-    row_entity(rj, q, &rj->out);
-    buf_puts(&rj->out, "\n\n");
-}
-
-void changes_sse_work(sqlite3 *db, struct read_job *rj)
-{
-    bool more;
-    uint64_t last;
-    rj->n = changes_iter(db, rj, row_sse, &more, &last);
-    /* outputs: since = how far this read got, flag = more to read */
-    rj->since = last;
-    rj->flag = more;
-}
-
-void changes_respond(struct http_req *r, int64_t space_id, uint64_t since, uint64_t until, uint64_t limit, bool bodies,
-                     void *filter)
-{
-    struct read_job *rj = read_job_new();
-    rj->until = until;
-    rj->arg = filter;
-    rj->space_id = space_id;
-    rj->since = since;
-    rj->limit = limit;
-    rj->flag = bodies;
-    read_submit(r, rj, changes_work, NULL);
-}
+/* a live feed reads pages as large as the list rule allows */
+_Static_assert(CHANGES_PAGE_MAX == LIST_MAX, "svc/changes.h CHANGES_PAGE_MAX is api/util.h LIST_MAX");
 
 int changes_query_parse(const char *query, size_t qlen, struct changes_query *cq, const char **code, char *why,
                         size_t whycap)
@@ -575,150 +345,6 @@ static void push_done(struct wop *op, struct http_req *r)
     push_free(p);
 }
 
-static void item_err(struct push_item *it, const char *code, const char *fmt, ...) PRINTF_LIKE(3, 4);
-static void item_err(struct push_item *it, const char *code, const char *fmt, ...)
-{
-    va_list ap;
-    it->err_code = code;
-    va_start(ap, fmt);
-    vsnprintf(it->err_msg, sizeof it->err_msg, fmt, ap);
-    va_end(ap);
-}
-
-/* SPEC §6: a push is {"changes":[...]}; each change has these members. An
- * unknown member at the top refuses the whole push (400); one in a change
- * is that change's error (its result says so; the others apply), as for
- * any other malformed change. */
-static const char *const push_members[] = {"changes", NULL};
-static const char *const change_members[] = {"collection", "id", "base_rev", "deleted", "body", NULL};
-
-/* One change, read from its own parse (the stream's current value): names
- * read whole (a NUL in one is never cut short to a shorter name), the body
- * written canonical straight from that parse and held to JSON_MAX_DEPTH
- * counted in itself, as a PUT's. Anything wrong is this change's error. */
-static void push_item_parse(struct push_item *it, const struct canon_doc *d, size_t index)
-{
-    const uint32_t v = 0;
-    if (canon_type(d, v) != CANON_OBJ) { item_err(it, "invalid_item", "each change must be an object"); return; }
-    const char *unknown = canon_unknown_member(d, v, change_members);
-    if (unknown) {
-        struct json_err e;
-        char where[40];
-        snprintf(where, sizeof where, "changes[%zu]", index);
-        json_unknown_member_err(&e, where, unknown, change_members);
-        item_err(it, "unknown_member", "%s", e.message);
-        return;
-    }
-    size_t cl, il, bl;
-    const char *c = canon_name(d, canon_member(d, v, "collection"), &cl);
-    const char *id = canon_name(d, canon_member(d, v, "id"), &il);
-    if (!c || !name_collection_valid(c, cl)) { item_err(it, "invalid_name", "invalid or missing collection"); return; }
-    if (!id || !name_entity_id_valid(id, il)) { item_err(it, "invalid_name", "invalid or missing id"); return; }
-    memcpy(it->collection, c, cl + 1);
-    memcpy(it->id, id, il + 1);
-    uint32_t base = canon_member(d, v, "base_rev");
-    if (base != CANON_NONE && canon_type(d, base) != CANON_NULL) {
-        const char *br = canon_name(d, base, &bl);
-        if (!br || !rev_valid(br)) {
-            item_err(it, "invalid_rev", "base_rev must be null or a rev like \"3-9f2c4a1b7d3e0c55\" (N from 1 to "
-                     "%llu, no leading zero)", REV_N_MAX);
-            return;
-        }
-        it->has_base = true;
-        memcpy(it->base_rev, br, bl + 1);
-    }
-    enum canon_type dt = canon_type(d, canon_member(d, v, "deleted"));
-    if (dt != CANON_ABSENT && dt != CANON_TRUE && dt != CANON_FALSE) {
-        item_err(it, "invalid_item", "deleted must be true or false");
-        return;
-    }
-    it->deleted = dt == CANON_TRUE;
-    uint32_t body = canon_member(d, v, "body");
-    if (!it->deleted) {
-        if (canon_type(d, body) != CANON_OBJ) { item_err(it, "invalid_item", "body must be a JSON object"); return; }
-        if (canon_depth(d, body) > JSON_MAX_DEPTH) {
-            item_err(it, "too_deep", "the body is nested deeper than %d levels", JSON_MAX_DEPTH);
-            return;
-        }
-        struct buf out;
-        buf_init(&out);
-        canon_emit(d, body, &out);
-        it->body = buf_steal(&out, &it->body_len);
-    }
-}
-
-static void push_fail(struct push_batch *pb, int status, const char *code, const char *msg)
-{
-    pb->err_status = status;
-    snprintf(pb->err.code, sizeof pb->err.code, "%s", code);
-    snprintf(pb->err.message, sizeof pb->err.message, "%s", msg);
-}
-
-/* push.h. The body (up to --max-body-bytes) parsed, every item checked
- * and its body canonicalized, so neither the loop nor the writer parses.
- * The canonicalizer's streaming reader, as /replicate and PUT use: one
- * parser, one depth rule and one canonical form for every route that
- * writes a body. A change at a time: memory for one change's parse. */
-void push_batch_parse(struct push_batch *pb, const char *raw, size_t len)
-{
-    memset(pb, 0, sizeof *pb);
-    struct canon_stream *cs = canon_stream_open(raw, len, JSON_REQUEST_MAX_DEPTH, &pb->err);
-    const char *key;
-    size_t kl, cap = 0;
-    int rc = cs ? 0 : -1;
-    bool have = false, bad_changes = false, too_many = false;
-    char unknown[64] = "";
-    while (cs && (rc = canon_stream_member(cs, &key, &kl)) == 1) {
-        if (!json_member_known(key, push_members)) {
-            /* refused once the text is known to be valid JSON */
-            if (!unknown[0]) snprintf(unknown, sizeof unknown, "%s", key);
-        } else if ((rc = canon_stream_array(cs)) == 1) {          /* "changes" */
-            have = true;
-            while ((rc = canon_stream_element(cs)) == 1) {
-                if (pb->n == PUSH_MAX_ITEMS) {
-                    too_many = true;
-                    break;
-                }
-                const struct canon_doc *d = canon_stream_value(cs);
-                if (!d) { rc = -1; break; }
-                if (pb->n == cap) {
-                    cap = cap ? cap * 2 : 64;
-                    pb->items = xrealloc(pb->items, cap * sizeof *pb->items);
-                }
-                struct push_item *it = &pb->items[pb->n++];
-                memset(it, 0, sizeof *it);
-                push_item_parse(it, d, pb->n - 1);
-            }
-            if (rc < 0 || too_many) break;
-            continue;
-        }
-        if (rc < 0) break;
-        if (!canon_stream_value(cs)) { rc = -1; break; }     /* "changes" that is not an array, or unknown */
-        if (json_member_known(key, push_members)) bad_changes = true;
-    }
-    canon_stream_close(cs);
-    if (too_many) {
-        char m[64];
-        snprintf(m, sizeof m, "at most %d changes per push", PUSH_MAX_ITEMS);
-        push_fail(pb, 413, "too_many_changes", m);
-    } else if (rc < 0) {
-        pb->err_status = 400;                        /* pb->err: invalid_json, too_deep, not_an_object */
-    } else if (unknown[0]) {
-        pb->err_status = 400;
-        json_unknown_member_err(&pb->err, "the request body", unknown, push_members);
-    } else if (!have || bad_changes) {
-        push_fail(pb, 400, "invalid_body", "expected {\"changes\":[...]}");
-    }
-}
-
-void push_batch_free(struct push_batch *pb)
-{
-    if (!pb) return;
-    for (size_t i = 0; i < pb->n; i++) free(pb->items[i].body);
-    free(pb->items);
-    pb->items = NULL;
-    pb->n = 0;
-}
 
 /* threadpool: push_batch_parse, then the raw body is no longer needed */
 static void push_parse_work(struct job *j)
@@ -803,140 +429,168 @@ static const char SQL_CONFLICT_DEL[] = "DELETE FROM conflicts WHERE id = ?";
 
 static const char *strategy_names[] = {"local_wins", "remote_wins", "keep_both", "merge"};
 
-static int resolve_apply(struct wtx *tx, struct wop *op)
+/* What a resolution works on (writer thread): the conflict record, the
+ * entity as it is, and the version that wins. */
+struct resolve_ctx {
+    struct space_stats *sp;
+    char coll[64], id[129], crev[REV_MAX];
+    bool cdeleted;
+    char *cbody;                     /* the conflicting body, or NULL */
+    size_t cblen;
+    struct ent_row cur;              /* the entity now */
+    struct ent_row extra;            /* keep_both: the ~conflict-N copy */
+    struct ent_row *row;             /* where the winner is written: &cur or &extra */
+    const char *body;                /* the winner (points into cur, cbody or the op) */
+    size_t blen;
+    bool deleted;
+    char target[140];                /* the id the winner is written to */
+};
+
+/* Reads the conflict record into c. 0, or -1 with op failed. */
+static int resolve_load(struct wtx *tx, struct wop *op, struct resolve_op *rs, struct resolve_ctx *c)
 {
-    struct resolve_op *rs = container_of(op, struct resolve_op, op);
-    struct space_stats *sp = wtx_space(tx, rs->space);
-    if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", rs->space);
     sqlite3_stmt *st = wtx_stmt(tx, SQL_CONFLICT_GET);
     sqlite3_bind_text(st, 1, rs->conflict, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, sp->id);
+    sqlite3_bind_int64(st, 2, c->sp->id);
     if (sqlite3_step(st) != SQLITE_ROW) return wop_fail(op, 404, "not_found", "no conflict %s", rs->conflict);
-    char coll[64], id[129], crev[REV_MAX];
-    snprintf(coll, sizeof coll, "%s", (const char *)sqlite3_column_text(st, 0));
-    snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(st, 1));
-    snprintf(crev, sizeof crev, "%s", (const char *)sqlite3_column_text(st, 2));
-    bool cdeleted = sqlite3_column_int(st, 4) != 0;
-    size_t cblen = (size_t)sqlite3_column_bytes(st, 3);
-    char *cbody = sqlite3_column_type(st, 3) == SQLITE_NULL ? NULL : xstrndup((const char *)sqlite3_column_text(st, 3), cblen);
+    snprintf(c->coll, sizeof c->coll, "%s", (const char *)sqlite3_column_text(st, 0));
+    snprintf(c->id, sizeof c->id, "%s", (const char *)sqlite3_column_text(st, 1));
+    snprintf(c->crev, sizeof c->crev, "%s", (const char *)sqlite3_column_text(st, 2));
+    c->cdeleted = sqlite3_column_int(st, 4) != 0;
+    c->cblen = (size_t)sqlite3_column_bytes(st, 3);
+    c->cbody = sqlite3_column_type(st, 3) == SQLITE_NULL ? NULL
+                                                         : xstrndup((const char *)sqlite3_column_text(st, 3), c->cblen);
     sqlite3_reset(st);
+    return 0;
+}
 
-    struct ent_row cur;
-    int rc = -1;
-    if (wtx_entity_get(tx, sp, coll, id, &cur) < 0) {
-        wop_fail(op, 500, "storage_error", "reading the entity failed");
-        goto out;
+/* keep_both: the first free ~conflict-N id takes the conflicting version. */
+static int resolve_keep_both_target(struct wtx *tx, struct wop *op, struct resolve_ctx *c)
+{
+    if (c->cdeleted || !c->cbody)
+        return wop_fail(op, 422, "nothing_to_keep", "the conflicting version is a deletion; use local_wins or remote_wins");
+    for (int k = 1; k < 1000; k++) {
+        char nid[160];
+        snprintf(nid, sizeof nid, "%s~conflict-%d", c->id, k);
+        if (strlen(nid) > 128) return wop_fail(op, 422, "id_too_long", "the entity id is too long for a ~conflict-N copy");
+        if (wtx_entity_get(tx, c->sp, c->coll, nid, &c->extra) < 0) return -1;
+        if (!c->extra.exists || c->extra.deleted) {
+            memcpy(c->target, nid, strlen(nid) + 1);     /* checked: <= 128 */
+            break;
+        }
+        ent_row_free(&c->extra);
     }
-    const char *body = NULL;
-    size_t blen = 0;
-    bool deleted = false;
-    char target[140];
-    snprintf(target, sizeof target, "%s", id);
-    struct ent_row *row = &cur;
-    struct ent_row extra;
-    memset(&extra, 0, sizeof extra);
+    c->row = &c->extra;
+    c->body = c->cbody;
+    c->blen = c->cblen;
+    return 0;
+}
+
+/* Picks the winner by strategy. 0, or -1 with op failed. */
+static int resolve_choose(struct wtx *tx, struct wop *op, struct resolve_op *rs, struct resolve_ctx *c)
+{
+    snprintf(c->target, sizeof c->target, "%s", c->id);
+    c->row = &c->cur;
     switch (rs->strategy) {
     case LOCAL_WINS:
-        body = cur.body; blen = cur.body_len; deleted = !cur.exists || cur.deleted;
+        c->body = c->cur.body; c->blen = c->cur.body_len; c->deleted = !c->cur.exists || c->cur.deleted;
         break;
     case REMOTE_WINS:
-        body = cbody; blen = cblen; deleted = cdeleted;
+        c->body = c->cbody; c->blen = c->cblen; c->deleted = c->cdeleted;
         break;
     case MERGE:
-        body = rs->merge_body; blen = rs->merge_len;
+        c->body = rs->merge_body; c->blen = rs->merge_len;
         break;
     case KEEP_BOTH:
-        if (cdeleted || !cbody) {
-            wop_fail(op, 422, "nothing_to_keep", "the conflicting version is a deletion; use local_wins or remote_wins");
-            goto out;
-        }
-        for (int k = 1; k < 1000; k++) {
-            char nid[160];
-            snprintf(nid, sizeof nid, "%s~conflict-%d", id, k);
-            if (strlen(nid) > 128) {
-                wop_fail(op, 422, "id_too_long", "the entity id is too long for a ~conflict-N copy");
-                goto out;
-            }
-            if (wtx_entity_get(tx, sp, coll, nid, &extra) < 0) goto out;
-            if (!extra.exists || extra.deleted) {
-                memcpy(target, nid, strlen(nid) + 1);     /* checked: <= 128 */
-                break;
-            }
-            ent_row_free(&extra);
-        }
-        row = &extra;
-        body = cbody; blen = cblen;
+        if (resolve_keep_both_target(tx, op, c) < 0) return -1;
         break;
     }
-    if (deleted && (!row->exists || row->deleted)) {
+    if (c->deleted && (!c->row->exists || c->row->deleted)) {
         /* already gone: resolving leaves it gone, still as a change */
     }
-    if (!deleted && body) {
+    if (!c->deleted && c->body) {
         /* whichever body wins names only blobs of this space (a merge body
          * is the client's; a conflict record's came from a peer) */
         char missing[1024];
-        int bc = blobs_check(tx, sp->id, body, blen, missing, sizeof missing);
-        if (bc < 0) {
-            wop_fail(op, bc == -2 ? 500 : 400, bc == -2 ? "storage_error" : "invalid_blobs", "%s", missing);
-            goto out;
-        }
+        int bc = blobs_check(tx, c->sp->id, c->body, c->blen, missing, sizeof missing);
+        if (bc < 0) return wop_fail(op, bc == -2 ? 500 : 400, bc == -2 ? "storage_error" : "invalid_blobs", "%s", missing);
         if (bc > 0) {
             snprintf(op->extra, sizeof op->extra, "\"missing\":[%.140s]", missing);
-            wop_fail(op, 422, "missing_blob", "the body references blobs this space does not have; upload them to it first");
-            goto out;
+            return wop_fail(op, 422, "missing_blob",
+                            "the body references blobs this space does not have; upload them to it first");
         }
     }
+    return 0;
+}
+
+/* Writes the winner (and, for keep_both, the original in a new rev), clears
+ * the conflict and audits. 0, or -1 with op failed. */
+static int resolve_write(struct wtx *tx, struct wop *op, struct resolve_op *rs, struct resolve_ctx *c)
+{
+    struct ent_row *row = c->row, *cur = &c->cur;
+    struct space_stats *sp = c->sp;
     char rev[REV_MAX], krev[REV_MAX];
-    if (rev_make(row->exists ? row->rev : NULL, deleted, body, blen, rev) < 0 ||
-        (rs->strategy == KEEP_BOTH && cur.exists && rev_make(cur.rev, cur.deleted, cur.body, cur.body_len, krev) < 0)) {
-        wop_fail(op, 422, "rev_exhausted", "%s/%s: the edit count is at the most a rev can count, so the entity "
-                 "cannot be edited any more", coll, id);
-        goto out;
-    }
-    char *bcopy = body ? xstrndup(body, blen) : NULL;    /* row->body is replaced by the put */
-    char hist[sizeof cur.revs];
-    merged_history(hist, sizeof hist, row, crev);
-    int prc = wtx_entity_put(tx, op, sp, coll, target, row, rev, deleted, bcopy, blen,
+    if (rev_make(row->exists ? row->rev : NULL, c->deleted, c->body, c->blen, rev) < 0 ||
+        (rs->strategy == KEEP_BOTH && cur->exists && rev_make(cur->rev, cur->deleted, cur->body, cur->body_len, krev) < 0))
+        return wop_fail(op, 422, "rev_exhausted", "%s/%s: the edit count is at the most a rev can count, so the entity "
+                        "cannot be edited any more", c->coll, c->id);
+    char *bcopy = c->body ? xstrndup(c->body, c->blen) : NULL;    /* row->body is replaced by the put */
+    char hist[sizeof cur->revs];
+    merged_history(hist, sizeof hist, row, c->crev);
+    int prc = wtx_entity_put(tx, op, sp, c->coll, c->target, row, rev, c->deleted, bcopy, c->blen,
                              rs->strategy == KEEP_BOTH ? NULL : hist);
     free(bcopy);
-    if (prc < 0) goto out;
-    if (rs->strategy == KEEP_BOTH && cur.exists) {
+    if (prc < 0) return -1;
+    if (rs->strategy == KEEP_BOTH && cur->exists) {
         /* the original stays as it is, in a new rev that settles the
          * conflict on every replica */
-        merged_history(hist, sizeof hist, &cur, crev);
-        char *kb = cur.body ? xstrndup(cur.body, cur.body_len) : NULL;
-        prc = wtx_entity_put(tx, op, sp, coll, id, &cur, krev, cur.deleted, kb, cur.body_len, hist);
+        merged_history(hist, sizeof hist, cur, c->crev);
+        char *kb = cur->body ? xstrndup(cur->body, cur->body_len) : NULL;
+        prc = wtx_entity_put(tx, op, sp, c->coll, c->id, cur, krev, cur->deleted, kb, cur->body_len, hist);
         free(kb);
-        if (prc < 0) goto out;
+        if (prc < 0) return -1;
     }
-    st = wtx_stmt(tx, SQL_CONFLICT_DEL);
+    sqlite3_stmt *st = wtx_stmt(tx, SQL_CONFLICT_DEL);
     sqlite3_bind_text(st, 1, rs->conflict, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        wop_fail(op, 500, "storage_error", "clearing the conflict failed");
-        goto out;
-    }
+    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "clearing the conflict failed");
     if (sp->conflicts) sp->conflicts--;
     char meta[64];
     snprintf(meta, sizeof meta, "{\"strategy\":\"%s\"}", strategy_names[rs->strategy]);
     char audit_target[200];
-    snprintf(audit_target, sizeof audit_target, "%s/%s", coll, id);
-    if (wtx_audit(tx, rs->actor, "conflict.resolve", rs->space, audit_target, meta, rs->remote) < 0) {
-        wop_fail(op, 500, "storage_error", "audit failed");
+    snprintf(audit_target, sizeof audit_target, "%s/%s", c->coll, c->id);
+    if (wtx_audit(tx, rs->actor, "conflict.resolve", rs->space, audit_target, meta, rs->remote) < 0)
+        return wop_fail(op, 500, "storage_error", "audit failed");
+    return 0;
+}
+
+static int resolve_apply(struct wtx *tx, struct wop *op)
+{
+    struct resolve_op *rs = container_of(op, struct resolve_op, op);
+    struct resolve_ctx c;
+    memset(&c, 0, sizeof c);
+    c.sp = wtx_space(tx, rs->space);
+    if (!c.sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", rs->space);
+    if (resolve_load(tx, op, rs, &c) < 0) return -1;
+    int rc = -1;
+    if (wtx_entity_get(tx, c.sp, c.coll, c.id, &c.cur) < 0) {
+        wop_fail(op, 500, "storage_error", "reading the entity failed");
         goto out;
     }
+    if (resolve_choose(tx, op, rs, &c) < 0 || resolve_write(tx, op, rs, &c) < 0) goto out;
+    struct ent_row *row = c.row;
     struct buf *b = &rs->out;
     buf_puts(b, "{\"resolved\":");
     json_cstr(b, rs->conflict);
     json_kv_str(b, "strategy", strategy_names[rs->strategy]);
     buf_puts(b, ",\"entity\":");
-    entity_json(b, coll, target, row->rev, row->version, row->created_at, row->updated_at, row->deleted, row->body,
+    entity_json(b, c.coll, c.target, row->rev, row->version, row->created_at, row->updated_at, row->deleted, row->body,
                 row->body_len);
     buf_putc(b, '}');
     rc = 0;
 out:
-    free(cbody);
-    ent_row_free(&cur);
-    ent_row_free(&extra);
+    free(c.cbody);
+    ent_row_free(&c.cur);
+    ent_row_free(&c.extra);
     return rc;
 }
 

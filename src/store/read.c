@@ -2,27 +2,20 @@
  * read function on a threadpool thread with its own pooled connection. */
 #include "store/read.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "store/store.h"
 
-/* what read_attach installed: one store per process */
-struct read_side {
-    struct job_pool *pool;
-    struct writer *writer;
-    void (*answer)(struct read_job *rj, struct http_req *r);
-};
-static struct read_side rs;
-
 void read_attach(struct store *st, struct job_pool *pool, struct writer *w,
                  void (*answer)(struct read_job *rj, struct http_req *r))
 {
-    (void)st;
-    rs.pool = pool;
-    rs.writer = w;
-    rs.answer = answer;
+    struct read_side *rs = store_read_side(st);
+    rs->pool = pool;
+    rs->writer = w;
+    rs->answer = answer;
 }
 
 struct read_job *read_job_new(void) { return xcalloc(1, sizeof(struct read_job)); }
@@ -65,8 +58,9 @@ static void read_held_ready(struct durable_wait *dw)
 {
     struct read_job *rj = container_of(dw, struct read_job, hold);
     struct http_req *r = rj->job.req;
-    const struct job_req_hooks *h = rs.pool->hooks;
-    if (h->alive(r)) rs.answer(rj, r);
+    struct read_side *rs = store_read_side(rj->st);
+    const struct job_req_hooks *h = rs->pool->hooks;
+    if (h->alive(r)) rs->answer(rj, r);
     h->unref(r);
     read_job_free(rj);
 }
@@ -74,21 +68,22 @@ static void read_held_ready(struct durable_wait *dw)
 static void read_after(struct job *j, struct http_req *r)
 {
     struct read_job *rj = container_of(j, struct read_job, job);
+    struct read_side *rs = store_read_side(rj->st);
     if (r && rj->seen) {
         rj->hold.space_id = rj->space_id;
         snprintf(rj->hold.space, sizeof rj->hold.space, "%s", rj->space);
         rj->hold.version = rj->seen;
-        if (!writer_is_durable(rs.writer, &rj->hold)) {
+        if (!writer_is_durable(rs->writer, &rj->hold)) {
             rj->hold.ready = read_held_ready;
-            rs.pool->hooks->ref(r);  /* j->req: the job's own reference ends when we return */
-            writer_wait_durable(rs.writer, &rj->hold);
+            rs->pool->hooks->ref(r);  /* j->req: the job's own reference ends when we return */
+            writer_wait_durable(rs->writer, &rj->hold);
             return;
         }
     }
     if (rj->detached) {
         rj->done(rj, NULL);
     } else if (r) {
-        rs.answer(rj, r);
+        rs->answer(rj, r);
     }
     read_job_free(rj);
 }
@@ -98,7 +93,8 @@ void read_start(struct store *st, struct http_req *r, struct read_job *rj, read_
     rj->st = st;
     rj->fn = fn;
     rj->done = done;
-    job_submit(rs.pool, &rj->job, r, read_work, read_after);
+    assert(store_read_side(st)->pool);   /* read_attach ran */
+    job_submit(store_read_side(st)->pool, &rj->job, r, read_work, read_after);
 }
 
 void read_start_detached(struct store *st, struct read_job *rj, read_fn fn, read_done_fn done)
@@ -107,5 +103,6 @@ void read_start_detached(struct store *st, struct read_job *rj, read_fn fn, read
     rj->fn = fn;
     rj->done = done;
     rj->detached = true;
-    job_submit(rs.pool, &rj->job, NULL, read_work, read_after);
+    assert(store_read_side(st)->pool);
+    job_submit(store_read_side(st)->pool, &rj->job, NULL, read_work, read_after);
 }

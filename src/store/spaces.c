@@ -5,22 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "net/server.h"
-
 struct spaces {
     struct space **v;
     size_t n, cap;
 };
 
-void spaces_init(struct server *srv) { srv->spaces = xcalloc(1, sizeof *srv->spaces); }
+struct spaces *spaces_new(void) { return xcalloc(1, sizeof(struct spaces)); }
 
-void spaces_free(struct server *srv)
+void spaces_free(struct spaces *s)
 {
-    if (!srv->spaces) return;
-    for (size_t i = 0; i < srv->spaces->n; i++) free(srv->spaces->v[i]);
-    free(srv->spaces->v);
-    free(srv->spaces);
-    srv->spaces = NULL;
+    if (!s) return;
+    for (size_t i = 0; i < s->n; i++) free(s->v[i]);
+    free(s->v);
+    free(s);
 }
 
 /* index of name, or of where it would go (found = false) */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/util.h"
+#include "store/read.h"
 
 #define READER_POOL 8
 
@@ -26,6 +27,7 @@ struct store {
     pthread_mutex_t lock;
     sqlite3 *readers[READER_POOL];
     int nreaders;
+    struct read_side read;           /* loop thread: what read_attach installed */
 };
 
 static const char *const migrations[] = {
@@ -361,6 +363,7 @@ void store_close(struct store *st)
 }
 
 const char *store_instance_id(const struct store *st) { return st->instance_id; }
+struct read_side *store_read_side(struct store *st) { return &st->read; }
 const char *store_db_path(const struct store *st) { return st->path; }
 int store_schema_version(const struct store *st) { return st->schema_version; }
 uint64_t store_space_count(const struct store *st) { return st->spaces; }

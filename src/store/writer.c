@@ -11,6 +11,7 @@
  */
 #include "store/writer.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -22,14 +23,10 @@
 #include <string.h>
 #include <uv.h>
 
-#include "svc/blobs.h"
-#include "net/http.h"
-#include "core/log.h"
-#include "net/server.h"
-#include "store/spaces.h"
-#include "svc/sse.h"
-#include "store/store.h"
 #include "core/cli.h"
+#include "core/log.h"
+#include "store/spaces.h"
+#include "store/store.h"
 
 #define STMT_CACHE 128
 
@@ -57,7 +54,9 @@ void wtx_set_origin(struct wtx *tx, const char *origin) { tx->origin = origin; }
 const char *wtx_origin(struct wtx *tx) { return tx->origin; }
 
 struct writer {
-    struct server *srv;
+    struct spaces *spaces_reg;       /* loop thread: the registry each commit updates */
+    struct job_pool *pool;           /* holds the requests of queued ops (its hooks) */
+    struct writer_hooks hooks;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -249,7 +248,7 @@ int wtx_space_delete(struct wtx *tx, struct space_stats *sp, struct buf *snap_id
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return -1;
-    if (blobs_space_drop(tx, sp->id, blobs_gone) < 0) return -1;
+    if (tx->w->hooks.space_drop && tx->w->hooks.space_drop(tx, sp->id, blobs_gone) < 0) return -1;
     const char *sqls[] = {SQL_SPACE_DEL_ENT, SQL_SPACE_DEL_CONF, SQL_SPACE_DEL_CKPT, SQL_SPACE_DEL_PEERS,
                           SQL_SPACE_DEL_SNAPS, SQL_SPACE_DEL};
     for (size_t i = 0; i < ARRAY_SIZE(sqls); i++) {
@@ -701,7 +700,7 @@ static void *sync_main(void *arg)
 bool writer_is_durable(struct writer *w, const struct durable_wait *dw)
 {
     if (!w) return true;
-    const struct space *sp = spaces_get(w->srv->spaces, dw->space);
+    const struct space *sp = spaces_get(w->spaces_reg, dw->space);
     return !sp || sp->st.id != dw->space_id || sp->st.version >= dw->version;
 }
 
@@ -741,7 +740,7 @@ static void on_async(uv_async_t *a)
     struct list *bpos, *btmp, *pos, *tmp;
     list_foreach_safe(bpos, btmp, &done) {
         struct batch *b = container_of(bpos, struct batch, link);
-        for (size_t i = 0; i < b->nspaces; i++) spaces_update(w->srv->spaces, &b->spaces[i]);
+        for (size_t i = 0; i < b->nspaces; i++) spaces_update(w->spaces_reg, &b->spaces[i]);
         /* answer the writers first: a write's latency should not include
          * fanning its events out to every subscriber */
         list_foreach_safe(pos, tmp, &b->ops) {
@@ -749,10 +748,10 @@ static void on_async(uv_async_t *a)
             struct http_req *r = op->req;
             list_remove(pos);
             w->inflight--;
-            op->done(op, (r && r->conn) ? r : NULL);    /* may free op */
-            if (r) http_req_unref(r);
+            op->done(op, (r && w->pool->hooks->alive(r)) ? r : NULL);    /* may free op */
+            if (r) w->pool->hooks->unref(r);
         }
-        if (b->nchanges) sse_changes_committed(w->srv, b->changes, b->nchanges);
+        if (b->nchanges && w->hooks.on_commit) w->hooks.on_commit(w->hooks.commit_arg, b->changes, b->nchanges);
         free(b->spaces);
         free(b->changes);
         free(b);
@@ -764,11 +763,12 @@ static void on_async(uv_async_t *a)
 int writer_submit(struct writer *w, struct wop *op, struct http_req *r, wop_apply_fn apply, wop_done_fn done)
 {
     if (!w) return -1;               /* stopped: after the loop ended */
+    assert(!r || w->pool->hooks);
     op->apply = apply;
     op->done = done;
     op->req = r;
     op->status = 0;
-    op->bytes = r ? r->body_seen : 0;
+    op->bytes = r && w->hooks.req_bytes ? w->hooks.req_bytes(r) : 0;
     pthread_mutex_lock(&w->mu);
     if (w->stop || w->queued >= WRITER_QUEUE_MAX || (w->queued && w->queued_bytes + op->bytes > WRITER_QUEUE_BYTES)) {
         pthread_mutex_unlock(&w->mu);
@@ -779,7 +779,7 @@ int writer_submit(struct writer *w, struct wop *op, struct http_req *r, wop_appl
     w->queued_bytes += op->bytes;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
-    if (r) http_req_ref(r);
+    if (r) w->pool->hooks->ref(r);
     if (w->inflight++ == 0) uv_ref((uv_handle_t *)&w->async);
     return 0;
 }
@@ -789,10 +789,14 @@ uint64_t writer_queue_len(const struct writer *w)
     return w ? w->inflight : 0;
 }
 
-int writer_start(struct server *srv, const char *db_path, int durability, char *err, size_t errlen)
+int writer_start(struct writer **out, uv_loop_t *loop, struct spaces *spaces, struct job_pool *pool,
+                 const struct writer_hooks *hooks, const char *db_path, int durability, char *err, size_t errlen)
 {
+    assert(loop && spaces && pool);
     struct writer *w = xcalloc(1, sizeof *w);
-    w->srv = srv;
+    w->spaces_reg = spaces;
+    w->pool = pool;
+    if (hooks) w->hooks = *hooks;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     list_init(&w->queue);
@@ -815,8 +819,8 @@ int writer_start(struct server *srv, const char *db_path, int durability, char *
         goto fail;
     }
     /* hand the loop its first copy of every space */
-    for (size_t i = 0; i < w->nspaces; i++) spaces_update(srv->spaces, w->spaces[i]);
-    uv_async_init(srv->loop, &w->async, on_async);
+    for (size_t i = 0; i < w->nspaces; i++) spaces_update(spaces, w->spaces[i]);
+    uv_async_init(loop, &w->async, on_async);
     uv_unref((uv_handle_t *)&w->async);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         snprintf(err, errlen, "cannot start the writer thread");
@@ -825,7 +829,7 @@ int writer_start(struct server *srv, const char *db_path, int durability, char *
     }
     if (pthread_create(&w->ckpt_thread, NULL, ckpt_main, w) != 0) abort();
     if (w->full && pthread_create(&w->sync_thread, NULL, sync_main, w) != 0) abort();
-    srv->writer = w;
+    *out = w;
     return 0;
 fail:
     if (w->db) sqlite3_close(w->db);
@@ -839,9 +843,8 @@ static void on_async_closed(uv_handle_t *h)
     free(container_of((uv_async_t *)h, struct writer, async));
 }
 
-void writer_stop(struct server *srv)
+void writer_stop(struct writer *w)
 {
-    struct writer *w = srv->writer;
     if (!w) return;
     pthread_mutex_lock(&w->mu);
     w->stop = true;
@@ -871,6 +874,5 @@ void writer_stop(struct server *srv)
     pthread_cond_destroy(&w->cv);
     pthread_cond_destroy(&w->ckpt_cv);
     pthread_cond_destroy(&w->sync_cv);
-    srv->writer = NULL;
     uv_close((uv_handle_t *)&w->async, on_async_closed);    /* frees w */
 }

@@ -36,17 +36,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "api/api.h"
-#include "api/util.h"
-#include "svc/auth.h"
-#include "net/http.h"
 #include "core/json.h"
 #include "core/log.h"
-#include "core/names.h"
+#include "net/http.h"
 #include "net/server.h"
 #include "store/spaces.h"
+#include "svc/changes.h"
 
-#define SUB_MAX_SPACES 64
 #define FANOUT_SLICE_NS (4 * 1000 * 1000)   /* a fan-out turn gives the loop back after 4 ms */
 #define VISIT_BYTES (256 * 1024)            /* sent at once to one subscriber per visit, about */
 #define SUB_Q_KEEP 256                      /* queue slots kept after a flush; more are freed */
@@ -61,10 +57,7 @@ struct ring_ev {
 struct sub {
     struct list link;
     struct http_req *r;
-    uint8_t topics;
-    bool all_spaces;
-    int nspaces;
-    char (*spaces)[64];              /* nspaces entries: most subscribers have one or none */
+    struct sse_filter f;             /* topics and spaces it takes */
     uint64_t last_id;                /* the newest event it was offered (or the newest when it came) */
     uint64_t ping_gen;               /* the last ping round it took part in */
     struct rbuf **q;                 /* frames waiting for the write in flight (references) */
@@ -160,13 +153,40 @@ static const char *topic_name(uint8_t t)
 /* What a frame costs the subscriber it is queued for. */
 static inline size_t cost(const struct rbuf *f) { return f->len + SSE_EVENT_OVERHEAD; }
 
+size_t sse_frames_fit(struct rbuf *const *fr, size_t n, size_t held, size_t cap, size_t *bytes)
+{
+    size_t m = 0, c = held;
+    while (m < n && c + cost(fr[m]) <= cap) c += cost(fr[m++]);
+    if (bytes) *bytes = c - held;
+    return m;
+}
+
+bool sse_filter_wants(const struct sse_filter *f, uint8_t topic, const char *space)
+{
+    if (!(f->topics & topic)) return false;
+    if (f->all_spaces) return true;
+    for (int i = 0; i < f->nspaces; i++)
+        if (!strcmp(f->spaces[i], space)) return true;
+    return false;
+}
+
+void sse_filter_add_space(struct sse_filter *f, const char *name)
+{
+    assert(f->nspaces < SSE_MAX_SPACES);
+    f->spaces = xrealloc(f->spaces, (size_t)(f->nspaces + 1) * sizeof *f->spaces);
+    snprintf(f->spaces[f->nspaces++], 64, "%s", name);
+}
+
+void sse_filter_free(struct sse_filter *f)
+{
+    free(f->spaces);
+    f->spaces = NULL;
+    f->nspaces = 0;
+}
+
 static bool sub_wants(const struct sub *s, uint8_t topic, const char *space)
 {
-    if (!(s->topics & topic)) return false;
-    if (s->all_spaces) return true;
-    for (int i = 0; i < s->nspaces; i++)
-        if (!strcmp(s->spaces[i], space)) return true;
-    return false;
+    return sse_filter_wants(&s->f, topic, space);
 }
 
 static void sub_unlink(struct sse_hub *h, struct sub *s)
@@ -199,7 +219,7 @@ static void sub_free(void *p)
     sub_drop_queue(h, s);
     if (h) h->queued -= s->pinned;
     free(s->q);
-    free(s->spaces);
+    sse_filter_free(&s->f);
     free(s);
 }
 
@@ -243,8 +263,13 @@ static bool sub_send(struct sse_hub *h, struct sub *s, struct rbuf *const *fr, s
         n -= k;
         if (!n) return true;
         /* the rest in one write; a frame already partly sent must be finished */
-        size_t m = 0, c = 0;
-        while (m < n && (c + cost(fr[m]) <= cap || (m == 0 && off))) c += cost(fr[m++]);
+        size_t m, c;
+        if (off) {
+            m = 1 + sse_frames_fit(fr + 1, n - 1, cost(fr[0]), cap, &c);
+            c += cost(fr[0]);
+        } else {
+            m = sse_frames_fit(fr, n, 0, cap, &c);
+        }
         if (m) {
             http_stream_queue_chunks(r, fr, m, off);
             s->inflight = s->pinned = c;
@@ -263,18 +288,17 @@ static bool sub_send(struct sse_hub *h, struct sub *s, struct rbuf *const *fr, s
             s->qcap = (uint32_t)want;
         }
     }
-    for (size_t i = 0; i < n; i++) {
+    size_t m = sse_frames_fit(fr, n, s->pinned, cap, NULL);
+    for (size_t i = 0; i < m; i++) {
         size_t c = cost(fr[i]);
-        if (s->pinned + c > cap) {
-            sub_overflow(h, s);
-            return false;
-        }
         assert(s->qlen < s->qcap);
         s->q[s->qlen++] = rbuf_ref(fr[i]);
         s->pinned += c;
         h->queued += c;
     }
-    return true;
+    if (m == n) return true;
+    sub_overflow(h, s);             /* the next one would pass the cap */
+    return false;
 }
 
 /* The write in flight is done (the connection's write queue is empty):
@@ -314,7 +338,7 @@ static void scratch_reserve(struct sse_hub *h, size_t n)
 
 static bool sub_wants_all(const struct sub *s, const struct batch *b)
 {
-    if (s->all_spaces) return true;
+    if (s->f.all_spaces) return true;
     for (size_t i = 0; i < b->n; i++)
         if (!sub_wants(s, b->topic, b->spaces[i])) return false;
     return true;
@@ -340,7 +364,7 @@ static enum visit sub_visit(struct sse_hub *h, struct sub *s)
             break;
         }
         s->last_id = b->last_id;
-        if (!(s->topics & b->topic)) continue;
+        if (!(s->f.topics & b->topic)) continue;
         if (b->all && (!busy || c + cost(b->all) <= cap) && sub_wants_all(s, b)) {
             scratch_reserve(h, n + 1);
             h->scratch[n++] = b->all;
@@ -349,7 +373,7 @@ static enum visit sub_visit(struct sse_hub *h, struct sub *s)
         }
         scratch_reserve(h, n + b->n);
         for (size_t i = 0; i < b->n; i++) {
-            if (!s->all_spaces && !sub_wants(s, b->topic, b->spaces[i])) continue;
+            if (!s->f.all_spaces && !sub_wants(s, b->topic, b->spaces[i])) continue;
             h->scratch[n++] = b->frames[i];
             c += cost(b->frames[i]);
             if (busy && c > cap) {                   /* it overflows here */
@@ -506,103 +530,50 @@ void sse_publish(struct server *srv, enum sse_topic topic, const char *space, co
 
 /* ---- subscribers: GET /api/v1/events ------------------------------------- */
 
-static void sub_add_space(struct sub *s, const char *name)
+bool sse_has_room(struct server *srv)
 {
-    s->spaces = xrealloc(s->spaces, (size_t)(s->nspaces + 1) * sizeof *s->spaces);
-    snprintf(s->spaces[s->nspaces++], 64, "%s", name);
-}
-void api_events(struct http_req *r)
-{
-    struct server *srv = r->srv;
     struct sse_hub *h = hub_of(srv);
-    if (h->nsubs + h->nfeeds >= srv->cfg->sse_max_clients) {
-        http_add_header(r, "Retry-After", "5");
-        http_send_error(r, 503, "too_many_subscribers", NULL, "the server is at --sse-max-clients");
-        return;
+    return h->nsubs + h->nfeeds < srv->cfg->sse_max_clients;
+}
+
+size_t sse_ring_len(const struct sse_hub *h) { return h->ring_len; }
+
+void sse_resume_point(const struct sse_hub *h, bool has_last, uint64_t last, struct sse_resume *rp)
+{
+    rp->has_last = has_last;
+    rp->last = last;
+    rp->oldest = h->ring_len ? h->ring[h->ring_head].id : h->next_id + 1;
+    rp->reset = has_last && (last + 1 < rp->oldest || last > h->next_id);
+    rp->from = rp->reset ? rp->oldest : has_last ? last + 1 : h->next_id + 1;
+}
+
+/* Replays what the ring still has after the client's last event; after a
+ * reset, all of it (SSE-Replay-From names the first id sent). */
+size_t sse_replay(const struct sse_hub *h, const struct sse_filter *f, const struct sse_resume *rp, struct rbuf **out)
+{
+    size_t n = 0;
+    if (!rp->has_last) return 0;
+    for (size_t i = 0; i < h->ring_len; i++) {
+        const struct ring_ev *e = &h->ring[(h->ring_head + i) % h->ring_cap];
+        if ((!rp->reset && e->id <= rp->last) || !sse_filter_wants(f, e->topic, e->space)) continue;
+        out[n++] = e->frame;
     }
+    return n;
+}
+
+void sse_subscribe(struct http_req *r, struct sse_filter *f, bool has_last, uint64_t last)
+{
+    struct sse_hub *h = hub_of(r->srv);
     struct sub *s = xcalloc(1, sizeof *s);
     s->r = r;
     list_init(&s->link);
-    char v[2048];
-    long l = api_query(r, "topics", v, sizeof v);
-    if (l == -2) {
-        sub_free(s);
-        return;
-    }
-    if (l > 0) {
-        char *save = NULL;
-        for (char *t = strtok_r(v, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-            if (!strcmp(t, "change")) s->topics |= SSE_CHANGE;
-            else if (!strcmp(t, "snapshot")) s->topics |= SSE_SNAPSHOT;
-            else if (!strcmp(t, "sync")) s->topics |= SSE_SYNC;
-            else {
-                sub_free(s);
-                http_send_error(r, 400, "invalid_parameter", NULL, "topics are change, snapshot and sync");
-                return;
-            }
-        }
-    } else {
-        s->topics = SSE_CHANGE | SSE_SNAPSHOT | SSE_SYNC;
-    }
-    const struct key *k = r->key;
-    l = api_query(r, "spaces", v, sizeof v);
-    if (l == -2) {
-        sub_free(s);
-        return;
-    }
-    if (l > 0) {
-        char *save = NULL;
-        for (char *t = strtok_r(v, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-            if (!name_space_valid(t, strlen(t))) {
-                sub_free(s);
-                http_send_error(r, 400, "invalid_name", NULL, "invalid space name in spaces");
-                return;
-            }
-            if (k && !key_has_space(k, t)) {
-                sub_free(s);
-                http_send_error(r, 403, "forbidden", NULL, "this key may not use that space");
-                return;
-            }
-            if (s->nspaces == SUB_MAX_SPACES) {
-                sub_free(s);
-                http_send_error(r, 400, "invalid_parameter", NULL, "at most %d spaces", SUB_MAX_SPACES);
-                return;
-            }
-            sub_add_space(s, t);
-        }
-    } else if (!k || k->all_spaces || k->role == ROLE_ADMIN) {
-        s->all_spaces = true;
-    } else {
-        for (int i = 0; i < k->nspaces && i < SUB_MAX_SPACES; i++) sub_add_space(s, k->spaces[i]);
-    }
-
-    /* replay point */
-    uint64_t last = 0;
-    bool has_last = false;
-    size_t hl;
-    const char *lei = http_header(r, "Last-Event-ID", &hl);
-    if (!lei && (l = api_query(r, "last_event_id", v, sizeof v)) == -2) {
-        sub_free(s);
-        return;
-    }
-    if (!lei && l > 0) {
-        lei = v;
-        hl = (size_t)l;
-    }
-    if (lei && hl) {
-        if (parse_u64(lei, hl, UINT64_MAX, &last) < 0) {
-            sub_free(s);
-            http_send_error(r, 400, "invalid_header", NULL, "Last-Event-ID must be an event id from this server");
-            return;
-        }
-        has_last = true;
-    }
-    uint64_t oldest = h->ring_len ? h->ring[h->ring_head].id : h->next_id + 1;
-    bool reset = has_last && (last + 1 < oldest || last > h->next_id);
-    uint64_t from = reset ? oldest : has_last ? last + 1 : h->next_id + 1;
+    s->f = *f;                       /* the space list is s's now */
+    memset(f, 0, sizeof *f);
+    struct sse_resume rp;
+    sse_resume_point(h, has_last, last, &rp);
     http_add_header(r, "Cache-Control", "no-store");
     http_add_header(r, "X-Accel-Buffering", "no");
-    http_add_header(r, "SSE-Replay-From", "%llu", (unsigned long long)from);
+    http_add_header(r, "SSE-Replay-From", "%llu", (unsigned long long)rp.from);
     if (r->head_only) {              /* the head, and no subscriber */
         sub_free(s);
         http_stream_begin(r, 200, "text/event-stream; charset=utf-8", true);
@@ -627,23 +598,15 @@ void api_events(struct http_req *r)
     size_t n = 0;
     h->scratch[n++] = h->retry_frame;
     struct rbuf *reset_frame = NULL;
-    if (reset) {
-        char f[160];
-        int fl = snprintf(f, sizeof f, "event: reset\ndata: {\"last_event_id\":%llu,\"oldest\":%llu}\n\n",
-                         (unsigned long long)last, (unsigned long long)oldest);
-        h->scratch[n++] = reset_frame = http_chunk_new(f, (size_t)fl);
+    if (rp.reset) {
+        char fr[160];
+        int fl = snprintf(fr, sizeof fr, "event: reset\ndata: {\"last_event_id\":%llu,\"oldest\":%llu}\n\n",
+                          (unsigned long long)last, (unsigned long long)rp.oldest);
+        h->scratch[n++] = reset_frame = http_chunk_new(fr, (size_t)fl);
     }
-    /* replay what the ring still has after the client's last event; after
-     * a reset, all of it (SSE-Replay-From names the first id sent). Events
-     * of a batch still being offered are in the ring already: last_id
-     * keeps the round from sending them again. */
-    if (has_last) {
-        for (size_t i = 0; i < h->ring_len; i++) {
-            struct ring_ev *e = &h->ring[(h->ring_head + i) % h->ring_cap];
-            if ((!reset && e->id <= last) || !sub_wants(s, e->topic, e->space)) continue;
-            h->scratch[n++] = e->frame;
-        }
-    }
+    /* Events of a batch still being offered are in the ring already:
+     * last_id keeps the round from sending them again. */
+    n += sse_replay(h, &s->f, &rp, h->scratch + n);
     sub_send(h, s, h->scratch, n);
     rbuf_unref(reset_frame);
 }
@@ -707,7 +670,7 @@ static void feed_read(struct feed *f)
     struct read_job *rj = read_job_new();
     rj->space_id = f->space_id;
     rj->since = f->sent;
-    rj->limit = LIST_MAX;
+    rj->limit = CHANGES_PAGE_MAX;
     rj->flag = true;                 /* bodies */
     rj->until = changes_until(f->r->srv, f->space);
     rj->arg = changes_filter_copy(f->filter);
@@ -716,25 +679,14 @@ static void feed_read(struct feed *f)
     read_start(f->r->srv->store, f->r, rj, changes_sse_work, feed_read_done);
 }
 
-void feed_sse(struct http_req *r, int64_t space_id, uint64_t since, void *filter)
+void sse_feed_open(struct http_req *r, int64_t space_id, const char *space, uint64_t since, void *filter)
 {
-    struct server *srv = r->srv;
-    struct sse_hub *h = hub_of(srv);
-    if (h->nsubs + h->nfeeds >= srv->cfg->sse_max_clients) {
-        free(filter);
-        http_add_header(r, "Retry-After", "5");
-        http_send_error(r, 503, "too_many_subscribers", NULL, "the server is at --sse-max-clients");
-        return;
-    }
-    size_t hl;
-    const char *lei = http_header(r, "Last-Event-ID", &hl);
-    uint64_t v;
-    if (lei && hl && parse_u64(lei, hl, INT64_MAX, &v) == 0) since = v;   /* versions: resume from the log */
+    struct sse_hub *h = hub_of(r->srv);
     struct feed *f = xcalloc(1, sizeof *f);
     f->r = r;
     list_init(&f->link);
     f->space_id = space_id;
-    snprintf(f->space, sizeof f->space, "%s", r->match.params.space);
+    snprintf(f->space, sizeof f->space, "%s", space);
     f->sent = since;
     f->filter = filter;
     r->ctx = f;

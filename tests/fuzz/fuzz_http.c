@@ -542,7 +542,7 @@ static void setup(void)
     cfg.access_log = true;           /* the access line is built (redaction), not printed */
     if (uv_loop_init(&loop) != 0) abort();
     server_init(&srv, &loop, &cfg);
-    spaces_init(&srv);
+    srv.spaces = spaces_new();
     http_routes_init(&srv);
     for (size_t i = 0; i < srv.router.n; i++) {
         struct route *rt = &srv.router.routes[i];
