@@ -34,6 +34,7 @@
 #include "svc/sync.h"
 #include "store/writer.h"
 #include "config.h"
+#include "api/api.h"
 #include "api/util.h"
 #include "net/http.h"
 #include "core/log.h"
@@ -196,6 +197,7 @@ static int cmd_serve(int argc, char **argv)
     srv.loop = &loop;
     job_pool_init(&srv.jobs, &loop, &http_job_hooks);
     srv.cfg = &cfg;
+    api_routes_init(&srv.router);
     auth_init(&srv, keys, nkeys);
     srv.metrics = metrics_new();
     spaces_init(&srv);

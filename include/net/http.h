@@ -193,7 +193,4 @@ void http_on_write_drained(struct conn *c);
 void http_reject(struct conn *c, int status, const char *code, const char *msg);
 const char *http_status_text(int status);
 
-/* Registered routes (api_*.c add theirs). */
-void http_routes_init(struct server *srv);
-
 #endif

@@ -721,7 +721,6 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
         uv_ip4_name((struct sockaddr_in *)&bound, srv->bound_addr, sizeof srv->bound_addr);
         srv->bound_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
     }
-    http_routes_init(srv);
     /* where to point a browser and a client: the dashboard and the API base
      * (the root itself answers 404); for a wildcard address, this machine's
      * loopback one */

@@ -543,7 +543,7 @@ static void setup(void)
     if (uv_loop_init(&loop) != 0) abort();
     server_init(&srv, &loop, &cfg);
     spaces_init(&srv);
-    http_routes_init(&srv);
+    api_routes_init(&srv.router);
     for (size_t i = 0; i < srv.router.n; i++) {
         struct route *rt = &srv.router.routes[i];
         bool keep = rt->handler == api_healthz || rt->handler == api_ui || rt->handler == api_ui_redirect ||

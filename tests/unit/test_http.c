@@ -3,6 +3,7 @@
 #include <llhttp.h>
 
 #include "test.h"
+#include "api/api.h"
 #include "net/http.h"
 #include "net/server.h"
 #include "svc/auth.h"
@@ -160,7 +161,7 @@ int main(void)
     srv.cfg = &cfg;
     for (int k = 0; k < TO_COUNT; k++) list_init(&srv.tl[k].head);
     uv_timer_init(&loop, &srv.sweep);
-    http_routes_init(&srv);
+    api_routes_init(&srv.router);
     auth_init(&srv, NULL, 0);
     test_status_text();
 
