@@ -35,6 +35,7 @@
 #include "store/writer.h"
 #include "config.h"
 #include "api/api.h"
+#include "api/metrics.h"
 #include "api/util.h"
 #include "net/http.h"
 #include "core/log.h"
@@ -128,6 +129,15 @@ static void wait_loaded(struct server *srv)
         if (!uv_run(srv->loop, UV_RUN_ONCE) && srv->loading) break;   /* nothing left to wait on */
 }
 
+/* What the HTTP core asks of the layers above it (net/http.h): access
+ * control from auth, the request counters from api/metrics.c. */
+static const struct http_hooks http_hooks = {
+    .access = auth_check_request,
+    .access_resolve = auth_resolve_unknown,
+    .denied = auth_audit_denied,
+    .done = api_metrics_request_done,
+};
+
 static int cmd_serve(int argc, char **argv)
 {
     static struct config cfg;
@@ -198,6 +208,7 @@ static int cmd_serve(int argc, char **argv)
     job_pool_init(&srv.jobs, &loop, &http_job_hooks);
     srv.cfg = &cfg;
     api_routes_init(&srv.router);
+    srv.hooks = &http_hooks;
     auth_init(&srv, keys, nkeys);
     srv.metrics = metrics_new();
     spaces_init(&srv);

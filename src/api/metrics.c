@@ -48,6 +48,11 @@ static void fmt_le(char *out, size_t cap, double v)
     snprintf(out, cap, "%g", v);
 }
 
+void api_metrics_request_done(struct http_req *r, uint64_t dur_us)
+{
+    metrics_request(r->srv->metrics, r->route ? r->route->name : NULL, r->status, (double)dur_us / 1e6);
+}
+
 struct metrics_job {
     struct job job;
     char db[1100];

@@ -27,9 +27,7 @@
 #include <sys/uio.h>
 #include <zlib.h>
 
-#include "svc/auth.h"
 #include "core/jobs.h"
-#include "core/counters.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/names.h"
@@ -78,7 +76,9 @@ void http_req_ref(struct http_req *r) { r->refs++; }
 
 void http_req_unref(struct http_req *r)
 {
-    if (!r || --r->refs > 0) return;
+    if (!r) return;
+    assert(r->refs > 0);
+    if (--r->refs > 0) return;
     if (r->ctx_free) r->ctx_free(r->ctx);
     /* keep small buffers for reuse; give big ones back */
     if (req_freelist_n < REQ_FREELIST_MAX && r->head.cap <= 8192 && r->body.cap <= 65536 &&
@@ -224,8 +224,6 @@ static int on_message_begin(llhttp_t *p)
     return 0;
 }
 
-static void early(struct http_req *r, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
-
 /* ---- what llhttp leaves to its user -------------------------------------
  *
  * llhttp's strict build rejects bare CR or LF, junk after chunk data, bad
@@ -249,7 +247,7 @@ static bool fold_check(struct http_req *r, const char *from, const char *to)
 {
     for (const char *q = from; q < to; q++) {
         if (r->scan_lf && (*q == ' ' || *q == '\t')) {
-            early(r, 400, "bad_request", "malformed HTTP request: obsolete line folding (obs-fold) in a header");
+            http_early(r, 400, "bad_request", "malformed HTTP request: obsolete line folding (obs-fold) in a header");
             return false;
         }
         r->scan_lf = *q == '\n';
@@ -343,7 +341,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     }
     for (size_t i = 0; i < len; i++) {
         if (!is_tchar((unsigned char)at[i])) {
-            early(r, 400, "bad_request", "malformed HTTP request: invalid character in a header name");
+            http_early(r, 400, "bad_request", "malformed HTTP request: invalid character in a header name");
             return HPE_USER;
         }
     }
@@ -357,7 +355,7 @@ static int on_header_field_complete(llhttp_t *p)
     struct http_req *r = ((struct conn *)p->data)->req;
     if (!r) return HPE_USER;
     if (r->field_len == 0) {
-        early(r, 400, "bad_request", "malformed HTTP request: empty header name");
+        http_early(r, 400, "bad_request", "malformed HTTP request: empty header name");
         return HPE_USER;
     }
     r->field_len = 0;
@@ -382,7 +380,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static void early(struct http_req *r, int status, const char *code, const char *fmt, ...)
+void http_early(struct http_req *r, int status, const char *code, const char *fmt, ...)
 {
     va_list ap;
     r->early_status = status;
@@ -469,11 +467,11 @@ static bool request_valid(struct http_req *r, llhttp_t *p)
 {
     int major = llhttp_get_http_major(p), minor = llhttp_get_http_minor(p);
     if (major == 0) {
-        early(r, 400, "bad_request", "malformed HTTP request: HTTP/0.9 is not supported");
+        http_early(r, 400, "bad_request", "malformed HTTP request: HTTP/0.9 is not supported");
         return false;
     }
     if (major != 1 || minor > 1) {
-        early(r, 505, "http_version_not_supported", "HTTP/%d.%d is not supported; use HTTP/1.1", major, minor);
+        http_early(r, 505, "http_version_not_supported", "HTTP/%d.%d is not supported; use HTTP/1.1", major, minor);
         return false;
     }
     /* request-target forms (§3.2): origin, absolute, asterisk (OPTIONS),
@@ -484,7 +482,7 @@ static bool request_valid(struct http_req *r, llhttp_t *p)
     bool ok = (ulen && url[0] == '/') || absolute || (r->method == HTTP_OPTIONS && ulen == 1 && url[0] == '*') ||
               r->method == HTTP_CONNECT;
     if (!ok) {
-        early(r, 400, "bad_request", "malformed HTTP request: the request target must be a path (\"/...\") or an absolute URL");
+        http_early(r, 400, "bad_request", "malformed HTTP request: the request target must be a path (\"/...\") or an absolute URL");
         return false;
     }
     int hosts = 0, host_i = -1;
@@ -506,7 +504,7 @@ static bool request_valid(struct http_req *r, llhttp_t *p)
                 while (a < b && (*a == ' ' || *a == '\t')) a++;
                 while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
                 if (b > a && !str_ieq(a, (size_t)(b - a), "chunked")) {
-                    early(r, 501, "not_implemented", "transfer coding '%.*s' is not supported (only chunked)",
+                    http_early(r, 501, "not_implemented", "transfer coding '%.*s' is not supported (only chunked)",
                           (int)MIN(b - a, 40), a);
                     return false;
                 }
@@ -515,15 +513,15 @@ static bool request_valid(struct http_req *r, llhttp_t *p)
         }
     }
     if (te && minor == 0) {
-        early(r, 400, "bad_request", "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request");
+        http_early(r, 400, "bad_request", "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request");
         return false;
     }
     if (hosts == 0 && minor == 1) {
-        early(r, 400, "bad_request", "malformed HTTP request: an HTTP/1.1 request needs a Host header");
+        http_early(r, 400, "bad_request", "malformed HTTP request: an HTTP/1.1 request needs a Host header");
         return false;
     }
     if (hosts > 1) {
-        early(r, 400, "bad_request", "malformed HTTP request: more than one Host header");
+        http_early(r, 400, "bad_request", "malformed HTTP request: more than one Host header");
         return false;
     }
     if (hosts == 1) {
@@ -533,7 +531,7 @@ static bool request_valid(struct http_req *r, llhttp_t *p)
         while (vl && (*v == ' ' || *v == '\t')) { v++; vl--; }
         while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
         if (!host_valid(v, vl)) {
-            early(r, 400, "bad_request", "malformed HTTP request: invalid Host header");
+            http_early(r, 400, "bad_request", "malformed HTTP request: invalid Host header");
             return false;
         }
     }
@@ -601,7 +599,7 @@ static int on_headers_complete(llhttp_t *p)
         if (str_ieq(v, vlen, "100-continue"))
             r->expect_continue = has_body && llhttp_get_http_minor(p) >= 1;
         else
-            early(r, 417, "expectation_failed", "only 'Expect: 100-continue' is supported");
+            http_early(r, 417, "expectation_failed", "only 'Expect: 100-continue' is supported");
     }
 
     /* routing */
@@ -614,37 +612,37 @@ static int on_headers_complete(llhttp_t *p)
             r->route = r->match.route;
             break;
         case ROUTE_NOT_FOUND:
-            early(r, 404, "not_found", "no route for %s %.*s", llhttp_method_name((llhttp_method_t)r->method),
+            http_early(r, 404, "not_found", "no route for %s %.*s", llhttp_method_name((llhttp_method_t)r->method),
                   (int)MIN(r->path_len, 100), r->path);
             break;
         case ROUTE_BAD_METHOD:
-            early(r, 405, "method_not_allowed", "%s is not allowed here; allowed: %s",
+            http_early(r, 405, "method_not_allowed", "%s is not allowed here; allowed: %s",
                   llhttp_method_name((llhttp_method_t)r->method), r->match.allow);
             break;
         case ROUTE_BAD_NAME:
-            early(r, 400, "invalid_name", "invalid %s in path (see the naming rules)", r->match.bad_param);
+            http_early(r, 400, "invalid_name", "invalid %s in path (see the naming rules)", r->match.bad_param);
             break;
         case ROUTE_BAD_ID:
-            early(r, 404, "not_found", "no such %s", r->match.bad_param);
+            http_early(r, 404, "not_found", "no such %s", r->match.bad_param);
             break;
         }
     }
 
     if (!r->early_status && r->route && r->method != HTTP_OPTIONS) {
-        auth_check_request(r);
-        /* a streamed upload cannot wait for a key reload: unknown is unknown */
-        if (r->auth_unknown && (r->route->flags & ROUTE_STREAM_BODY)) {
-            r->auth_unknown = false;
-            early(r, 401, "unauthorized", "unknown token");
-            r->auth_denied = true;
-        }
+        /* a streamed upload's handler starts now: it cannot wait */
+        bool may_wait = !(r->route->flags & ROUTE_STREAM_BODY);
+        assert(srv->hooks && srv->hooks->access);
+        enum http_access verdict = srv->hooks->access(r, may_wait);
+        assert(may_wait || verdict != HTTP_ACCESS_WAIT);
+        assert((verdict == HTTP_ACCESS_DENIED) == (r->early_status != 0));
+        r->access = (uint8_t)verdict;
     }
 
     /* body limits */
     unsigned flags = r->route ? r->route->flags : 0;
     r->body_limit = (flags & ROUTE_STREAM_BODY) ? cfg->max_blob_bytes : cfg->max_body_bytes;
     if (has_body && (p->flags & F_CONTENT_LENGTH) && p->content_length > r->body_limit) {
-        early(r, 413, "body_too_large", "request body of %llu bytes exceeds the limit of %llu bytes",
+        http_early(r, 413, "body_too_large", "request body of %llu bytes exceeds the limit of %llu bytes",
               (unsigned long long)p->content_length, (unsigned long long)r->body_limit);
         return -1;                                  /* answer now, close */
     }
@@ -660,7 +658,7 @@ static int on_headers_complete(llhttp_t *p)
         r->body_start_ms = uv_now(srv->loop);
         conn_set_timeout(c, TO_BODY);
     }
-    if (r->route && (flags & ROUTE_STREAM_BODY) && !r->early_status && !r->auth_unknown &&
+    if (r->route && (flags & ROUTE_STREAM_BODY) && !r->early_status && r->access != HTTP_ACCESS_WAIT &&
         r->method != HTTP_OPTIONS) {
         /* the handler takes the body as it arrives; it answers at on_body_end */
         http_req_ref(r);
@@ -699,13 +697,13 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     if (r->responded) return 0;                 /* a response under way: discard */
     r->body_seen += len;
     if (r->body_seen > r->body_limit) {
-        early(r, 413, "body_too_large", "request body exceeds the limit of %llu bytes",
+        http_early(r, 413, "body_too_large", "request body exceeds the limit of %llu bytes",
               (unsigned long long)r->body_limit);
         return HPE_USER;
     }
     uint64_t now = uv_now(c->srv->loop);
     if (body_too_slow(r, now)) {
-        early(r, 408, "request_timeout", "request body too slow: %llu bytes in %llu ms, the minimum is %llu bytes/s",
+        http_early(r, 408, "request_timeout", "request body too slow: %llu bytes in %llu ms, the minimum is %llu bytes/s",
               (unsigned long long)r->body_seen, (unsigned long long)body_active_ms(r, now),
               (unsigned long long)c->srv->cfg->min_body_rate);
         return HPE_USER;
@@ -736,7 +734,7 @@ static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
     if (!r) return HPE_USER;
     r->chunk_ext_bytes += len;
     if (r->chunk_ext_bytes > HTTP_MAX_CHUNK_EXT) {
-        early(r, 400, "bad_request", "malformed HTTP request: chunk extensions exceed %d bytes", HTTP_MAX_CHUNK_EXT);
+        http_early(r, 400, "bad_request", "malformed HTTP request: chunk extensions exceed %d bytes", HTTP_MAX_CHUNK_EXT);
         return HPE_USER;
     }
     return 0;
@@ -804,14 +802,20 @@ void http_dispatch(struct http_req *r)
 {
     if (!r || r->responded) return;            /* answered while reading */
     struct conn *c = r->conn;
+    const struct http_hooks *hooks = r->srv->hooks;
+    assert(c);                       /* the pool drops a request whose client left */
     c->state = CONN_HANDLING;
     conn_set_timeout(c, TO_NONE);
-    if (r->auth_unknown && !r->early_status) {
-        auth_resolve_unknown(r);     /* comes back here once the key is known */
+    if (r->access == HTTP_ACCESS_WAIT && !r->early_status) {
+        assert(hooks && hooks->access_resolve);
+        hooks->access_resolve(r);    /* comes back through http_access_decided() */
         return;
     }
     if (r->early_status) {
-        if (r->auth_denied) auth_audit_denied(r, r->early_status);
+        if (r->access == HTTP_ACCESS_DENIED) {
+            assert(hooks && hooks->denied);
+            hooks->denied(r, r->early_status);
+        }
         if (r->retry_after) http_add_header(r, "Retry-After", "%llu", (unsigned long long)r->retry_after);
         http_send_error(r, r->early_status, r->early_code, NULL, "%s", r->early_msg);
         return;
@@ -825,6 +829,14 @@ void http_dispatch(struct http_req *r)
             return;
     }
     r->route->handler(r);
+}
+
+void http_access_decided(struct http_req *r, enum http_access verdict)
+{
+    assert(r->access == HTTP_ACCESS_WAIT && verdict != HTTP_ACCESS_WAIT);
+    assert((verdict == HTTP_ACCESS_DENIED) == (r->early_status != 0));
+    r->access = (uint8_t)verdict;
+    http_dispatch(r);
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -1638,7 +1650,8 @@ static void log_target(struct buf *b, const struct http_req *r)
 static void access_log(struct http_req *r)
 {
     uint64_t dur_us = (now_ns_mono() - r->t_start_ns) / 1000;
-    metrics_request(r->srv->metrics, r->route ? r->route->name : NULL, r->status, (double)dur_us / 1e6);
+    assert(r->srv->hooks && r->srv->hooks->done);
+    r->srv->hooks->done(r, dur_us);
     if (!r->srv->cfg->access_log) return;
     static struct buf f;
     buf_reset(&f);

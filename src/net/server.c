@@ -15,6 +15,7 @@
  */
 #include "net/server.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -687,6 +688,7 @@ void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg)
 int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
 {
     int rc;
+    assert(srv->hooks && srv->router.n > 0);      /* main.c fills both first */
     server_init(srv, loop, cfg);
     uv_signal_init(loop, &srv->sigterm);
     uv_signal_init(loop, &srv->sigint);

@@ -544,7 +544,7 @@ void api_events(struct http_req *r)
     } else {
         s->topics = SSE_CHANGE | SSE_SNAPSHOT | SSE_SYNC;
     }
-    const struct key *k = r->key;
+    const struct key *k = auth_key(r);
     l = api_query(r, "spaces", v, sizeof v);
     if (l == -2) {
         sub_free(s);
