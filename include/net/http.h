@@ -217,10 +217,7 @@ extern const struct job_req_hooks http_job_hooks;
 
 /* For server.c */
 extern const llhttp_settings_t http_parser_settings;
-/* Feeds one piece of input to c's parser: llhttp_execute plus the RFC 9112
- * checks that need the raw bytes (obs-fold). Returns llhttp's result, or
- * HPE_USER with c->req->early_status set when a check failed. */
-llhttp_errno_t http_parse(struct conn *c, const char *data, size_t len);
+/* (http_parse() and the request checks: net/http_parse.h) */
 struct http_req *http_req_new(struct conn *c);
 void http_dispatch(struct http_req *r);
 void http_on_write_drained(struct conn *c);

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "net/http.h"
+#include "net/http_parse.h"
 #include "core/jobs.h"
 #include "core/json.h"
 #include "core/log.h"

@@ -6,6 +6,7 @@
 #include "api/api.h"
 #include "api/metrics.h"
 #include "net/http.h"
+#include "net/http_parse.h"
 #include "net/server.h"
 #include "svc/auth.h"
 
