@@ -138,6 +138,54 @@ static const struct http_hooks http_hooks = {
     .done = api_metrics_request_done,
 };
 
+/* Startup on the data directory: the database (migrated), the admin key
+ * on first start, recovery of what a crash left half done (snapshots, sync
+ * jobs, blobs), and the keys. Returns 0, or -1 after logging why (the store
+ * closed again). Main thread, before the loop. */
+static int open_data(const struct config *cfg, struct store **stp, struct key **keys, size_t *nkeys)
+{
+    char err[512];
+    int rc;
+    if (store_open(cfg->data_dir, cfg->durability, stp, err, sizeof err) < 0) {
+        log_error("store_open_failed", "\"error\":\"%s\"", err);
+        return -1;
+    }
+    struct store *st = *stp;
+    log_info("store_open", "\"path\":\"%s\",\"schema_version\":%d,\"instance_id\":\"%s\",\"durability\":\"%s\"",
+             store_db_path(st), store_schema_version(st), store_instance_id(st),
+             cfg->durability == DURABILITY_FULL ? "full" : "normal");
+    char keypath[1200];
+    rc = auth_bootstrap_admin(store_startup_db(st), cfg->data_dir, keypath, sizeof keypath, err, sizeof err);
+    if (rc < 0) {
+        log_error("admin_key_failed", "\"error\":\"%s\"", err);
+        store_close(st);
+        return -1;
+    }
+    if (rc == 1) log_info("admin_key_created", "\"path\":\"%s\",\"mode\":\"0600\"", keypath);
+    if (snap_recover(cfg->data_dir, store_startup_db(st), err, sizeof err) < 0) {
+        log_error("snapshot_recovery_failed", "\"error\":\"%s\"", err);
+        store_close(st);
+        return -1;
+    }
+    if (sync_recover(store_startup_db(st), err, sizeof err) < 0) {
+        log_error("sync_recovery_failed", "\"error\":\"%s\"", err);
+        store_close(st);
+        return -1;
+    }
+    if (blobs_recover(cfg->data_dir, store_startup_db(st), err, sizeof err) < 0) {
+        log_error("blob_recovery_failed", "\"error\":\"%s\"", err);
+        store_close(st);
+        return -1;
+    }
+    if (keys_load(store_startup_db(st), keys, nkeys) < 0) {
+        log_error("keys_load_failed", "\"error\":\"%s\"", sqlite3_errmsg(store_startup_db(st)));
+        store_close(st);
+        return -1;
+    }
+
+    return 0;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     static struct config cfg;
@@ -159,43 +207,9 @@ static int cmd_serve(int argc, char **argv)
     if (lock_data_dir(cfg.data_dir) < 0) return 1;   /* the descriptor stays open until exit */
 
     struct store *st = NULL;
-    if (store_open(cfg.data_dir, cfg.durability, &st, err, sizeof err) < 0) {
-        log_error("store_open_failed", "\"error\":\"%s\"", err);
-        return 1;
-    }
-    log_info("store_open", "\"path\":\"%s\",\"schema_version\":%d,\"instance_id\":\"%s\",\"durability\":\"%s\"",
-             store_db_path(st), store_schema_version(st), store_instance_id(st),
-             cfg.durability == DURABILITY_FULL ? "full" : "normal");
-    char keypath[1200];
-    rc = auth_bootstrap_admin(store_startup_db(st), cfg.data_dir, keypath, sizeof keypath, err, sizeof err);
-    if (rc < 0) {
-        log_error("admin_key_failed", "\"error\":\"%s\"", err);
-        store_close(st);
-        return 1;
-    }
-    if (rc == 1) log_info("admin_key_created", "\"path\":\"%s\",\"mode\":\"0600\"", keypath);
-    if (snap_recover(cfg.data_dir, store_startup_db(st), err, sizeof err) < 0) {
-        log_error("snapshot_recovery_failed", "\"error\":\"%s\"", err);
-        store_close(st);
-        return 1;
-    }
-    if (sync_recover(store_startup_db(st), err, sizeof err) < 0) {
-        log_error("sync_recovery_failed", "\"error\":\"%s\"", err);
-        store_close(st);
-        return 1;
-    }
-    if (blobs_recover(cfg.data_dir, store_startup_db(st), err, sizeof err) < 0) {
-        log_error("blob_recovery_failed", "\"error\":\"%s\"", err);
-        store_close(st);
-        return 1;
-    }
     struct key *keys = NULL;
     size_t nkeys = 0;
-    if (keys_load(store_startup_db(st), &keys, &nkeys) < 0) {
-        log_error("keys_load_failed", "\"error\":\"%s\"", sqlite3_errmsg(store_startup_db(st)));
-        store_close(st);
-        return 1;
-    }
+    if (open_data(&cfg, &st, &keys, &nkeys) < 0) return 1;
 
     uv_loop_t loop;
     uv_loop_init(&loop);
