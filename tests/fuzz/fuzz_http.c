@@ -4,7 +4,7 @@
  * by server_init() on a libuv loop made once per process; the connection
  * is one end of a socketpair handed to server_conn_open(), so everything
  * after accept() is the code a TCP client meets: on_read with the shared
- * buffer, llhttp (strict build) and the RFC 9112 checks of http.c, body
+ * buffer, llhttp (strict build) and the RFC 9112 checks of http_parse.c, body
  * framing and limits, pipelining (parser paused per message, input stashed
  * while a handler works, reading paused at the caps), keep-alive decisions,
  * early refusals, the router with the real route table, and the response
