@@ -553,7 +553,7 @@ void http_dispatch(struct http_req *r)
     }
     if (r->route->flags & ROUTE_STREAM_BODY) {
         if (r->on_body_end) r->on_body_end(r);
-            return;
+        return;
     }
     r->route->handler(r);
 }
