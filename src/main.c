@@ -34,6 +34,8 @@
 #include "svc/sync.h"
 #include "store/writer.h"
 #include "config.h"
+#include "api/api.h"
+#include "api/metrics.h"
 #include "api/util.h"
 #include "net/http.h"
 #include "core/log.h"
@@ -144,6 +146,63 @@ static int start_writer(struct server *srv, char *err, size_t errlen)
                         srv->cfg->durability, err, errlen);
 }
 
+/* What the HTTP core asks of the layers above it (net/http.h): access
+ * control from auth, the request counters from api/metrics.c. */
+static const struct http_hooks http_hooks = {
+    .access = auth_check_request,
+    .access_resolve = auth_resolve_unknown,
+    .denied = auth_audit_denied,
+    .done = api_metrics_request_done,
+};
+
+/* Startup on the data directory: the database (migrated), the admin key
+ * on first start, recovery of what a crash left half done (snapshots, sync
+ * jobs, blobs), and the keys. Returns 0, or -1 after logging why (the store
+ * closed again). Main thread, before the loop. */
+static int open_data(const struct config *cfg, struct store **stp, struct key **keys, size_t *nkeys)
+{
+    char err[512];
+    int rc;
+    if (store_open(cfg->data_dir, cfg->durability, stp, err, sizeof err) < 0) {
+        log_error("store_open_failed", "\"error\":\"%s\"", err);
+        return -1;
+    }
+    struct store *st = *stp;
+    log_info("store_open", "\"path\":\"%s\",\"schema_version\":%d,\"instance_id\":\"%s\",\"durability\":\"%s\"",
+             store_db_path(st), store_schema_version(st), store_instance_id(st),
+             cfg->durability == DURABILITY_FULL ? "full" : "normal");
+    char keypath[1200];
+    rc = auth_bootstrap_admin(store_startup_db(st), cfg->data_dir, keypath, sizeof keypath, err, sizeof err);
+    if (rc < 0) {
+        log_error("admin_key_failed", "\"error\":\"%s\"", err);
+        store_close(st);
+        return -1;
+    }
+    if (rc == 1) log_info("admin_key_created", "\"path\":\"%s\",\"mode\":\"0600\"", keypath);
+    if (snap_recover(cfg->data_dir, store_startup_db(st), err, sizeof err) < 0) {
+        log_error("snapshot_recovery_failed", "\"error\":\"%s\"", err);
+        store_close(st);
+        return -1;
+    }
+    if (sync_recover(store_startup_db(st), err, sizeof err) < 0) {
+        log_error("sync_recovery_failed", "\"error\":\"%s\"", err);
+        store_close(st);
+        return -1;
+    }
+    if (blobs_recover(cfg->data_dir, store_startup_db(st), err, sizeof err) < 0) {
+        log_error("blob_recovery_failed", "\"error\":\"%s\"", err);
+        store_close(st);
+        return -1;
+    }
+    if (keys_load(store_startup_db(st), keys, nkeys) < 0) {
+        log_error("keys_load_failed", "\"error\":\"%s\"", sqlite3_errmsg(store_startup_db(st)));
+        store_close(st);
+        return -1;
+    }
+
+    return 0;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     static struct config cfg;
@@ -165,43 +224,9 @@ static int cmd_serve(int argc, char **argv)
     if (lock_data_dir(cfg.data_dir) < 0) return 1;   /* the descriptor stays open until exit */
 
     struct store *st = NULL;
-    if (store_open(cfg.data_dir, cfg.durability, &st, err, sizeof err) < 0) {
-        log_error("store_open_failed", "\"error\":\"%s\"", err);
-        return 1;
-    }
-    log_info("store_open", "\"path\":\"%s\",\"schema_version\":%d,\"instance_id\":\"%s\",\"durability\":\"%s\"",
-             store_db_path(st), store_schema_version(st), store_instance_id(st),
-             cfg.durability == DURABILITY_FULL ? "full" : "normal");
-    char keypath[1200];
-    rc = auth_bootstrap_admin(store_startup_db(st), cfg.data_dir, keypath, sizeof keypath, err, sizeof err);
-    if (rc < 0) {
-        log_error("admin_key_failed", "\"error\":\"%s\"", err);
-        store_close(st);
-        return 1;
-    }
-    if (rc == 1) log_info("admin_key_created", "\"path\":\"%s\",\"mode\":\"0600\"", keypath);
-    if (snap_recover(cfg.data_dir, store_startup_db(st), err, sizeof err) < 0) {
-        log_error("snapshot_recovery_failed", "\"error\":\"%s\"", err);
-        store_close(st);
-        return 1;
-    }
-    if (sync_recover(store_startup_db(st), err, sizeof err) < 0) {
-        log_error("sync_recovery_failed", "\"error\":\"%s\"", err);
-        store_close(st);
-        return 1;
-    }
-    if (blobs_recover(cfg.data_dir, store_startup_db(st), err, sizeof err) < 0) {
-        log_error("blob_recovery_failed", "\"error\":\"%s\"", err);
-        store_close(st);
-        return 1;
-    }
     struct key *keys = NULL;
     size_t nkeys = 0;
-    if (keys_load(store_startup_db(st), &keys, &nkeys) < 0) {
-        log_error("keys_load_failed", "\"error\":\"%s\"", sqlite3_errmsg(store_startup_db(st)));
-        store_close(st);
-        return 1;
-    }
+    if (open_data(&cfg, &st, &keys, &nkeys) < 0) return 1;
 
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -213,6 +238,8 @@ static int cmd_serve(int argc, char **argv)
     srv.loop = &loop;
     job_pool_init(&srv.jobs, &loop, &http_job_hooks);
     srv.cfg = &cfg;
+    api_routes_init(&srv.router);
+    srv.hooks = &http_hooks;
     auth_init(&srv, keys, nkeys);
     srv.metrics = metrics_new();
     srv.spaces = spaces_new();

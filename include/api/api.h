@@ -58,6 +58,10 @@ void api_audit(struct http_req *r);
 void api_not_implemented(struct http_req *r);
 
 struct router;
+/* Fills rt with every route of the server (routes.c's table, plus the test
+ * routes with SNAPSYNC_TEST_HOOKS=1). main.c calls it before server_start:
+ * the network layer routes with the table it is given, never builds it. */
+void api_routes_init(struct router *rt);
 /* Test-only routes (SNAPSYNC_TEST_HOOKS=1), see api_test.c. */
 void api_test_routes(struct router *rt);
 

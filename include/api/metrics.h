@@ -11,5 +11,8 @@ struct server;
 struct http_req;
 
 void api_metrics(struct http_req *r);
+/* http_hooks.done (main.c installs it): counts a finished request by route
+ * and status, with its duration, for snapsync_http_request_* . */
+void api_metrics_request_done(struct http_req *r, uint64_t dur_us);
 
 #endif

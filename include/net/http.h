@@ -23,8 +23,7 @@
 #define HTTP_MAX_HEADERS 100
 #define HTTP_MAX_CHUNK_EXT 16384     /* chunk extension bytes per request */
 #define HTTP_GZIP_MIN 1024           /* compress JSON bodies from this size */
-
-struct key;
+#define HTTP_ACCESS_SCRATCH 32       /* bytes of a request the access hook keeps for itself */
 
 struct http_hdr {
     uint32_t name_off, name_len, value_off, value_len;   /* into req->head */
@@ -78,15 +77,16 @@ struct http_req {
     /* routing */
     struct route_match match;
     const struct route *route;
-    /* auth (auth.c) */
-    const struct key *key;          /* the caller's key, once known */
-    bool auth_unknown;              /* token not in the cache: reload, decide at dispatch */
-    bool auth_denied;               /* early_status came from auth */
-    unsigned char token_hash[32];
-    uint64_t retry_after;           /* seconds, for 429/503 */
-    int early_status;               /* an answer decided before the body is read */
+    /* access control (struct http_hooks): what the access hook decided and
+     * what it keeps; net stores them and never looks inside */
+    const void *principal;          /* who is calling, once the hook knows (NULL: nobody yet) */
+    uint8_t access;                 /* enum http_access */
+    unsigned char access_scratch[HTTP_ACCESS_SCRATCH];
+    /* an answer decided before the body is read (http_early) */
+    int early_status;
     const char *early_code;
     char early_msg[160];
+    uint64_t retry_after;           /* seconds: Retry-After on the early answer (429) */
     /* response */
     int status;
     uint64_t bytes_out;
@@ -104,6 +104,41 @@ struct http_req {
     int (*on_body)(struct http_req *r, const char *data, size_t len);
     void (*on_body_end)(struct http_req *r);
 };
+
+/* What the HTTP core asks of the layers above it, so it calls nobody by
+ * name (nginx's access phase, h2o's handler->on_req): main.c fills one from
+ * svc/auth.c and api/metrics.c and points srv->hooks at it before the first
+ * connection. Every member is required. Loop thread. */
+enum http_access {
+    HTTP_ACCESS_OK,                 /* go on */
+    HTTP_ACCESS_DENIED,             /* the hook set the early answer (http_early) */
+    HTTP_ACCESS_WAIT,               /* cannot tell yet: access_resolve decides at dispatch */
+};
+
+struct http_hooks {
+    /* At the end of the headers, after routing, for a routed request with
+     * no early answer yet (OPTIONS preflights excepted): before any body
+     * byte is read. may_wait is false for a route whose handler takes the
+     * body as it arrives (ROUTE_STREAM_BODY): it starts now and cannot wait
+     * for access_resolve, so the hook must answer OK or DENIED. */
+    enum http_access (*access)(struct http_req *r, bool may_wait);
+    /* At dispatch, for a request access answered WAIT and that nothing
+     * else answered early: decides (from a job if it likes), then calls
+     * http_access_decided() while the client is still there. */
+    void (*access_resolve)(struct http_req *r);
+    /* An early answer the access hook decided is about to be sent (its
+     * audit row). */
+    void (*denied)(struct http_req *r, int status);
+    /* The response is queued or the stream has ended, dur_us after the
+     * request began (what is counted is the hook's business). */
+    void (*done)(struct http_req *r, uint64_t dur_us);
+};
+
+/* access_resolve's answer (OK or DENIED): records it and dispatches r. */
+void http_access_decided(struct http_req *r, enum http_access verdict);
+/* Sets r's early answer: sent at dispatch instead of calling the handler,
+ * unless the request is refused first. */
+void http_early(struct http_req *r, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
 
 /* Header lookup (case-insensitive). Returns the value or NULL; *len set. */
 const char *http_header(const struct http_req *r, const char *name, size_t *len);
@@ -182,18 +217,12 @@ extern const struct job_req_hooks http_job_hooks;
 
 /* For server.c */
 extern const llhttp_settings_t http_parser_settings;
-/* Feeds one piece of input to c's parser: llhttp_execute plus the RFC 9112
- * checks that need the raw bytes (obs-fold). Returns llhttp's result, or
- * HPE_USER with c->req->early_status set when a check failed. */
-llhttp_errno_t http_parse(struct conn *c, const char *data, size_t len);
+/* (http_parse() and the request checks: net/http_parse.h) */
 struct http_req *http_req_new(struct conn *c);
 void http_dispatch(struct http_req *r);
 void http_on_write_drained(struct conn *c);
 /* Answers a request that failed in the parser (status 400/413/431...) */
 void http_reject(struct conn *c, int status, const char *code, const char *msg);
 const char *http_status_text(int status);
-
-/* Registered routes (api_*.c add theirs). */
-void http_routes_init(struct server *srv);
 
 #endif

@@ -26,6 +26,7 @@
 #include "core/util.h"
 
 struct http_req;
+struct http_hooks;
 struct store;
 struct writer;
 struct spaces;
@@ -91,7 +92,8 @@ typedef void (*server_hook)(struct server *srv, void *arg);
 struct server {
     uv_loop_t *loop;
     const struct config *cfg;
-    struct router router;
+    struct router router;           /* filled by main.c before server_start */
+    const struct http_hooks *hooks; /* access and request-done hooks (http.h), set with the router */
     struct store *store;
     struct writer *writer;          /* the group-commit write path */
     struct spaces *spaces;          /* loop-side registry of spaces */
@@ -130,16 +132,20 @@ struct server {
     int n_on_shutdown;
 };
 
-/* Binds the listener, logs the `listening` line. Returns 0 or a UV error. */
 /* The server whose pool ran job j (every job of the process runs on
  * srv->jobs): for work() and done() functions that need the store. */
 static inline struct server *job_server(const struct job *j) { return container_of(j->pool, struct server, jobs); }
 
+/* Binds the listener, logs the `listening` line. Returns 0 or a UV error.
+ * The caller has filled srv->router (main.c: the api route table) and
+ * srv->hooks before: the server routes with the table it is given and asks
+ * the hooks about access, never building or naming either. */
 int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg);
-/* What server_start does before it binds (no listener, no signals, no
- * routes): connection lists, timeout lists, the read buffer, the timers.
+/* What server_start does before it binds (no listener, no signals):
+ * connection lists, timeout lists, the read buffer, the timers.
  * server_start calls it; a test that drives connections itself calls it
- * instead (tests/fuzz/fuzz_http.c) and fills srv->router. */
+ * instead (tests/fuzz/fuzz_http.c), with srv->router and srv->hooks filled
+ * the same way. */
 void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg);
 /* A connection on a stream socket the caller opened (one end of a
  * socketpair in tests/fuzz/fuzz_http.c), started exactly as an accepted one

@@ -10,6 +10,11 @@
  *
  * The decision table is auth_role_allows(): a route's access class (the
  * route table in routes.c) against the key's role, then the key's spaces.
+ *
+ * The HTTP core does not call auth: main.c installs auth_check_request,
+ * auth_resolve_unknown and auth_audit_denied as its access hooks (struct
+ * http_hooks, net/http.h). What auth keeps in a request lives in the
+ * request's opaque access slots; auth_key() reads the caller's key.
  */
 #ifndef SNAPSYNC_AUTH_H
 #define SNAPSYNC_AUTH_H
@@ -19,6 +24,7 @@
 #include <stdint.h>
 
 #include "core/ratelimit.h"
+#include "net/http.h"
 #include "net/router.h"
 
 enum role { ROLE_READER, ROLE_WRITER, ROLE_OPERATOR, ROLE_ADMIN };
@@ -74,13 +80,19 @@ void auth_start_refresh(struct server *srv);   /* loop running: periodic reload 
 void auth_free(struct server *srv);
 void auth_put_key(struct server *srv, const struct key *k);       /* add or replace */
 void auth_revoke_cached(struct server *srv, const char *id, uint64_t at);
-/* Called at the end of the headers, after routing. Returns 0 (allowed, or
- * decided later) or sets the request's early answer. */
-void auth_check_request(struct http_req *r);
-/* Called at dispatch for a request whose token was unknown: reloads keys
- * (at most once a second) and then runs handler-dispatch or answers 401. */
+/* The caller's key once auth_check_request found it, else NULL. */
+const struct key *auth_key(const struct http_req *r);
+/* http_hooks.access: called at the end of the headers, after routing.
+ * Returns OK (allowed, or a public route), DENIED with the request's early
+ * answer set (401, 403, 429 with retry_after), or WAIT for a token the
+ * cache does not know (only when may_wait; else that is a 401). */
+enum http_access auth_check_request(struct http_req *r, bool may_wait);
+/* http_hooks.access_resolve: at dispatch for a request whose token was
+ * unknown: reloads keys (at most once a second), then decides and hands the
+ * verdict to http_access_decided(). */
 void auth_resolve_unknown(struct http_req *r);
-/* Records a denied request in the audit log, sampled (a few per second). */
+/* http_hooks.denied: records a denied request in the audit log, sampled (a
+ * few per second). */
 void auth_audit_denied(struct http_req *r, int status);
 /* Snapshot creation limiter (SPEC §4): one token per creation per key and
  * space. Returns true if allowed, else sets retry_after_s. */

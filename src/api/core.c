@@ -24,7 +24,7 @@ void api_status(struct http_req *r)
     struct server *srv = r->srv;
     size_t n, visible = 0;
     struct space **v = spaces_sorted(srv->spaces, &n);
-    for (size_t i = 0; i < n; i++) visible += !r->key || key_has_space(r->key, v[i]->st.name);
+    for (size_t i = 0; i < n; i++) visible += !auth_key(r) || key_has_space(auth_key(r), v[i]->st.name);
     struct buf b;
     buf_init(&b);
     buf_reserve(&b, 160);

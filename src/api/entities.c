@@ -53,7 +53,7 @@ void api_spaces_list(struct http_req *r)
     bool more = false;
     for (size_t i = 0; i < n; i++) {
         if (cursor[0] && strcmp(v[i]->st.name, cursor) <= 0) continue;
-        if (r->key && !key_has_space(r->key, v[i]->st.name)) continue;   /* never reveal others */
+        if (auth_key(r) && !key_has_space(auth_key(r), v[i]->st.name)) continue;   /* never reveal others */
         if (count == limit) { more = true; break; }
         if (count++) buf_putc(&b, ',');
         space_json(&b, v[i], NULL);

@@ -46,7 +46,7 @@ static int events_topics(struct http_req *r, struct sse_filter *f)
  * may use. 0, or -1 after answering. */
 static int events_spaces(struct http_req *r, struct sse_filter *f)
 {
-    const struct key *k = r->key;
+    const struct key *k = auth_key(r);
     char v[2048];
     long l = api_query(r, "spaces", v, sizeof v);
     if (l == -2) return -1;

@@ -48,6 +48,11 @@ static void fmt_le(char *out, size_t cap, double v)
     snprintf(out, cap, "%g", v);
 }
 
+void api_metrics_request_done(struct http_req *r, uint64_t dur_us)
+{
+    metrics_request(r->srv->metrics, r->route ? r->route->name : NULL, r->status, (double)dur_us / 1e6);
+}
+
 struct metrics_job {
     struct job job;
     char db[1100];
@@ -79,20 +84,10 @@ static void metrics_done(struct job *j, struct http_req *r)
     free(mj);
 }
 
-void api_metrics(struct http_req *r)
+/* Requests by route and status, and their latency histogram. */
+static void metrics_http(struct buf *b, const struct metrics *m)
 {
-    struct server *srv = r->srv;
-    struct metrics *m = srv->metrics;
-    struct metrics_job *mj = xcalloc(1, sizeof *mj);
-    snprintf(mj->db, sizeof mj->db, "%s", store_db_path(srv->store));
-    struct buf *b = &mj->text;
     char le[32];
-
-    help(b, "snapsync_build_info", "gauge", "Build information.");
-    buf_printf(b, "snapsync_build_info{version=\"%s\"} 1\n", SNAPSYNC_VERSION);
-    help(b, "snapsync_process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.");
-    buf_printf(b, "snapsync_process_start_time_seconds %.3f\n", (double)srv->started_ms / 1000.0);
-
     help(b, "snapsync_http_requests_total", "counter", "HTTP requests answered, by route and status.");
     for (int i = 0; i < m->nreq; i++) {
         buf_puts(b, "snapsync_http_requests_total{route=\"");
@@ -102,7 +97,7 @@ void api_metrics(struct http_req *r)
     help(b, "snapsync_http_request_duration_seconds", "histogram",
          "Time from a request's first byte to its response being queued, by route.");
     for (int i = 0; i < m->nlat; i++) {
-        struct lat_series *l = &m->lat[i];
+        const struct lat_series *l = &m->lat[i];
         for (size_t k = 0; k < NB; k++) {
             fmt_le(le, sizeof le, metrics_req_buckets[k]);
             buf_puts(b, "snapsync_http_request_duration_seconds_bucket{route=\"");
@@ -119,25 +114,11 @@ void api_metrics(struct http_req *r)
         label(b, l->route);
         buf_printf(b, "\"} %llu\n", (unsigned long long)l->count);
     }
-    metric_u64(b, "snapsync_open_connections", "gauge", "Open client connections.", srv->stats.open_conns);
-    metric_u64(b, "snapsync_connections_rejected_total", "counter", "Connections refused past --max-connections.", srv->stats.rejected);
+}
 
-    struct sse_stats ss;
-    sse_get_stats(srv, &ss);
-    metric_u64(b, "snapsync_sse_subscribers", "gauge", "Open event streams (events and feed=sse).", ss.subscribers);
-    metric_u64(b, "snapsync_sse_dropped_subscribers_total", "counter", "Subscribers closed for not keeping up (overflow).", ss.dropped);
-    metric_u64(b, "snapsync_sse_events_total", "counter", "Events published.", ss.published);
-    metric_u64(b, "snapsync_sse_queued_bytes", "gauge",
-               "Bytes held for event subscribers that have not taken them yet, as counted against --sse-queue-bytes "
-               "(frames plus a fixed overhead per queued event).", ss.queued_bytes);
-    metric_u64(b, "snapsync_sse_fanout_backlog_events", "gauge",
-               "Events not yet offered to every event subscriber (a fan-out in progress).", ss.backlog_events);
-    help(b, "snapsync_loop_max_stall_seconds", "gauge",
-         "The longest the event loop was busy in one iteration (not waiting for I/O) since start.");
-    buf_printf(b, "snapsync_loop_max_stall_seconds %.6f\n", (double)srv->stats.loop_max_stall_ns / 1e9);
-    metric_u64(b, "snapsync_loop_stalls_total", "counter", "Event loop iterations busy for 100 ms or more.",
-               srv->stats.loop_stalls);
-
+/* Per-space gauges from the loop's registry. */
+static void metrics_spaces(struct buf *b, struct server *srv)
+{
     size_t n;
     struct space **v = spaces_sorted(srv->spaces, &n);
     static const char *const sm[][2] = {
@@ -156,7 +137,12 @@ void api_metrics(struct http_req *r)
             buf_printf(b, "\"} %llu\n", (unsigned long long)val);
         }
     }
+}
 
+/* Snapshots: outcomes, durations, sizes, damaged files and checks. */
+static void metrics_snapshots(struct buf *b, const struct metrics *m)
+{
+    char le[32];
     help(b, "snapsync_snapshots_total", "counter", "Snapshots finished since start, by kind and status.");
     for (int i = 0; i < m->nsnaps; i++)
         buf_printf(b, "snapsync_snapshots_total{kind=\"%s\",status=\"%s\"} %llu\n", m->snaps[i].kind,
@@ -192,6 +178,43 @@ void api_metrics(struct http_req *r)
     buf_printf(b, "snapsync_snapshot_checks_total{result=\"ok\"} %llu\n", (unsigned long long)m->snap_checks_ok);
     buf_printf(b, "snapsync_snapshot_checks_total{result=\"corrupt\"} %llu\n",
                (unsigned long long)m->snap_checks_corrupt);
+}
+
+void api_metrics(struct http_req *r)
+{
+    struct server *srv = r->srv;
+    struct metrics *m = srv->metrics;
+    struct metrics_job *mj = xcalloc(1, sizeof *mj);
+    snprintf(mj->db, sizeof mj->db, "%s", store_db_path(srv->store));
+    struct buf *b = &mj->text;
+
+    help(b, "snapsync_build_info", "gauge", "Build information.");
+    buf_printf(b, "snapsync_build_info{version=\"%s\"} 1\n", SNAPSYNC_VERSION);
+    help(b, "snapsync_process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.");
+    buf_printf(b, "snapsync_process_start_time_seconds %.3f\n", (double)srv->started_ms / 1000.0);
+
+    metrics_http(b, m);
+    metric_u64(b, "snapsync_open_connections", "gauge", "Open client connections.", srv->stats.open_conns);
+    metric_u64(b, "snapsync_connections_rejected_total", "counter", "Connections refused past --max-connections.", srv->stats.rejected);
+
+    struct sse_stats ss;
+    sse_get_stats(srv, &ss);
+    metric_u64(b, "snapsync_sse_subscribers", "gauge", "Open event streams (events and feed=sse).", ss.subscribers);
+    metric_u64(b, "snapsync_sse_dropped_subscribers_total", "counter", "Subscribers closed for not keeping up (overflow).", ss.dropped);
+    metric_u64(b, "snapsync_sse_events_total", "counter", "Events published.", ss.published);
+    metric_u64(b, "snapsync_sse_queued_bytes", "gauge",
+               "Bytes held for event subscribers that have not taken them yet, as counted against --sse-queue-bytes "
+               "(frames plus a fixed overhead per queued event).", ss.queued_bytes);
+    metric_u64(b, "snapsync_sse_fanout_backlog_events", "gauge",
+               "Events not yet offered to every event subscriber (a fan-out in progress).", ss.backlog_events);
+    help(b, "snapsync_loop_max_stall_seconds", "gauge",
+         "The longest the event loop was busy in one iteration (not waiting for I/O) since start.");
+    buf_printf(b, "snapsync_loop_max_stall_seconds %.6f\n", (double)srv->stats.loop_max_stall_ns / 1e9);
+    metric_u64(b, "snapsync_loop_stalls_total", "counter", "Event loop iterations busy for 100 ms or more.",
+               srv->stats.loop_stalls);
+
+    metrics_spaces(b, srv);
+    metrics_snapshots(b, m);
 
     help(b, "snapsync_sync_jobs_total", "counter", "Sync jobs finished since start, by status.");
     buf_printf(b, "snapsync_sync_jobs_total{status=\"completed\"} %llu\n", (unsigned long long)m->sync_ok);

@@ -77,10 +77,10 @@ static const struct route table[] = {
     R(HTTP_GET, S "/blobs/{sha256}", api_blob_get, ACCESS_READ, ROUTE_NO_BODY, "blob_get"),
 };
 
-void http_routes_init(struct server *srv)
+void api_routes_init(struct router *rt)
 {
-    router_init(&srv->router);
-    for (size_t i = 0; i < ARRAY_SIZE(table); i++) router_add(&srv->router, &table[i]);
+    router_init(rt);
+    for (size_t i = 0; i < ARRAY_SIZE(table); i++) router_add(rt, &table[i]);
     const char *hooks = getenv("SNAPSYNC_TEST_HOOKS");
-    if (hooks && !strcmp(hooks, "1")) api_test_routes(&srv->router);
+    if (hooks && !strcmp(hooks, "1")) api_test_routes(rt);
 }

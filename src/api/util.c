@@ -142,7 +142,7 @@ json_t *api_body_members_data(struct http_req *r, const char *const *allowed, co
     return v;
 }
 
-const char *api_actor(const struct http_req *r) { return r->key ? r->key->id : "anonymous"; }
+const char *api_actor(const struct http_req *r) { return auth_key(r) ? auth_key(r)->id : "anonymous"; }
 
 int api_write(struct http_req *r, struct wop *op, wop_apply_fn apply, wop_done_fn done)
 {

@@ -5,7 +5,10 @@
  * --max-header-bytes limit counted as they arrive. At the end of the headers
  * the request is routed, so 404/405/400/413 are decided before any body is
  * read; the body is buffered up to the route's limit, or handed to the
- * handler piece by piece (ROUTE_STREAM_BODY).
+ * handler piece by piece (ROUTE_STREAM_BODY). Access is the access hook's
+ * (struct http_hooks): http.c calls what main.c installed and names no one.
+ * The RFC 9112 checks and the reading of a parsed request are in
+ * http_parse.c, the access log in http_log.c (leaves under this file).
  *
  * Writing: a whole response is one writev of head + body, tried at once
  * with uv_try_write (no allocation when the socket takes it all), with the
@@ -18,18 +21,16 @@
 #include "net/http.h"
 
 #include <assert.h>
-#include <ctype.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <zlib.h>
 
-#include "svc/auth.h"
 #include "core/jobs.h"
-#include "core/counters.h"
+#include "net/http_log.h"
+#include "net/http_parse.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/names.h"
@@ -45,8 +46,6 @@
 
 static struct http_req *req_freelist[REQ_FREELIST_MAX];
 static int req_freelist_n;
-
-static void access_log(struct http_req *r);
 
 /* ---- request objects ---------------------------------------------------- */
 
@@ -78,7 +77,9 @@ void http_req_ref(struct http_req *r) { r->refs++; }
 
 void http_req_unref(struct http_req *r)
 {
-    if (!r || --r->refs > 0) return;
+    if (!r) return;
+    assert(r->refs > 0);
+    if (--r->refs > 0) return;
     if (r->ctx_free) r->ctx_free(r->ctx);
     /* keep small buffers for reuse; give big ones back */
     if (req_freelist_n < REQ_FREELIST_MAX && r->head.cap <= 8192 && r->body.cap <= 65536 &&
@@ -108,77 +109,13 @@ const struct job_req_hooks http_job_hooks = {
  * the next request or been freed. */
 static void req_finish(struct http_req *r)
 {
-    access_log(r);
+    http_access_log(r);
     struct conn *c = r->conn;
     r->conn = NULL;
     if (c && c->req == r) {
         conn_finish_request(c);
         http_req_unref(r);   /* the connection's reference */
     }
-}
-
-/* ---- header access ------------------------------------------------------ */
-
-const char *http_header(const struct http_req *r, const char *name, size_t *len)
-{
-    size_t nl = strlen(name);
-    for (int i = 0; i < r->nhdrs; i++) {
-        const struct http_hdr *h = &r->hdrs[i];
-        if (h->name_len == nl && strncasecmp(r->head.data + h->name_off, name, nl) == 0) {
-            const char *v = r->head.data + h->value_off;
-            size_t vl = h->value_len;
-            while (vl && (*v == ' ' || *v == '\t')) { v++; vl--; }
-            while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
-            if (len) *len = vl;
-            return v;
-        }
-    }
-    if (len) *len = 0;
-    return NULL;
-}
-
-long http_query(const struct http_req *r, const char *name, char *out, size_t cap)
-{
-    return http_query_in(r->query, r->query_len, name, out, cap);
-}
-
-long http_query_in(const char *query, size_t qlen, const char *name, char *out, size_t cap)
-{
-    size_t nl = strlen(name);
-    if (!query) return -1;
-    const char *q = query, *end = query + qlen;
-    while (q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *pe = amp ? amp : end;
-        const char *eq = memchr(q, '=', (size_t)(pe - q));
-        const char *ke = eq ? eq : pe;
-        if ((size_t)(ke - q) == nl && memcmp(q, name, nl) == 0) {
-            const char *v = eq ? eq + 1 : pe;
-            size_t j = 0;
-            for (const char *p = v; p < pe; p++) {
-                char ch = *p;
-                if (ch == '\0') return -2;  /* llhttp refuses one in a URL; never in a value */
-                if (ch == '+') ch = ' ';
-                else if (ch == '%') {
-                    char tmp[2];
-                    if (pe - p < 3 || name_pct_decode(p, 3, tmp, 1) != 1) {
-                        /* %2F is fine inside a query value */
-                        if (pe - p >= 3 && (p[1] == '2') && (p[2] == 'F' || p[2] == 'f')) { ch = '/'; p += 2; goto put; }
-                        return -2;
-                    }
-                    ch = tmp[0];
-                    p += 2;
-                }
-            put:
-                if (j + 1 >= cap) return -2;
-                out[j++] = ch;
-            }
-            out[j] = '\0';
-            return (long)j;
-        }
-        q = pe + 1;
-    }
-    return -1;
 }
 
 void http_add_header(struct http_req *r, const char *name, const char *fmt, ...)
@@ -224,70 +161,6 @@ static int on_message_begin(llhttp_t *p)
     return 0;
 }
 
-static void early(struct http_req *r, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
-
-/* ---- what llhttp leaves to its user -------------------------------------
- *
- * llhttp's strict build rejects bare CR or LF, junk after chunk data, bad
- * tokens and conflicting framing, but by design lets through a few things
- * RFC 9112 asks the server to refuse: obs-fold (a header line continued on
- * the next line after SP or HTAB, §5.2), empty header names, HTTP/0.9 and
- * versions other than 1.x, a missing, repeated or malformed Host (§3.2),
- * Transfer-Encoding in HTTP/1.0 or with codings other than chunked (§6.1).
- * Those checks live here; each failure answers 400 (505, 501 where the RFC
- * names those) and closes.
- *
- * obs-fold cannot be seen in llhttp's callbacks (the CRLF SP is dropped and
- * the value goes on as if nothing happened), so the raw bytes of the header
- * and trailer sections are checked as they pass: every header callback
- * checks the input from where the last one stopped up to the end of its
- * span, and http_parse() checks the rest of each input piece, so a fold
- * split across two reads is still seen. The sections hold a few KiB at most
- * and each byte is looked at once. */
-
-static bool fold_check(struct http_req *r, const char *from, const char *to)
-{
-    for (const char *q = from; q < to; q++) {
-        if (r->scan_lf && (*q == ' ' || *q == '\t')) {
-            early(r, 400, "bad_request", "malformed HTTP request: obsolete line folding (obs-fold) in a header");
-            return false;
-        }
-        r->scan_lf = *q == '\n';
-    }
-    return true;
-}
-
-/* Checks the raw input up to the end of the span [at, at+len). */
-static int fold_scan(struct conn *c, struct http_req *r, const char *at, size_t len)
-{
-    const char *from;
-    if (r->scan_restart) {
-        r->scan_restart = false;
-        r->scan_lf = false;
-        from = at;
-    } else {
-        from = r->scan_gen == c->feed_gen ? r->scan_at : c->feed_lo;
-    }
-    if (!fold_check(r, from, at + len)) return HPE_USER;
-    r->scan_at = at + len;
-    r->scan_gen = c->feed_gen;
-    return 0;
-}
-
-llhttp_errno_t http_parse(struct conn *c, const char *data, size_t len)
-{
-    c->feed_lo = data;
-    c->feed_gen++;
-    llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
-    struct http_req *r = c->req;
-    /* the unchecked end of a piece that ended inside a header section */
-    if (err == HPE_OK && r && r->scan_on && !r->scan_restart) {
-        const char *from = r->scan_gen == c->feed_gen ? r->scan_at : data;
-        if (!fold_check(r, from, data + len)) return HPE_USER;
-    }
-    return err;
-}
-
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
@@ -298,20 +171,13 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
         r->scan_on = true;
         r->scan_restart = true;
     }
-    if (fold_scan(c, r, at, len)) return HPE_USER;
+    if (http_fold_scan(c, r, at, len)) return HPE_USER;
     buf_append(&r->head, at, len);
     r->url_len += (uint32_t)len;
     return 0;
 }
 
 static bool headers_done(const struct http_req *r) { return r->path != NULL; }
-
-/* RFC 9110 token characters */
-static bool is_tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
@@ -324,7 +190,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
         r->scan_on = true;
         r->scan_restart = true;
     }
-    if (fold_scan(c, r, at, len)) return HPE_USER;
+    if (http_fold_scan(c, r, at, len)) return HPE_USER;
     r->field_len += (uint32_t)len;
     if (headers_done(r)) return 0;                  /* trailers: checked, then ignored */
     if (!r->in_field) {
@@ -342,8 +208,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
         r->in_field = true;
     }
     for (size_t i = 0; i < len; i++) {
-        if (!is_tchar((unsigned char)at[i])) {
-            early(r, 400, "bad_request", "malformed HTTP request: invalid character in a header name");
+        if (!http_is_tchar((unsigned char)at[i])) {
+            http_early(r, 400, "bad_request", "malformed HTTP request: invalid character in a header name");
             return HPE_USER;
         }
     }
@@ -357,7 +223,7 @@ static int on_header_field_complete(llhttp_t *p)
     struct http_req *r = ((struct conn *)p->data)->req;
     if (!r) return HPE_USER;
     if (r->field_len == 0) {
-        early(r, 400, "bad_request", "malformed HTTP request: empty header name");
+        http_early(r, 400, "bad_request", "malformed HTTP request: empty header name");
         return HPE_USER;
     }
     r->field_len = 0;
@@ -370,7 +236,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     struct http_req *r = c->req;
     if (!r) return HPE_USER;
     if (limit_headers(r, len)) return HPE_USER;
-    if (fold_scan(c, r, at, len)) return HPE_USER;
+    if (http_fold_scan(c, r, at, len)) return HPE_USER;
     if (headers_done(r)) return 0;
     struct http_hdr *h = &r->hdrs[r->nhdrs - 1];
     if (r->in_field) {
@@ -382,173 +248,17 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static void early(struct http_req *r, int status, const char *code, const char *fmt, ...)
-{
-    va_list ap;
-    r->early_status = status;
-    r->early_code = code;
-    va_start(ap, fmt);
-    vsnprintf(r->early_msg, sizeof r->early_msg, fmt, ap);
-    va_end(ap);
-}
-
 static void send_raw(struct conn *c, const char *data, size_t len);
 
-/* Splits the URL, picks the request id, routes, and decides what to do
- * with the body -- all before the first body byte is read. */
+/* ---- the end of the headers --------------------------------------------
+ *
+ * Splits the URL, picks the request id, routes, and decides what to do
+ * with the body -- all before the first body byte is read. Each step below
+ * is one part of on_headers_complete, in its order. */
 
-/* The client's address. Direct: the TCP peer. Through a reverse proxy the
- * operator trusts (--trusted-proxies): X-Forwarded-For read from the right,
- * skipping the trusted hops, so the first address no trusted proxy added
- * itself is the client (a client can prepend anything it likes, but not
- * append after what the proxy appends). Rate limits, audit entries and the
- * access log use it. */
-static void client_addr(struct http_req *r)
+/* Method, keep-alive and no protocol switch. */
+static void head_basics(struct conn *c, struct http_req *r, llhttp_t *p)
 {
-    const struct config *cfg = r->srv->cfg;
-    const char *peer = r->conn ? r->conn->peer : "?";
-    const char *colon = strrchr(peer, ':');
-    size_t pl = colon ? (size_t)(colon - peer) : strlen(peer);
-    snprintf(r->client, sizeof r->client, "%s", peer);
-    snprintf(r->client_ip, sizeof r->client_ip, "%.*s", (int)pl, peer);
-    if (!cfg->n_trusted_proxies || !cidr_match(cfg->trusted_proxies, cfg->n_trusted_proxies, peer, pl)) return;
-    /* every X-Forwarded-For line, as one list, right to left */
-    for (int h = r->nhdrs - 1; h >= 0; h--) {
-        const struct http_hdr *x = &r->hdrs[h];
-        if (!str_ieq(r->head.data + x->name_off, x->name_len, "X-Forwarded-For")) continue;
-        const char *b = r->head.data + x->value_off, *e = b + x->value_len;
-        while (e > b) {
-            const char *comma = e;
-            while (comma > b && comma[-1] != ',') comma--;
-            const char *s = comma, *t = e;
-            while (s < t && (*s == ' ' || *s == '\t')) s++;
-            while (t > s && (t[-1] == ' ' || t[-1] == '\t')) t--;
-            e = comma > b ? comma - 1 : b;
-            struct cidr one;
-            if (t == s || !cidr_parse(s, (size_t)(t - s), &one) || memchr(s, '/', (size_t)(t - s))) return;  /* garbage: stop */
-            if (cidr_contains(cfg->trusted_proxies, cfg->n_trusted_proxies, one.family, one.addr)) continue;
-            snprintf(r->client_ip, sizeof r->client_ip, "%.*s", (int)(t - s), s);
-            snprintf(r->client, sizeof r->client, "%s", r->client_ip);
-            return;
-        }
-    }
-}
-
-/* RFC 3986 authority without userinfo: uri-host [ ":" port ]. Empty is
- * allowed (RFC 9112 §3.2: a target without an authority). */
-static bool host_valid(const char *v, size_t len)
-{
-    size_t i = 0;
-    if (len && v[0] == '[') {                       /* IP-literal */
-        for (i = 1; i < len && v[i] != ']'; i++)
-            if (!isxdigit((unsigned char)v[i]) && !strchr(":.vV", v[i])) return false;
-        if (i == len || i == 1) return false;
-        i++;
-    } else {
-        for (; i < len && v[i] != ':'; i++) {
-            unsigned char ch = (unsigned char)v[i];
-            if (isalnum(ch) || strchr("-._~!$&'()*+,;=", ch)) continue;
-            if (ch == '%' && i + 2 < len && isxdigit((unsigned char)v[i + 1]) && isxdigit((unsigned char)v[i + 2])) {
-                i += 2;
-                continue;
-            }
-            return false;
-        }
-    }
-    if (i == len) return true;
-    if (v[i] != ':' || len - i - 1 > 5) return false;
-    for (i++; i < len; i++)
-        if (!isdigit((unsigned char)v[i])) return false;
-    return true;
-}
-
-/* The request checks of RFC 9112 that llhttp leaves to its user (see
- * "what llhttp leaves to its user" above). Returns false with early_*
- * set; the caller then answers and closes. */
-static bool request_valid(struct http_req *r, llhttp_t *p)
-{
-    int major = llhttp_get_http_major(p), minor = llhttp_get_http_minor(p);
-    if (major == 0) {
-        early(r, 400, "bad_request", "malformed HTTP request: HTTP/0.9 is not supported");
-        return false;
-    }
-    if (major != 1 || minor > 1) {
-        early(r, 505, "http_version_not_supported", "HTTP/%d.%d is not supported; use HTTP/1.1", major, minor);
-        return false;
-    }
-    /* request-target forms (§3.2): origin, absolute, asterisk (OPTIONS),
-     * authority (CONNECT) */
-    const char *url = r->head.data + r->url_off;
-    size_t ulen = r->url_len;
-    bool absolute = (ulen > 7 && strncasecmp(url, "http://", 7) == 0) || (ulen > 8 && strncasecmp(url, "https://", 8) == 0);
-    bool ok = (ulen && url[0] == '/') || absolute || (r->method == HTTP_OPTIONS && ulen == 1 && url[0] == '*') ||
-              r->method == HTTP_CONNECT;
-    if (!ok) {
-        early(r, 400, "bad_request", "malformed HTTP request: the request target must be a path (\"/...\") or an absolute URL");
-        return false;
-    }
-    int hosts = 0, host_i = -1;
-    bool te = false;
-    for (int i = 0; i < r->nhdrs; i++) {
-        const struct http_hdr *h = &r->hdrs[i];
-        const char *name = r->head.data + h->name_off;
-        if (str_ieq(name, h->name_len, "Host")) {
-            hosts++;
-            host_i = i;
-        } else if (str_ieq(name, h->name_len, "Transfer-Encoding")) {
-            te = true;
-            /* every coding must be chunked: llhttp already refuses a list
-             * whose last one is not, and chunked twice */
-            const char *v = r->head.data + h->value_off, *e = v + h->value_len;
-            while (v < e) {
-                const char *comma = memchr(v, ',', (size_t)(e - v));
-                const char *a = v, *b = comma ? comma : e;
-                while (a < b && (*a == ' ' || *a == '\t')) a++;
-                while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
-                if (b > a && !str_ieq(a, (size_t)(b - a), "chunked")) {
-                    early(r, 501, "not_implemented", "transfer coding '%.*s' is not supported (only chunked)",
-                          (int)MIN(b - a, 40), a);
-                    return false;
-                }
-                v = comma ? comma + 1 : e;
-            }
-        }
-    }
-    if (te && minor == 0) {
-        early(r, 400, "bad_request", "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request");
-        return false;
-    }
-    if (hosts == 0 && minor == 1) {
-        early(r, 400, "bad_request", "malformed HTTP request: an HTTP/1.1 request needs a Host header");
-        return false;
-    }
-    if (hosts > 1) {
-        early(r, 400, "bad_request", "malformed HTTP request: more than one Host header");
-        return false;
-    }
-    if (hosts == 1) {
-        const struct http_hdr *h = &r->hdrs[host_i];
-        const char *v = r->head.data + h->value_off;
-        size_t vl = h->value_len;
-        while (vl && (*v == ' ' || *v == '\t')) { v++; vl--; }
-        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
-        if (!host_valid(v, vl)) {
-            early(r, 400, "bad_request", "malformed HTTP request: invalid Host header");
-            return false;
-        }
-    }
-    return true;
-}
-
-static int on_headers_complete(llhttp_t *p)
-{
-    struct conn *c = p->data;
-    struct http_req *r = c->req;
-    struct server *srv = c->srv;
-    const struct config *cfg = srv->cfg;
-    size_t vlen;
-    const char *v;
-
     r->in_field = false;
     r->scan_on = false;
     r->method = llhttp_get_method(p);
@@ -560,92 +270,86 @@ static int on_headers_complete(llhttp_t *p)
      * (the client meant to send something that is not HTTP after it) */
     p->upgrade = 0;
     if (r->method == HTTP_CONNECT) c->close_after = 1;
+}
 
-    if (!r->head.data) buf_putc(&r->head, '\0');  /* HTTP/0.9 "GET\r\n": no URL */
-    bool valid = request_valid(r, p);
-
-    /* URL: origin-form "/path?query", or absolute-form "http://host/path" */
-    const char *url = r->head.data + r->url_off;
-    size_t ulen = r->url_len;
-    size_t scheme = ulen > 7 && strncasecmp(url, "http://", 7) == 0 ? 7 : ulen > 8 && strncasecmp(url, "https://", 8) == 0 ? 8 : 0;
-    if (scheme) {
-        const char *s = url + scheme;
-        while (s < url + ulen && *s != '/' && *s != '?') s++;
-        ulen -= (size_t)(s - url);
-        url = s;
-    }
-    const char *qm = memchr(url, '?', ulen);
-    r->path = url;
-    r->path_len = qm ? (size_t)(qm - url) : ulen;
-    r->query = qm ? qm + 1 : NULL;
-    r->query_len = qm ? ulen - r->path_len - 1 : 0;
-    if (r->path_len == 0) { r->path = "/"; r->path_len = 1; }
-
-    client_addr(r);
-
-    v = http_header(r, "X-Request-Id", &vlen);
+/* The client's X-Request-Id when it is a valid one, else one of ours. */
+static void request_id(struct server *srv, struct http_req *r)
+{
+    size_t vlen;
+    const char *v = http_header(r, "X-Request-Id", &vlen);
     if (v && name_request_id_valid(v, vlen)) {
         memcpy(r->rid, v, vlen);
         r->rid[vlen] = '\0';
     } else {
         server_request_id(srv, r->rid);
     }
-    if (!valid) return -1;                          /* answer now, close */
-    v = http_header(r, "Accept-Encoding", &vlen);
-    r->accept_gzip = v && header_has_token(v, vlen, "gzip");
+}
 
-    bool has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+/* Accept-Encoding and Expect. */
+static void read_expect(struct http_req *r, llhttp_t *p, bool has_body)
+{
+    size_t vlen;
+    const char *v = http_header(r, "Accept-Encoding", &vlen);
+    r->accept_gzip = v && header_has_token(v, vlen, "gzip");
     v = http_header(r, "Expect", &vlen);
     if (v) {
         /* an HTTP/1.0 client cannot mean 100-continue: ignored (RFC 9110 §10.1.1) */
         if (str_ieq(v, vlen, "100-continue"))
             r->expect_continue = has_body && llhttp_get_http_minor(p) >= 1;
         else
-            early(r, 417, "expectation_failed", "only 'Expect: 100-continue' is supported");
+            http_early(r, 417, "expectation_failed", "only 'Expect: 100-continue' is supported");
     }
+}
 
-    /* routing */
-    if (!r->early_status) {
-        int m = r->method == HTTP_OPTIONS ? HTTP_GET : r->method;
-        enum route_result rr = router_match(&srv->router, m, r->path, r->path_len, &r->match);
-        if (r->method == HTTP_OPTIONS && rr == ROUTE_BAD_METHOD) rr = ROUTE_OK;  /* preflight any route */
-        switch (rr) {
-        case ROUTE_OK:
-            r->route = r->match.route;
-            break;
-        case ROUTE_NOT_FOUND:
-            early(r, 404, "not_found", "no route for %s %.*s", llhttp_method_name((llhttp_method_t)r->method),
-                  (int)MIN(r->path_len, 100), r->path);
-            break;
-        case ROUTE_BAD_METHOD:
-            early(r, 405, "method_not_allowed", "%s is not allowed here; allowed: %s",
-                  llhttp_method_name((llhttp_method_t)r->method), r->match.allow);
-            break;
-        case ROUTE_BAD_NAME:
-            early(r, 400, "invalid_name", "invalid %s in path (see the naming rules)", r->match.bad_param);
-            break;
-        case ROUTE_BAD_ID:
-            early(r, 404, "not_found", "no such %s", r->match.bad_param);
-            break;
-        }
+static void route_request(struct server *srv, struct http_req *r)
+{
+    int m = r->method == HTTP_OPTIONS ? HTTP_GET : r->method;
+    enum route_result rr = router_match(&srv->router, m, r->path, r->path_len, &r->match);
+    if (r->method == HTTP_OPTIONS && rr == ROUTE_BAD_METHOD) rr = ROUTE_OK;  /* preflight any route */
+    switch (rr) {
+    case ROUTE_OK:
+        r->route = r->match.route;
+        break;
+    case ROUTE_NOT_FOUND:
+        http_early(r, 404, "not_found", "no route for %s %.*s", llhttp_method_name((llhttp_method_t)r->method),
+                   (int)MIN(r->path_len, 100), r->path);
+        break;
+    case ROUTE_BAD_METHOD:
+        http_early(r, 405, "method_not_allowed", "%s is not allowed here; allowed: %s",
+                   llhttp_method_name((llhttp_method_t)r->method), r->match.allow);
+        break;
+    case ROUTE_BAD_NAME:
+        http_early(r, 400, "invalid_name", "invalid %s in path (see the naming rules)", r->match.bad_param);
+        break;
+    case ROUTE_BAD_ID:
+        http_early(r, 404, "not_found", "no such %s", r->match.bad_param);
+        break;
     }
+}
 
-    if (!r->early_status && r->route && r->method != HTTP_OPTIONS) {
-        auth_check_request(r);
-        /* a streamed upload cannot wait for a key reload: unknown is unknown */
-        if (r->auth_unknown && (r->route->flags & ROUTE_STREAM_BODY)) {
-            r->auth_unknown = false;
-            early(r, 401, "unauthorized", "unknown token");
-            r->auth_denied = true;
-        }
-    }
+/* The access hook (auth), before any body byte is read. */
+static void check_access(struct server *srv, struct http_req *r)
+{
+    /* a streamed upload's handler starts now: it cannot wait */
+    bool may_wait = !(r->route->flags & ROUTE_STREAM_BODY);
+    assert(srv->hooks && srv->hooks->access);
+    enum http_access verdict = srv->hooks->access(r, may_wait);
+    assert(may_wait || verdict != HTTP_ACCESS_WAIT);
+    assert((verdict == HTTP_ACCESS_DENIED) == (r->early_status != 0));
+    r->access = (uint8_t)verdict;
+}
 
-    /* body limits */
+/* Body limits, 100 Continue, and the start of a streamed upload. Returns
+ * what on_headers_complete returns. */
+static int body_start(struct conn *c, struct http_req *r, llhttp_t *p, bool has_body)
+{
+    struct server *srv = c->srv;
+    const struct config *cfg = srv->cfg;
     unsigned flags = r->route ? r->route->flags : 0;
     r->body_limit = (flags & ROUTE_STREAM_BODY) ? cfg->max_blob_bytes : cfg->max_body_bytes;
     if (has_body && (p->flags & F_CONTENT_LENGTH) && p->content_length > r->body_limit) {
-        early(r, 413, "body_too_large", "request body of %llu bytes exceeds the limit of %llu bytes",
-              (unsigned long long)p->content_length, (unsigned long long)r->body_limit);
+        http_early(r, 413, "body_too_large", "request body of %llu bytes exceeds the limit of %llu bytes",
+                   (unsigned long long)p->content_length, (unsigned long long)r->body_limit);
         return -1;                                  /* answer now, close */
     }
     if (has_body && r->early_status && r->expect_continue) return -1;   /* never send 100 for it */
@@ -660,7 +364,7 @@ static int on_headers_complete(llhttp_t *p)
         r->body_start_ms = uv_now(srv->loop);
         conn_set_timeout(c, TO_BODY);
     }
-    if (r->route && (flags & ROUTE_STREAM_BODY) && !r->early_status && !r->auth_unknown &&
+    if (r->route && (flags & ROUTE_STREAM_BODY) && !r->early_status && r->access != HTTP_ACCESS_WAIT &&
         r->method != HTTP_OPTIONS) {
         /* the handler takes the body as it arrives; it answers at on_body_end */
         http_req_ref(r);
@@ -671,6 +375,27 @@ static int on_headers_complete(llhttp_t *p)
         if (c->state == CONN_CLOSING) return HPE_USER;
     }
     return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    struct http_req *r = c->req;
+    struct server *srv = c->srv;
+
+    head_basics(c, r, p);
+    if (!r->head.data) buf_putc(&r->head, '\0');  /* HTTP/0.9 "GET\r\n": no URL */
+    bool valid = http_request_valid(r, p);
+    http_split_target(r);
+    http_client_addr(r);
+    request_id(srv, r);
+    if (!valid) return -1;                          /* answer now, close */
+
+    bool has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+    read_expect(r, p, has_body);
+    if (!r->early_status) route_request(srv, r);
+    if (!r->early_status && r->route && r->method != HTTP_OPTIONS) check_access(srv, r);
+    return body_start(c, r, p, has_body);
 }
 
 /* The minimum body rate (slow-body defence, like mod_reqtimeout's
@@ -699,15 +424,15 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     if (r->responded) return 0;                 /* a response under way: discard */
     r->body_seen += len;
     if (r->body_seen > r->body_limit) {
-        early(r, 413, "body_too_large", "request body exceeds the limit of %llu bytes",
-              (unsigned long long)r->body_limit);
+        http_early(r, 413, "body_too_large", "request body exceeds the limit of %llu bytes",
+                   (unsigned long long)r->body_limit);
         return HPE_USER;
     }
     uint64_t now = uv_now(c->srv->loop);
     if (body_too_slow(r, now)) {
-        early(r, 408, "request_timeout", "request body too slow: %llu bytes in %llu ms, the minimum is %llu bytes/s",
-              (unsigned long long)r->body_seen, (unsigned long long)body_active_ms(r, now),
-              (unsigned long long)c->srv->cfg->min_body_rate);
+        http_early(r, 408, "request_timeout", "request body too slow: %llu bytes in %llu ms, the minimum is %llu bytes/s",
+                   (unsigned long long)r->body_seen, (unsigned long long)body_active_ms(r, now),
+                   (unsigned long long)c->srv->cfg->min_body_rate);
         return HPE_USER;
     }
     /* llhttp goes on with the rest of a read after we paused reading */
@@ -736,7 +461,7 @@ static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
     if (!r) return HPE_USER;
     r->chunk_ext_bytes += len;
     if (r->chunk_ext_bytes > HTTP_MAX_CHUNK_EXT) {
-        early(r, 400, "bad_request", "malformed HTTP request: chunk extensions exceed %d bytes", HTTP_MAX_CHUNK_EXT);
+        http_early(r, 400, "bad_request", "malformed HTTP request: chunk extensions exceed %d bytes", HTTP_MAX_CHUNK_EXT);
         return HPE_USER;
     }
     return 0;
@@ -804,14 +529,20 @@ void http_dispatch(struct http_req *r)
 {
     if (!r || r->responded) return;            /* answered while reading */
     struct conn *c = r->conn;
+    const struct http_hooks *hooks = r->srv->hooks;
+    assert(c);                       /* the pool drops a request whose client left */
     c->state = CONN_HANDLING;
     conn_set_timeout(c, TO_NONE);
-    if (r->auth_unknown && !r->early_status) {
-        auth_resolve_unknown(r);     /* comes back here once the key is known */
+    if (r->access == HTTP_ACCESS_WAIT && !r->early_status) {
+        assert(hooks && hooks->access_resolve);
+        hooks->access_resolve(r);    /* comes back through http_access_decided() */
         return;
     }
     if (r->early_status) {
-        if (r->auth_denied) auth_audit_denied(r, r->early_status);
+        if (r->access == HTTP_ACCESS_DENIED) {
+            assert(hooks && hooks->denied);
+            hooks->denied(r, r->early_status);
+        }
         if (r->retry_after) http_add_header(r, "Retry-After", "%llu", (unsigned long long)r->retry_after);
         http_send_error(r, r->early_status, r->early_code, NULL, "%s", r->early_msg);
         return;
@@ -822,9 +553,17 @@ void http_dispatch(struct http_req *r)
     }
     if (r->route->flags & ROUTE_STREAM_BODY) {
         if (r->on_body_end) r->on_body_end(r);
-            return;
+        return;
     }
     r->route->handler(r);
+}
+
+void http_access_decided(struct http_req *r, enum http_access verdict)
+{
+    assert(r->access == HTTP_ACCESS_WAIT && verdict != HTTP_ACCESS_WAIT);
+    assert((verdict == HTTP_ACCESS_DENIED) == (r->early_status != 0));
+    r->access = (uint8_t)verdict;
+    http_dispatch(r);
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -1404,257 +1143,4 @@ void http_stream_end(struct http_req *r)
     if (c && c->state == CONN_STREAMING && r->stream_chunked) send_raw(c, "0\r\n\r\n", 5);
     if (c && c->state == CONN_STREAMING) c->state = CONN_HANDLING;
     req_finish(r);
-}
-
-/* ---- access log --------------------------------------------------------- */
-
-/* Redaction of the request target for the access log.
- *
- * A client may put a token anywhere: under a name we know (?access_token=),
- * under one we do not (?Access_Token=, ?access%5Ftoken=, ?q=), as a path
- * parameter (;access_token=) or percent-encoded once or twice. So values
- * are judged by what they look like, after decoding, whatever their name:
- * a snapsync token ("sst_" + base64url), or a long random-looking run of
- * base64/hex/alphanumeric characters (another service's key, a JWT, a
- * signature). Names that say "secret" (token, key, password...) are
- * redacted whatever their value. Path segments themselves are names and
- * ids the routes define (entity ids, sha256, ULIDs): only a snapsync token
- * is taken out of them. A false positive costs a less useful log line, a
- * false negative leaks a credential, so the rules lean to redacting. */
-
-#define REDACTED "REDACTED"
-
-static bool is_b64url(unsigned char ch) { return isalnum(ch) || ch == '-' || ch == '_'; }
-static bool is_runc(unsigned char ch) { return isalnum(ch) || (ch && strchr("+/=_-.~", ch)); }
-
-/* Shannon entropy of s in bits per byte */
-static double entropy(const char *s, size_t n)
-{
-    unsigned cnt[256] = {0};
-    for (size_t i = 0; i < n; i++) cnt[(unsigned char)s[i]]++;
-    double h = 0;
-    for (int i = 0; i < 256; i++) {
-        if (!cnt[i]) continue;
-        double q = (double)cnt[i] / (double)n;
-        h -= q * log2(q);
-    }
-    return h;
-}
-
-/* One run of base64/base64url/JWT characters: random-looking? */
-static bool secret_run(const char *s, size_t n)
-{
-    if (n < 20) return false;
-    bool up = false, lo = false, dg = false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        up |= isupper(ch) != 0;
-        lo |= islower(ch) != 0;
-        dg |= isdigit(ch) != 0;
-    }
-    /* mixed case and digits: base64, base62, JWT */
-    if (up && lo && dg && entropy(s, n) >= 3.5) return true;
-    /* its letters-and-digits pieces: hex keys and digests, base32/36 keys */
-    for (size_t i = 0; i < n;) {
-        size_t j = i;
-        bool hex = true, let = false, dig = false;
-        while (j < n && isalnum((unsigned char)s[j])) {
-            hex &= isxdigit((unsigned char)s[j]) != 0;
-            let |= isalpha((unsigned char)s[j]) != 0;
-            dig |= isdigit((unsigned char)s[j]) != 0;
-            j++;
-        }
-        size_t m = j - i;
-        if (m >= 24 && let && dig && !(m == 26 && ulid_valid(s + i, m))) {   /* ULIDs are our ids */
-            double h = entropy(s + i, m);
-            if (hex && m >= 32 && h >= 3.0) return true;
-            if (h >= 3.7) return true;
-        }
-        i = j + 1;
-    }
-    return false;
-}
-
-/* A snapsync token, or most of one, anywhere in s */
-static bool has_sst(const char *s, size_t n)
-{
-    for (size_t i = 0; i + 4 <= n; i++) {
-        if (strncasecmp(s + i, "sst_", 4)) continue;
-        size_t k = i + 4;
-        while (k < n && is_b64url((unsigned char)s[k])) k++;
-        if (k - i - 4 >= 16) return true;
-    }
-    return false;
-}
-
-static bool looks_secret(const char *s, size_t n, bool tokens_only)
-{
-    if (has_sst(s, n)) return true;
-    if (tokens_only) return false;
-    for (size_t i = 0; i < n;) {
-        size_t j = i;
-        while (j < n && is_runc((unsigned char)s[j])) j++;
-        if (secret_run(s + i, j - i)) return true;
-        i = j + 1;
-    }
-    return false;
-}
-
-static int hexv(unsigned char ch)
-{
-    return isdigit(ch) ? ch - '0' : isxdigit(ch) ? tolower(ch) - 'a' + 10 : -1;
-}
-
-/* One round of percent- and '+'-decoding of s into out (n bytes at
- * least); returns the decoded length. Malformed escapes stay as sent. */
-static size_t pct_round(const char *s, size_t n, char *out)
-{
-    size_t j = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && hexv((unsigned char)s[i + 1]) >= 0 && hexv((unsigned char)s[i + 2]) >= 0) {
-            out[j++] = (char)(hexv((unsigned char)s[i + 1]) * 16 + hexv((unsigned char)s[i + 2]));
-            i += 2;
-        } else {
-            out[j++] = s[i] == '+' ? ' ' : s[i];
-        }
-    }
-    return j;
-}
-
-/* looks_secret() on s as sent and after each of up to three rounds of
- * decoding (%2573st_ is sst_ decoded twice). */
-static bool value_secret(const char *s, size_t n, bool tokens_only)
-{
-    if (looks_secret(s, n, tokens_only)) return true;
-    char stack[512];
-    char *a = 2 * n + 2 <= sizeof stack ? stack : xmalloc(2 * n + 2), *b = a + n + 1;
-    const char *cur = s;
-    bool hit = false;
-    for (int round = 0; round < 3 && !hit; round++) {
-        char *dst = round % 2 ? b : a;
-        size_t m = pct_round(cur, n, dst);
-        if (m == n && !memchr(cur, '+', n)) break;  /* nothing left to decode */
-        n = m;
-        cur = dst;
-        hit = looks_secret(cur, n, tokens_only);
-    }
-    if (a != stack) free(a);
-    return hit;
-}
-
-/* Parameter names that announce a secret, whatever the value. */
-static bool name_sensitive(const char *s, size_t n)
-{
-    static const char *const parts[] = {"token", "secret", "passw", "apikey", "api_key", "api-key",
-                                        "auth", "credential", "signature", "session"};
-    static const char *const whole[] = {"key", "sig", "pw", "pwd"};
-    char d[128], tmp[128];
-    if (n >= sizeof d) return false;
-    memcpy(d, s, n);
-    for (int round = 0; round < 3; round++) {       /* access%255Ftoken */
-        size_t m = pct_round(d, n, tmp);
-        if (m == n) break;
-        memcpy(d, tmp, m);
-        n = m;
-    }
-    for (size_t i = 0; i < n; i++) d[i] = (char)tolower((unsigned char)d[i]);
-    d[n] = '\0';
-    for (size_t i = 0; i < ARRAY_SIZE(parts); i++)
-        if (strstr(d, parts[i])) return true;
-    for (size_t i = 0; i < ARRAY_SIZE(whole); i++)
-        if (!strcmp(d, whole[i])) return true;
-    return false;
-}
-
-/* "name=value" or "value": appended as sent, or with the value replaced
- * (the whole parameter when it has no name or its name is a secret). */
-static void redact_param(struct buf *out, const char *s, size_t n)
-{
-    const char *eq = memchr(s, '=', n);
-    if (!eq) {
-        if (value_secret(s, n, false)) buf_puts(out, REDACTED);
-        else buf_append(out, s, n);
-        return;
-    }
-    size_t nl = (size_t)(eq - s);
-    if (value_secret(s, nl, false)) {
-        buf_puts(out, REDACTED "=" REDACTED);
-        return;
-    }
-    buf_append(out, s, nl + 1);
-    if (name_sensitive(s, nl) || value_secret(eq + 1, n - nl - 1, false)) buf_puts(out, REDACTED);
-    else buf_append(out, eq + 1, n - nl - 1);
-}
-
-void http_redact_target(struct buf *out, const char *path, size_t plen, const char *query, size_t qlen)
-{
-    /* path: segments, each "name;param;param" */
-    for (size_t i = 0; i < plen;) {
-        size_t j = i;
-        while (j < plen && path[j] != '/') j++;
-        const char *seg = path + i;
-        size_t sl = j - i;
-        const char *semi = memchr(seg, ';', sl);
-        size_t head = semi ? (size_t)(semi - seg) : sl;
-        if (value_secret(seg, head, true)) buf_puts(out, REDACTED);
-        else buf_append(out, seg, head);
-        for (size_t k = head; k < sl;) {            /* seg[k] is ';' */
-            size_t e = k + 1;
-            while (e < sl && seg[e] != ';') e++;
-            buf_putc(out, ';');
-            redact_param(out, seg + k + 1, e - k - 1);
-            k = e;
-        }
-        if (j < plen) buf_putc(out, '/');
-        i = j + 1;
-    }
-    if (!query) return;
-    buf_putc(out, '?');
-    /* '&' and ';' both separate: a secret must not hide behind either */
-    for (size_t i = 0; i <= qlen;) {
-        size_t j = i;
-        while (j < qlen && query[j] != '&' && query[j] != ';') j++;
-        redact_param(out, query + i, j - i);
-        if (j < qlen) buf_putc(out, query[j]);
-        i = j + 1;
-    }
-}
-
-/* Path and query for the log: redacted whole, then shortened. */
-static void log_target(struct buf *b, const struct http_req *r)
-{
-    struct buf t, q;
-    buf_init(&t);
-    buf_init(&q);
-    http_redact_target(&t, r->path, r->path_len, NULL, 0);
-    if (r->query) http_redact_target(&q, "", 0, r->query, r->query_len);
-    if (t.len > 512) t.len = 512;
-    if (q.len) buf_append(&t, q.data, MIN(q.len, 1025));
-    json_str(b, t.data, t.len);
-    buf_free(&t);
-    buf_free(&q);
-}
-
-static void access_log(struct http_req *r)
-{
-    uint64_t dur_us = (now_ns_mono() - r->t_start_ns) / 1000;
-    metrics_request(r->srv->metrics, r->route ? r->route->name : NULL, r->status, (double)dur_us / 1e6);
-    if (!r->srv->cfg->access_log) return;
-    static struct buf f;
-    buf_reset(&f);
-    buf_puts(&f, "\"rid\":");
-    json_cstr(&f, r->rid);
-    buf_puts(&f, ",\"method\":\"");
-    buf_puts(&f, r->path ? llhttp_method_name((llhttp_method_t)r->method) : "-");
-    buf_puts(&f, "\",\"path\":");
-    if (r->path) log_target(&f, r);
-    else buf_puts(&f, "null");
-    buf_puts(&f, ",\"route\":");
-    if (r->route) json_cstr(&f, r->route->name);
-    else buf_puts(&f, "null");
-    buf_printf(&f, ",\"status\":%d,\"bytes\":%llu,\"dur_ms\":%llu.%03llu,\"client\":", r->status,
-               (unsigned long long)r->bytes_out, (unsigned long long)(dur_us / 1000),
-               (unsigned long long)(dur_us % 1000));
-    json_cstr(&f, r->client[0] ? r->client : r->conn ? r->conn->peer : "-");
-    log_raw(LOG_INFO, "access", f.data, f.len);
 }

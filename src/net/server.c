@@ -15,6 +15,7 @@
  */
 #include "net/server.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #include "net/http.h"
+#include "net/http_parse.h"
 #include "core/jobs.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -687,6 +689,7 @@ void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg)
 int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
 {
     int rc;
+    assert(srv->hooks && srv->router.n > 0);      /* main.c fills both first */
     server_init(srv, loop, cfg);
     uv_signal_init(loop, &srv->sigterm);
     uv_signal_init(loop, &srv->sigint);
@@ -721,7 +724,6 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg)
         uv_ip4_name((struct sockaddr_in *)&bound, srv->bound_addr, sizeof srv->bound_addr);
         srv->bound_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
     }
-    http_routes_init(srv);
     /* where to point a browser and a client: the dashboard and the API base
      * (the root itself answers 404); for a wildcard address, this machine's
      * loopback one */

@@ -424,21 +424,28 @@ static void client_ip(const struct http_req *r, char *out, size_t cap)
     snprintf(out, cap, "%s", r->client_ip[0] ? r->client_ip : "?");
 }
 
-static void deny(struct http_req *r, int status, const char *code, const char *msg)
+/* What auth keeps in a request (net's opaque slots, struct http_req): the
+ * key in r->principal, and in r->access_scratch the sha256 of a token the
+ * cache did not know, for the decision after the reload. */
+_Static_assert(HTTP_ACCESS_SCRATCH >= 32, "the token hash fits the access hook's scratch bytes");
+
+static unsigned char *req_token_hash(struct http_req *r) { return r->access_scratch; }
+
+const struct key *auth_key(const struct http_req *r) { return r->principal; }
+
+static enum http_access deny(struct http_req *r, int status, const char *code, const char *msg)
 {
-    r->early_status = status;
-    r->early_code = code;
-    snprintf(r->early_msg, sizeof r->early_msg, "%s", msg);
-    r->auth_denied = true;
+    http_early(r, status, code, "%s", msg);
+    return HTTP_ACCESS_DENIED;
 }
 
-void auth_check_request(struct http_req *r)
+enum http_access auth_check_request(struct http_req *r, bool may_wait)
 {
     struct server *srv = r->srv;
     struct auth *a = srv->auth;
     const struct route *rt = r->route;
-    if (!rt || rt->access == ACCESS_PUBLIC) return;
-    if (rt->access == ACCESS_METRICS && srv->cfg->metrics_open) return;
+    if (!rt || rt->access == ACCESS_PUBLIC) return HTTP_ACCESS_OK;
+    if (rt->access == ACCESS_METRICS && srv->cfg->metrics_open) return HTTP_ACCESS_OK;
     char ip[64];
     uint64_t retry;
     client_ip(r, ip, sizeof ip);
@@ -459,14 +466,10 @@ void auth_check_request(struct http_req *r)
         }
     }
     if (rl_empty(&a->failed, ip, uv_now(srv->loop), &retry)) {
-        deny(r, 429, "rate_limited", "too many failed authentications from this address; retry later");
         r->retry_after = retry;
-        return;
+        return deny(r, 429, "rate_limited", "too many failed authentications from this address; retry later");
     }
-    if (!tok || tl == 0) {
-        deny(r, 401, "unauthorized", "this route needs 'Authorization: Bearer <token>'");
-        return;
-    }
+    if (!tok || tl == 0) return deny(r, 401, "unauthorized", "this route needs 'Authorization: Bearer <token>'");
     const struct key *k = NULL;
     uint64_t fnv = 1469598103934665603ull;
     for (size_t i = 0; i < tl; i++) fnv = (fnv ^ (unsigned char)tok[i]) * 1099511628211ull;
@@ -474,31 +477,28 @@ void auth_check_request(struct http_req *r)
     if (tl == TOKEN_LEN && a->cache[slot].key && ct_equal(a->cache[slot].token, tok, TOKEN_LEN)) {
         k = a->cache[slot].key;
     } else {
-        token_hash(tok, tl, r->token_hash);
-        k = find_key(a, r->token_hash);
+        token_hash(tok, tl, req_token_hash(r));
+        k = find_key(a, req_token_hash(r));
         if (!k) {
-            r->auth_unknown = true;      /* maybe made offline: reload at dispatch */
-            return;
+            /* maybe made offline: reload at dispatch; a streamed upload
+             * cannot wait for a key reload: unknown is unknown */
+            if (!may_wait) return deny(r, 401, "unauthorized", "unknown token");
+            return HTTP_ACCESS_WAIT;
         }
         if (tl == TOKEN_LEN) {
             memcpy(a->cache[slot].token, tok, TOKEN_LEN);
             a->cache[slot].key = k;
         }
     }
-    r->key = k;
+    r->principal = k;
     if (k->revoked_at) {
         rl_take(&a->failed, ip, uv_now(srv->loop), NULL);
-        deny(r, 401, "unauthorized", "this key has been revoked");
-        return;
+        return deny(r, 401, "unauthorized", "this key has been revoked");
     }
-    if (!auth_role_allows(k->role, rt->access)) {
-        deny(r, 403, "forbidden", "this key's role may not do that");
-        return;
-    }
-    if (r->match.params.space[0] && !key_has_space(k, r->match.params.space)) {
-        deny(r, 403, "forbidden", "this key may not use that space");
-        return;
-    }
+    if (!auth_role_allows(k->role, rt->access)) return deny(r, 403, "forbidden", "this key's role may not do that");
+    if (r->match.params.space[0] && !key_has_space(k, r->match.params.space))
+        return deny(r, 403, "forbidden", "this key may not use that space");
+    return HTTP_ACCESS_OK;
 }
 
 /* -- unknown tokens: one reload of the keys table, then decide -- */
@@ -522,20 +522,19 @@ static void reload_work(struct job *j)
 static void finish_unknown(struct http_req *r)
 {
     struct auth *a = r->srv->auth;
-    r->auth_unknown = false;
-    const struct key *k = find_key(a, r->token_hash);
+    const struct key *k = find_key(a, req_token_hash(r));
+    enum http_access v;
     if (!k) {
         char ip[64];
         client_ip(r, ip, sizeof ip);
         rl_take(&a->failed, ip, uv_now(r->srv->loop), NULL);
-        deny(r, 401, "unauthorized", "unknown token");
+        v = deny(r, 401, "unauthorized", "unknown token");
     } else {
-        /* run the same checks with the key now known */
-        r->key = NULL;
-        auth_check_request(r);
-        r->auth_unknown = false;
+        /* run the same checks with the key now known (found: no waiting) */
+        r->principal = NULL;
+        v = auth_check_request(r, false);
     }
-    http_dispatch(r);
+    http_access_decided(r, v);
 }
 
 static void reload_done(struct job *j, struct http_req *r)
@@ -607,7 +606,7 @@ void auth_audit_denied(struct http_req *r, int status)
     struct server *srv = r->srv;
     if (!rl_take(&srv->auth->denied_audit, "denied", uv_now(srv->loop), NULL)) return;
     struct audit_op *a = xcalloc(1, sizeof *a);
-    snprintf(a->actor, sizeof a->actor, "%s", r->key ? r->key->id : "anonymous");
+    snprintf(a->actor, sizeof a->actor, "%s", auth_key(r) ? auth_key(r)->id : "anonymous");
     snprintf(a->action, sizeof a->action, "request.denied");
     snprintf(a->space, sizeof a->space, "%s", r->match.params.space);
     snprintf(a->target, sizeof a->target, "%s %s", llhttp_method_name((llhttp_method_t)r->method),
@@ -622,6 +621,6 @@ bool auth_snapshot_rate(struct http_req *r, uint64_t *retry_after_s)
     struct server *srv = r->srv;
     if (srv->cfg->snapshot_rate == 0) return true;
     char k[RL_KEY];
-    snprintf(k, sizeof k, "%s/%s", r->key ? r->key->id : "-", r->match.params.space);
+    snprintf(k, sizeof k, "%s/%s", auth_key(r) ? auth_key(r)->id : "-", r->match.params.space);
     return rl_take(&srv->auth->snapshots, k, uv_now(srv->loop), retry_after_s);
 }

@@ -3,12 +3,21 @@
 #include <llhttp.h>
 
 #include "test.h"
+#include "api/api.h"
+#include "api/metrics.h"
 #include "net/http.h"
+#include "net/http_parse.h"
 #include "net/server.h"
 #include "svc/auth.h"
 
 static struct server srv;
 static struct config cfg;
+static const struct http_hooks hooks = {
+    .access = auth_check_request,
+    .access_resolve = auth_resolve_unknown,
+    .denied = auth_audit_denied,
+    .done = api_metrics_request_done,
+};
 
 /* Parses one request text with the real callbacks up to the end of the
  * message, in two pieces split at `split` (0: one piece), each piece a
@@ -160,7 +169,8 @@ int main(void)
     srv.cfg = &cfg;
     for (int k = 0; k < TO_COUNT; k++) list_init(&srv.tl[k].head);
     uv_timer_init(&loop, &srv.sweep);
-    http_routes_init(&srv);
+    api_routes_init(&srv.router);
+    srv.hooks = &hooks;
     auth_init(&srv, NULL, 0);
     test_status_text();
 
@@ -173,7 +183,7 @@ int main(void)
     CHECK_STR(r->rid, "my-id");
     CHECK(r->accept_gzip);
     CHECK_STR(r->route->name, "status");
-    CHECK(r->auth_unknown);                       /* ?access_token= not in the cache: decided at dispatch */
+    CHECK_INT(r->access, HTTP_ACCESS_WAIT);       /* ?access_token= not in the cache: decided at dispatch */
     size_t len;
     const char *v = http_header(r, "host", &len);
     CHECK(v && len == 1 && v[0] == 'a');

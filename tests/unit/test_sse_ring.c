@@ -16,13 +16,6 @@
 #include "store/writer.h"
 #include "svc/sse.h"
 
-/* net/server.c still calls the api layer's route table at start (the net
- * layer's own refactor takes that out); the hub pulls server.c in, so this
- * stands in for it to link without api. Never called here. Remove once
- * net no longer references it. */
-void http_routes_init(struct server *srv);
-void http_routes_init(struct server *srv) { (void)srv; abort(); }
-
 static uv_loop_t loop;
 static struct config cfg;
 static struct server srv;            /* cfg, loop and spaces: all the hub reads */
