@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/blobs.h"
 #include "net/http.h"
 #include "net/router.h"
 #include "net/server.h"
