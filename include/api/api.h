@@ -48,7 +48,6 @@ void api_events(struct http_req *r);          /* GET /api/v1/events */
 /* GET /changes?feed=sse (called by api_changes_get; takes filter). */
 void feed_sse(struct http_req *r, int64_t space_id, uint64_t since, void *filter);
 /* replicate.c */
-void api_replicate(struct http_req *r);
 /* api_keys.c */
 void api_keys_create(struct http_req *r);
 void api_keys_list(struct http_req *r);

@@ -1,5 +1,6 @@
-/* blobs.h - content-addressed file blobs, referenced per space (SPEC §9).
- * See blobs.c. */
+/* blobs.h - the blob store: content-addressed file blobs, referenced per
+ * space. See blobs.c; the handlers are api/blobs.c. Threads: as each
+ * section says (start-up, writer thread, threadpool, loop). */
 #ifndef SNAPSYNC_BLOBS_H
 #define SNAPSYNC_BLOBS_H
 
@@ -64,8 +65,11 @@ void blob_unpin(struct server *srv, const char *sha);
  * each, back to back) that no space references and nobody has pinned. */
 void blobs_collect(struct server *srv, const char *hashes, size_t n);
 
-void api_blob_put(struct http_req *r);
-void api_blob_get(struct http_req *r);
-void api_blobs_missing(struct http_req *r);
+/* Threadpool: opens blob sha for reading if the space references it. 0
+ * (*fd open, *size set) or an errno (ENOENT: not in the space). */
+int blob_open(struct server *srv, int64_t space_id, const char *sha, int *fd, uint64_t *size);
+/* Threadpool: {"missing":[...]}: those of the n hashes the space does not
+ * reference, whatever is on disk, into out. 0 or -1 (a read failed). */
+int blobs_missing_json(struct server *srv, int64_t space_id, char (*h)[65], size_t n, struct buf *out);
 
 #endif

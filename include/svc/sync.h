@@ -1,71 +1,54 @@
-/* sync.h - multi-instance sync (SPEC §9): sync jobs that pull from and push
- * to a peer with checkpoints, and the replication core they share with
- * POST /replicate. Loop thread unless noted. */
+/* sync.h - multi-instance sync: sync jobs that pull from and push to a
+ * peer with checkpoints (the job and its state machine: sync_job.h), the
+ * registry of persistent peers (peers.h) and blob transfers
+ * (blob_transfer.h). The replication core they share with POST /replicate
+ * is replicate.h.
+ *
+ * Threads: everything here runs on the loop thread unless noted; the
+ * engine's own steps are `_work` (threadpool: parsing pages, reading
+ * checkpoints, moving blobs), `_apply` (writer thread: pages, checkpoints,
+ * job rows) and `_done` (loop). Nothing here answers a request: who starts
+ * a job and waits for it sets its answer callback (api/sync.c).
+ */
 #ifndef SNAPSYNC_SYNC_H
 #define SNAPSYNC_SYNC_H
 
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "core/entity.h"
 #include "core/util.h"
+#include "svc/blob_transfer.h"
+#include "svc/replicate.h"
+#include "svc/sync_job.h"
 
 struct server;
-struct http_req;
-struct wtx;
-struct wop;
-struct space_stats;
-struct buf;
+struct space;
 
-struct rep_counts {
-    uint64_t applied, ignored, conflicts, errors;
+#define SYNC_KEEP 200                /* finished jobs kept in memory */
+
+/* The engine's calls up to the files above it (installed by sync_ctx.c):
+ * the core (sync.c) depends on none of them. */
+struct sync_hooks {
+    void (*pull_pump)(struct sync_job *j);       /* sync_pull.c: the pull phase's step */
+    void (*push_step)(struct sync_job *j);       /* sync_push.c: the push phase's step */
+    void (*job_release)(struct sync_job *j);     /* sync_push.c: what a job being freed holds */
+    void (*job_ended)(struct sync_job *j);       /* peers.c: a persistent peer's job ended */
 };
 
-/* One replicated revision, checked and canonicalized off the writer
- * thread. Strings at *_off live in the batch's text (NUL-terminated). */
-struct rep_item {
-    const char *err_code;            /* why it cannot apply: a code (invalid_rev, too_deep, ...), or NULL */
-    const char *err;                 /* and in words (static text) */
-    char collection[64], id[129], rev[REV_MAX];
-    bool deleted, has_body;
-    size_t hist_off;                 /* earlier revs, newest first, space-separated */
-    size_t body_off, body_len;       /* canonical body */
-    uint32_t conf_first, nconf;      /* conflict records that travel with it: confs[conf_first..] */
-    bool conflicted;                 /* rep_apply_batch: it diverged from the local revision */
-};
-
-struct rep_conf {
-    char rev[REV_MAX];
-    bool deleted, has_body;
-    size_t body_off, body_len;
-};
-
-/* A parsed /replicate body or /changes?style=all_revs page. */
-struct rep_batch {
-    struct rep_item *items;
+/* The loop's sync state (srv->sync). */
+struct sync_ctx {
+    struct sync_hooks hooks;
+    struct list jobs;                /* struct sync_job, newest last */
     size_t n;
-    struct rep_conf *confs;
-    size_t nconfs, capconfs;
-    struct buf text;
-    char (*blobs)[65];               /* distinct valid "_blobs" hashes of live bodies */
-    size_t nblobs;
-    bool has_last, more;             /* a page's "last_version" and "more" */
-    uint64_t last_version;
-    char source_instance[27];        /* "source_instance" when it is an instance id, else "" */
-    char unknown[64];                /* the first top-level member that is none of the above, or "" */
+    struct blob_gate gate;           /* blob transfers on the pool */
+    struct list peers;               /* struct peer_def */
+    uint64_t timeout_ms;             /* each peer request: SYNC_TIMEOUT_MS (a test hook may shorten it) */
+    uv_timer_t tick;                 /* the peers' schedule */
+    bool tick_on;
 };
-
-/* Any thread but the loop: parses raw ({"entities":[...]} or {"changes":
- * [...]}) into b. Returns 0, or -1 with err filled (the whole text is
- * refused: invalid JSON, duplicate keys, too deep, no array); a bad entity
- * is not a failure but an item with err set. b is always safe to free. */
-int rep_batch_parse(struct rep_batch *b, const char *raw, size_t len, struct json_err *err);
-void rep_batch_free(struct rep_batch *b);
-/* Writer thread: applies a batch (see replicate.c); marks the items that
- * diverged (conflicted). */
-int rep_apply_batch(struct wtx *tx, struct wop *op, struct space_stats *sp, struct rep_batch *batch,
-                    const char *origin, struct rep_counts *cnt, struct buf *out);
 
 /* Start-up, main thread, before the loop runs: sync jobs a stopped server
  * left `running` become `failed` ("interrupted: ..."), as snapshots do.
@@ -82,11 +65,27 @@ bool sync_space_running(struct server *srv, const char *space);
 /* Loop: the space was deleted (its peers' rows with it): forget its peers. */
 void sync_space_deleted(struct server *srv, const char *space);
 
-void api_sync_start(struct http_req *r);
-void api_sync_jobs(struct http_req *r);
-void api_sync_job(struct http_req *r);
-void api_peer_put(struct http_req *r);
-void api_peer_delete(struct http_req *r);
-void api_peers_list(struct http_req *r);
+/* What a job is started with (copied). */
+struct sync_params {
+    const char *url;                 /* the peer's base URL (peer_base_url) */
+    const char *peer_space, *token;
+    const char *direction;           /* "pull", "push" or "both" */
+    const char *actor, *remote;      /* for the audit records */
+    const char *peer_name;           /* a persistent peer's job, or NULL */
+    bool force;                      /* a full diff: the checkpoints are not read */
+};
+
+/* A new running job of space sp (published; the caller sets answer and its
+ * waiter or accepted request, then sync_job_run()). */
+struct sync_job *sync_job_new(struct server *srv, struct space *sp, const struct sync_params *p);
+/* Moves the job on (its first step, after a new job). */
+void sync_job_run(struct sync_job *j);
+/* Stores the job's row and its sync.start audit now (a job answered with
+ * 202: the answer follows the row). */
+void sync_job_save_start(struct sync_job *j);
+/* The running job of space with that peer space, or NULL. */
+struct sync_job *sync_running_for(struct server *srv, const char *space, const char *url, const char *pspace);
+/* A job of the space held in memory, or NULL. */
+struct sync_job *sync_job_find(struct server *srv, const char *space, const char *id);
 
 #endif

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/blobs.h"
+#include "api/sync.h"
 #include "net/http.h"
 #include "net/router.h"
 #include "net/server.h"
