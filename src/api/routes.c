@@ -14,7 +14,7 @@
 #include "net/router.h"
 #include "net/server.h"
 #include "svc/blobs.h"
-#include "svc/snapshot.h"
+#include "api/snapshots.h"
 #include "api/metrics.h"
 #include "svc/sse.h"
 #include "svc/sync.h"

@@ -1,6 +1,7 @@
-/* fuzz_snapshot.c - the snapshot readers: snap_verify_file (the check_open /
- * check_step code every verify, import and restore runs) and the restore
- * plan's reader (merge_run, through snap_merge_count, against an in-memory
+/* fuzz_snapshot.c - the snapshot readers: snap_verify_file (the format's
+ * full check, snapshot_format.h, that every verify, import and restore
+ * runs) and the restore's merge (merge_run in restore.c over the format's
+ * reader, through snap_merge_count, against an in-memory
  * SQLite database with an `entities` table). The first input byte picks the
  * mode: even, the rest is NDJSON that the target gzips (bit 1: in two gzip
  * members, cut at the middle); odd, the rest is the file's bytes as they
@@ -18,7 +19,8 @@
 #include <zlib.h>
 
 #include "core/names.h"
-#include "svc/snapshot.h"
+#include "svc/restore.h"
+#include "svc/snapshot_format.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -66,8 +68,8 @@ static int write_gz(FILE *f, const uint8_t *in, size_t len, int level)
 }
 
 /* verify refusals the plan reader does not repeat: it reads the header
- * line only as line 1 and counts nothing (a restore verifies first and
- * compares the sha256) */
+ * line only for its format and counts nothing (a restore verifies first
+ * and compares the sha256) */
 static bool header_or_counts(const char *err)
 {
     return !strncmp(err, "line 1 is not", 13) || !strncmp(err, "the header", 10);
