@@ -9,7 +9,9 @@
 #ifndef SNAPSYNC_ERR_H
 #define SNAPSYNC_ERR_H
 
+#include <stdarg.h>
 #include <stdbool.h>
+#include <string.h>
 
 #include "core/util.h"
 
@@ -20,12 +22,19 @@ struct err {
     char extra[160];                 /* extra members, JSON without braces, or "" */
 };
 
-/* Sets status, code and the formatted message (extra cleared). Returns -1,
- * so `return err_set(e, ...);` reads as a failure. */
+/* Sets status, code and the formatted message; extra is left as it is
+ * (a failure sets its extra members first, then fails). Returns -1, so
+ * `return err_set(e, ...);` reads as a failure. */
 int err_set(struct err *e, int status, const char *code, const char *fmt, ...) PRINTF_LIKE(4, 5);
+int err_vset(struct err *e, int status, const char *code, const char *fmt, va_list ap) PRINTF_LIKE(4, 0);
 static inline void err_clear(struct err *e) { e->status = 0; e->code[0] = e->msg[0] = e->extra[0] = '\0'; }
 static inline bool err_failed(const struct err *e) { return e->status != 0; }
-/* Copies src into dst (a worker's result into the loop-owned state). */
-static inline void err_copy(struct err *dst, const struct err *src) { *dst = *src; }
+/* Copies src into dst (a worker's result into the loop-owned state); a
+ * failure set without a code is named "error". */
+static inline void err_copy(struct err *dst, const struct err *src)
+{
+    *dst = *src;
+    if (dst->status && !dst->code[0]) memcpy(dst->code, "error", sizeof "error");
+}
 
 #endif

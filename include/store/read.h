@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "core/entity.h"
+#include "core/err.h"
 #include "core/jobs.h"
 #include "store/writer.h"
 
@@ -37,10 +38,9 @@ struct read_job {
     void *arg;                       /* handler-specific, freed */
     void *user;                      /* handler-specific, not freed */
     bool detached;                   /* no request: done() always runs, with r == NULL,
-                                        and handles rj->status itself */
+                                        and handles rj->err itself */
     /* outputs */
-    int status;                      /* 0 = ok */
-    char code[40], msg[200];
+    struct err err;                  /* status 0 = ok */
     struct buf out;
     char etag[REV_MAX];
     uint64_t n;

@@ -33,6 +33,7 @@
 #include <uv.h>
 
 #include "core/entity.h"
+#include "core/err.h"
 #include "core/jobs.h"
 #include "core/util.h"
 
@@ -54,10 +55,7 @@ struct wop {
     wop_done_fn done;
     struct http_req *req;            /* reference held, or NULL */
     uint64_t bytes;                  /* body bytes it holds, for the queue cap */
-    int status;                      /* 0 = applied; else the HTTP status */
-    char code[40];
-    char msg[240];
-    char extra[160];                 /* extra error members (JSON, no braces) */
+    struct err err;                  /* status 0 = applied; else why not */
 };
 
 /* A space as the writer knows it; copies go to the loop after commit. */

@@ -59,7 +59,7 @@ static void ref_done(struct wop *op, struct http_req *r)
     struct ref_op *ro = container_of(op, struct ref_op, op);
     blob_unpin(ro->srv, ro->sha);    /* committed (or failed): the reference decides now */
     if (r) {
-        if (op->status) {
+        if (op->err.status) {
             api_send_wop_error(r, op);
         } else {
             struct buf b;

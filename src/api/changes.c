@@ -297,7 +297,7 @@ static int push_apply(struct wtx *tx, struct wop *op)
                 push_result_error(b, "not_found", "nothing to delete");
             } else if (wtx_entity_put(tx, op, sp, it->collection, it->id, &cur, rev, it->deleted, it->body,
                                       it->body_len, NULL) < 0) {
-                op->status = 0;
+                op->err.status = 0;
                 push_result_error(b, "storage_error", "writing the entity failed");
             } else {
                 buf_puts(b, "{\"status\":\"applied\",\"rev\":");
@@ -309,7 +309,7 @@ static int push_apply(struct wtx *tx, struct wop *op)
             char cid[27];
             if (conflict_record(tx, op, sp, it->collection, it->id, cur.exists ? cur.rev : "", rev, it->deleted,
                                 it->body, it->body_len, p->origin, cid) < 0) {
-                op->status = 0;
+                op->err.status = 0;
                 push_result_error(b, "storage_error", "recording the conflict failed");
             } else {
                 buf_puts(b, "{\"status\":\"conflict\",\"current_rev\":");
@@ -339,7 +339,7 @@ static void push_done(struct wop *op, struct http_req *r)
 {
     struct push_op *p = container_of(op, struct push_op, op);
     if (r) {
-        if (op->status) api_send_wop_error(r, op);
+        if (op->err.status) api_send_wop_error(r, op);
         else http_send_json(r, 200, &p->out);
     }
     push_free(p);
@@ -515,7 +515,7 @@ static int resolve_choose(struct wtx *tx, struct wop *op, struct resolve_op *rs,
         int bc = blobs_check(tx, c->sp->id, c->body, c->blen, missing, sizeof missing);
         if (bc < 0) return wop_fail(op, bc == -2 ? 500 : 400, bc == -2 ? "storage_error" : "invalid_blobs", "%s", missing);
         if (bc > 0) {
-            snprintf(op->extra, sizeof op->extra, "\"missing\":[%.140s]", missing);
+            snprintf(op->err.extra, sizeof op->err.extra, "\"missing\":[%.140s]", missing);
             return wop_fail(op, 422, "missing_blob",
                             "the body references blobs this space does not have; upload them to it first");
         }
@@ -598,7 +598,7 @@ static void resolve_done(struct wop *op, struct http_req *r)
 {
     struct resolve_op *rs = container_of(op, struct resolve_op, op);
     if (r) {
-        if (op->status) api_send_wop_error(r, op);
+        if (op->err.status) api_send_wop_error(r, op);
         else http_send_json(r, 200, &rs->out);
     }
     buf_free(&rs->out);

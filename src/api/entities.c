@@ -113,7 +113,7 @@ static int space_apply(struct wtx *tx, struct wop *op)
 static void space_done(struct wop *op, struct http_req *r)
 {
     struct space_op *s = container_of(op, struct space_op, op);
-    if (s->remove && !op->status) {
+    if (s->remove && !op->err.status) {
         /* committed: its snapshot files, its persistent peers and the blob
          * files no other space references go too */
         for (size_t i = 0; i < s->snap_ids.len; i += strlen(s->snap_ids.data + i) + 1)
@@ -124,7 +124,7 @@ static void space_done(struct wop *op, struct http_req *r)
     buf_free(&s->snap_ids);
     buf_free(&s->blobs_gone);
     if (r) {
-        if (op->status) {
+        if (op->err.status) {
             api_send_wop_error(r, op);
         } else if (s->remove) {
             struct buf b;
@@ -434,7 +434,7 @@ static int entity_apply(struct wtx *tx, struct wop *op)
             free(canon);
             if (bc == -2) return wop_fail(op, 500, "storage_error", "%s", missing);
             if (bc < 0) return wop_fail(op, 400, "invalid_blobs", "%s", missing);
-            snprintf(op->extra, sizeof op->extra, "\"missing\":[%.140s]", missing);
+            snprintf(op->err.extra, sizeof op->err.extra, "\"missing\":[%.140s]", missing);
             return wop_fail(op, 422, "missing_blob", "the body references blobs this space does not have; upload them to it first");
         }
     }
@@ -446,7 +446,7 @@ static int entity_apply(struct wtx *tx, struct wop *op)
     }
     bool live = cur.exists && !cur.deleted;
     if (e->has_if_match && !etag_list_match(e->if_match, strlen(e->if_match), live ? cur.rev : NULL, false)) {
-        snprintf(op->extra, sizeof op->extra, "\"current_rev\":%s%s%s", live ? "\"" : "", live ? cur.rev : "null",
+        snprintf(op->err.extra, sizeof op->err.extra, "\"current_rev\":%s%s%s", live ? "\"" : "", live ? cur.rev : "null",
                  live ? "\"" : "");
         wop_fail(op, 409, "conflict", "If-Match does not match the current revision");
         goto out;
@@ -488,7 +488,7 @@ static void entity_done(struct wop *op, struct http_req *r)
 {
     struct entity_op *e = container_of(op, struct entity_op, op);
     if (r) {
-        if (op->status) {
+        if (op->err.status) {
             api_send_wop_error(r, op);
         } else {
             http_add_header(r, "ETag", "\"%s\"", e->rev);

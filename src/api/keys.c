@@ -52,14 +52,14 @@ static void key_done(struct wop *op, struct http_req *r)
 {
     struct key_op *k = container_of(op, struct key_op, op);
     struct key_op_srv *ks = container_of(k, struct key_op_srv, k);
-    if (op->status == 0) {
+    if (op->err.status == 0) {
         if (k->revoke) auth_revoke_cached(ks->srv, k->key.id, k->key.revoked_at);
         else auth_put_key(ks->srv, &k->key);
     }
     if (r) {
         struct buf b;
         buf_init(&b);
-        if (op->status) {
+        if (op->err.status) {
             api_send_wop_error(r, op);
         } else if (k->revoke) {
             buf_puts(&b, "{\"id\":");

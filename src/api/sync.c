@@ -358,7 +358,7 @@ static void peer_op_done(struct wop *op, struct http_req *r)
     struct peer_def *d = &po->def;
     peer_op_committed(po);
     if (r) {
-        if (op->status) api_send_wop_error(r, op);
+        if (op->err.status) api_send_wop_error(r, op);
         else if (po->remove) http_send_empty(r, 204);
         else {
             struct buf b;
@@ -522,7 +522,7 @@ static void rep_done(struct wop *op, struct http_req *r)
 {
     struct rep_op *ro = container_of(op, struct rep_op, op);
     if (r) {
-        if (op->status) api_send_wop_error(r, op);
+        if (op->err.status) api_send_wop_error(r, op);
         else http_send_json(r, 200, &ro->out);
     }
     rep_op_free(ro);

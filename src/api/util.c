@@ -14,7 +14,7 @@
 /* the default answer of a read job (read_attach) */
 static void read_answer(struct read_job *rj, struct http_req *r)
 {
-    if (rj->status) http_send_error(r, rj->status, rj->code, NULL, "%s", rj->msg);
+    if (err_failed(&rj->err)) http_send_err(r, &rj->err);
     else if (rj->done) rj->done(rj, r);
     else http_send_json(r, 200, &rj->out);
 }
@@ -156,7 +156,9 @@ int api_write(struct http_req *r, struct wop *op, wop_apply_fn apply, wop_done_f
 
 void api_send_wop_error(struct http_req *r, const struct wop *op)
 {
-    http_send_error(r, op->status, op->code[0] ? op->code : "error", op->extra[0] ? op->extra : NULL, "%s", op->msg);
+    struct err e;
+    err_copy(&e, &op->err);
+    http_send_err(r, &e);
 }
 
 int etag_list_match(const char *v, size_t l, const char *rev, bool weak_ok)

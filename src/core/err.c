@@ -4,14 +4,19 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-int err_set(struct err *e, int status, const char *code, const char *fmt, ...)
+int err_vset(struct err *e, int status, const char *code, const char *fmt, va_list ap)
 {
     e->status = status;
     snprintf(e->code, sizeof e->code, "%s", code);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    return -1;
+}
+
+int err_set(struct err *e, int status, const char *code, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    err_vset(e, status, code, fmt, ap);
     va_end(ap);
-    e->extra[0] = '\0';
     return -1;
 }

@@ -23,10 +23,8 @@ struct read_job *read_job_new(void) { return xcalloc(1, sizeof(struct read_job))
 void read_fail(struct read_job *rj, int status, const char *code, const char *fmt, ...)
 {
     va_list ap;
-    rj->status = status;
-    snprintf(rj->code, sizeof rj->code, "%s", code);
     va_start(ap, fmt);
-    vsnprintf(rj->msg, sizeof rj->msg, fmt, ap);
+    err_vset(&rj->err, status, code, fmt, ap);
     va_end(ap);
 }
 

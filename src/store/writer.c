@@ -97,10 +97,8 @@ struct writer {
 int wop_fail(struct wop *op, int status, const char *code, const char *fmt, ...)
 {
     va_list ap;
-    op->status = status;
-    snprintf(op->code, sizeof op->code, "%s", code);
     va_start(ap, fmt);
-    vsnprintf(op->msg, sizeof op->msg, fmt, ap);
+    err_vset(&op->err, status, code, fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -519,13 +517,13 @@ static void run_batch(struct writer *w, struct batch *b)
         list_foreach_safe(pos, tmp, &b->ops) {
             struct wop *op = container_of(pos, struct wop, link);
             step_stmt(&tx, SQL_SAVEPOINT);
-            op->status = 0;
+            op->err.status = 0;
             tx.op_changes = tx.nchanges;
             tx.origin = NULL;
             if (op->apply(&tx, op) == 0) {
                 step_stmt(&tx, SQL_RELEASE);
             } else {
-                if (!op->status) wop_fail(op, 500, "storage_error", "the write failed");
+                if (!op->err.status) wop_fail(op, 500, "storage_error", "the write failed");
                 step_stmt(&tx, SQL_ROLLBACK_TO);
                 step_stmt(&tx, SQL_RELEASE);
                 tx.nchanges = tx.op_changes;     /* its changes never happened */
@@ -678,7 +676,7 @@ static void *sync_main(void *arg)
                 struct batch *b = container_of(bp, struct batch, link);
                 list_foreach_safe(pos, tmp, &b->ops) {
                     struct wop *op = container_of(pos, struct wop, link);
-                    if (!op->status) wop_fail(op, 500, "storage_error", "fsync of the log failed: %s", strerror(err));
+                    if (!op->err.status) wop_fail(op, 500, "storage_error", "fsync of the log failed: %s", strerror(err));
                 }
             }
         }
@@ -767,7 +765,7 @@ int writer_submit(struct writer *w, struct wop *op, struct http_req *r, wop_appl
     op->apply = apply;
     op->done = done;
     op->req = r;
-    op->status = 0;
+    op->err.status = 0;
     op->bytes = r && w->hooks.req_bytes ? w->hooks.req_bytes(r) : 0;
     pthread_mutex_lock(&w->mu);
     if (w->stop || w->queued >= WRITER_QUEUE_MAX || (w->queued && w->queued_bytes + op->bytes > WRITER_QUEUE_BYTES)) {

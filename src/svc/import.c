@@ -162,14 +162,14 @@ static int import_apply(struct wtx *tx, struct wop *op)
 static void import_recorded(struct wop *op, struct http_req *r)
 {
     struct import_op *io = container_of(op, struct import_op, op);
-    if (op->status) {
+    if (op->err.status) {
         snap_answer_wop(io->im->answer, r, op);
     } else if (r) {
         struct snap_answer a = {.status = 201, .body = &io->meta, .space = io->im->space, .id = io->im->id,
                                 .location = true};
         io->im->answer(r, &a);
     }
-    if (op->status) snap_remove_file(io->im->srv, io->im->id);
+    if (op->err.status) snap_remove_file(io->im->srv, io->im->id);
     buf_free(&io->meta);
     free(io);
 }

@@ -94,7 +94,7 @@ void peer_op_committed(struct peer_op *po)
     struct server *srv = po->srv;
     struct peer_def *d = &po->def;
     struct wop *op = &po->op;
-    if (!op->status && !po->status_only && srv->sync) {
+    if (!op->err.status && !po->status_only && srv->sync) {
         struct peer_def *cur = peer_find(srv, d->space, d->name);
         if (po->remove) {
             if (cur) {

@@ -250,7 +250,7 @@ static int item_apply(struct rep_ctx *c, struct rep_item *it)
     if (rc >= 0) rc = item_conflicts(c, it, &cur);
     if (rc < 0) {
         ent_row_free(&cur);
-        if (!c->op->status) wop_fail(c->op, 500, "storage_error", "applying a revision failed");
+        if (!c->op->err.status) wop_fail(c->op, 500, "storage_error", "applying a revision failed");
         return -1;
     }
     it->conflicted = rep_action_conflicts(act);

@@ -571,7 +571,7 @@ static int plan_apply(struct restore_op *ro, struct moved *mv)
         }
         if (mv->n) moved_cover(mv, c, i);
         if (restore_change(ro, c, i, h.kind == 'D', h.kind == 'D' ? NULL : body, h.blen) < 0) {
-            if (!ro->op.status) wop_fail(&ro->op, 500, "storage_error", "writing %s/%s failed", c, i);
+            if (!ro->op.err.status) wop_fail(&ro->op, 500, "storage_error", "writing %s/%s failed", c, i);
             rc = -1;
         }
     }
@@ -582,7 +582,7 @@ static int plan_apply(struct restore_op *ro, struct moved *mv)
         const struct journal_ent *e = mv->v[k];
         if (mv->covered[k]) continue;
         if (restore_change(ro, e->c, e->i, !e->live, e->body, e->blen) < 0) {
-            if (!ro->op.status) wop_fail(&ro->op, 500, "storage_error", "writing %s/%s failed", e->c, e->i);
+            if (!ro->op.err.status) wop_fail(&ro->op, 500, "storage_error", "writing %s/%s failed", e->c, e->i);
             rc = -1;
         }
     }
@@ -619,7 +619,7 @@ static int restore_apply(struct wtx *tx, struct wop *op)
         char err[200];
         bool file_bad;
         if (merge_run(rs->path, rs->sha256, wtx_db(tx), sp->id, &m, err, sizeof err, &file_bad) < 0) {
-            if (!op->status) {
+            if (!op->err.status) {
                 if (file_bad) {
                     ro->damaged = true;
                     snprintf(ro->why, sizeof ro->why, "%s", err);
@@ -665,7 +665,7 @@ static void restore_done(struct wop *op, struct http_req *r)
     snprintf(rs->why, sizeof rs->why, "%s", ro->why);
     snap_set_busy(rs->srv, rs->space, false);
     if (r) {
-        if (op->status) {
+        if (op->err.status) {
             snap_answer_wop(rs->answer, r, op);
         } else {
             struct buf b;
@@ -686,7 +686,7 @@ static void restore_done(struct wop *op, struct http_req *r)
     log_info("snapshot_restore",
              "\"space\":\"%s\",\"snapshot\":\"%s\",\"status\":%d,\"put\":%llu,\"deleted\":%llu,\"planned\":%s,"
              "\"moved\":%llu",
-             rs->space, rs->id, op->status ? op->status : 200, (unsigned long long)rs->puts,
+             rs->space, rs->id, op->err.status ? op->err.status : 200, (unsigned long long)rs->puts,
              (unsigned long long)rs->dels, rs->used_plan ? "true" : "false", (unsigned long long)rs->moved);
     if (rs->planned) snap_unlink_later(rs->srv, rs->plan_path);
     if (rs->damaged) {

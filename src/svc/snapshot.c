@@ -320,7 +320,7 @@ static void snap_finished(struct wop *op, struct http_req *r)
     struct finish_op *f = container_of(op, struct finish_op, op);
     struct snap_job *sj = f->sj;
     struct server *srv = sj->srv;
-    bool ok = !sj->err && !op->status;
+    bool ok = !sj->err && !op->err.status;
     publish_snapshot(sj, ok ? "completed" : "failed");
     metrics_snapshot(srv->metrics, sj->kind, ok, (double)(now_ms_wall() - sj->started_ms) / 1000.0, sj->size_bytes);
     if (ok) {
@@ -334,15 +334,12 @@ static void snap_finished(struct wop *op, struct http_req *r)
                  (unsigned long long)sj->size_bytes);
     } else {
         log_error("snapshot_failed", "\"space\":\"%s\",\"snapshot\":\"%s\",\"kind\":\"%s\",\"error\":\"%s\"", sj->space,
-                  sj->id, sj->kind, sj->err ? sj->msg : op->msg);
+                  sj->id, sj->kind, sj->err ? sj->msg : op->err.msg);
     }
     struct err e;
     err_clear(&e);
-    if (op->status) {
-        e.status = op->status;
-        snprintf(e.code, sizeof e.code, "%s", op->code[0] ? op->code : "error");
-        snprintf(e.msg, sizeof e.msg, "%s", op->msg);
-        snprintf(e.extra, sizeof e.extra, "%s", op->extra);
+    if (op->err.status) {
+        err_copy(&e, &op->err);
     } else if (sj->err) {
         err_set(&e, 500, "snapshot_failed", "%s", sj->msg);
     }
@@ -369,9 +366,9 @@ static void snap_after(struct job *j, struct http_req *r)
     if (!sj->owns_busy) snap_set_busy(sj->srv, sj->space, false);
     if (writer_submit(sj->srv->writer, &f->op, r, snap_finish_apply, snap_finished) < 0) {
         /* the queue is full: try the bookkeeping again without a client */
-        f->op.status = 503;
-        snprintf(f->op.code, sizeof f->op.code, "overloaded");
-        snprintf(f->op.msg, sizeof f->op.msg, "the write queue is full");
+        f->op.err.status = 503;
+        snprintf(f->op.err.code, sizeof f->op.err.code, "overloaded");
+        snprintf(f->op.err.msg, sizeof f->op.err.msg, "the write queue is full");
         snap_finished(&f->op, r);
     }
 }
@@ -419,14 +416,10 @@ static void snap_inserted(struct wop *op, struct http_req *r)
     struct insert_op *ins = container_of(op, struct insert_op, op);
     struct snap_job *sj = ins->sj;
     struct server *srv = sj->srv;
-    if (op->status) {
+    if (op->err.status) {
         if (!sj->owns_busy) snap_set_busy(srv, sj->space, false);
         struct err e;
-        err_clear(&e);
-        e.status = op->status;
-        snprintf(e.code, sizeof e.code, "%s", op->code[0] ? op->code : "error");
-        snprintf(e.msg, sizeof e.msg, "%s", op->msg);
-        snprintf(e.extra, sizeof e.extra, "%s", op->extra);
+        err_copy(&e, &op->err);
         snap_report(sj, r, SNAP_STARTED, &e, NULL);
         buf_free(&ins->meta);
         free(ins);
@@ -516,7 +509,7 @@ static void delete_done(struct wop *op, struct http_req *r)
     struct delete_op *d = container_of(op, struct delete_op, op);
     /* as before the split: the file goes when the client is still there to
      * be told (otherwise the start-up sweep removes it) */
-    if (!op->status && r) {
+    if (!op->err.status && r) {
         snap_remove_file(d->srv, d->id);
         struct space *sp = spaces_get(d->srv->spaces, d->space);
         if (sp && !strcmp(sp->last_snapshot, d->id)) {
@@ -525,7 +518,7 @@ static void delete_done(struct wop *op, struct http_req *r)
             sp->last_snapshot_version = d->next_last_version;
         }
     }
-    if (op->status) {
+    if (op->err.status) {
         snap_answer_wop(d->answer, r, op);
     } else if (r) {
         struct snap_answer a = {.status = 204};
@@ -612,7 +605,7 @@ static void retire_done(struct wop *op, struct http_req *r)
 {
     struct retire_op *d = container_of(op, struct retire_op, op);
     UNUSED(r);
-    if (!op->status) snap_remove_file(d->srv, d->id);
+    if (!op->err.status) snap_remove_file(d->srv, d->id);
     free(d);
 }
 

@@ -133,7 +133,7 @@ static void integ_changed(struct integ_op *io)
 static void integ_done(struct wop *op, struct http_req *r)
 {
     struct integ_op *io = container_of(op, struct integ_op, op);
-    if (!op->status && integ_noteworthy(io->prev, io->ok)) integ_changed(io);
+    if (!op->err.status && integ_noteworthy(io->prev, io->ok)) integ_changed(io);
     if (io->then) io->then(io, r);
     buf_free(&io->meta);
     free(io);
@@ -211,7 +211,7 @@ static void vcheck_work(struct job *j)
 static void vcheck_answer(struct integ_op *io, struct http_req *r)
 {
     if (!r) return;
-    if (io->op.status) {
+    if (io->op.err.status) {
         snap_answer_wop(io->answer, r, &io->op);
         return;
     }

@@ -44,12 +44,8 @@ void snap_answer_wop(snap_answer_fn fn, struct http_req *r, const struct wop *op
 {
     if (!r || !fn) return;
     struct err e;
-    err_clear(&e);
-    e.status = op->status;
-    snprintf(e.code, sizeof e.code, "%s", op->code[0] ? op->code : "error");
-    snprintf(e.msg, sizeof e.msg, "%s", op->msg);
-    snprintf(e.extra, sizeof e.extra, "%s", op->extra);
-    struct snap_answer a = {.status = op->status, .err = &e};
+    err_copy(&e, &op->err);
+    struct snap_answer a = {.status = op->err.status, .err = &e};
     fn(r, &a);
 }
 

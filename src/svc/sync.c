@@ -387,8 +387,8 @@ static void cp_done(struct read_job *rj, struct http_req *r)
     struct sync_job *j = rj->user;
     const struct cp_read *c = rj->arg;
     UNUSED(r);
-    if (rj->status) {
-        sync_finish(j, 500, "reading checkpoints failed: %s", rj->msg);
+    if (rj->err.status) {
+        sync_finish(j, 500, "reading checkpoints failed: %s", rj->err.msg);
         return;
     }
     j->cp_pull = c->cp_pull;

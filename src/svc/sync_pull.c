@@ -131,8 +131,8 @@ static void pull_applied(struct wop *op, struct http_req *r)
     UNUSED(r);
     j->held--;
     j->pipeline--;
-    if (op->status) {
-        sync_pull_stop(j, 500, "applying pulled changes failed: %s", op->msg);
+    if (op->err.status) {
+        sync_pull_stop(j, 500, "applying pulled changes failed: %s", op->err.msg);
     } else {
         j->pulled += p->cnt.applied + p->cnt.conflicts;
         j->errors += p->cnt.errors;

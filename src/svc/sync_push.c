@@ -49,7 +49,7 @@ static void push_cp_done(struct wop *op, struct http_req *r)
     struct sync_job *j = p->j;
     UNUSED(r);
     j->cp_pending--;
-    if (op->status) {
+    if (op->err.status) {
         sync_finish(j, 500, "saving the push checkpoint failed");
     } else {
         if (p->version > j->cp_push) j->cp_push = p->version;
@@ -245,7 +245,7 @@ static void push_pre_read(struct read_job *rj, struct http_req *r)
     struct sync_job *j = rj->user;
     UNUSED(r);
     j->pipeline--;
-    if (rj->status || !sync_running(j)) {
+    if (rj->err.status || !sync_running(j)) {
         j->ra = SYNC_RA_NONE;
         push_pre_landed(j);          /* nothing kept: sync_step() reads it again */
         return;
@@ -282,8 +282,8 @@ static void push_page_read(struct read_job *rj, struct http_req *r)
 {
     struct sync_job *j = rj->user;
     UNUSED(r);
-    if (rj->status) {
-        sync_finish(j, 500, "reading local changes failed: %s", rj->msg);
+    if (rj->err.status) {
+        sync_finish(j, 500, "reading local changes failed: %s", rj->err.msg);
         return;
     }
     if (rj->n == 0) {

@@ -70,7 +70,7 @@ static void put_done(struct wop *op, struct http_req *r)
 {
     struct put_op *p = container_of(op, struct put_op, op);
     CHECK(r == NULL);
-    CHECK_INT(op->status, 0);
+    CHECK_INT(op->err.status, 0);
     p->done = true;
 }
 
@@ -99,7 +99,7 @@ static json_t *page(uint64_t since, uint64_t until, uint64_t limit, bool bodies,
     changes_json_work(db, rj);
     sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     store_reader_put(st, db);
-    CHECK_INT(rj->status, 0);
+    CHECK_INT(rj->err.status, 0);
     json_error_t je;
     json_t *j = json_loadb(rj->out.data, rj->out.len, 0, &je);
     CHECK(j != NULL);
@@ -235,7 +235,7 @@ static void page_done(struct read_job *rj, struct http_req *r)
 {
     CHECK(r == NULL);
     CHECK(rj->user == &paged);
-    CHECK_INT(rj->status, 0);
+    CHECK_INT(rj->err.status, 0);
     paged = read_job_new();          /* rj is freed after this returns: keep a copy of what is checked */
     paged->since = rj->since;
     paged->flag = rj->flag;
