@@ -41,7 +41,7 @@ async function checkAfterRestart(srv, space) {
   assert.deepEqual(await listAll(srv, space, 'status=running'), []);
   assert.deepEqual(await listAll(srv, space, 'status=pending'), []);
   const files = snapFiles(srv.dataDir);
-  assert.deepEqual(files.filter((f) => /tmp/i.test(f)), [], `no temp file in snapshots/: ${files}`);
+  assert.deepEqual(files.filter((f) => /\.tmp$/.test(f)), [], `no temp file in snapshots/: ${files}`);
   const completed = new Map(all.filter((s) => s.status === 'completed').map((s) => [s.id, s]));
   for (const f of files) {
     const id = f.replace(/\.ndjson\.gz$/, '');
@@ -119,7 +119,7 @@ test('kill -9 during a large snapshot, then SIGTERM during another: after each r
   const termId = r2.body.id;
   const ex = await srv.stop('SIGTERM');
   assert.deepEqual(ex, { code: 0, signal: null }, `exit after SIGTERM during a snapshot\n${srv.stderrText().slice(-2000)}`);
-  assert.deepEqual(snapFiles(dataDir).filter((f) => /tmp/i.test(f)), [], `SIGTERM removed the partial file: ${snapFiles(dataDir)}`);
+  assert.deepEqual(snapFiles(dataDir).filter((f) => /\.tmp$/.test(f)), [], `SIGTERM removed the partial file: ${snapFiles(dataDir)}`);
 
   srv = await startServer({ dataDir });
   const all2 = await checkAfterRestart(srv, 'big');
@@ -165,7 +165,7 @@ test('disk full (SNAPSYNC_TEST_SNAPSHOT_FAIL_AFTER): 500 snapshot_failed, row fa
   assert.equal(typeof f.error, 'string');
   assert.ok(f.error.length > 0, 'a failed snapshot says why');
   if (r.body.snapshot !== undefined) assert.equal(r.body.snapshot, f.id);
-  await until(() => snapFiles(srv.dataDir).every((n) => !/tmp/i.test(n)), { timeoutMs: 2000, what: `no temp file: ${snapFiles(srv.dataDir)}` });
+  await until(() => snapFiles(srv.dataDir).every((n) => !/\.tmp$/.test(n)), { timeoutMs: 2000, what: `no temp file: ${snapFiles(srv.dataDir)}` });
   assert.deepEqual(snapFiles(srv.dataDir), [`${small.id}.ndjson.gz`], 'only the earlier file remains');
   const dl = await api(srv, 'GET', snapPath('full', f.id, '/download'));
   assert.ok(dl.status >= 400 && dl.status < 500, `download of a failed snapshot -> ${dl.status}`);

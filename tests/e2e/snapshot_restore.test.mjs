@@ -279,7 +279,7 @@ test('restore of a corrupt file (flipped byte, truncated, trailer cut): 422 snap
     assert.equal(st2.server_version, st.server_version, `${name}: nothing changed`);
     assert.equal(st2.digest, st.digest, `${name}: nothing changed`);
     assert.deepEqual((await listAll(srv, 'rx')).map((x) => x.id), list, `${name}: no pre_restore snapshot taken`);
-    assert.deepEqual(snapFiles(srv.dataDir).filter((n) => /tmp/i.test(n)), [], `${name}: no temp file left`);
+    assert.deepEqual(snapFiles(srv.dataDir).filter((n) => /\.tmp$/.test(n)), [], `${name}: no temp file left`);
   }
   assert.deepEqual([...(await liveState(srv, 'rx')).map.values()], [...live.map.values()]);
   // the good bytes back and verified again (POST .../verify clears the
