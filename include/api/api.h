@@ -12,7 +12,7 @@ struct http_req;
 
 void api_healthz(struct http_req *r);
 void api_status(struct http_req *r);
-/* api_entities.c */
+/* entities.c */
 void api_spaces_list(struct http_req *r);
 void api_space_get(struct http_req *r);
 void api_space_put(struct http_req *r);
@@ -23,8 +23,8 @@ void api_entity_list(struct http_req *r);
 void api_entity_put(struct http_req *r);
 void api_entity_delete(struct http_req *r);
 void api_collections(struct http_req *r);
-/* api_changes.c (the change reader itself is svc/changes.h) */
-/* GET /changes's query: since, limit (the list rule, api_util.h), bodies,
+/* changes.c (the change reader itself is svc/changes.h) */
+/* GET /changes's query: since, limit (the list rule, api/util.h), bodies,
  * collections, exclude_origin, style, timeout_ms, feed. Returns 0, or -1
  * with the error code (invalid_parameter, invalid_name) and why for the
  * 400. Pure: any thread (fuzz_lists). */
@@ -48,7 +48,7 @@ void api_events(struct http_req *r);          /* GET /api/v1/events */
 /* GET /changes?feed=sse (called by api_changes_get; takes filter). */
 void feed_sse(struct http_req *r, int64_t space_id, uint64_t since, void *filter);
 /* replicate.c */
-/* api_keys.c */
+/* keys.c */
 void api_keys_create(struct http_req *r);
 void api_keys_list(struct http_req *r);
 void api_keys_revoke(struct http_req *r);

@@ -1,4 +1,4 @@
-/* ui.h - the operator dashboard (SPEC §10), compiled into the binary from
+/* ui.h - the operator dashboard, compiled into the binary from
  * the files in ui/ (tools/embed.c, a meson build step). */
 #ifndef SNAPSYNC_UI_H
 #define SNAPSYNC_UI_H

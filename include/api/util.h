@@ -1,4 +1,4 @@
-/* api_util.h - what the handlers share: reading on the threadpool with a
+/* util.h - what the handlers share: reading on the threadpool with a
  * pooled read connection, submitting write ops, list paging, and small
  * request helpers. Loop thread unless noted. */
 #ifndef SNAPSYNC_API_UTIL_H

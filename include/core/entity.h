@@ -1,4 +1,4 @@
-/* entity.h - the entity model of SPEC §5/§6: canonical bodies, revs and the
+/* entity.h - the entity model: canonical bodies, revs and the
  * space digest. Pure functions, any thread.
  *
  * Canonical body: the client's JSON object parsed, keys sorted, minified
@@ -48,12 +48,12 @@ int rev_make(const char *parent, bool deleted, const char *body, size_t len, cha
 /* Splits "N-h": N from 1 to REV_N_MAX without leading zeros, h 1 to 64
  * lower-case hex digits. Returns 0, or -1 if rev is malformed. */
 int rev_parse(const char *rev, uint64_t *n, const char **hash);
-/* Orders two revs by the SPEC §9 winner rule: higher N, then higher hash.
+/* Orders two revs by the winner rule (docs/sync.md): higher N, then higher hash.
  * (Live-beats-deleted is the caller's first criterion.) <0, 0, >0. */
 int rev_cmp(const char *a, const char *b);
 bool rev_valid(const char *rev);
 
-/* Replication (SPEC §9): what to do with a revision made elsewhere. */
+/* Replication: what to do with a revision made elsewhere. */
 enum rep_action {
     REP_INSERT,          /* nothing here yet: take it */
     REP_IGNORE,          /* already known (current or in our history) */

@@ -1,4 +1,4 @@
-/* names.h - the name rules of SPEC §1, checked before any handler runs. */
+/* names.h - the name rules (docs/api.md, Conventions), checked before any handler runs. */
 #ifndef SNAPSYNC_NAMES_H
 #define SNAPSYNC_NAMES_H
 

@@ -1,4 +1,4 @@
-/* router.h - method + path pattern -> route, with the SPEC §1 name checks.
+/* router.h - method + path pattern -> route, with the name checks of docs/api.md (Conventions).
  *
  * Patterns are literal segments and typed parameters:
  *   /api/v1/spaces/{space}/collections/{collection}/entities/{entity}

@@ -1,4 +1,4 @@
-/* auth.h - API keys, roles and who may call what (SPEC §4).
+/* auth.h - API keys, roles and who may call what (docs/api.md, Keys, roles, audit).
  *
  * Tokens are "sst_" + 43 characters of base64url (32 random bytes); only
  * their sha256 is stored. The loop keeps every key in memory (loaded at
@@ -94,7 +94,7 @@ void auth_resolve_unknown(struct http_req *r);
 /* http_hooks.denied: records a denied request in the audit log, sampled (a
  * few per second). */
 void auth_audit_denied(struct http_req *r, int status);
-/* Snapshot creation limiter (SPEC §4): one token per creation per key and
+/* Snapshot creation limiter: one token per creation per key and
  * space. Returns true if allowed, else sets retry_after_s. */
 bool auth_snapshot_rate(struct http_req *r, uint64_t *retry_after_s);
 

@@ -1,5 +1,5 @@
-/* sse.h - the Server-Sent Events hub (SPEC §8) and the live change feeds
- * (SPEC §6 feed=longpoll / feed=sse). The requests' parse and checks are
+/* sse.h - the Server-Sent Events hub (docs/api.md, Server-Sent Events) and the live change feeds
+ * (feed=longpoll / feed=sse). The requests' parse and checks are
  * api/feeds.c; the streams, the ring and the fan-out are here.
  *
  * Loop thread only. An event is encoded once into a reference-counted

@@ -1,4 +1,4 @@
-/* api_changes.c - SPEC §6: the change feed's handler (the reader is
+/* changes.c - the change feed's handler (the reader is
  * svc/changes.c), pushes with conflict detection (the parse is
  * svc/push.c), conflict records and their resolution. */
 #include <stdio.h>
@@ -205,7 +205,7 @@ static void conflicts_work(sqlite3 *db, struct read_job *rj)
 
 static void conflicts_done(struct read_job *rj, struct http_req *r)
 {
-    /* SPEC §6 shows a bare array; the next page's cursor goes in a header */
+    /* the API gives a bare array; the next page's cursor goes in a header */
     if (rj->flag) http_add_header(r, "X-Next-Cursor", "%s", rj->cursor);
     http_send_json(r, 200, &rj->out);
 }

@@ -1,4 +1,4 @@
-/* api_core.c - SPEC §3: health and status. Both answer from memory on the
+/* core.c - health and status (docs/api.md, Health, status, metrics). Both answer from memory on the
  * loop thread (no SQL, no threadpool hop): they are what load balancers
  * and dashboards poll. */
 #include <stdio.h>

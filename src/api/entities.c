@@ -1,4 +1,4 @@
-/* api_entities.c - SPEC §5 spaces and entities, and §6 /sync/status.
+/* entities.c - spaces and entities, and /sync/status (docs/api.md).
  *
  * Reads run as read jobs on the threadpool; writes are ops on the writer
  * thread (group commit). Space listings and /sync/status answer from the

@@ -1,4 +1,4 @@
-/* api_keys.c - SPEC §4: the keys API and the audit log. Key writes go
+/* keys.c - the keys API (docs/api.md, Keys, roles, audit) and the audit log. Key writes go
  * through the writer (with their audit rows in the same transaction); the
  * loop's key cache is updated when they commit. */
 #include <stdio.h>

@@ -25,20 +25,20 @@
     {.method = (m), .pattern = (pat), .handler = (fn), .access = (acc), .flags = (fl), .name = (nm)}
 
 static const struct route table[] = {
-    /* SPEC §3 */
+    /* health, status, metrics */
     R(HTTP_GET, "/healthz", api_healthz, ACCESS_PUBLIC, ROUTE_NO_BODY, "healthz"),
-    /* SPEC §10: the dashboard (public; it asks for a token) */
+    /* the dashboard (public; it asks for a token) */
     R(HTTP_GET, "/ui", api_ui_redirect, ACCESS_PUBLIC, ROUTE_NO_BODY, "ui"),
     R(HTTP_GET, "/ui/", api_ui, ACCESS_PUBLIC, ROUTE_NO_BODY, "ui"),
     R(HTTP_GET, "/ui/{asset}", api_ui, ACCESS_PUBLIC, ROUTE_NO_BODY, "ui"),
     R(HTTP_GET, "/api/v1/status", api_status, ACCESS_READ, ROUTE_NO_BODY, "status"),
     R(HTTP_GET, "/metrics", api_metrics, ACCESS_METRICS, ROUTE_NO_BODY, "metrics"),
-    /* SPEC §4 */
+    /* keys, audit */
     R(HTTP_POST, "/api/v1/keys", api_keys_create, ACCESS_ADMIN, 0, "keys_create"),
     R(HTTP_GET, "/api/v1/keys", api_keys_list, ACCESS_ADMIN, ROUTE_NO_BODY, "keys_list"),
     R(HTTP_DELETE, "/api/v1/keys/{key}", api_keys_revoke, ACCESS_ADMIN, ROUTE_NO_BODY, "keys_revoke"),
     R(HTTP_GET, "/api/v1/audit", api_audit, ACCESS_ADMIN, ROUTE_NO_BODY, "audit"),
-    /* SPEC §5 */
+    /* spaces and entities */
     R(HTTP_GET, "/api/v1/spaces", api_spaces_list, ACCESS_READ, ROUTE_NO_BODY, "spaces_list"),
     R(HTTP_PUT, S, api_space_put, ACCESS_ADMIN, 0, "space_put"),
     R(HTTP_GET, S, api_space_get, ACCESS_READ, ROUTE_NO_BODY, "space_get"),
@@ -48,13 +48,13 @@ static const struct route table[] = {
     R(HTTP_PUT, S "/collections/{collection}/entities/{entity}", api_entity_put, ACCESS_WRITE, 0, "entity_put"),
     R(HTTP_GET, S "/collections/{collection}/entities/{entity}", api_entity_get, ACCESS_READ, ROUTE_NO_BODY, "entity_get"),
     R(HTTP_DELETE, S "/collections/{collection}/entities/{entity}", api_entity_delete, ACCESS_WRITE, ROUTE_NO_BODY, "entity_delete"),
-    /* SPEC §6 */
+    /* change feed, pushes, conflicts */
     R(HTTP_GET, S "/sync/status", api_sync_status, ACCESS_READ, ROUTE_NO_BODY, "sync_status"),
     R(HTTP_GET, S "/changes", api_changes_get, ACCESS_READ, ROUTE_NO_BODY, "changes_get"),
     R(HTTP_POST, S "/changes", api_changes_post, ACCESS_WRITE, 0, "changes_post"),
     R(HTTP_GET, S "/conflicts", api_conflicts, ACCESS_READ, ROUTE_NO_BODY, "conflicts"),
     R(HTTP_POST, S "/conflicts/{id}/resolve", api_conflict_resolve, ACCESS_WRITE, 0, "conflict_resolve"),
-    /* SPEC §7 */
+    /* snapshots */
     R(HTTP_POST, S "/snapshots/import", api_snapshot_import, ACCESS_OPERATE, ROUTE_STREAM_BODY, "snapshot_import"),
     R(HTTP_POST, S "/snapshots", api_snapshot_create, ACCESS_OPERATE, 0, "snapshot_create"),
     R(HTTP_GET, S "/snapshots", api_snapshot_list, ACCESS_READ, ROUTE_NO_BODY, "snapshot_list"),
@@ -64,9 +64,9 @@ static const struct route table[] = {
     R(HTTP_GET, S "/snapshots/{id}/preview", api_snapshot_preview, ACCESS_READ, ROUTE_NO_BODY, "snapshot_preview"),
     R(HTTP_POST, S "/snapshots/{id}/restore", api_snapshot_restore, ACCESS_OPERATE, 0, "snapshot_restore"),
     R(HTTP_POST, S "/snapshots/{id}/verify", api_snapshot_verify, ACCESS_OPERATE, ROUTE_NO_BODY, "snapshot_verify"),
-    /* SPEC §8 */
+    /* events */
     R(HTTP_GET, "/api/v1/events", api_events, ACCESS_READ, ROUTE_NO_BODY, "events"),
-    /* SPEC §9 */
+    /* replication, sync jobs, peers, blobs */
     R(HTTP_POST, S "/sync", api_sync_start, ACCESS_OPERATE, 0, "sync_start"),
     R(HTTP_GET, S "/sync/jobs", api_sync_jobs, ACCESS_READ, ROUTE_NO_BODY, "sync_jobs"),
     R(HTTP_GET, S "/sync/jobs/{id}", api_sync_job, ACCESS_READ, ROUTE_NO_BODY, "sync_job"),

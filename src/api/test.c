@@ -1,4 +1,4 @@
-/* api_test.c - routes that exist only when SNAPSYNC_TEST_HOOKS=1, so the
+/* test.c - routes that exist only when SNAPSYNC_TEST_HOOKS=1, so the
  * end-to-end tests can drive the server's machinery directly:
  *   GET  /_test/sleep?ms=N        a threadpool job that sleeps N ms, then
  *                                 answers {"slept_ms":N,"seq":S}

@@ -1,4 +1,4 @@
-/* api_util.c - see api_util.h. */
+/* util.c - see util.h. */
 #include "api/util.h"
 
 #include <stdio.h>

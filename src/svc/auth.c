@@ -53,7 +53,7 @@ int role_parse(const char *s, enum role *out)
     return -1;
 }
 
-/* The whole access table of SPEC §4. */
+/* The whole access table (docs/api.md, Keys, roles, audit). */
 bool auth_role_allows(enum role role, enum route_access access)
 {
     switch (access) {

@@ -19,7 +19,7 @@ static void item_err(struct push_item *it, const char *code, const char *fmt, ..
     va_end(ap);
 }
 
-/* SPEC §6: a push is {"changes":[...]}; each change has these members. An
+/* A push (docs/api.md, Change feed) is {"changes":[...]}; each change has these members. An
  * unknown member at the top refuses the whole push (400); one in a change
  * is that change's error (its result says so; the others apply), as for
  * any other malformed change. */
