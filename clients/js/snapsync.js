@@ -401,10 +401,12 @@ export class Client {
   /** `for await (const ev of db.events({topics: ['snapshot'], spaces}))`:
    *  the server's event stream, {id, type, data}; resumes with
    *  Last-Event-ID after a drop (a `reset` event says events were lost).
-   *  `it.opened` resolves once the stream is open; `it.close()` ends it. */
-  events({ topics, spaces, lastEventId, signal } = {}) {
+   *  `it.opened` resolves once the stream is open; `it.close()` ends it;
+   *  onState('connecting'|'open'|'retrying'|'closed') follows the
+   *  connection. */
+  events({ topics, spaces, lastEventId, signal, onState } = {}) {
     const path = `${API}/events${qs({ topics, spaces })}`;
-    return new EventIterator(this, path, { lastEventId, signal });
+    return new EventIterator(this, path, { lastEventId, signal, onState });
   }
 
   /** Opens an SSE stream once: resolves when it ends (cleanly or not);
@@ -478,8 +480,9 @@ export class Client {
 
 /** A reconnecting event stream as an async iterator. */
 class EventIterator {
-  constructor(client, path, { lastEventId, signal }) {
+  constructor(client, path, { lastEventId, signal, onState }) {
     this.client = client;
+    this.onState = onState || (() => {});
     this.path = path;
     this.lastEventId = lastEventId || null;
     this.queue = [];
@@ -494,17 +497,18 @@ class EventIterator {
     this.opened.catch(() => {});
     this._openResolve = openResolve;
     this._openReject = openReject;
-    this._run();
+    Promise.resolve().then(() => this._run());    // after the caller has the iterator
   }
 
   async _run() {
     let delay = 250;
+    this.onState('connecting');
     while (!this.done) {
       try {
         const why = await this.client._sse(this.path, {
           lastEventId: this.lastEventId,
           signal: this.ctl.signal,
-          onOpen: () => { delay = 250; this._openResolve(); },
+          onOpen: () => { delay = 250; this._openResolve(); this.onState('open'); },
           onEvents: (evs) => {
             for (const ev of evs) {
               if (ev.id) this.lastEventId = ev.id;
@@ -521,10 +525,13 @@ class EventIterator {
           this._openReject(e);
           this.error = e;
           this.done = true;
+          this.onState('closed');
           this._wake();
           return;
         }
       }
+      if (this.done) break;
+      this.onState('retrying');
       await sleep(delay, this.ctl.signal);
       delay = Math.min(delay * 2, 5000);
     }
@@ -562,6 +569,7 @@ class EventIterator {
   }
 
   close() {
+    if (!this.done) this.onState('closed');
     this.done = true;
     this.ctl.abort();
     this._wake();
@@ -597,15 +605,20 @@ export class Space extends Emitter {
   }
 
   /** Every pending conflict of the space (or of one collection) as a
-   *  Conflict: both bodies, and resolve(). */
-  async conflicts({ collection } = {}) {
+   *  Conflict: both bodies, and resolve(). With {limit} one page only (the
+   *  array's nextCursor is the next page's {cursor}, null at the end). */
+  async conflicts({ collection, limit, cursor } = {}) {
     const raw = [];
-    let cursor;
+    let next = null;
     for (;;) {
-      const page = await this.client.request('GET', `${this.path}/conflicts`, { query: { limit: 1000, cursor } });
+      const r = await this.client.requestFull('GET', `${this.path}/conflicts`, { query: { limit: limit || 1000, cursor } });
+      const page = r.data;
       raw.push(...page);
-      if (page.length < 1000) break;
-      cursor = page[page.length - 1].id;
+      // X-Next-Cursor, or (a cross-origin page cannot read that header) the
+      // last id of a full page: the list rule of docs/api.md
+      next = r.headers.get('X-Next-Cursor') || (page.length === (limit || 1000) ? page[page.length - 1].id : null);
+      if (limit || !next) break;
+      cursor = next;
     }
     const list = collection ? raw.filter((c) => c.collection === collection) : raw;
     const current = new Map();
@@ -616,7 +629,9 @@ export class Space extends Emitter {
         current.set(k, await this.collection(c).get(id, { includeDeleted: true }));
       }));
     }
-    return list.map((c) => new Conflict(this, c, current.get(key(c.collection, c.entity_id))));
+    const out = list.map((c) => new Conflict(this, c, current.get(key(c.collection, c.entity_id))));
+    out.nextCursor = limit ? next : null;
+    return out;
   }
 
   /** Takes a space's peer sync: POST /sync, progress from the `sync`
@@ -706,6 +721,7 @@ export class Conflict {
     this.conflictingRev = raw.conflicting_rev ?? null;
     /** the body the server kept as the entity (strategy local_wins keeps it) */
     this.current = current ? current.body : null;
+    this.currentEntity = current || null;
     this.currentDeleted = current ? !!current.deleted : true;
     /** the body that lost (strategy remote_wins writes it) */
     this.conflicting = raw.conflicting_body ?? null;
@@ -790,6 +806,7 @@ export class Collection {
     for (;;) {
       const d = await this.space.client.request('GET', this._path(), { query: { limit, cursor }, signal });
       for (const e of d.entities) this._seen(e);
+      d.entities.nextCursor = d.next_cursor;
       if (d.entities.length) yield d.entities;
       if (!d.next_cursor) return;
       cursor = d.next_cursor;
@@ -809,7 +826,8 @@ export class Snapshots {
     for (;;) {
       const d = await this.client.request('GET', `${this.space.path}/snapshots`,
         { query: { kind, status, integrity, limit, cursor }, signal });
-      if (d.snapshots.length) yield d.snapshots;
+      d.snapshots.nextCursor = d.next_cursor;
+      if (d.snapshots.length || !cursor) yield d.snapshots;
       if (!d.next_cursor) return;
       cursor = d.next_cursor;
     }
@@ -894,7 +912,7 @@ export class Snapshots {
       get: (id) => this.get(id),
       isDone: (m) => m && m.status && m.status !== 'running' && m.status !== 'pending',
       progress: (d) => ({
-        snapshot: d.snapshot || d.id, status: d.status, entities_done: d.entities_done ?? 0,
+        snapshot: d.snapshot || d.id, status: d.status, kind: d.kind, error: d.error ?? null, entities_done: d.entities_done ?? 0,
         entities_total: d.entities_total ?? d.entity_total ?? null, bytes: d.bytes ?? 0,
         fraction: d.entities_total ? Math.min(1, (d.entities_done || 0) / d.entities_total) : (d.status === 'completed' ? 1 : 0),
       }),
