@@ -123,25 +123,43 @@ export function parseSnapshotHeader(line) {
 }
 
 /** One entity line of a snapshot (v1 or v2). Returns the entity in the API's
- *  shape; a v2 line's `revs` and `conflicts` come along when present
- *  (conflicts normalised to an array). Unknown members are ignored. */
+ *  shape; a v2 line's `revs` and `conflicts` come along when present (an
+ *  empty `conflicts` is dropped). Members the client does not know are left
+ *  as they are and ignored. */
 export function parseSnapshotEntity(line, lineNo = 0) {
   let e;
   try { e = JSON.parse(line); } catch (err) {
     throw new SnapsyncError('invalid_snapshot', `snapshot line ${lineNo}: not JSON (${err.message})`);
   }
+  return snapshotEntity(e, lineNo);
+}
+
+/** Checks and normalises a parsed entity line in place (no copy: a
+ *  100,000-line bootstrap makes no second object per line). */
+function snapshotEntity(e, lineNo) {
   if (!e || typeof e !== 'object' || typeof e.collection !== 'string' || typeof e.id !== 'string' ||
       typeof e.rev !== 'string') {
     throw new SnapsyncError('invalid_snapshot', `snapshot line ${lineNo}: not an entity`);
   }
-  const out = {
-    collection: e.collection, id: e.id, rev: e.rev, version: typeof e.version === 'number' ? e.version : 0,
-    created_at: e.created_at ?? null, updated_at: e.updated_at ?? null, deleted: e.deleted === true,
-    body: e.deleted === true ? null : (e.body ?? null),
-  };
-  if (Array.isArray(e.revs)) out.revs = e.revs;
-  if (Array.isArray(e.conflicts) && e.conflicts.length) out.conflicts = e.conflicts;
-  return out;
+  if (typeof e.version !== 'number') e.version = 0;
+  if (e.created_at === undefined) e.created_at = null;
+  if (e.updated_at === undefined) e.updated_at = null;
+  e.deleted = e.deleted === true;
+  if (e.deleted || e.body === undefined) e.body = null;
+  if (e.revs !== undefined && !Array.isArray(e.revs)) delete e.revs;
+  if (e.conflicts !== undefined && !(Array.isArray(e.conflicts) && e.conflicts.length)) delete e.conflicts;
+  return e;
+}
+
+/** The entity lines of one chunk, parsed with one JSON.parse (much faster
+ *  than one call per line); a chunk with a bad line is parsed line by line
+ *  to name it. */
+export function parseSnapshotEntities(lines, firstLineNo = 0) {
+  let arr = null;
+  try { arr = JSON.parse(`[${lines.join(',')}]`); } catch { arr = null; }
+  if (!arr || arr.length !== lines.length) return lines.map((l, i) => parseSnapshotEntity(l, firstLineNo + i));
+  for (let i = 0; i < arr.length; i++) snapshotEntity(arr[i], firstLineNo + i);
+  return arr;
 }
 
 /** Server-Sent Events parser (the WHATWG rules: `event`, `data` lines
@@ -867,23 +885,26 @@ export class Snapshots {
     let bytes = 0;
     let out = [];
     const take = async (ls) => {
-      for (const l of ls) {
-        lineNo++;
-        if (!header) {
-          header = parseSnapshotHeader(l);
-          if (onHeader) await onHeader(header);
-          continue;
-        }
-        if (!l) continue;
-        const e = parseSnapshotEntity(l, lineNo);
+      let i = 0;
+      if (!header && ls.length) {
+        header = parseSnapshotHeader(ls[0]);
+        lineNo = 1;
+        if (onHeader) await onHeader(header);
+        i = 1;
+      }
+      const first = lineNo + 1;
+      lineNo += ls.length - i;
+      const body = (i ? ls.slice(i) : ls).filter((l) => l.length > 0);
+      if (!body.length) return;
+      for (const e of parseSnapshotEntities(body, first)) {
         if (e.deleted) continue;           // a tombstone line (not in v1 or v2 files today): nothing to keep
         out.push(e);
         n++;
-        if (out.length >= batch) {
-          const b = out;
-          out = [];
-          if (onEntities) await onEntities(b, { bytes });
-        }
+      }
+      if (out.length >= batch) {
+        const b = out;
+        out = [];
+        if (onEntities) await onEntities(b, { bytes });
       }
     };
     for await (const chunk of bodyChunks(res.body)) {

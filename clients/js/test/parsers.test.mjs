@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  LineSplitter, SSEParser, SnapsyncError, mapError, isTransient, parseSnapshotEntity, parseSnapshotHeader,
+  LineSplitter, SSEParser, SnapsyncError, mapError, isTransient, parseSnapshotEntities, parseSnapshotEntity, parseSnapshotHeader,
 } from '../snapsync.js';
 
 const enc = (s) => new TextEncoder().encode(s);
@@ -61,11 +61,20 @@ test('snapshot lines: v2 lines with revs and conflicts, and members nobody knows
   assert.equal(e.rev, '3-aaaaaaaaaaaaaaaa');
   assert.deepEqual(e.revs, ['3-aaaaaaaaaaaaaaaa', '2-bbbbbbbbbbbbbbbb']);
   assert.deepEqual(e.conflicts, [{ rev: '2-cccccccccccccccc', deleted: false, body: { n: 9 } }]);
-  assert.ok(!('extra' in e) && !('origin' in e), 'unknown members are not copied into the entity');
+  assert.deepEqual([e.extra, e.origin], [[1, 2], 'x'], 'unknown members are left as they are (and ignored)');
   // a v2 line with no pending conflicts: "conflicts":[] leaves none
   const e2 = parseSnapshotEntity(JSON.stringify({ ...JSON.parse(V1_LINE), revs: ['1-168db3be9a7654d0'], conflicts: [] }));
   assert.ok(!('conflicts' in e2));
   assert.deepEqual(e2.revs, ['1-168db3be9a7654d0']);
+});
+
+test('snapshot lines: a chunk parsed in one go gives the same entities; a bad line in it is named', () => {
+  const lines = [V1_LINE, V1_LINE.replace('"I1"', '"I2"').replace('"version":1', '"version":2'), '{"collection":"c","id":"x","rev":"1-a","deleted":true,"body":null}'];
+  const all = parseSnapshotEntities(lines, 2);
+  assert.deepEqual(all, lines.map((l, i) => parseSnapshotEntity(l, 2 + i)));
+  assert.deepEqual(all.map((e) => [e.id, e.deleted, e.body]), [['I1', false, { n: 1 }], ['I2', false, { n: 1 }], ['x', true, null]]);
+  assert.throws(() => parseSnapshotEntities([V1_LINE, '{"collection":"c"}', V1_LINE], 10), (e) => e.code === 'invalid_snapshot' && /line 11/.test(e.message));
+  assert.throws(() => parseSnapshotEntities([V1_LINE, V1_LINE, '{"collection":'], 10), (e) => /line 12: not JSON/.test(e.message));
 });
 
 test('snapshot lines: what is not a snapshot is refused with invalid_snapshot and the line number', () => {
