@@ -1,11 +1,13 @@
 /* snapsync dashboard (SPEC §10).
  *
- * Plain JavaScript, no framework, no build step: the page talks to the same
- * origin's /api/v1 with the token the operator typed (kept in
- * sessionStorage, sent as "Authorization: Bearer"), and follows one
- * EventSource on /api/v1/events (the token goes in ?access_token=, since
- * EventSource cannot set headers) for change rates and the live progress
- * of snapshots and sync jobs.
+ * Plain JavaScript, no framework, no build step. Every call to the server
+ * goes through the JavaScript client the server also serves
+ * (/sdk/snapsync.js, clients/js): the same origin's /api/v1 with the token
+ * the operator typed (kept in sessionStorage, sent as "Authorization:
+ * Bearer"), one event stream on /api/v1/events (db.events(), which resumes
+ * with Last-Event-ID) for change rates and the live progress of snapshots
+ * and sync jobs, snapshots.take() and sync() with their progress, the
+ * snapshot list and download, and conflicts with resolve().
  *
  * The page runs under "script-src 'self'; style-src 'self'": no inline
  * script or style; everything is built with DOM calls (never innerHTML
@@ -20,6 +22,8 @@
  *   #/spaces/S/conflicts             conflicts side by side, resolution
  *   #/audit                          audit log (admin keys only)
  */
+import { snapsync, SnapsyncError } from '/sdk/snapsync.js';
+
 (function () {
   'use strict';
 
@@ -44,7 +48,8 @@
     token: null,
     status: null,          // GET /api/v1/status
     isAdmin: false,        // GET /api/v1/audit answered 200
-    es: null,              // the EventSource
+    db: null,              // the client (snapsync({token}))
+    events: null,          // db.events(): the live event stream
     esRetry: null,
     live: 'off',
     changeTimes: new Map(),  // space -> [ms of change events in the last minute]
@@ -253,48 +258,37 @@
   // ---------------------------------------------------------------------------
   // API access
 
-  class ApiError extends Error {
-    constructor(status, code, message, body, retryAfter) {
-      super(message);
-      this.status = status;
-      this.code = code;
-      this.body = body;
-      this.retryAfter = retryAfter;
+  /** The client for the token in use. */
+  function client() {
+    if (!state.db || state.db.token !== state.token) state.db = snapsync({ token: state.token });
+    return state.db;
+  }
+  const space$ = (space) => client().space(space);
+
+  /** A failed call: 401 signs out (outside the sign-in itself), 429 says when to retry. */
+  function failed(err, signIn) {
+    if (!(err instanceof SnapsyncError)) return err;
+    if (err.status === 429 && err.details.retry_after) err.message += ` (try again in ${err.details.retry_after} s)`;
+    if (err.status === 401 && !signIn && state.token) tokenRefused(err);
+    return err;
+  }
+
+  /** One API call; resolves {status, data, headers} or throws SnapsyncError. */
+  async function apiRaw(method, path, { body, headers = {}, signIn = false } = {}) {
+    try {
+      return await client().requestFull(method, path, { body, headers });
+    } catch (err) {
+      throw failed(err, signIn);
     }
   }
 
-  /** One API call; resolves {status, data, headers} or throws ApiError. */
-  async function apiRaw(method, path, { body, headers = {}, signIn = false } = {}) {
-    const hd = { Accept: 'application/json', ...headers };
-    if (state.token) hd.Authorization = `Bearer ${state.token}`;
-    let payload;
-    if (body !== undefined) {
-      payload = JSON.stringify(body);
-      hd['Content-Type'] = 'application/json';
-    }
-    let res;
+  /** A client call (space$(s).snapshots.list(), ...) with the same handling. */
+  async function call(p) {
     try {
-      res = await fetch(API + path, { method, headers: hd, body: payload, cache: 'no-store', credentials: 'omit' });
-    } catch (e) {
-      throw new ApiError(0, 'network_error', `could not reach the server (${e.message})`);
+      return await p;
+    } catch (err) {
+      throw failed(err, false);
     }
-    const text = await res.text();
-    let data = null;
-    if (text) {
-      try { data = JSON.parse(text); } catch { data = null; }
-    }
-    if (!res.ok) {
-      const code = (data && data.error) || `http_${res.status}`;
-      let msg = data && typeof data.message === 'string' && data.message
-        ? data.message
-        : `the server answered ${res.status} ${res.statusText || ''}`.trim();
-      const ra = res.headers.get('Retry-After');
-      if (res.status === 429 && ra) msg += ` (try again in ${ra} s)`;
-      const err = new ApiError(res.status, code, msg, data, ra);
-      if (res.status === 401 && !signIn && state.token) tokenRefused(err);
-      throw err;
-    }
-    return { status: res.status, data, headers: res.headers };
   }
 
   async function api(method, path, opts) {
@@ -305,7 +299,7 @@
 
   /** Plain words for an error: "<what failed>: <server message>". */
   function explain(what, err) {
-    if (!(err instanceof ApiError)) return `${what}: ${err && err.message ? err.message : err}`;
+    if (!(err instanceof SnapsyncError)) return `${what}: ${err && err.message ? err.message : err}`;
     let why = err.message;
     if (err.status === 403) why = `this token is not allowed to do that (${err.message})`;
     return `${what}: ${why}`;
@@ -316,7 +310,7 @@
     const el = h('p', { class: 'error', role: 'alert', hidden: true });
     el.show = (what, err) => {
       el.textContent = explain(what, err);
-      if (err instanceof ApiError && err.code && err.status) {
+      if (err instanceof SnapsyncError && err.code && err.status) {
         add(el, ' ', h('span', { class: 'error-code' }, `(${err.status} ${err.code})`));
       }
       el.hidden = false;
@@ -374,6 +368,7 @@
   function signOut(message, opts) {
     try { sessionStorage.removeItem(TOKEN_KEY); } catch { /* storage off */ }
     state.token = null;
+    state.db = null;
     state.status = null;
     state.isAdmin = false;
     closeEvents();
@@ -441,66 +436,69 @@
   }
 
   function closeEvents() {
-    if (state.es) { state.es.close(); state.es = null; }
+    if (state.events) { state.events.close(); state.events = null; }
     if (state.esRetry) { clearTimeout(state.esRetry); state.esRetry = null; }
     setLive('off');
+  }
+
+  const onEvent = {
+    change(d) {
+      const list = state.changeTimes.get(d.space) || [];
+      const now = Date.now();
+      list.push(now);
+      while (list.length && list[0] < now - RATE_WINDOW_MS) list.shift();
+      state.changeTimes.set(d.space, list);
+    },
+    snapshot(d) { progress(state.snapProgress, d.snapshot, d); },
+    sync(d) { progress(state.syncProgress, d.job, d); },
+  };
+
+  function progress(map, id, d) {
+    map.set(id, { ...(map.get(id) || {}), ...d, at: Date.now() });
+    prune(map);
   }
 
   function connectEvents() {
     closeEvents();
     if (!state.token) return;
     setLive('connecting');
-    const url = `${API}/events?topics=change,snapshot,sync&access_token=${encodeURIComponent(state.token)}`;
-    const es = new EventSource(url);
-    state.es = es;
-    es.onopen = () => setLive('on');
-    es.onerror = () => {
-      if (state.es !== es) return;
-      if (es.readyState === EventSource.CLOSED) {
-        // the server refused the stream (e.g. 401/503): retry slowly, and
-        // let an ordinary request tell the user why
+    let it = null;
+    it = client().events({
+      topics: ['change', 'snapshot', 'sync'],
+      onState: (st) => {
+        if (state.events === it && st !== 'closed') setLive({ open: 'on', connecting: 'connecting', retrying: 'retrying' }[st]);
+      },
+    });
+    state.events = it;
+    (async () => {
+      try {
+        for await (const ev of it) {
+          if (ev.type === 'reset') {
+            if (state.view && state.view.refresh) state.view.refresh();
+          } else if (ev.type === 'overflow') {
+            notice('Live updates fell behind and were restarted.', 'info');
+          } else if (ev.type === 'shutdown') {
+            notice('The server is shutting down; live updates will resume when it is back.', 'info');
+          } else if (onEvent[ev.type] && ev.data && typeof ev.data === 'object') {
+            onEvent[ev.type](ev.data);
+            if (state.view && state.view.onEvent) {
+              try { state.view.onEvent(ev.type, ev.data); } catch (err) { console.error(err); }
+            }
+          }
+        }
+      } catch (err) {
+        // the server refused the stream (e.g. 401): retry slowly, and let an
+        // ordinary request tell the user why
+        if (state.events !== it) return;
+        state.events = null;
         setLive('retrying');
-        es.close();
-        state.es = null;
         state.esRetry = setTimeout(() => {
-          api('GET', '/status').then(connectEvents, (err) => {
-            if (state.token) { notice(explain('Live updates stopped', err)); setLive('off'); }
+          api('GET', '/status').then(connectEvents, (e) => {
+            if (state.token) { notice(explain('Live updates stopped', e)); setLive('off'); }
           });
         }, 5000);
-      } else {
-        setLive('retrying');
       }
-    };
-    const on = (type, fn) => es.addEventListener(type, (e) => {
-      let data;
-      try { data = JSON.parse(e.data); } catch { return; }
-      fn(data);
-      if (state.view && state.view.onEvent) {
-        try { state.view.onEvent(type, data); } catch (err) { console.error(err); }
-      }
-    });
-    on('change', (d) => {
-      const list = state.changeTimes.get(d.space) || [];
-      const now = Date.now();
-      list.push(now);
-      while (list.length && list[0] < now - RATE_WINDOW_MS) list.shift();
-      state.changeTimes.set(d.space, list);
-    });
-    on('snapshot', (d) => {
-      const prev = state.snapProgress.get(d.snapshot) || {};
-      state.snapProgress.set(d.snapshot, { ...prev, ...d, at: Date.now() });
-      prune(state.snapProgress);
-    });
-    on('sync', (d) => {
-      const prev = state.syncProgress.get(d.job) || {};
-      state.syncProgress.set(d.job, { ...prev, ...d, at: Date.now() });
-      prune(state.syncProgress);
-    });
-    es.addEventListener('reset', () => {
-      if (state.view && state.view.refresh) state.view.refresh();
-    });
-    es.addEventListener('overflow', () => { notice('Live updates fell behind and were restarted.', 'info'); connectEvents(); });
-    es.addEventListener('shutdown', () => { notice('The server is shutting down; live updates will resume when it is back.', 'info'); });
+    })();
   }
 
   /** Keeps a progress map small: finished entries older than ten minutes go. */
@@ -873,15 +871,28 @@
     async function take() {
       takeErr.hide();
       takeBtn.disabled = true;
+      let id = null;
       try {
-        const body = note.value.trim() ? { note: note.value.trim() } : {};
-        const r = await apiRaw('POST', `${sp(space)}/snapshots`, { body, headers: { Prefer: 'respond-async' } });
-        const meta = r.data;
-        note.value = '';
-        track(meta.id, meta);
+        // snapshots.take() follows the progress (events, and polling when
+        // they are quiet) until the snapshot ends
+        await call(space$(space).snapshots.take({
+          note: note.value.trim() || undefined,
+          onProgress: (p) => {
+            if (!id) {
+              id = p.snapshot;
+              note.value = '';
+              takeBtn.disabled = false;
+              track(id, { kind: 'manual' });
+              loadList(true);
+            }
+            progress(state.snapProgress, id, { ...p, space });
+            update(id);
+          },
+        }));
         loadList(true);
       } catch (e) {
-        takeErr.show('Could not take a snapshot', e);
+        if (!id) takeErr.show('Could not take a snapshot', e);
+        else loadList(true);              // a failed snapshot shows in its card and the list
       } finally {
         takeBtn.disabled = false;
       }
@@ -894,41 +905,12 @@
       const card = h('div', { class: 'progress-item', dataset: { snapshot: id } },
         h('div', { class: 'progress-head' },
           h('span', null, 'Snapshot ', idCell(id, 12), meta && meta.kind ? ` (${meta.kind})` : ''),
-          button('Dismiss', () => { card.remove(); stop(id); tracked.delete(id); }, 'btn btn-quiet btn-small',
+          button('Dismiss', () => { card.remove(); tracked.delete(id); }, 'btn btn-quiet btn-small',
             { 'aria-label': `Dismiss progress of snapshot ${id}` })),
         bar, text);
       progressBox.prepend(card);
-      const t = { card, bar, text, meta: meta || {}, poll: null, started: Date.now() };
-      tracked.set(id, t);
-      // SSE brings the progress; if it is quiet (stream down), ask now and then
-      t.poll = setInterval(() => poll(id), 3000);
+      tracked.set(id, { card, bar, text, meta: meta || {}, started: Date.now() });
       update(id);
-    }
-
-    function stop(id) {
-      const t = tracked.get(id);
-      if (t && t.poll) { clearInterval(t.poll); t.poll = null; }
-    }
-
-    async function poll(id) {
-      const t = tracked.get(id);
-      if (!t) return;
-      const ev = state.snapProgress.get(id);
-      if (state.live === 'on' && ev && Date.now() - ev.at < 5000) return;
-      try {
-        const m = await api('GET', `${sp(space)}/snapshots/${id}`);
-        if (m.status === 'completed' || m.status === 'failed') {
-          const cur = state.snapProgress.get(id) || {};
-          if (cur.status !== 'completed' && cur.status !== 'failed') {
-            state.snapProgress.set(id, {
-              ...cur, snapshot: id, space, status: m.status, entities_done: m.entity_total,
-              entities_total: m.entity_total, bytes: m.size_bytes, error: m.error, at: Date.now(),
-            });
-            update(id);
-            loadList(true);
-          }
-        }
-      } catch { /* the SSE path or the next poll will tell */ }
     }
 
     function update(id) {
@@ -946,23 +928,22 @@
         ev && ev.bytes ? ` · ${fmtBytes(ev.bytes)}` : '',
         ev && ev.error ? ` · ${ev.error}` : '');
       t.card.dataset.status = status;
-      if (status === 'completed' || status === 'failed') stop(id);
     }
 
     // --- list ---------------------------------------------------------------------
-    let cursor = null;
+    let pages = null;              // snapshots.list(): the next page on "Load more"
     let tbody = null;
     let loadSeq = 0;
     async function loadList(first) {
       const seq = ++loadSeq;
-      const q = new URLSearchParams({ limit: String(PAGE) });
-      if (kindSel.value) q.set('kind', kindSel.value);
-      if (statusSel.value) q.set('status', statusSel.value);
-      if (!first && cursor) q.set('cursor', cursor);
+      if (first || !pages) {
+        pages = space$(space).snapshots.list({ limit: PAGE, kind: kindSel.value || undefined, status: statusSel.value || undefined });
+      }
       moreBtn.disabled = true;
       try {
-        const d = await api('GET', `${sp(space)}/snapshots?${q}`);
+        const r = await call(pages.next());
         if (seq !== loadSeq) return;
+        const d = { snapshots: r.done ? [] : r.value, next_cursor: r.done ? null : r.value.nextCursor };
         err.hide();
         if (first) {
           clear(listBox);
@@ -979,8 +960,7 @@
             kindSel.value || statusSel.value ? 'No snapshot matches these filters.' : 'No snapshots yet.')));
         }
         labelRows(tbody.parentElement);
-        cursor = d.next_cursor;
-        moreBtn.hidden = !cursor;
+        moreBtn.hidden = !d.next_cursor;
       } catch (e) {
         if (seq === loadSeq) err.show('Could not load the snapshots', e);
       } finally {
@@ -1013,15 +993,7 @@
       btn.disabled = true;
       btn.textContent = 'Downloading…';
       try {
-        const res = await fetch(`${API}${sp(space)}/snapshots/${m.id}/download`, {
-          headers: { Authorization: `Bearer ${state.token}` }, cache: 'no-store', credentials: 'omit',
-        });
-        if (!res.ok) {
-          let data = null;
-          try { data = await res.json(); } catch { /* not JSON */ }
-          throw new ApiError(res.status, (data && data.error) || `http_${res.status}`,
-            (data && data.message) || `the server answered ${res.status}`, data);
-        }
+        const res = await call(space$(space).snapshots.download(m.id));
         // the browser undoes Content-Encoding: gzip, so this is the NDJSON itself
         const blob = await res.blob();
         const url = URL.createObjectURL(blob);
@@ -1095,7 +1067,7 @@
         previewBtn.disabled = true;
         add(clear(previewOut), h('p', { class: 'loading' }, 'Comparing…'));
         try {
-          const p = await api('GET', `${sp(space)}/snapshots/${m.id}/preview`);
+          const p = await call(space$(space).snapshots.preview(m.id));
           add(clear(previewOut),
             h('p', { class: 'preview-summary' },
               `${fmtNum(p.changes_since)} change${p.changes_since === 1 ? '' : 's'} since this snapshot `,
@@ -1115,7 +1087,7 @@
         dryBtn.disabled = true;
         add(clear(dryOut), h('p', { class: 'loading' }, 'Computing…'));
         try {
-          const r = await api('POST', `${sp(space)}/snapshots/${m.id}/restore`, { body: { confirm: m.id, dry_run: true } });
+          const r = await call(space$(space).snapshots.restore(m.id, { dryRun: true }));
           clear(dryOut);
           const input = h('input', { type: 'text', autocomplete: 'off', spellcheck: 'false', class: 'mono confirm-input' });
           const go = h('button', { type: 'submit', class: 'btn btn-danger' }, 'Restore this snapshot');
@@ -1153,7 +1125,7 @@
         input.removeAttribute('aria-invalid');
         go.disabled = true;
         try {
-          const r = await api('POST', `${sp(space)}/snapshots/${m.id}/restore`, { body: { confirm: typed } });
+          const r = await call(space$(space).snapshots.restore(m.id, { confirm: typed }));
           restoreOk.say(`Restored from ${r.restored_from}: ${fmtNum(r.changes.put)} written, ${fmtNum(r.changes.deleted)} deleted; the space is now at version ${fmtNum(r.server_version)}. Pre-restore snapshot: ${r.pre_restore_snapshot || 'none'}.`);
           input.value = '';
           loadList(true);
@@ -1266,7 +1238,6 @@
         update(d.snapshot);
         if (d.status === 'completed' || d.status === 'failed') loadList(true);
       },
-      dispose() { for (const id of tracked.keys()) stop(id); },
     };
   }
 
@@ -1336,18 +1307,44 @@
         return;
       }
       startBtn.disabled = true;
+      let id = null;
       try {
-        const job = await api('POST', `${sp(space)}/sync`, {
-          body: { peer_url: url.value.trim(), peer_space: pspace.value.trim(), peer_token: ptoken.value.trim(), direction: dir.value },
-        });
-        ptoken.value = '';
-        track(job.id, job);
-        loadJobs(true);
+        // sync() follows the job (events, and polling when they are quiet)
+        // until it ends
+        const job = await call(space$(space).sync({
+          peer_url: url.value.trim(), peer_space: pspace.value.trim(), peer_token: ptoken.value.trim(), direction: dir.value,
+          onProgress: (p) => {
+            if (!id) {
+              id = p.job;
+              ptoken.value = '';
+              startBtn.disabled = false;
+              track(id, p);
+              loadJobs(true);
+            }
+            progress(state.syncProgress, id, { ...p, space });
+            update(id);
+          },
+        }));
+        ended(job);
       } catch (e) {
-        formErr.show('Could not start the sync', e);
+        if (!id) formErr.show('Could not start the sync', e);
+        else ended(e.details && e.details.job);    // a failed job shows in its card
       } finally {
         startBtn.disabled = false;
       }
+    }
+
+    /** The end of a job started here, as its stored row says. */
+    function ended(j) {
+      if (j) {
+        const cur = state.syncProgress.get(j.id) || {};
+        progress(state.syncProgress, j.id, {
+          job: j.id, space, phase: j.phase, pulled: j.pulled, pushed: j.pushed, conflicts: j.conflicts,
+          percent: j.status === 'completed' ? 100 : (cur.percent || 0), status: j.status, error: j.error, errors: j.errors,
+        });
+        update(j.id);
+      }
+      jobEnded();
     }
 
     const tracked = new Map();
@@ -1359,34 +1356,12 @@
       const card = h('div', { class: 'progress-item', dataset: { job: id } },
         h('div', { class: 'progress-head' },
           h('span', null, 'Sync ', idCell(id, 12), job && job.direction ? ` (${job.direction})` : '', peer ? [' with ', h('code', null, peer)] : ''),
-          button('Dismiss', () => { card.remove(); stop(id); tracked.delete(id); }, 'btn btn-quiet btn-small',
+          button('Dismiss', () => { card.remove(); tracked.delete(id); }, 'btn btn-quiet btn-small',
             { 'aria-label': `Dismiss progress of sync job ${id}` })),
         bar, text);
       liveBox.prepend(card);
-      const t = { card, bar, text, job: job || {}, poll: setInterval(() => poll(id), 3000) };
-      tracked.set(id, t);
+      tracked.set(id, { card, bar, text, job: job || {} });
       update(id);
-    }
-    function stop(id) {
-      const t = tracked.get(id);
-      if (t && t.poll) { clearInterval(t.poll); t.poll = null; }
-    }
-    async function poll(id) {
-      const ev = state.syncProgress.get(id);
-      if (state.live === 'on' && ev && Date.now() - ev.at < 5000) return;
-      try {
-        const j = await api('GET', `${sp(space)}/sync/jobs/${id}`);
-        const cur = state.syncProgress.get(id) || {};
-        if (cur.status && cur.status !== 'running') return;
-        const terminal = j.status !== 'running';
-        state.syncProgress.set(id, {
-          ...cur, job: id, space, phase: j.phase, pulled: j.pulled, pushed: j.pushed, conflicts: j.conflicts,
-          percent: terminal && j.status === 'completed' ? 100 : (cur.percent || 0), status: j.status, error: j.error,
-          errors: j.errors, at: Date.now(),
-        });
-        update(id);
-        if (terminal) jobEnded();
-      } catch { /* next poll or SSE */ }
     }
     function update(id) {
       const t = tracked.get(id);
@@ -1401,7 +1376,6 @@
         ev.errors ? ` · not applied ${fmtNum(ev.errors)}` : '',
         ev.error ? h('div', { class: 'error-inline' }, ev.error) : null);
       t.card.dataset.status = status;
-      if (status !== 'running') stop(id);
     }
 
     let cursor = null;
@@ -1476,7 +1450,7 @@
         update(d.job);
         if (d.status !== 'running') jobEnded();
       },
-      dispose() { clearTimeout(again); for (const id of tracked.keys()) stop(id); },
+      dispose() { clearTimeout(again); },
     };
   }
 
@@ -1497,13 +1471,13 @@
     async function load(first) {
       moreBtn.disabled = true;
       try {
-        const r = await apiRaw('GET', `${sp(space)}/conflicts?limit=20${!first && cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+        // space.conflicts(): each with both bodies and resolve()
+        const list = await call(space$(space).conflicts({ limit: 20, cursor: first ? undefined : cursor || undefined }));
         err.hide();
         if (first) clear(listBox);
-        const list = r.data || [];
         if (first && !list.length) add(listBox, h('p', { class: 'empty' }, 'No conflicts in this space.'));
-        add(listBox, ...await Promise.all(list.map(card)));
-        cursor = r.headers.get('X-Next-Cursor');
+        add(listBox, ...list.map(card));
+        cursor = list.nextCursor;
         moreBtn.hidden = !cursor;
       } catch (e) {
         if (first) clear(listBox);
@@ -1536,15 +1510,9 @@
       return pre;
     }
 
-    async function card(c) {
-      let current = null;
-      let curErr = null;
-      try {
-        const r = await apiRaw('GET', `${sp(space)}/collections/${encodeURIComponent(c.collection)}/entities/${encodeURIComponent(c.entity_id)}?include_deleted=1`);
-        current = r.data;
-      } catch (e) {
-        curErr = e;
-      }
+    function card(conflict) {
+      const c = conflict.raw;
+      const current = conflict.currentEntity;
       const curBody = current && !current.deleted ? current.body : null;
       const conBody = c.deleted ? null : c.conflicting_body;
       const diff = new Set();
@@ -1558,9 +1526,7 @@
       const cardOk = okBox();
       const titleId = nextId('conflict');
       const el = h('article', { class: 'card conflict', 'aria-labelledby': titleId, dataset: { conflict: c.id } });
-      const curSide = curErr
-        ? h('p', { class: 'error', role: 'alert' }, explain('Could not load the current entity', curErr))
-        : current && current.deleted
+      const curSide = current && current.deleted
           ? h('p', { class: 'muted' }, `Deleted (tombstone, rev ${current.rev}).`)
           : jsonSide(curBody, diff, `Current body of ${c.entity_id}`);
       const conSide = c.deleted
@@ -1622,8 +1588,7 @@
         const all = [...buttons.querySelectorAll('button'), extraBtn].filter(Boolean);
         all.forEach((b) => { b.disabled = true; });
         try {
-          const r = await api('POST', `${sp(space)}/conflicts/${encodeURIComponent(c.id)}/resolve`,
-            { body: body === undefined ? { strategy } : { strategy, body } });
+          const r = await call(conflict.resolve(body === undefined ? strategy : { merge: body }));
           const e = r.entity || {};
           ok.say(`Resolved the conflict on ${c.collection}/${c.entity_id} with ${strategy.replace('_', ' ')}${e.id ? `: ${e.id} is now rev ${e.rev}` : ''}.`);
           el.remove();

@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 struct ui_asset {
-    const char *name;                /* "index.html", "app.js", ... */
+    const char *name;                /* "index.html", "app.js", ..., "sdk/snapsync.js" */
     const char *ctype;
     const unsigned char *data;
     unsigned long len;
@@ -19,5 +19,6 @@ struct http_req;
 struct router;
 void api_ui(struct http_req *r);
 void api_ui_redirect(struct http_req *r);
+void api_sdk(struct http_req *r);    /* GET /sdk/snapsync.js */
 
 #endif

@@ -1,6 +1,7 @@
 /* ui.c - serves the embedded dashboard: GET /ui/ (index.html) and
- * GET /ui/{file} for the other assets; /ui redirects to /ui/. Public: the
- * page asks for a token and calls the API with it. Loop thread (the assets
+ * GET /ui/{file} for the other assets; /ui redirects to /ui/; and the
+ * JavaScript client at GET /sdk/snapsync.js (SPEC §13). Public: the page
+ * asks for a token and calls the API with it. Loop thread (the assets
  * are static bytes: no file or thread work). */
 #include <stdio.h>
 #include <string.h>
@@ -16,19 +17,8 @@ static const struct ui_asset *find(const char *name, size_t len)
     return NULL;
 }
 
-void api_ui(struct http_req *r)
+static void send_asset(struct http_req *r, const struct ui_asset *a)
 {
-    const char *p = r->match.params.asset;      /* checked by the router */
-    size_t len = strlen(p);
-    if (len == 0) {
-        p = "index.html";
-        len = 10;
-    }
-    const struct ui_asset *a = find(p, len);
-    if (!a) {
-        http_send_error(r, 404, "not_found", NULL, "no such dashboard file");
-        return;
-    }
     char etag[32];
     snprintf(etag, sizeof etag, "ui-%08lx", a->hash);
     size_t il;
@@ -48,6 +38,32 @@ void api_ui(struct http_req *r)
         return;
     }
     http_send(r, 200, a->ctype, a->data, a->len, HTTP_BODY_STATIC);
+}
+
+void api_ui(struct http_req *r)
+{
+    const char *p = r->match.params.asset;      /* checked by the router */
+    size_t len = strlen(p);
+    if (len == 0) {
+        p = "index.html";
+        len = 10;
+    }
+    const struct ui_asset *a = find(p, len);
+    if (!a) {
+        http_send_error(r, 404, "not_found", NULL, "no such dashboard file");
+        return;
+    }
+    send_asset(r, a);
+}
+
+void api_sdk(struct http_req *r)
+{
+    const struct ui_asset *a = find("sdk/snapsync.js", 15);
+    if (!a) {
+        http_send_error(r, 404, "not_found", NULL, "the JavaScript client is not built in");
+        return;
+    }
+    send_asset(r, a);
 }
 
 void api_ui_redirect(struct http_req *r)
