@@ -98,10 +98,10 @@ static void on_done(void *arg, int code)
         res.status = 0;
         res.timed_out = code == CURLE_OPERATION_TIMEDOUT;
     }
-    rhttp_done_fn done = h->done;
-    void *darg = h->arg;
+    /* the answer's body is ours until done returns (h is no longer the
+     * caller's: it forgets its pointer first thing) */
+    h->done(h->arg, &res);
     rhttp_free(h);
-    done(darg, &res);
 }
 
 struct rhttp *rhttp_start(struct server *srv, const struct rhttp_req *q)
@@ -121,7 +121,8 @@ struct rhttp *rhttp_start(struct server *srv, const struct rhttp_req *q)
     buf_init(&h->resp);
     CURL *e = h->easy;
     for (const char *const *p = q->headers; p && *p; p++) h->headers = curl_slist_append(h->headers, *p);
-    if (q->upload_size < 0) h->headers = curl_slist_append(h->headers, "Expect:");
+    /* no "Expect:" removal header: curl 7.88 would sign it (SigV4) without
+     * sending it; small bodies get no Expect anyway */
     curl_easy_setopt(e, CURLOPT_URL, q->url);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, q->method);
     if (q->no_body) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);

@@ -643,7 +643,7 @@ static void step(struct upload *u)
             struct buf qs;
             buf_init(&qs);
             buf_printf(&qs, "partNumber=%llu&uploadId=", (unsigned long long)u->part);
-            rhttp_escape_path(&qs, u->upload_id);
+            rt_query_escape(&qs, u->upload_id);
             snprintf(query, sizeof query, "%s", qs.data);
             buf_free(&qs);
         }
@@ -660,7 +660,7 @@ static void step(struct upload *u)
         buf_init(&qs);
         buf_printf(&body, "<CompleteMultipartUpload>%s</CompleteMultipartUpload>", u->etags.data);
         buf_puts(&qs, "uploadId=");
-        rhttp_escape_path(&qs, u->upload_id);
+        rt_query_escape(&qs, u->upload_id);
         q.body = body.data;
         q.body_len = body.len;
         q.headers = xml_hdr;
@@ -779,7 +779,7 @@ static void attempt_failed(int status, const char *msg)
         struct buf qs;
         buf_init(&qs);
         buf_puts(&qs, "uploadId=");
-        rhttp_escape_path(&qs, u->upload_id);
+        rt_query_escape(&qs, u->upload_id);
         rt_request(rc_.srv, rc_.t, "DELETE", u->it->key, qs.data, &q);
         buf_free(&qs);
         u->upload_id[0] = '\0';
@@ -1055,7 +1055,8 @@ void remote_init(struct server *srv, const struct rtarget *t)
     rc_.srv = srv;
     rc_.t = t;
     list_init(&rc_.queue);
-    if (!t || !t->base[0]) return;
+    /* no store: `snapsync remote list|fetch`, which need the target only */
+    if (!t || !t->base[0] || !srv->store) return;
     if (srv->metrics) srv->metrics->remote_on = true;
     uv_timer_init(srv->loop, &rc_.retry);
     rc_.timer_init = true;
@@ -1071,6 +1072,10 @@ void remote_init(struct server *srv, const struct rtarget *t)
 void remote_free(struct server *srv)
 {
     UNUSED(srv);
+    if (!rc_.timer_init) {
+        rc_.t = NULL;
+        return;
+    }
     on_shutdown(srv, NULL);
     while (!list_empty(&rc_.queue)) {
         struct qitem *it = container_of(rc_.queue.next, struct qitem, link);

@@ -605,6 +605,7 @@ static void s3_listed(void *arg, const struct rhttp_result *res)
     const char *x = res->body->data ? res->body->data : "";
     size_t len = res->body->len, pos = 0;
     char key[1024], flag[16] = "";
+    if (getenv("RDEBUG")) fprintf(stderr, "listed %d %zu %.*s\n", res->status, len, (int)len, x);
     while (rt_xml_next(x, len, &pos, "Key", key, sizeof key) == 0)
         if (key_wanted(l, t, key)) push_str(&l->keys, &l->nkeys, &l->capkeys, key);
     pos = 0;
@@ -629,17 +630,14 @@ static void s3_page(struct lister *l)
     buf_init(&p);
     buf_printf(&p, "%s%s%s%s%s%s", t->prefix, t->prefix[0] ? "/" : "", l->instance, l->instance[0] ? "/" : "",
                l->instance[0] ? l->space : "", l->instance[0] && l->space[0] ? "/" : "");
-    buf_puts(&qs, "list-type=2&prefix=");
-    rhttp_escape_path(&qs, p.data);
+    /* the parameters in the order SigV4's canonical query sorts them */
     if (l->token.len) {
-        buf_puts(&qs, "&continuation-token=");
-        /* '/' is escaped too in a token */
-        for (size_t i = 0; i < l->token.len; i++) {
-            unsigned char c = (unsigned char)l->token.data[i];
-            if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') buf_putc(&qs, (char)c);
-            else buf_printf(&qs, "%%%02X", c);
-        }
+        buf_puts(&qs, "continuation-token=");
+        rt_query_escape(&qs, l->token.data);
+        buf_putc(&qs, '&');
     }
+    buf_puts(&qs, "list-type=2&prefix=");
+    rt_query_escape(&qs, p.data);
     struct rhttp_req q = {.upload_size = -1, .max_response = 8u << 20, .done = s3_listed, .arg = l};
     if (!rt_request(l->srv, t, "GET", "", qs.data, &q)) {
         err_set(&l->e, 502, "remote_error", "the request could not be started");

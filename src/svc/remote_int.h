@@ -24,6 +24,9 @@ void rt_keys(const struct rtarget *t, const char *instance, const char *space, c
  * &amp; &lt; &gt; &quot; &apos; decoded) into out; *pos moves past it.
  * The tag may carry a namespace prefix (<D:href>). 0, or -1 when absent. */
 int rt_xml_next(const char *xml, size_t len, size_t *pos, const char *tag, char *out, size_t cap);
+/* A query value escaped as SigV4's canonical form wants it (everything
+ * but A-Z a-z 0-9 - _ . ~ as %XX, '/' included). */
+void rt_query_escape(struct buf *out, const char *s);
 /* Is this answer worth another try (5xx, 408, 429, no answer)? */
 bool rt_transient(int status);
 /* "the remote refused the credentials (403 Forbidden)" and the like: a
