@@ -581,7 +581,10 @@ static void step_done(void *arg, const struct rhttp_result *res)
             } else {
                 snprintf(want, sizeof want, "%s", s->md5_hex);
             }
-            if (strcasecmp(res->etag, want)) {
+            /* S3 gives a multipart object the MD5 of its parts' MD5s and
+             * "-N"; some compatible stores the MD5 of the whole: both are
+             * digests of what was sent */
+            if (strcasecmp(res->etag, want) && strcasecmp(res->etag, s->md5_hex)) {
                 attempt_failed(0, "the uploaded object's ETag does not match the MD5 of what was sent");
                 return;
             }

@@ -53,8 +53,11 @@ async function faultProxy(upstreamPort, check) {
       return;
     }
     const up = http.request({ host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers: req.headers },
-      (ur) => { res.writeHead(ur.statusCode, ur.headers); ur.pipe(res); });
+      (ur) => { ur.on('error', () => res.destroy()); res.writeHead(ur.statusCode, ur.headers); ur.pipe(res); });
+    // a reset on either side ends the other; never an unhandled error
     up.on('error', () => { res.destroy(); });
+    req.on('error', () => { up.destroy(); });
+    res.on('error', () => {});
     req.pipe(up);
   });
   server.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
