@@ -359,7 +359,11 @@ test('a large snapshot streams with bounded memory (multipart on S3)', async (t)
   const m = await waitRemote(srv, 'app', s.id, ['uploaded', 'failed'], 120000);
   assert.equal(m.remote.status, 'uploaded', JSON.stringify(m.remote));
   const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${srv.proc.pid}/status`, 'utf8'))[1]) * 1024;
-  assert.ok(hwm < 64 << 20, `peak RSS ${hwm} bytes for a ${SIZE}-byte upload`);
+  // ASan's shadow memory and quarantine (freed blocks held back) add tens
+  // of MiB that have nothing to do with the upload: there the bound is
+  // only "well below the file"
+  const asan = /asan/.test(spawnSync('ldd', [BIN], { encoding: 'utf8' }).stdout);
+  assert.ok(hwm < (asan ? SIZE * 0.7 : 64 << 20), `peak RSS ${hwm} bytes for a ${SIZE}-byte upload`);
   const obj = await rs.get(key);
   assert.equal(obj.length, SIZE);
   assert.equal(sha256(obj), sha256(readFileSync(file)));
