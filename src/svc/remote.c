@@ -355,8 +355,10 @@ static void hand_out(struct src *s, size_t n)
 {
     buf_append(&s->fill, s->carry.data, n);
     EVP_DigestUpdate(s->sha, s->carry.data, n);
-    EVP_DigestUpdate(s->md5, s->carry.data, n);
-    EVP_DigestUpdate(s->md5_part, s->carry.data, n);
+    /* MD5s only where an ETag is checked against them (S3): the object's,
+     * and each part's of a multipart upload */
+    if (s->t->kind == RT_S3) EVP_DigestUpdate(s->md5, s->carry.data, n);
+    if (s->t->kind == RT_S3 && s->size > s->part_size) EVP_DigestUpdate(s->md5_part, s->carry.data, n);
     memmove(s->carry.data, s->carry.data + n, s->carry.len - n);
     s->carry.len -= n;
     s->produced += n;
