@@ -27,6 +27,7 @@
 #include "core/json.h"
 #include "core/names.h"
 #include "svc/snapshot.h"
+#include "svc/remote.h"
 #include "store/spaces.h"
 #include "core/counters.h"
 #include "net/peer.h"
@@ -54,6 +55,8 @@ static void usage(FILE *f)
             "  snapsync keys list --data DIR\n"
             "  snapsync keys revoke ID --data DIR\n"
             "  snapsync verify FILE.ndjson.gz   offline integrity check of a snapshot file\n"
+            "  snapsync remote list [--space S] [--instance I] [--remote URL ...]   what the off-site remote holds\n"
+            "  snapsync remote fetch KEY -o FILE [--remote URL ...]   download, decrypt and verify one snapshot\n"
             "  snapsync --version\n"
             "  snapsync --help\n",
             SNAPSYNC_VERSION);
@@ -207,12 +210,17 @@ static int cmd_serve(int argc, char **argv)
 {
     static struct config cfg;
     static struct server srv;
+    static struct rtarget remote;
     char err[512];
     cfg_defaults(&cfg);
     int rc = cfg_parse_serve(&cfg, argc, argv);
     if (rc == 1) return 0;
     if (rc != 0) return 2;
     log_set_level((enum log_level)cfg.log_level);
+    if (remote_config(&cfg, &remote, err, sizeof err) < 0) {
+        fprintf(stderr, "snapsync: %s\n", err);
+        return 2;
+    }
 
     if (!getenv("UV_THREADPOOL_SIZE")) {
         char n[16];
@@ -248,7 +256,7 @@ static int cmd_serve(int argc, char **argv)
         log_error("writer_start_failed", "\"error\":\"%s\"", err);
         rc = 1;
     } else if (api_read_attach(&srv), sse_init(&srv), auth_start_refresh(&srv), snap_init(&srv), peer_init(&srv) < 0 ||
-               (sync_init(&srv), wait_loaded(&srv), server_start(&srv, &loop, &cfg) < 0)) {
+               (sync_init(&srv), remote_init(&srv, &remote), wait_loaded(&srv), server_start(&srv, &loop, &cfg) < 0)) {
         server_shutdown(&srv);
         uv_run(&loop, UV_RUN_DEFAULT);
         rc = 1;
@@ -259,6 +267,7 @@ static int cmd_serve(int argc, char **argv)
     }
     writer_stop(srv.writer), srv.writer = NULL;     /* last completions may still touch sync jobs */
     sync_free(&srv);
+    remote_free(&srv);
     peer_free(&srv);
     snap_free(&srv);
     sse_free(&srv);
@@ -387,6 +396,104 @@ out:
     return rc;
 }
 
+/* ---- snapsync remote: list and fetch without a server ------------------- *
+ * The same engine as the server's (svc/remote.h) on a loop of its own: a
+ * bare server struct with the pool and the curl multi, no store, no
+ * listener. For a machine where nothing runs yet (disaster recovery). */
+
+struct remote_cli {
+    int rc;
+    bool done;
+};
+
+static void cli_listed(void *arg, const struct err *e, struct buf *json)
+{
+    struct remote_cli *c = arg;
+    if (e) {
+        fprintf(stderr, "snapsync: %s\n", e->msg);
+        c->rc = 1;
+    } else {
+        fwrite(json->data, 1, json->len, stdout);
+        putchar('\n');
+    }
+    c->done = true;
+}
+
+static void cli_fetched(void *arg, const struct err *e, const struct remote_fetched *f)
+{
+    struct remote_cli *c = arg;
+    if (e) {
+        fprintf(stderr, "snapsync: %s\n", e->msg);
+        c->rc = 1;
+    } else {
+        printf("{\"valid\":true,\"space\":\"%s\",\"instance_id\":\"%s\",\"entity_total\":%llu,\"size_bytes\":%llu,"
+               "\"sha256\":\"%s\"}\n",
+               f->sum.space, f->sum.instance_id, (unsigned long long)f->sum.entity_total,
+               (unsigned long long)f->sum.size_bytes, f->sum.sha256);
+    }
+    c->done = true;
+}
+
+static int cmd_remote(int argc, char **argv)
+{
+    static struct config cfg;
+    static struct server srv;
+    static struct rtarget remote;
+    const char *sub = argc ? argv[0] : "", *key = NULL, *out = NULL, *space = "", *inst = "";
+    char *rest[128];
+    int nrest = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "-o") && v) out = argv[++i];
+        else if (!strcmp(argv[i], "--space") && v) space = argv[++i];
+        else if (!strcmp(argv[i], "--instance") && v) inst = argv[++i];
+        else if (argv[i][0] != '-' && !key && !strcmp(sub, "fetch")) key = argv[i];
+        else if (nrest < 128) rest[nrest++] = argv[i];
+    }
+    bool list = !strcmp(sub, "list"), fetch = !strcmp(sub, "fetch");
+    if ((!list && !fetch) || (fetch && (!key || !out))) {
+        fprintf(stderr, "usage: snapsync remote list [--space S] [--instance I] [serve's --remote options]\n"
+                        "       snapsync remote fetch KEY -o FILE [serve's --remote options]\n");
+        return 2;
+    }
+    char err[512];
+    cfg_defaults(&cfg);
+    int rc = cfg_parse_serve(&cfg, nrest, rest);
+    if (rc != 0) return rc == 1 ? 0 : 2;
+    log_set_level(LOG_WARN);
+    if ((rc = remote_config(&cfg, &remote, err, sizeof err)) <= 0) {
+        fprintf(stderr, "snapsync: %s\n", rc < 0 ? err : "no remote: give --remote (or SNAPSYNC_REMOTE)");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    srv.loop = &loop;
+    srv.cfg = &cfg;
+    job_pool_init(&srv.jobs, &loop, NULL);
+    if (peer_init(&srv) < 0) return 1;
+    remote_init(&srv, &remote);
+    struct remote_cli c = {0};
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.part", out ? out : "");
+    if (list) {
+        struct remote_list_req q = {.space = space, .instance = inst};
+        if (remote_list(&srv, &q, cli_listed, &c) < 0) c.rc = 1, c.done = true;
+    } else if (remote_fetch(&srv, key, tmp, out, cli_fetched, &c) < 0) {
+        fprintf(stderr, "snapsync: '%s' is not a key of this remote\n", key);
+        c.rc = 2;
+        c.done = true;
+    }
+    while (!c.done && uv_run(&loop, UV_RUN_ONCE)) {}
+    remote_free(&srv);
+    peer_free(&srv);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_walk(&loop, walk_close, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return c.rc;
+}
+
 int main(int argc, char **argv)
 {
     /* no global allocation statistics: they take a mutex on every malloc */
@@ -410,6 +517,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
     if (!strcmp(cmd, "keys")) return cmd_keys(argc - 2, argv + 2);
+    if (!strcmp(cmd, "remote")) return cmd_remote(argc - 2, argv + 2);
     if (!strcmp(cmd, "verify")) {
         if (argc != 3) {
             fprintf(stderr, "usage: snapsync verify FILE.ndjson.gz\n");

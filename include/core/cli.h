@@ -53,6 +53,19 @@ struct config {
     bool access_log;
     enum durability durability;
     int log_level;                 /* enum log_level */
+    /* off-site snapshots (svc/remote.h); remote[0] == 0: off */
+    char remote[1024];
+    char remote_endpoint[512];
+    char remote_region[64];
+    char remote_credentials_file[1024];
+    char remote_kinds[128];
+    uint64_t remote_keep_scheduled, remote_keep_pre_restore;
+    char remote_encrypt_to[2048];
+    char remote_identity[1024];
+    uint64_t remote_part_size;
+    uint64_t remote_timeout_ms;
+    uint64_t remote_retry_ms;
+    uint64_t remote_attempts;
 };
 
 /* Fills cfg with the embedded defaults. */

@@ -47,6 +47,11 @@ struct metrics {
     uint64_t snap_dl_aborts, snap_corrupt[5], snap_checks_ok, snap_checks_corrupt;
     /* sync */
     uint64_t sync_ok, sync_partial, sync_failed, pulled, pushed, blobs;
+    /* off-site copies (svc/remote.c) */
+    uint64_t remote_uploaded, remote_failed, remote_retries, remote_bytes, remote_deleted;
+    uint64_t remote_queue;           /* gauge: uploads waiting or running */
+    uint64_t remote_last_ok_ms;      /* when the last upload completed (0: none since start) */
+    bool remote_on;
 };
 
 struct metrics *metrics_new(void);
@@ -60,5 +65,10 @@ void metrics_sync(struct metrics *m, const char *status, uint64_t pulled, uint64
 void metrics_snapshot_download_abort(struct metrics *m);
 void metrics_snapshot_corrupt(struct metrics *m, const char *by);
 void metrics_snapshot_check(struct metrics *m, bool ok);
+/* an off-site upload ended (uploaded or failed for good), a failed attempt
+ * that will be retried, a remote object removed by retention */
+void metrics_remote_upload(struct metrics *m, bool ok, uint64_t bytes, uint64_t now_ms);
+void metrics_remote_retry(struct metrics *m);
+void metrics_remote_deleted(struct metrics *m);
 
 #endif

@@ -52,6 +52,16 @@ int peer_request(struct server *srv, const char *method, const char *url, const 
  * message). Any thread. */
 int peer_base_url(const char *in, char *out, size_t cap, char *why, size_t whycap);
 
+/* A transfer built by another module of net/ (remote_http.c): easy is a
+ * CURL * it configured and keeps owning (it cleans it up after done).
+ * It joins the same multi, so it runs on the loop like the peer requests;
+ * done(arg, CURLcode) runs once on the loop when it ends (also when
+ * peer_abort_all ends it). Returns 0, or -1 (not added, done not called). */
+typedef void (*peer_easy_done_fn)(void *arg, int curl_code);
+int peer_easy_add(struct server *srv, void *easy, peer_easy_done_fn done, void *arg);
+/* Takes easy out of the multi without calling its done. */
+void peer_easy_remove(struct server *srv, void *easy);
+
 /* Ends every transfer in flight; each callback runs with an error. */
 void peer_abort_all(struct server *srv);
 

@@ -21,4 +21,19 @@ struct snap_import_req {
  * row, or the error. */
 void snap_import_start(struct server *srv, struct http_req *r, const struct snap_import_req *q, snap_answer_fn answer);
 
+/* Records a verified snapshot file already at its final name
+ * (snap_file(id)) as a completed 'imported' snapshot (writer op, audited)
+ * and answers r with 201 and the row, or the error (the file is removed
+ * then). after(arg, ok) runs at the end when not NULL. sum is copied; its
+ * strings must live until after() (or the answer). Returns 0, or -1 when
+ * the write queue is full (nothing done). */
+struct snap_import_rec {
+    const char *id, *space, *actor, *remote, *note;
+    int level;                       /* -1: not known */
+    const struct snap_summary *sum;
+};
+typedef void (*snap_import_after_fn)(void *arg, bool ok);
+int snap_import_record(struct server *srv, struct http_req *r, const struct snap_import_rec *rec,
+                       snap_answer_fn answer, snap_import_after_fn after, void *arg);
+
 #endif

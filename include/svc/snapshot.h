@@ -72,8 +72,15 @@ void snap_file(const char *data_dir, const char *id, bool tmp, char *out, size_t
 #define SNAP_COLS \
     "id, space, kind, status, server_version, created_at, completed_at, entity_counts, entity_total," \
     " raw_bytes, size_bytes, sha256, level, created_by, note, error, blobs, integrity, integrity_error," \
-    " integrity_checked_at"
-/* A row selected with SNAP_COLS as the API's metadata JSON. */
+    " integrity_checked_at," \
+    " (SELECT json_object('status', r.status, 'key', r.key, 'uploaded_at'," \
+    "   replace(datetime(r.uploaded_at / 1000, 'unixepoch'), ' ', 'T') || '.' ||" \
+    "   substr('00' || (r.uploaded_at - r.uploaded_at / 1000 * 1000), -3) || 'Z'," \
+    "   'attempts', r.attempts, 'error', r.error)" \
+    "  FROM snapshot_remote r WHERE r.snapshot_id = snapshots.id)"
+/* (no '%' in SNAP_COLS: it is pasted into format strings) */
+/* A row selected with SNAP_COLS as the API's metadata JSON ("remote": its
+ * off-site copy, svc/remote.h, or null). */
 void snap_meta_json(struct buf *b, sqlite3_stmt *q);
 
 /* One snapshot's row as the loop needs it. */
@@ -146,6 +153,11 @@ struct snap_start_req {
  * Returns 0, or -1 when the write queue is full (nothing started, nothing
  * reported). */
 int snap_start(struct server *srv, struct http_req *r, const struct snap_start_req *q);
+
+/* Called on the loop for every snapshot that completed (the off-site
+ * copy's hook, svc/remote.c): one function, installed at start. */
+typedef void (*snap_done_hook)(struct server *srv, const char *space, const char *id, const char *kind);
+void snap_set_done_hook(snap_done_hook fn);
 
 /* ---- delete ------------------------------------------------------------------- */
 

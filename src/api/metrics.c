@@ -215,6 +215,20 @@ void api_metrics(struct http_req *r)
 
     metrics_spaces(b, srv);
     metrics_snapshots(b, m);
+    if (m->remote_on) {
+        help(b, "snapsync_remote_uploads_total", "counter", "Off-site snapshot uploads finished since start, by result.");
+        buf_printf(b, "snapsync_remote_uploads_total{status=\"uploaded\"} %llu\n", (unsigned long long)m->remote_uploaded);
+        buf_printf(b, "snapsync_remote_uploads_total{status=\"failed\"} %llu\n", (unsigned long long)m->remote_failed);
+        metric_u64(b, "snapsync_remote_upload_retries_total", "counter",
+                   "Upload attempts that failed and were retried later.", m->remote_retries);
+        metric_u64(b, "snapsync_remote_uploaded_bytes_total", "counter", "Bytes of snapshot objects uploaded.", m->remote_bytes);
+        metric_u64(b, "snapsync_remote_queue", "gauge", "Snapshots waiting for their upload or being uploaded.", m->remote_queue);
+        metric_u64(b, "snapsync_remote_deleted_total", "counter", "Remote snapshots removed by remote retention.",
+                   m->remote_deleted);
+        help(b, "snapsync_remote_last_upload_timestamp_seconds", "gauge",
+             "When the last upload completed (0: none since start).");
+        buf_printf(b, "snapsync_remote_last_upload_timestamp_seconds %.3f\n", (double)m->remote_last_ok_ms / 1000.0);
+    }
 
     help(b, "snapsync_sync_jobs_total", "counter", "Sync jobs finished since start, by status.");
     buf_printf(b, "snapsync_sync_jobs_total{status=\"completed\"} %llu\n", (unsigned long long)m->sync_ok);

@@ -40,6 +40,7 @@ static const struct route table[] = {
     R(HTTP_GET, "/api/v1/keys", api_keys_list, ACCESS_ADMIN, ROUTE_NO_BODY, "keys_list"),
     R(HTTP_DELETE, "/api/v1/keys/{key}", api_keys_revoke, ACCESS_ADMIN, ROUTE_NO_BODY, "keys_revoke"),
     R(HTTP_GET, "/api/v1/audit", api_audit, ACCESS_ADMIN, ROUTE_NO_BODY, "audit"),
+    R(HTTP_GET, "/api/v1/remote/snapshots", api_remote_list, ACCESS_ADMIN, ROUTE_NO_BODY, "remote_list"),
     /* spaces and entities */
     R(HTTP_GET, "/api/v1/spaces", api_spaces_list, ACCESS_READ, ROUTE_NO_BODY, "spaces_list"),
     R(HTTP_PUT, S, api_space_put, ACCESS_ADMIN, 0, "space_put"),

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "api/util.h"
@@ -17,6 +18,7 @@
 #include "net/server.h"
 #include "svc/auth.h"
 #include "svc/import.h"
+#include "svc/remote.h"
 #include "svc/restore.h"
 #include "svc/snapshot.h"
 
@@ -429,6 +431,41 @@ void api_snapshot_restore(struct http_req *r)
 
 /* ---- import and verify -------------------------------------------------------- */
 
+/* {"remote": KEY}: the body is small JSON, collected here (the route
+ * streams bodies for file uploads) */
+#define REMOTE_BODY_MAX 4096
+static const char *const import_members[] = {"remote", NULL};
+
+static int remote_body(struct http_req *r, const char *data, size_t len)
+{
+    if (r->body.len + len > REMOTE_BODY_MAX) return 0;   /* judged at the end */
+    buf_append(&r->body, data, len);
+    return 0;
+}
+
+static void remote_body_end(struct http_req *r)
+{
+    const char *space = r->ctx;
+    r->ctx = NULL;
+    if (r->body_seen > REMOTE_BODY_MAX) {
+        snap_set_busy(r->srv, space, false);
+        http_send_error(r, 413, "body_too_large", NULL, "a JSON import request is at most %d bytes", REMOTE_BODY_MAX);
+        return;
+    }
+    json_t *b = api_body_members(r, import_members);
+    const char *key = b ? json_string_value(json_object_get(b, "remote")) : NULL;
+    if (!b || !key) {
+        snap_set_busy(r->srv, space, false);
+        if (b) http_send_error(r, 400, "invalid_parameter", NULL,
+                               "send {\"remote\": KEY} (a key from GET /api/v1/remote/snapshots), or the snapshot file itself");
+        json_decref(b);
+        return;
+    }
+    struct remote_import_req q = {.space = space, .key = key, .actor = api_actor(r), .remote = client_of(r)};
+    remote_import_start(r->srv, r, &q, snapshots_answer);
+    json_decref(b);
+}
+
 void api_snapshot_import(struct http_req *r)
 {
     struct space *sp = api_space(r);
@@ -438,8 +475,43 @@ void api_snapshot_import(struct http_req *r)
         return;
     }
     sp->busy = true;
+    size_t ctl = 0;
+    const char *ct = http_header(r, "content-type", &ctl);
+    if (ct && ctl >= 16 && !strncasecmp(ct, "application/json", 16)) {
+        r->ctx = sp->st.name;        /* the registry's name outlives the request while busy */
+        r->on_body = remote_body;
+        r->on_body_end = remote_body_end;
+        return;
+    }
     struct snap_import_req q = {.space = sp->st.name, .actor = api_actor(r), .remote = client_of(r)};
     snap_import_start(r->srv, r, &q, snapshots_answer);
+}
+
+/* GET /api/v1/remote/snapshots?space=&instance= */
+static void remote_listed(void *arg, const struct err *e, struct buf *json)
+{
+    struct http_req *r = arg;
+    if (r->conn) {
+        if (e) http_send_error(r, e->status, e->code, NULL, "%s", e->msg);
+        else http_send_json(r, 200, json);
+    }
+    http_req_unref(r);
+}
+
+void api_remote_list(struct http_req *r)
+{
+    char space[80] = "", inst[80] = "";
+    if (api_query(r, "space", space, sizeof space) == -2 || api_query(r, "instance", inst, sizeof inst) == -2) return;
+    if (!remote_target(r->srv)) {
+        http_send_error(r, 409, "remote_not_configured", NULL, "no remote is configured (--remote)");
+        return;
+    }
+    struct remote_list_req q = {.space = space, .instance = inst};
+    http_req_ref(r);
+    if (remote_list(r->srv, &q, remote_listed, r) < 0) {
+        http_req_unref(r);
+        http_send_error(r, 502, "remote_error", NULL, "the listing could not be started");
+    }
 }
 
 static void vcheck_row_loaded(struct read_job *rj, struct http_req *r)

@@ -11,7 +11,7 @@
 #include "core/log.h"
 #include "core/util.h"
 
-enum opt_type { OPT_U64, OPT_SIZE, OPT_BOOL, OPT_LISTEN, OPT_PATH, OPT_ORIGINS, OPT_PROXIES, OPT_DURABILITY, OPT_LOGLEVEL };
+enum opt_type { OPT_STR, OPT_U64, OPT_SIZE, OPT_BOOL, OPT_LISTEN, OPT_PATH, OPT_ORIGINS, OPT_PROXIES, OPT_DURABILITY, OPT_LOGLEVEL };
 
 struct opt {
     const char *name;          /* without the leading "--" */
@@ -53,6 +53,21 @@ static const struct opt opts[] = {
     {"access-log", OPT_BOOL, OFF(access_log), 0, 0, "true", "one JSON line per request on stderr"},
     {"durability", OPT_DURABILITY, 0, 0, 0, "full", "full: fsync at every commit; normal: fsync at checkpoints only"},
     {"log-level", OPT_LOGLEVEL, 0, 0, 0, "info", "debug, info, warn or error"},
+    /* off-site snapshots (svc/remote.c checks these at start); OPT_STR's
+     * max is the field's size */
+    {"remote", OPT_STR, OFF(remote), 0, sizeof(((struct config *)0)->remote), "", "where snapshots are copied: s3://BUCKET/PREFIX or webdav+http(s)://[USER@]HOST[:PORT]/PATH (empty = off)"},
+    {"remote-endpoint", OPT_STR, OFF(remote_endpoint), 0, sizeof(((struct config *)0)->remote_endpoint), "", "S3 endpoint URL (MinIO, other S3-compatible stores); default https://s3.REGION.amazonaws.com"},
+    {"remote-region", OPT_STR, OFF(remote_region), 0, sizeof(((struct config *)0)->remote_region), "us-east-1", "S3 region the requests are signed for"},
+    {"remote-credentials-file", OPT_STR, OFF(remote_credentials_file), 0, sizeof(((struct config *)0)->remote_credentials_file), "", "0600 file: S3 'ACCESS_KEY_ID:SECRET' (else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), or the WebDAV password"},
+    {"remote-kinds", OPT_STR, OFF(remote_kinds), 0, sizeof(((struct config *)0)->remote_kinds), "manual,scheduled,pre_restore", "comma-separated snapshot kinds uploaded"},
+    {"remote-keep-scheduled", OPT_U64, OFF(remote_keep_scheduled), 0, 100000, "30", "scheduled snapshots kept on the remote per space"},
+    {"remote-keep-pre-restore", OPT_U64, OFF(remote_keep_pre_restore), 0, 100000, "10", "pre-restore snapshots kept on the remote per space"},
+    {"remote-encrypt-to", OPT_STR, OFF(remote_encrypt_to), 0, sizeof(((struct config *)0)->remote_encrypt_to), "", "comma-separated age X25519 recipients (age1...): uploads are encrypted to them"},
+    {"remote-identity", OPT_STR, OFF(remote_identity), 0, sizeof(((struct config *)0)->remote_identity), "", "age identity file (AGE-SECRET-KEY-1...) to read encrypted remote snapshots"},
+    {"remote-part-size", OPT_SIZE, OFF(remote_part_size), 5u << 20, 5ull << 30, "16MiB", "S3 objects above this go up in parts of this size (multipart upload)"},
+    {"remote-timeout-ms", OPT_U64, OFF(remote_timeout_ms), 100, 3600000, "30000", "a remote transfer with no byte moving for this long fails (and is retried)"},
+    {"remote-retry-ms", OPT_U64, OFF(remote_retry_ms), 10, 3600000, "2000", "first wait before retrying a failed upload; doubles each time, at most 10 minutes"},
+    {"remote-attempts", OPT_U64, OFF(remote_attempts), 1, 1000, "8", "upload attempts before a snapshot's upload is marked failed"},
 };
 
 void cfg_defaults(struct config *cfg)
@@ -85,6 +100,14 @@ void cfg_defaults(struct config *cfg)
     cfg->access_log = true;
     cfg->durability = DURABILITY_FULL;
     cfg->log_level = LOG_INFO;
+    snprintf(cfg->remote_region, sizeof cfg->remote_region, "us-east-1");
+    snprintf(cfg->remote_kinds, sizeof cfg->remote_kinds, "manual,scheduled,pre_restore");
+    cfg->remote_keep_scheduled = 30;
+    cfg->remote_keep_pre_restore = 10;
+    cfg->remote_part_size = 16u << 20;
+    cfg->remote_timeout_ms = 30000;
+    cfg->remote_retry_ms = 2000;
+    cfg->remote_attempts = 8;
 }
 
 static void env_name(const struct opt *o, char *out, size_t n)
@@ -155,6 +178,10 @@ static int apply(struct config *cfg, const struct opt *o, const char *src, const
 {
     uint64_t n;
     switch (o->type) {
+    case OPT_STR:
+        if (strlen(v) >= o->max) return bad(o, src, v, "too long");
+        snprintf((char *)cfg + o->off, o->max, "%s", v);
+        return 0;
     case OPT_U64:
         if (parse_u64(v, strlen(v), UINT64_MAX, &n) < 0) return bad(o, src, v, "expected a whole number");
         goto range;

@@ -90,6 +90,28 @@ void metrics_snapshot_check(struct metrics *m, bool ok)
     else m->snap_checks_corrupt++;
 }
 
+void metrics_remote_upload(struct metrics *m, bool ok, uint64_t bytes, uint64_t now_ms)
+{
+    if (!m) return;
+    if (ok) {
+        m->remote_uploaded++;
+        m->remote_bytes += bytes;
+        m->remote_last_ok_ms = now_ms;
+    } else {
+        m->remote_failed++;
+    }
+}
+
+void metrics_remote_retry(struct metrics *m)
+{
+    if (m) m->remote_retries++;
+}
+
+void metrics_remote_deleted(struct metrics *m)
+{
+    if (m) m->remote_deleted++;
+}
+
 void metrics_sync(struct metrics *m, const char *status, uint64_t pulled, uint64_t pushed, uint64_t blobs)
 {
     if (!m) return;

@@ -38,13 +38,16 @@ struct transfer {
     char errbuf[CURL_ERROR_SIZE];
     peer_cb cb;
     void *arg;
+    /* a transfer another module built (peer_easy_add): it owns the easy
+     * handle and hears the end through this instead of cb */
+    peer_easy_done_fn easy_done;
 };
 
 static struct peer_ctx *ctx_of(struct server *srv) { return srv->peer; }
 
 static void transfer_free(struct transfer *t)
 {
-    curl_easy_cleanup(t->easy);
+    if (!t->easy_done) curl_easy_cleanup(t->easy);
     curl_slist_free_all(t->headers);
     free(t->req_body);
     buf_free(&t->body);
@@ -59,6 +62,16 @@ static void check_done(struct peer_ctx *pc)
         if (m->msg != CURLMSG_DONE) continue;
         struct transfer *t = NULL;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+        if (t->easy_done) {
+            CURLcode rc = m->data.result;
+            curl_multi_remove_handle(pc->multi, m->easy_handle);
+            list_remove(&t->link);
+            peer_easy_done_fn done = t->easy_done;
+            void *arg = t->arg;
+            transfer_free(t);
+            done(arg, (int)rc);
+            continue;
+        }
         long code = 0;
         curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &code);
         struct peer_result res = {.status = (int)code, .body = &t->body};
@@ -86,6 +99,13 @@ void peer_abort_all(struct server *srv)
         struct transfer *t = container_of(pc->transfers.next, struct transfer, link);
         list_remove(&t->link);
         curl_multi_remove_handle(pc->multi, t->easy);
+        if (t->easy_done) {
+            peer_easy_done_fn done = t->easy_done;
+            void *arg = t->arg;
+            transfer_free(t);
+            done(arg, (int)CURLE_ABORTED_BY_CALLBACK);
+            continue;
+        }
         struct peer_result res = {.status = 0, .error = "aborted: the server is shutting down", .body = &t->body};
         t->cb(t->arg, &res);
         transfer_free(t);
@@ -229,6 +249,37 @@ int peer_request(struct server *srv, const char *method, const char *url, const 
     }
     list_insert_tail(&pc->transfers, &t->link);
     return 0;
+}
+
+int peer_easy_add(struct server *srv, void *easy, peer_easy_done_fn done, void *arg)
+{
+    struct peer_ctx *pc = ctx_of(srv);
+    if (!pc) return -1;
+    struct transfer *t = xcalloc(1, sizeof *t);
+    t->easy = easy;
+    t->easy_done = done;
+    t->arg = arg;
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, t);
+    if (curl_multi_add_handle(pc->multi, easy) != CURLM_OK) {
+        free(t);
+        return -1;
+    }
+    list_insert_tail(&pc->transfers, &t->link);
+    return 0;
+}
+
+void peer_easy_remove(struct server *srv, void *easy)
+{
+    struct peer_ctx *pc = ctx_of(srv);
+    if (!pc) return;
+    for (struct list *l = pc->transfers.next; l != &pc->transfers; l = l->next) {
+        struct transfer *t = container_of(l, struct transfer, link);
+        if (t->easy != easy) continue;
+        list_remove(&t->link);
+        curl_multi_remove_handle(pc->multi, easy);
+        transfer_free(t);
+        return;
+    }
 }
 
 static bool url_path_char(char c)

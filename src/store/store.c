@@ -211,6 +211,22 @@ static const char *const migrations[] = {
      * ones (a JSON array of {direction, collection, id, error, message}) */
     "ALTER TABLE sync_jobs ADD COLUMN errors INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE sync_jobs ADD COLUMN error_items TEXT NOT NULL DEFAULT '[]';",
+    /* 9: off-site copies of snapshots (svc/remote.c). A row outlives its
+     * local snapshot: remote retention needs to know what is up there */
+    "CREATE TABLE snapshot_remote ("
+    "  snapshot_id TEXT PRIMARY KEY,"
+    "  space TEXT NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"        /* pending, uploading, uploaded, failed */
+    "  key TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  error TEXT,"
+    "  created_at INTEGER NOT NULL,"
+    "  uploaded_at INTEGER,"
+    "  object_bytes INTEGER,"
+    "  object_sha256 TEXT"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX snapshot_remote_kind ON snapshot_remote(space, kind, status, snapshot_id);",
 };
 
 int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,

@@ -116,44 +116,47 @@ static void import_pump(struct http_req *r);
 
 struct import_op {
     struct wop op;
-    struct import *im;
+    struct server *srv;
+    snap_answer_fn answer;
+    char id[27], space[64], actor[32], remote[56], note[600];
+    int level;
+    struct snap_summary sum;         /* borrowed from the caller until done */
     struct buf meta;
+    snap_import_after_fn after;
+    void *after_arg;
 };
 
 static int import_apply(struct wtx *tx, struct wop *op)
 {
     struct import_op *io = container_of(op, struct import_op, op);
-    struct import *im = io->im;
-    struct space_stats *sp = wtx_space(tx, im->space);
-    if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", im->space);
+    struct space_stats *sp = wtx_space(tx, io->space);
+    if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", io->space);
     sqlite3_stmt *st = wtx_stmt(tx,
                                 "INSERT INTO snapshots(id, space_id, space, kind, status, server_version, created_at,"
                                 " completed_at, entity_total, raw_bytes, size_bytes, sha256, level, created_by, note,"
                                 " entity_counts, blobs, integrity, integrity_checked_at)"
                                 " VALUES (?1, ?2, ?3, 'imported', 'completed', ?4, ?5, ?13, ?6, ?7, ?8, ?9, ?14, ?10, ?11, ?12,"
                                 " ?15, 'ok', ?13)");
-    char note[200];
-    snprintf(note, sizeof note, "imported from space %s (instance %s)", im->sum.space, im->sum.instance_id);
-    sqlite3_bind_text(st, 1, im->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, io->id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, sp->id);
-    sqlite3_bind_text(st, 3, im->space, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)im->sum.server_version);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)im->sum.created_at_ms);      /* the capture time */
+    sqlite3_bind_text(st, 3, io->space, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)io->sum.server_version);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)io->sum.created_at_ms);      /* the capture time */
     sqlite3_bind_int64(st, 13, (sqlite3_int64)wtx_now(tx));              /* completed_at = imported_at */
-    sqlite3_bind_int(st, 14, im->level);
-    sqlite3_bind_int64(st, 6, (sqlite3_int64)im->sum.entity_total);
-    sqlite3_bind_int64(st, 7, (sqlite3_int64)im->sum.raw_bytes);
-    sqlite3_bind_int64(st, 8, (sqlite3_int64)im->sum.size_bytes);
-    sqlite3_bind_text(st, 9, im->sum.sha256, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 10, im->actor, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 11, note, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 12, im->sum.counts_json ? im->sum.counts_json : "{}", -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 15, im->sum.blobs_json ? im->sum.blobs_json : "[]", -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 14, io->level);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)io->sum.entity_total);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)io->sum.raw_bytes);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)io->sum.size_bytes);
+    sqlite3_bind_text(st, 9, io->sum.sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 10, io->actor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 11, io->note, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 12, io->sum.counts_json ? io->sum.counts_json : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 15, io->sum.blobs_json ? io->sum.blobs_json : "[]", -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "recording the import failed");
-    if (wtx_audit(tx, im->actor, "snapshot.create", im->space, im->id, "{\"kind\":\"imported\"}", im->remote) < 0)
+    if (wtx_audit(tx, io->actor, "snapshot.create", io->space, io->id, "{\"kind\":\"imported\"}", io->remote) < 0)
         return wop_fail(op, 500, "storage_error", "audit failed");
     st = wtx_stmt(tx, "SELECT " SNAP_COLS " FROM snapshots WHERE id = ?");
-    sqlite3_bind_text(st, 1, im->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, io->id, -1, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW) snap_meta_json(&io->meta, st);
     sqlite3_reset(st);
     return 0;
@@ -163,15 +166,37 @@ static void import_recorded(struct wop *op, struct http_req *r)
 {
     struct import_op *io = container_of(op, struct import_op, op);
     if (op->err.status) {
-        snap_answer_wop(io->im->answer, r, op);
+        snap_answer_wop(io->answer, r, op);
     } else if (r) {
-        struct snap_answer a = {.status = 201, .body = &io->meta, .space = io->im->space, .id = io->im->id,
-                                .location = true};
-        io->im->answer(r, &a);
+        struct snap_answer a = {.status = 201, .body = &io->meta, .space = io->space, .id = io->id, .location = true};
+        io->answer(r, &a);
     }
-    if (op->err.status) snap_remove_file(io->im->srv, io->im->id);
+    if (op->err.status) snap_remove_file(io->srv, io->id);
+    if (io->after) io->after(io->after_arg, !op->err.status);
     buf_free(&io->meta);
     free(io);
+}
+
+int snap_import_record(struct server *srv, struct http_req *r, const struct snap_import_rec *rec,
+                       snap_answer_fn answer, snap_import_after_fn after, void *arg)
+{
+    struct import_op *io = xcalloc(1, sizeof *io);
+    io->srv = srv;
+    io->answer = answer;
+    snprintf(io->id, sizeof io->id, "%s", rec->id);
+    snprintf(io->space, sizeof io->space, "%s", rec->space);
+    snprintf(io->actor, sizeof io->actor, "%s", rec->actor);
+    snprintf(io->remote, sizeof io->remote, "%s", rec->remote ? rec->remote : "");
+    snprintf(io->note, sizeof io->note, "%s", rec->note);
+    io->level = rec->level;
+    io->sum = *rec->sum;
+    io->after = after;
+    io->after_arg = arg;
+    if (writer_submit(srv->writer, &io->op, r, import_apply, import_recorded) < 0) {
+        free(io);
+        return -1;
+    }
+    return 0;
 }
 
 static void import_write_done(struct job *j, struct http_req *r)
@@ -197,12 +222,13 @@ static void import_write_done(struct job *j, struct http_req *r)
         return;
     }
     if (im->finalizing) {
-        struct import_op *io = xcalloc(1, sizeof *io);
-        io->im = im;
-        if (writer_submit(im->srv->writer, &io->op, r, import_apply, import_recorded) < 0) {
+        struct snap_import_rec rec = {.id = im->id, .space = im->space, .actor = im->actor, .remote = im->remote,
+                                      .level = im->level, .sum = &im->sum};
+        char note[200];
+        snprintf(note, sizeof note, "imported from space %s (instance %s)", im->sum.space, im->sum.instance_id);
+        rec.note = note;
+        if (snap_import_record(im->srv, r, &rec, im->answer, NULL, NULL) < 0)
             snap_answer_err(im->answer, r, 1, 503, "overloaded", NULL, "the write queue is full; retry shortly");
-            free(io);
-        }
         return;
     }
     import_pump(r);

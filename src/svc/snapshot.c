@@ -315,6 +315,9 @@ static int snap_finish_apply(struct wtx *tx, struct wop *op)
 
 static void retention(struct server *srv, const char *space, int64_t space_id, const char *kind);
 
+static snap_done_hook done_hook;
+void snap_set_done_hook(snap_done_hook fn) { done_hook = fn; }
+
 static void snap_finished(struct wop *op, struct http_req *r)
 {
     struct finish_op *f = container_of(op, struct finish_op, op);
@@ -332,6 +335,7 @@ static void snap_finished(struct wop *op, struct http_req *r)
         log_info("snapshot_done", "\"space\":\"%s\",\"snapshot\":\"%s\",\"kind\":\"%s\",\"entities\":%llu,\"bytes\":%llu",
                  sj->space, sj->id, sj->kind, (unsigned long long)sj->entity_total,
                  (unsigned long long)sj->size_bytes);
+        if (done_hook) done_hook(srv, sj->space, sj->id, sj->kind);
     } else {
         log_error("snapshot_failed", "\"space\":\"%s\",\"snapshot\":\"%s\",\"kind\":\"%s\",\"error\":\"%s\"", sj->space,
                   sj->id, sj->kind, sj->err ? sj->msg : op->err.msg);

@@ -84,6 +84,8 @@ void snap_meta_json(struct buf *b, sqlite3_stmt *q)
     json_kv_str(b, "integrity", done ? TXT(17) : NULL);
     json_kv_str(b, "integrity_error", done ? TXT(18) : NULL);
     json_kv_time(b, "integrity_checked_at", done ? (uint64_t)sqlite3_column_int64(q, 19) : 0);
+    buf_puts(b, ",\"remote\":");
+    buf_puts(b, TXT(20) ? TXT(20) : "null");
     buf_putc(b, '}');
 #undef TXT
 }

@@ -17,7 +17,7 @@ import { api, apiOk, allChanges, sleep, ULID_RE } from './helpers.mjs';
 export const TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 export const SHA_RE = /^[0-9a-f]{64}$/;
 export const META_KEYS = ['completed_at', 'created_at', 'created_by', 'entity_counts', 'entity_total', 'error',
-  'id', 'imported_at', 'integrity', 'integrity_checked_at', 'integrity_error', 'kind', 'level', 'note', 'raw_bytes',
+  'id', 'imported_at', 'integrity', 'integrity_checked_at', 'integrity_error', 'kind', 'level', 'note', 'raw_bytes', 'remote',
   'server_version', 'sha256', 'size_bytes', 'space', 'status'];
 export const HEADER_KEYS = ['created_at', 'entity_counts', 'entity_total', 'format', 'instance_id', 'server_version',
   'snapshot', 'space', 'space_uid'];
@@ -158,6 +158,7 @@ export function checkCompletedMeta(m, { space, kind } = {}) {
   if (space) assert.equal(m.space, space, `space ${w}`);
   if (kind) assert.equal(m.kind, kind, `kind ${w}`);
   assert.equal(m.status, 'completed', `status ${w}`);
+  assert.ok(m.remote === null || (typeof m.remote === 'object' && typeof m.remote.status === 'string'), `remote ${w}`);
   assert.equal(m.error, null, `error ${w}`);
   assert.match(m.created_at, TIME_RE, `created_at ${w}`);
   assert.match(m.completed_at, TIME_RE, `completed_at ${w}`);
