@@ -31,7 +31,7 @@ static const struct route table[] = {
     R(HTTP_GET, "/ui", api_ui_redirect, ACCESS_PUBLIC, ROUTE_NO_BODY, "ui"),
     R(HTTP_GET, "/ui/", api_ui, ACCESS_PUBLIC, ROUTE_NO_BODY, "ui"),
     R(HTTP_GET, "/ui/{asset}", api_ui, ACCESS_PUBLIC, ROUTE_NO_BODY, "ui"),
-    /* SPEC §13: the JavaScript client (public, like the dashboard's files) */
+    /* the JavaScript client (public, like the dashboard's files) */
     R(HTTP_GET, "/sdk/snapsync.js", api_sdk, ACCESS_PUBLIC, ROUTE_NO_BODY, "sdk"),
     R(HTTP_GET, "/api/v1/status", api_status, ACCESS_READ, ROUTE_NO_BODY, "status"),
     R(HTTP_GET, "/metrics", api_metrics, ACCESS_METRICS, ROUTE_NO_BODY, "metrics"),

@@ -1,6 +1,6 @@
 /* ui.c - serves the embedded dashboard: GET /ui/ (index.html) and
  * GET /ui/{file} for the other assets; /ui redirects to /ui/; and the
- * JavaScript client at GET /sdk/snapsync.js (SPEC §13). Public: the page
+ * JavaScript client at GET /sdk/snapsync.js (clients/js). Public: the page
  * asks for a token and calls the API with it. Loop thread (the assets
  * are static bytes: no file or thread work). */
 #include <stdio.h>
