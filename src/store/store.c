@@ -211,6 +211,9 @@ static const char *const migrations[] = {
      * ones (a JSON array of {direction, collection, id, error, message}) */
     "ALTER TABLE sync_jobs ADD COLUMN errors INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE sync_jobs ADD COLUMN error_items TEXT NOT NULL DEFAULT '[]';",
+    /* 9: a job asked to bootstrap from the peer's snapshot: what it did
+     * (the job's "bootstrap" object as JSON), NULL for the others */
+    "ALTER TABLE sync_jobs ADD COLUMN bootstrap TEXT;",
 };
 
 int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,

@@ -51,11 +51,12 @@ static void test_migration(void)
     char err[256];
     CHECK_INT(store_open(dir, DURABILITY_NORMAL, &st, err, sizeof err), 0);
     sqlite3 *db = store_startup_db(st);
-    /* back to schema 5: undo migrations 6 (space_blobs), 7 (integrity) and
-     * 8 (sync job errors) */
+    /* back to schema 5: undo migrations 6 (space_blobs), 7 (integrity),
+     * 8 (sync job errors) and 9 (sync job bootstrap) */
     exec_ok(db, "DROP TABLE space_blobs; ALTER TABLE snapshots DROP COLUMN integrity;"
                 " ALTER TABLE snapshots DROP COLUMN integrity_error; ALTER TABLE snapshots DROP COLUMN integrity_checked_at;"
                 " ALTER TABLE sync_jobs DROP COLUMN errors; ALTER TABLE sync_jobs DROP COLUMN error_items;"
+                " ALTER TABLE sync_jobs DROP COLUMN bootstrap;"
                 " DELETE FROM schema_version WHERE version >= 6;");
     char a[65], b[65], c[65], d[65], e[65], f[65], g[65], h[65];
     hash_of('a', a); hash_of('b', b); hash_of('c', c); hash_of('d', d);
@@ -90,7 +91,7 @@ static void test_migration(void)
 
     st = NULL;
     CHECK_INT(store_open(dir, DURABILITY_NORMAL, &st, err, sizeof err), 0);
-    CHECK_INT(store_schema_version(st), 8);
+    CHECK_INT(store_schema_version(st), 9);
     char got[256];
     refs(store_startup_db(st), got, sizeof got);
     CHECK_STR(got, "a:1,a:2,b:1,e:2,f:1");
@@ -101,6 +102,12 @@ static void test_migration(void)
     CHECK_INT(sqlite3_step(q), SQLITE_ROW);
     CHECK_INT(sqlite3_column_int64(q, 0), 0);
     CHECK_STR((const char *)sqlite3_column_text(q, 1), "[]");
+    sqlite3_finalize(q);
+    /* migration 9: an old job was not asked to bootstrap */
+    CHECK_INT(sqlite3_prepare_v2(store_startup_db(st), "SELECT bootstrap IS NULL FROM sync_jobs WHERE id = 'J1'", -1,
+                                 &q, NULL), SQLITE_OK);
+    CHECK_INT(sqlite3_step(q), SQLITE_ROW);
+    CHECK_INT(sqlite3_column_int(q, 0), 1);
     sqlite3_finalize(q);
     store_close(st);
 }
