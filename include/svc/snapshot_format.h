@@ -6,8 +6,8 @@
  * threads when asked, core/pgzip.h) and hashes the compressed bytes as it
  * writes them; the reader decompresses, hashes the same bytes and hands out
  * one parsed line at a time. Which layout the lines have is decided by the
- * header's "format" in one place (snap_reader_open): a future v2 adds a
- * branch there and v1 files still read.
+ * header's "format" in one place (snap_reader_open): v2 is a
+ * branch there (and in snap_reader_next) and v1 files still read.
  *
  * Threads: none of its own. Every call blocks on file I/O, so the server
  * makes them from threadpool jobs (`_work`) only; `snapsync verify` and the
@@ -24,14 +24,17 @@
 
 #include "core/util.h"
 
-#define SNAP_FORMAT "snapsync.snapshot.v1"
+#define SNAP_FORMAT_V1_NAME "snapsync.snapshot.v1"
+#define SNAP_FORMAT_V2_NAME "snapsync.snapshot.v2"
+#define SNAP_FORMAT SNAP_FORMAT_V2_NAME  /* what new files are written as */
 #define SNAP_FORMAT_V1 1
+#define SNAP_FORMAT_V2 2
 /* the message of a file that is not there (a row's integrity_error too) */
 #define SNAP_MISSING "the snapshot file is missing"
 
 /* Line 1. Writer: filled by the caller. Reader: filled from the file. */
 struct snap_header {
-    int version;                     /* SNAP_FORMAT_V1 */
+    int version;                     /* SNAP_FORMAT_V1 or SNAP_FORMAT_V2 */
     char space[64], space_uid[27], instance_id[27], snapshot[27];
     uint64_t server_version, entity_total;
     uint64_t created_at_ms;          /* RFC 3339 with milliseconds in the file */
@@ -39,14 +42,30 @@ struct snap_header {
     size_t counts_len;
 };
 
-/* One entity line. The reader's strings point into its own memory, valid
- * until the next snap_reader_next() or snap_reader_close(). */
+/* One entity line. The reader's strings and slices point into its own
+ * memory, valid until the next snap_reader_next() or snap_reader_close().
+ * Slices are not NUL-terminated: use their _len. */
 struct snap_entity {
     const char *collection, *id, *rev;
-    uint64_t version, created_at, updated_at;
+    uint64_t version, created_at, updated_at;   /* version: the entity's change counter */
     const char *body;                /* canonical JSON, as stored (the reader's: as a restore writes it) */
     size_t body_len;
-    json_t *body_json;               /* reader only: the parsed body (for "_blobs") */
+    /* reader only: the parsed body, or NULL when the line was read as text
+     * (a line in the writer's own layout with a canonical body is not
+     * parsed); blob_set_add_text(body, body_len) works in both cases */
+    json_t *body_json;
+    /* v2 only (NULL and 0 in a v1 file; the writer writes a v2 line's
+     * "revs" from rev alone and "conflicts":[] when they are NULL):
+     * revs: the JSON text of the revision history, newest first, rev
+     * itself first: ["3-ab…","2-cd…","1-ef…"], as GET /changes?style=all_revs
+     * gives it. conflicts: the JSON text of the pending conflict records,
+     * [{"rev":…,"deleted":false,"body":{…}},…] (body canonical or null), or
+     * NULL when there are none. */
+    const char *revs;
+    size_t revs_len;
+    const char *conflicts;
+    size_t conflicts_len;
+    int format_version;              /* reader: the file's format, SNAP_FORMAT_V1 or SNAP_FORMAT_V2 */
 };
 
 /* ---- writing --------------------------------------------------------------
@@ -112,7 +131,7 @@ struct snap_reader {
     size_t pos;
     uint64_t compressed, raw;
     uint64_t line;                   /* the line last read or being read (1: the header) */
-    int version;                     /* from the header */
+    int version;                     /* from the header: SNAP_FORMAT_V1 or SNAP_FORMAT_V2 */
     json_t *hdr;                     /* line 1 */
     json_t *doc;                     /* the current entity line */
     char *canon;                     /* its body's canonical text */

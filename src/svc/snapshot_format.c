@@ -141,7 +141,7 @@ void snap_gz_free(struct snap_gz *g)
 
 void snap_line_header(struct buf *b, const struct snap_header *h)
 {
-    buf_puts(b, "{\"format\":\"" SNAP_FORMAT "\"");
+    buf_puts(b, "{\"format\":\"" SNAP_FORMAT_V1_NAME "\"");
     json_kv_str(b, "space", h->space);
     json_kv_str(b, "space_uid", h->space_uid);
     json_kv_u64(b, "server_version", h->server_version);
@@ -473,9 +473,9 @@ int snap_reader_open(struct snap_reader *r, const char *path, char *err, size_t 
     json_error_t je;
     r->hdr = json_loadb(line, len, 0, &je);
     const char *fmt = r->hdr ? json_name(json_object_get(r->hdr, "format")) : NULL;
-    if (fmt && !strcmp(fmt, SNAP_FORMAT)) r->version = SNAP_FORMAT_V1;
+    if (fmt && !strcmp(fmt, SNAP_FORMAT_V1_NAME)) r->version = SNAP_FORMAT_V1;
     if (!r->version) {
-        rd_msg(err, errlen, "line 1 is not a %s header", SNAP_FORMAT);
+        rd_msg(err, errlen, "line 1 is not a %s header", SNAP_FORMAT_V1_NAME);
         snap_reader_close(r);
         return -2;
     }
