@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/entity.h"
 #include "core/util.h"
 
 #define SNAP_FORMAT_V1_NAME "snapsync.snapshot.v1"
@@ -133,8 +134,14 @@ struct snap_reader {
     uint64_t line;                   /* the line last read or being read (1: the header) */
     int version;                     /* from the header: SNAP_FORMAT_V1 or SNAP_FORMAT_V2 */
     json_t *hdr;                     /* line 1 */
-    json_t *doc;                     /* the current entity line */
+    json_t *doc;                     /* the current entity line, when it was parsed */
     char *canon;                     /* its body's canonical text */
+    char *revs_txt, *conf_txt;       /* a parsed v2 line's revs and conflicts as text */
+    const char *cur_line;            /* the current line (in pending) */
+    size_t cur_len;
+    char fc[64], fi[130], frev[REV_MAX];   /* the names of a line read as text */
+    bool defer_body;                 /* caller's choice: snap_reader_body checks bodies */
+    bool body_pending;               /* the current line's body is not checked yet */
     char prev_c[64], prev_i[130];    /* the previous entity's key (order) */
 };
 /* 0; or, with err and the reader closed: -1 when the file cannot be
@@ -150,6 +157,13 @@ json_t *snap_reader_counts(struct snap_reader *r);
 /* 1 with the next entity in e, 0 at the clean end, -1 with err (without
  * the line number: r->line has it). */
 int snap_reader_next(struct snap_reader *r, struct snap_entity *e, char *err, size_t errlen);
+/* With r->defer_body set (after open), snap_reader_next leaves the body of
+ * a line in the writer's own layout unchecked: a caller that finds it
+ * byte-equal to a stored body (stored bodies are canonical) needs no more;
+ * any other body must pass this before it is used or the file is called
+ * valid: 0 (e->body is then what a restore writes; e may be refilled), or
+ * -1 with err as snap_reader_next says it. */
+int snap_reader_body(struct snap_reader *r, struct snap_entity *e, char *err, size_t errlen);
 /* The compressed bytes' sha256; at the end, once. */
 void snap_reader_sha256(struct snap_reader *r, char out[65]);
 void snap_reader_close(struct snap_reader *r);
