@@ -15,7 +15,9 @@
 #include "net/filestream.h"
 #include "net/http.h"
 #include "net/server.h"
+#include "core/names.h"
 #include "svc/auth.h"
+#include "svc/export.h"
 #include "svc/import.h"
 #include "svc/restore.h"
 #include "svc/snapshot.h"
@@ -304,6 +306,62 @@ void api_snapshot_download(struct http_req *r)
     struct space *sp = api_space(r);
     if (!sp) return;
     read_submit(r, snap_read_job(r, sp), row_work, dl_start);
+}
+
+/* ---- export ------------------------------------------------------------------ */
+
+/* format=json|csv (json when absent), collection=c (optional). 0, or -1
+ * having answered 400. */
+static int export_query(struct http_req *r, enum export_format *fmt, char *coll, size_t cap)
+{
+    char v[80];
+    long l = http_query_in(r->query, r->query_len, "format", v, sizeof v);
+    *fmt = EXPORT_JSON;
+    if (l >= 0 && !strcmp(v, "csv")) *fmt = EXPORT_CSV;
+    else if (l != -1 && (l < 0 || strcmp(v, "json"))) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "format must be json or csv");
+        return -1;
+    }
+    coll[0] = '\0';
+    l = http_query_in(r->query, r->query_len, "collection", coll, cap);
+    if (l != -1 && (l <= 0 || !name_collection_valid(coll, (size_t)l))) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "collection must be a collection name");
+        return -1;
+    }
+    if (l == -1) coll[0] = '\0';
+    return 0;
+}
+
+/* the same refusals as a download's, then the stream (svc/export.c) */
+static void export_row_loaded(struct read_job *rj, struct http_req *r)
+{
+    struct snap_row *row = rj->arg;
+    if (row_refused(r, rj, row, "")) return;
+    if (!strcmp(row->integrity, "corrupt")) {
+        char msg[300];
+        snap_corrupt_msg(msg, sizeof msg, row->integrity_error);
+        http_send_error(r, 422, "snapshot_corrupt", NULL,
+                        "%s; it is not served (POST .../snapshots/%s/verify once the file is repaired)", msg, row->id);
+        return;
+    }
+    enum export_format fmt;
+    char coll[80], path[1200];
+    if (export_query(r, &fmt, coll, sizeof coll) < 0) return;
+    snap_file(r->srv->cfg->data_dir, row->id, false, path, sizeof path);
+    struct export_params p = {.space = rj->space, .id = row->id, .path = path, .sha256 = row->sha256,
+                              .collection = coll, .format = fmt, .gzip = r->accept_gzip, .actor = api_actor(r),
+                              .remote = r->client};
+    export_start(r, &p);
+}
+
+void api_snapshot_export(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    enum export_format fmt;
+    char coll[80];
+    if (export_query(r, &fmt, coll, sizeof coll) < 0) return;
+    read_submit(r, snap_read_job(r, sp), row_work, export_row_loaded);
 }
 
 /* ---- preview and dry run ------------------------------------------------------ */
