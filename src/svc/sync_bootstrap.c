@@ -6,17 +6,25 @@
  *   2. GET peer /snapshots?status=completed: the newest usable one
  *      (sync_boot_pick);
  *   3. download it (Accept-Encoding: gzip, the stored file as it is) to
- *      DATA/snapshots/boot-<job>.tmp on a pool thread, file to file, then
- *      check it in full before anything is applied: the format's reader
- *      (gzip, header, every line, order, counts), the sha256 the peer
- *      recorded, its space_uid and server_version;
- *   4. read it again in batches of BOOT_BATCH lines on the pool, each
- *      line made into a /replicate item (collection, id, rev, revs,
- *      conflicts, body) and parsed by the replication parser; the blobs
- *      its bodies name fetched from the peer like a pull's; each batch
- *      applied by the writer through the same rep_apply_batch a pull uses
- *      (an entity new here is taken as it is: same rev, same history, no
- *      conflict), BOOT_AHEAD batches read ahead of the writer;
+ *      DATA/snapshots/boot-<job>.tmp on a pool thread, file to file,
+ *      hashing it as it comes: before any line is applied, its sha256 must
+ *      be the one the peer recorded (a damaged or substituted download
+ *      changes nothing) and its header that of a v2 snapshot of the
+ *      peer's space (space_uid) at the version the peer listed;
+ *   4. read it once, in batches of BOOT_BATCH lines: the format's reader
+ *      checks each line's layout, names, revs and order and the gzip
+ *      stream, the line count and sha256 are checked again at its end;
+ *      each line made into a /replicate item (collection, id, rev, revs,
+ *      conflicts, body) and parsed by the replication parser on another
+ *      pool thread (which checks and canonicalizes the body, as for a
+ *      pulled page), the blobs its bodies name fetched from the peer like
+ *      a pull's; each batch applied by the writer, in order, through the
+ *      same rep_apply_batch a pull uses (an entity new here is taken as it
+ *      is: same rev, same history, no conflict), at most BOOT_AHEAD
+ *      batches between the reader and the writer. The file is read once,
+ *      not checked in a pass of its own first: with its sha256 matching,
+ *      it is the file the peer wrote and checked as it wrote it, and a
+ *      second pass would cost as much again as the apply (docs/sync.md);
  *   5. the tombstones: a snapshot holds live entities only, and a digest
  *      counts tombstones too (so does the winner rule: a deleted rev is a
  *      known rev), so GET peer /changes?deleted=only&style=all_revs in
@@ -42,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include "core/json.h"
@@ -56,7 +65,7 @@
 #include "sync_int.h"
 
 #define BOOT_BATCH 1000              /* snapshot lines per writer op */
-#define BOOT_AHEAD 2                 /* batches read and parsed, not yet applied */
+#define BOOT_AHEAD 4                 /* batches read (being parsed, parsed or at the writer), not yet applied */
 #define BOOT_TOMB_PAGE 1000
 
 enum boot_state {
@@ -80,6 +89,9 @@ struct sync_boot_ctx {
     int http;
     char msg[300];
     uint64_t downloaded;
+    char got_sha[65];                /* of the download */
+    uint64_t lines;                  /* entity lines read */
+    uint64_t t_start, t_fetched, t_checked, t_applied;    /* ms (mono), for the log line */
     /* the reader: one pool job at a time holds it */
     struct snap_reader rd;
     bool rd_open, read_eof, reading;
@@ -101,8 +113,9 @@ struct boot_batch {
     uint64_t seq;
     bool first, tomb, last;          /* last: stores the pull checkpoint */
     bool eof;                        /* the reader reached the file's end with this batch */
-    char *raw;                       /* a tombstone page as received */
+    char *raw;                       /* the text to parse: a tombstone page as received, or a batch */
     size_t raw_len;
+    uint64_t since;                  /* a tombstone page: where it starts */
     int rc;                          /* pool: -1 with err */
     char err[300];
     bool blobs_fetched;
@@ -181,10 +194,13 @@ static void boot_finish_phase(struct sync_job *j, enum sync_boot outcome, const 
     if (outcome == SYNC_BOOT_SKIPPED)
         log_info("sync_bootstrap_skipped", "\"job\":\"%s\",\"space\":\"%s\",\"reason\":\"%s\"", j->id, j->space,
                  reason);
-    else
+    else if (bc)
         log_info("sync_bootstrap_applied", "\"job\":\"%s\",\"space\":\"%s\",\"snapshot\":\"%s\",\"entities\":%llu,"
-                 "\"tombstones\":%llu", j->id, j->space, j->boot_snap.id, (unsigned long long)j->boot_entities,
-                 (unsigned long long)j->boot_tombstones);
+                 "\"tombstones\":%llu,\"download_ms\":%llu,\"check_ms\":%llu,\"apply_ms\":%llu,\"tombstones_ms\":%llu",
+                 j->id, j->space, j->boot_snap.id, (unsigned long long)j->boot_entities,
+                 (unsigned long long)j->boot_tombstones, (unsigned long long)(bc->t_fetched - bc->t_start),
+                 (unsigned long long)(bc->t_checked - bc->t_fetched), (unsigned long long)(bc->t_applied - bc->t_checked),
+                 (unsigned long long)(now_ns_mono() / 1000000 - bc->t_applied));
     sync_boot_end(j, outcome, reason);
     sync_publish(j);
     if (bc) {
@@ -247,6 +263,7 @@ static void on_list(void *arg, const struct peer_result *res)
 struct dl_sink {
     FILE *f;
     uint64_t n, cap;
+    EVP_MD_CTX *md;
 };
 
 static size_t to_file(char *p, size_t size, size_t n, void *arg)
@@ -254,6 +271,7 @@ static size_t to_file(char *p, size_t size, size_t n, void *arg)
     struct dl_sink *s = arg;
     s->n += size * n;
     if (s->n > s->cap) return 0;     /* more than the peer said the file holds */
+    EVP_DigestUpdate(s->md, p, size * n);
     return fwrite(p, size, n, s->f);
 }
 
@@ -265,7 +283,8 @@ static int download(struct sync_boot_ctx *bc)
         snprintf(bc->msg, sizeof bc->msg, "cannot create a temp file for the snapshot: %s", strerror(errno));
         return -1;
     }
-    struct dl_sink sink = {.f = f, .cap = bc->pick.size_bytes};
+    struct dl_sink sink = {.f = f, .cap = bc->pick.size_bytes, .md = EVP_MD_CTX_new()};
+    EVP_DigestInit_ex(sink.md, sha256_md(), NULL);
     CURL *e = curl_easy_init();
     char auth[200];
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", bc->token);
@@ -289,6 +308,11 @@ static int download(struct sync_boot_ctx *bc)
     curl_slist_free_all(h);
     bool ok = fclose(f) == 0 && rc == CURLE_OK && code == 200;
     bc->downloaded = sink.n;
+    unsigned char d[32];
+    unsigned int dl = 32;
+    EVP_DigestFinal_ex(sink.md, d, &dl);
+    EVP_MD_CTX_free(sink.md);
+    hex_encode(bc->got_sha, d, 32);
     if (ok) return 0;
     bc->http = 502;
     if (sink.n > sink.cap)
@@ -300,60 +324,58 @@ static int download(struct sync_boot_ctx *bc)
     return -1;
 }
 
-/* Everything is checked before any line is applied: a damaged download
- * changes nothing. */
+/* Before any line is applied: the download is the file the peer recorded
+ * (sha256), and a v2 snapshot of its space at the version it listed. */
 static void file_work(struct job *jb)
 {
     struct sync_boot_ctx *bc = container_of(jb, struct sync_boot_ctx, job);
     char err[200];
     bc->outcome = -1;
     if (download(bc) < 0) goto out;
+    bc->t_fetched = now_ns_mono() / 1000000;
     bc->http = 502;
+    if (strcmp(bc->got_sha, bc->pick.sha256)) {
+        snprintf(bc->msg, sizeof bc->msg, "the downloaded snapshot %s does not match its sha256 (got %.16s…, the "
+                 "peer recorded %.16s…)", bc->pick.id, bc->got_sha, bc->pick.sha256);
+        goto out;
+    }
+    struct snap_header h;
     if (snap_reader_open(&bc->rd, bc->path, err, sizeof err) < 0) {
         snprintf(bc->msg, sizeof bc->msg, "the downloaded snapshot %s is not valid: %s", bc->pick.id, err);
         goto out;
     }
-    int version = bc->rd.version;
-    snap_reader_close(&bc->rd);
-    if (version < SNAP_FORMAT_V2) {
+    bc->rd_open = true;
+    if (snap_reader_header(&bc->rd, &h, err, sizeof err) < 0) {
+        snprintf(bc->msg, sizeof bc->msg, "the downloaded snapshot %s is not valid: %s", bc->pick.id, err);
+        goto out;
+    }
+    if (h.version < SNAP_FORMAT_V2) {
         bc->outcome = 1;
         snprintf(bc->msg, sizeof bc->msg, "the peer's snapshot %s is format v1: its lines carry no revision "
                  "history, so its entities cannot keep their revisions", bc->pick.id);
         goto out;
     }
-    struct snap_summary sum;
-    memset(&sum, 0, sizeof sum);
-    if (snap_verify_file(bc->path, &sum, err, sizeof err) < 0) {
-        snprintf(bc->msg, sizeof bc->msg, "the downloaded snapshot %s is not valid: %s", bc->pick.id, err);
-        goto out;
-    }
-    free(sum.counts_json);
-    free(sum.blobs_json);
-    if (strcmp(sum.sha256, bc->pick.sha256)) {
-        snprintf(bc->msg, sizeof bc->msg, "the downloaded snapshot %s does not match its sha256 (got %.16s…, the "
-                 "peer recorded %.16s…)", bc->pick.id, sum.sha256, bc->pick.sha256);
-        goto out;
-    }
-    if (strcmp(sum.space_uid, bc->peer_uid)) {
+    if (strcmp(h.space_uid, bc->peer_uid)) {
         bc->outcome = 1;
         snprintf(bc->msg, sizeof bc->msg, "the peer's snapshot %s is of another incarnation of its space",
                  bc->pick.id);
         goto out;
     }
-    if (sum.server_version != bc->pick.server_version) {
+    if (h.server_version != bc->pick.server_version) {
         snprintf(bc->msg, sizeof bc->msg, "the downloaded snapshot %s is at version %llu, its metadata says %llu",
-                 bc->pick.id, (unsigned long long)sum.server_version, (unsigned long long)bc->pick.server_version);
+                 bc->pick.id, (unsigned long long)h.server_version, (unsigned long long)bc->pick.server_version);
         goto out;
     }
-    bc->pick.entity_total = sum.entity_total;
-    if (snap_reader_open(&bc->rd, bc->path, err, sizeof err) < 0) {
-        bc->http = 500;
-        snprintf(bc->msg, sizeof bc->msg, "reopening the downloaded snapshot failed: %s", err);
-        goto out;
-    }
-    bc->rd_open = true;
+    bc->pick.entity_total = h.entity_total;
+    /* bodies are checked (and made canonical) by the replication parse */
+    bc->rd.defer_body = true;
     bc->outcome = 0;
+    bc->t_checked = now_ns_mono() / 1000000;
 out:
+    if (bc->outcome && bc->rd_open) {
+        snap_reader_close(&bc->rd);
+        bc->rd_open = false;
+    }
     if (bc->outcome) unlink(bc->path);
 }
 
@@ -410,6 +432,8 @@ static void line_item(struct buf *t, const struct snap_entity *e)
     buf_putc(t, '}');
 }
 
+/* pool: the next BOOT_BATCH lines as a /replicate body (the reader is this
+ * job's alone while it runs) */
 static void read_work(struct job *jb)
 {
     struct boot_batch *b = container_of(jb, struct boot_batch, job);
@@ -418,7 +442,7 @@ static void read_work(struct job *jb)
     buf_init(&t);
     buf_puts(&t, "{\"entities\":[");
     struct snap_entity e;
-    char err[256];
+    char err[200];
     int n = 0;
     while (n < BOOT_BATCH) {
         int rc = snap_reader_next(&bc->rd, &e, err, sizeof err);
@@ -428,7 +452,7 @@ static void read_work(struct job *jb)
         }
         if (rc < 0) {
             b->rc = -1;
-            snprintf(b->err, sizeof b->err, "reading the snapshot failed at line %llu: %s",
+            snprintf(b->err, sizeof b->err, "the snapshot's line %llu is not valid: %s",
                      (unsigned long long)bc->rd.line, err);
             break;
         }
@@ -436,28 +460,37 @@ static void read_work(struct job *jb)
         line_item(&t, &e);
     }
     buf_puts(&t, "]}");
-    struct json_err je;
-    if (b->rc == 0 && rep_batch_parse(&b->batch, t.data, t.len, &je) < 0) {
-        b->rc = -1;
-        snprintf(b->err, sizeof b->err, "a batch of the snapshot does not parse: %s", je.message);
+    bc->lines += (uint64_t)n;
+    if (b->eof) {
+        /* the whole stream read (gzip CRC and length checked by the reader):
+         * the same bytes as downloaded, and every line the header counts */
+        char got[65];
+        snap_reader_sha256(&bc->rd, got);
+        if (strcmp(got, bc->pick.sha256) || bc->lines != bc->pick.entity_total) {
+            b->rc = -1;
+            snprintf(b->err, sizeof b->err, "the snapshot file changed while it was read, or its line count (%llu) "
+                     "is not its header's (%llu)", (unsigned long long)bc->lines,
+                     (unsigned long long)bc->pick.entity_total);
+        }
     }
-    buf_free(&t);
     if (b->eof || b->rc) {
         snap_reader_close(&bc->rd);
         bc->rd_open = false;
         unlink(bc->path);
     }
+    b->raw = buf_steal(&t, &b->raw_len);
 }
 
-/* a tombstone page from the peer */
-static void tomb_parse_work(struct job *jb)
+/* pool: a batch or a tombstone page through the replication parser */
+static void parse_work(struct job *jb)
 {
     struct boot_batch *b = container_of(jb, struct boot_batch, job);
     struct json_err je;
     if (rep_batch_parse(&b->batch, b->raw, b->raw_len, &je) < 0) {
         b->rc = -1;
-        snprintf(b->err, sizeof b->err, "the peer's tombstone page is not usable: %s", je.message);
-    } else if (!b->batch.has_last || b->batch.last_version < b->cp_version) {
+        snprintf(b->err, sizeof b->err, "%s is not usable: %s", b->tomb ? "the peer's tombstone page" :
+                 "a batch of the snapshot", je.message);
+    } else if (b->tomb && (!b->batch.has_last || b->batch.last_version < b->since)) {
         b->rc = -1;
         snprintf(b->err, sizeof b->err, "the peer's tombstone page is not usable: bad last_version");
     }
@@ -585,27 +618,35 @@ static void batch_to_writer(struct sync_job *j, struct boot_batch *b)
     }
 }
 
-static void batch_read(struct job *jb, struct http_req *r);
+static void batch_parsed(struct job *jb, struct http_req *r);
 
 static void batch_blobs_done(struct job *jb, struct http_req *r)
 {
     struct boot_batch *b = container_of(jb, struct boot_batch, job);
     blob_gate_release(b->bc->j->srv, &b->bc->j->srv->sync->gate);
-    batch_read(jb, r);
+    batch_parsed(jb, r);
 }
 
-/* Loop: a batch is read (or a tombstone page parsed), its blobs fetched:
- * to the writer in order; the first one alone until it is applied. */
-static void batch_read(struct job *jb, struct http_req *r)
+/* A piece came back when it cannot go on (failed, or the phase is over):
+ * dropped; the job fails unless the phase ended already. */
+static void batch_drop(struct sync_job *j, struct boot_batch *b)
+{
+    struct sync_boot_ctx *bc = b->bc;
+    if (b->tomb) bc->tomb_busy = false;
+    else bc->ahead--;
+    const char *why = b->rc ? b->err : b->xfer.err[0] ? b->xfer.err : "interrupted";
+    if (!boot_gone(bc)) boot_fail(j, j->srv->shutting_down ? 503 : 502, "%s", why);
+    batch_free(b);
+}
+
+/* Loop: a batch is parsed (a tombstone page too), its blobs fetched: to
+ * the writer in order; the first one alone until it is applied. */
+static void batch_parsed(struct job *jb, struct http_req *r)
 {
     struct boot_batch *b = container_of(jb, struct boot_batch, job);
     struct sync_boot_ctx *bc = b->bc;
     struct sync_job *j = bc->j;
     UNUSED(r);
-    if (!b->tomb) {
-        bc->reading = false;
-        if (b->eof) bc->read_eof = true;
-    }
     if (jb->status == UV_ECANCELED && !b->rc) {
         b->rc = -1;
         snprintf(b->err, sizeof b->err, "interrupted: the server is shutting down");
@@ -616,12 +657,8 @@ static void batch_read(struct job *jb, struct http_req *r)
         return;
     }
     j->pipeline--;
-    const char *bad = b->rc ? b->err : b->xfer.err[0] ? b->xfer.err : NULL;
-    if (bad || !sync_running(j) || bc->state == BS_END) {
-        if (b->tomb) bc->tomb_busy = false;
-        else bc->ahead--;
-        if (!boot_gone(bc)) boot_fail(j, j->srv->shutting_down ? 503 : 502, "%s", bad);
-        batch_free(b);
+    if (b->rc || b->xfer.err[0] || !sync_running(j) || bc->state == BS_END) {
+        batch_drop(j, b);
         return;
     }
     if (b->tomb) {
@@ -630,6 +667,30 @@ static void batch_read(struct job *jb, struct http_req *r)
         return;
     }
     list_insert_tail(&bc->ready, &b->link);
+    boot_pump(j);
+}
+
+/* Loop: a batch's text is read; it is parsed on another pool thread while
+ * the reader goes on with the next. */
+static void batch_read(struct job *jb, struct http_req *r)
+{
+    struct boot_batch *b = container_of(jb, struct boot_batch, job);
+    struct sync_boot_ctx *bc = b->bc;
+    struct sync_job *j = bc->j;
+    UNUSED(r);
+    bc->reading = false;
+    if (b->eof) bc->read_eof = true;
+    if (jb->status == UV_ECANCELED && !b->rc) {
+        b->rc = -1;
+        snprintf(b->err, sizeof b->err, "interrupted: the server is shutting down");
+    }
+    if (b->rc || !sync_running(j) || bc->state == BS_END) {
+        j->pipeline--;
+        batch_drop(j, b);
+        return;
+    }
+    memset(&b->job, 0, sizeof b->job);
+    job_submit(&j->srv->jobs, &b->job, NULL, parse_work, batch_parsed);    /* pipeline: still counted */
     boot_pump(j);
 }
 
@@ -651,9 +712,10 @@ static void on_tomb_page(void *arg, const struct peer_result *res)
     struct boot_batch *b = xcalloc(1, sizeof *b);
     batch_fill_ids(b, j);
     b->tomb = true;
+    b->since = bc->tomb_since;
     b->raw = buf_steal(res->body, &b->raw_len);
     j->pipeline++;
-    job_submit(&j->srv->jobs, &b->job, NULL, tomb_parse_work, batch_read);
+    job_submit(&j->srv->jobs, &b->job, NULL, parse_work, batch_parsed);
 }
 
 /* ---- the phase's step (loop) -------------------------------------------- */
@@ -686,15 +748,19 @@ static void boot_start(struct sync_job *j)
 /* the next batch to read, or the ready one to hand to the writer */
 static void apply_pump(struct sync_job *j, struct sync_boot_ctx *bc)
 {
-    while (!list_empty(&bc->ready)) {
-        struct boot_batch *b = container_of(bc->ready.next, struct boot_batch, link);
-        if (b->seq != bc->seq_applied || (!b->first && !bc->first_applied)) break;
+    for (;;) {
+        struct boot_batch *b = NULL;
+        for (struct list *l = bc->ready.next; l != &bc->ready; l = l->next) {
+            struct boot_batch *x = container_of(l, struct boot_batch, link);
+            if (x->seq == bc->seq_applied) { b = x; break; }
+        }
+        if (!b || (!b->first && !bc->first_applied)) break;
         list_remove(&b->link);
         bc->seq_applied++;
         batch_to_writer(j, b);     /* no checkpoint: that waits for the tombstones */
         if (!sync_running(j)) return;
     }
-    if (!bc->read_eof && !bc->reading && bc->ahead < BOOT_AHEAD + 1) {
+    if (!bc->reading && !bc->read_eof && bc->ahead < BOOT_AHEAD) {
         struct boot_batch *b = xcalloc(1, sizeof *b);
         batch_fill_ids(b, j);
         b->seq = bc->seq_read++;
@@ -705,10 +771,11 @@ static void apply_pump(struct sync_job *j, struct sync_boot_ctx *bc)
         job_submit(&j->srv->jobs, &b->job, NULL, read_work, batch_read);
         return;
     }
-    if (bc->read_eof && !bc->ahead) {
+    if (!bc->reading && bc->read_eof && !bc->ahead) {
         /* every line is applied (a snapshot without lines applies none):
          * the tombstones next */
         bc->state = BS_TOMB;
+        bc->t_applied = now_ns_mono() / 1000000;
         boot_pump(j);
     }
 }
@@ -739,6 +806,7 @@ static void boot_pump(struct sync_job *j)
         snprintf(bc->url, sizeof bc->url, "%.*s/api/v1/spaces/%s%s", (int)(l && j->peer_url[l - 1] == '/' ? l - 1 : l),
                  j->peer_url, j->peer_space, tail);
         bc->file_out = true;
+        bc->t_start = now_ns_mono() / 1000000;
         j->pipeline++;
         blob_gate_submit(j->srv, &j->srv->sync->gate, &bc->job, file_work, file_done);
         return;

@@ -188,14 +188,14 @@ test('a download that does not check is refused and nothing is applied', { timeo
   const isDownload = (u) => u.includes(`/snapshots/${snap.id}/download`);
   await putSpace(B, SPACE);
 
-  // 1. a byte flipped in the middle: the gzip data does not inflate (or its CRC fails)
+  // 1. a byte flipped in the middle: not the bytes the peer recorded
   const flip = await proxyTo(t, A, (x) => {
     if (isDownload(x.url)) { const b = Buffer.from(x.body); b[b.length >> 1] ^= 0x55; x.body = b; }
     return x;
   });
   let r = await startSync(B, SPACE, flip, { direction: 'pull', extra: { bootstrap: 'snapshot' } });
   assert.equal(r.body.status, 'failed', r.text);
-  assert.match(r.body.error, /^bootstrap: the downloaded snapshot \w+ is not valid: /);
+  assert.match(r.body.error, /^bootstrap: the downloaded snapshot \w+ does not match its sha256 /);
   assert.equal(r.status, 502);
   let st = await syncStatus(B, SPACE);
   assert.equal(st.server_version, 0, 'nothing applied');
@@ -223,6 +223,26 @@ test('a download that does not check is refused and nothing is applied', { timeo
   assert.match(r.body.error, /does not match its sha256/);
   st = await syncStatus(B, SPACE);
   assert.equal(st.server_version, 0, 'nothing applied');
+
+  // 2b. the same file with the peer's listing made to match it (sha256 and
+  // size): its sha256 passes, the line count does not match its header's
+  // any more... make it a line that is not valid instead: a bad rev
+  const badLine = { ...JSON.parse(lines[2]), rev: 'not-a-rev' };
+  const broken = gzipSync(Buffer.from([lines[0], lines[1], JSON.stringify(badLine), ...lines.slice(3)].join('\n') + '\n'));
+  const lie = await proxyTo(t, A, (x) => {
+    if (isDownload(x.url)) x.body = broken;
+    if (x.url.includes('/snapshots?')) {
+      const l = JSON.parse(x.body);
+      for (const s of l.snapshots) Object.assign(s, { sha256: sha256(broken), size_bytes: broken.length });
+      x.body = Buffer.from(JSON.stringify(l));
+    }
+    return x;
+  });
+  r = await startSync(B, SPACE, lie, { direction: 'pull', extra: { bootstrap: 'snapshot' } });
+  assert.equal(r.body.status, 'failed', r.text);
+  assert.match(r.body.error, /^bootstrap: the snapshot's line 3 is not valid: /);
+  st = await syncStatus(B, SPACE);
+  assert.equal(st.server_version, 0, 'nothing applied: the bad line is in the first batch');
 
   // 3. a v1 snapshot (the committed fixture, served as the peer's newest):
   // its lines carry no history, so the job pulls instead
