@@ -52,11 +52,11 @@ static void test_migration(void)
     CHECK_INT(store_open(dir, DURABILITY_NORMAL, &st, err, sizeof err), 0);
     sqlite3 *db = store_startup_db(st);
     /* back to schema 5: undo migrations 6 (space_blobs), 7 (integrity),
-     * 8 (sync job errors) and 9 (sync job bootstrap) */
+     * 8 (sync job errors), 9 (sync job bootstrap) and 10 (the tombstones' index) */
     exec_ok(db, "DROP TABLE space_blobs; ALTER TABLE snapshots DROP COLUMN integrity;"
                 " ALTER TABLE snapshots DROP COLUMN integrity_error; ALTER TABLE snapshots DROP COLUMN integrity_checked_at;"
                 " ALTER TABLE sync_jobs DROP COLUMN errors; ALTER TABLE sync_jobs DROP COLUMN error_items;"
-                " ALTER TABLE sync_jobs DROP COLUMN bootstrap;"
+                " ALTER TABLE sync_jobs DROP COLUMN bootstrap; DROP INDEX entities_tombstones;"
                 " DELETE FROM schema_version WHERE version >= 6;");
     char a[65], b[65], c[65], d[65], e[65], f[65], g[65], h[65];
     hash_of('a', a); hash_of('b', b); hash_of('c', c); hash_of('d', d);
@@ -91,7 +91,7 @@ static void test_migration(void)
 
     st = NULL;
     CHECK_INT(store_open(dir, DURABILITY_NORMAL, &st, err, sizeof err), 0);
-    CHECK_INT(store_schema_version(st), 9);
+    CHECK_INT(store_schema_version(st), 10);
     char got[256];
     refs(store_startup_db(st), got, sizeof got);
     CHECK_STR(got, "a:1,a:2,b:1,e:2,f:1");
