@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { unlinkSync, readFileSync, writeFileSync } from 'node:fs';
 import { withServer, putSpace, api, apiOk, checkError, createKey } from './helpers.mjs';
@@ -137,6 +138,19 @@ test('export refusals and access: 400, 404, 422 as a download, reader keys', { t
   assert.equal(ex.status, dl.status, 'the same answer as a download');
   assert.equal(ex.status, 403);
   assert.equal((await api(srv, 'GET', exportPath(snap.id), { token: null })).status, 401);
+
+  // the download's ?as=gzip (what a browser's fetch uses, docs/api.md):
+  // the stored file as the body, no content coding, whatever is accepted
+  for (const headers of [{}, { 'Accept-Encoding': 'gzip' }]) {
+    const f = await rawGet(srv, snapPath(SPACE, snap.id, '/download?as=gzip'), { headers });
+    assert.equal(f.status, 200);
+    assert.equal(f.headers['content-type'], 'application/gzip');
+    assert.equal(f.headers['content-encoding'], undefined);
+    assert.equal(f.headers['content-disposition'], `attachment; filename="${SPACE}-${snap.id}.ndjson.gz"`);
+    assert.equal(createHash('sha256').update(f.body).digest('hex'), snap.sha256);
+    assert.equal(f.headers.etag, `"${snap.sha256}"`);
+  }
+  checkError(assert, await api(srv, 'GET', snapPath(SPACE, snap.id, '/download?as=zip')), 400, 'invalid_parameter', 'as=zip');
 
   // a damaged file: CSV reads it all before the first byte -> 422, and the snapshot is marked
   const f = snapFile(srv.dataDir, snap.id);
