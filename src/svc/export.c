@@ -262,6 +262,10 @@ static bool ex_open(struct export *x)
         return false;
     }
     x->rd_open = true;
+    /* CSV parses every body itself (canon_stream checks it is JSON and
+     * decodes its members): the reader need not make it canonical first;
+     * the file's sha256 is still checked at the end of each pass */
+    if (x->format == EXPORT_CSV) x->rd.defer_body = true;
     return true;
 }
 
@@ -404,7 +408,10 @@ static void open_done(struct job *jb, struct http_req *r)
     }
     bool csv = x->format == EXPORT_CSV;
     if (x->gzip) {
-        if (deflateInit2(&x->zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) abort();
+        /* level 1: compressed on the fly for one client, so speed first (at
+         * 6 a JSON export took 5.7 times as long for 15 % fewer bytes,
+         * bench/snapshot/export) */
+        if (deflateInit2(&x->zs, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) abort();
         x->zs_init = true;
         http_add_header(r, "Content-Encoding", "gzip");
     }
