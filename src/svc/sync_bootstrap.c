@@ -83,6 +83,7 @@ struct sync_boot_ctx {
     enum boot_state state;
     /* in (copied on the loop) */
     char path[1200], url[1200], token[128], peer_uid[27];
+    struct job_pool *pool;
     struct sync_boot_pick pick;
     /* pool results (download + check) */
     int outcome;                     /* 0 go on, 1 fall back to a pull (msg), -1 fail (msg, http) */
@@ -264,6 +265,7 @@ struct dl_sink {
     FILE *f;
     uint64_t n, cap;
     EVP_MD_CTX *md;
+    struct job_pool *pool;           /* its stopping flag: a shutdown cuts the download short */
 };
 
 static size_t to_file(char *p, size_t size, size_t n, void *arg)
@@ -271,6 +273,7 @@ static size_t to_file(char *p, size_t size, size_t n, void *arg)
     struct dl_sink *s = arg;
     s->n += size * n;
     if (s->n > s->cap) return 0;     /* more than the peer said the file holds */
+    if (job_pool_stopping(s->pool)) return 0;
     EVP_DigestUpdate(s->md, p, size * n);
     return fwrite(p, size, n, s->f);
 }
@@ -283,7 +286,7 @@ static int download(struct sync_boot_ctx *bc)
         snprintf(bc->msg, sizeof bc->msg, "cannot create a temp file for the snapshot: %s", strerror(errno));
         return -1;
     }
-    struct dl_sink sink = {.f = f, .cap = bc->pick.size_bytes, .md = EVP_MD_CTX_new()};
+    struct dl_sink sink = {.f = f, .cap = bc->pick.size_bytes, .md = EVP_MD_CTX_new(), .pool = bc->pool};
     EVP_DigestInit_ex(sink.md, sha256_md(), NULL);
     CURL *e = curl_easy_init();
     char auth[200];
@@ -733,6 +736,7 @@ static void boot_start(struct sync_job *j)
     list_init(&bc->ready);
     snprintf(bc->peer_uid, sizeof bc->peer_uid, "%s", j->peer_uid);
     snprintf(bc->token, sizeof bc->token, "%s", j->token);
+    bc->pool = &j->srv->jobs;
     char name[64];
     snprintf(name, sizeof name, "boot-%s", j->id);
     snap_file(j->srv->cfg->data_dir, name, true, bc->path, sizeof bc->path);
@@ -784,6 +788,11 @@ static void boot_pump(struct sync_job *j)
 {
     struct sync_boot_ctx *bc = j->boot_ctx;
     if (!sync_running(j) || (bc && bc->state == BS_END)) return;
+    if (j->srv->shutting_down) {
+        /* what is out comes back and is dropped; the job ends now */
+        boot_fail(j, 503, "interrupted: the server is shutting down");
+        return;
+    }
     if (!bc) {
         boot_start(j);
         return;

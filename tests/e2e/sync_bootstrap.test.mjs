@@ -308,3 +308,31 @@ test('kill -9 of the target mid-bootstrap: a consistent space, the next job comp
   assert.equal(next.body.conflicts, 0);
   await assertConverged([A, B], SPACE, 'after the resumed job');
 });
+
+test('SIGTERM of the target mid-bootstrap: a clean exit, the job ends interrupted, no download left', { timeout: 120000 }, async (t) => {
+  const A = await withServer(t);
+  await putSpace(A, SPACE);
+  await pushMany(A, SPACE, 20000, { makeId: (i) => `k${String(i).padStart(6, '0')}`, bodyOf: (i) => ({ i, pad: 'y'.repeat(300) }) });
+  await createSnapshot(A, SPACE);
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'snapsync-e2e-boot-'));
+  let B = await startServer({ dataDir });
+  t.after(async () => { try { await B.stop(); } catch { /* reported */ } rmSync(dataDir, { recursive: true, force: true }); });
+  await putSpace(B, SPACE);
+  const ev = await openSSE(B.port, '/api/v1/events?topics=sync', { token: B.adminToken });
+  const r = await startSync(B, SPACE, A, { direction: 'pull', wait: false, extra: { bootstrap: 'snapshot' } });
+  assert.equal(r.status, 202, r.text);
+  await ev.waitFor(() => ev.ofType('sync').some((e) => e.json?.phase === 'bootstrap' && e.json.pulled > 0) || undefined,
+    60000, 'a bootstrap batch applied');
+  const exit = await B.stop('SIGTERM', { timeoutMs: 20000 });
+  ev.close();
+  assert.equal(exit.code, 0, `clean exit: ${B.stderrText().slice(-2000)}`);
+  assert.ok(B.logs.some((l) => l.msg === 'sync_finished' && l.status === 'failed'), 'the job ended before the exit');
+  B = await startServer({ dataDir });
+  const job = await waitFinished(B, SPACE, r.body.id);
+  assert.equal(job.status, 'failed');
+  assert.match(job.error, /interrupted/);
+  assert.deepEqual(readdirSync(path.join(dataDir, 'snapshots')).filter((f) => f.startsWith('boot-')), []);
+  const next = await startSync(B, SPACE, A, { direction: 'pull' });
+  assert.equal(next.status, 200, next.text);
+  await assertConverged([A, B], SPACE, 'after the next job');
+});
