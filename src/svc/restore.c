@@ -228,19 +228,19 @@ static int counts_check(struct snap_reader *rd, struct merge *m, char *err, size
 }
 
 /* The snapshot entity against the live row under the cursor (cur, when
- * same_key): 1 when the restore must put it, 0 when not, -1 when its body
- * fails the check (a body is checked only when it is not byte-equal to a
- * stored one: stored bodies are canonical). A v2 file also puts back an
- * entity whose body is the same under another rev. */
+ * same_key): 1 when the restore must put it (not live, or another body),
+ * 0 when not, -1 when its body fails the check. A body is checked only
+ * when it is not byte-equal to the stored one: stored bodies are
+ * canonical, so an equal one needs no parse. An entity with the same body
+ * under another rev is left as it is (v1 and v2 alike: the answers count
+ * bodies). */
 static int line_differs(struct snap_reader *rd, struct snap_entity *e, const struct cur_row *cur, bool same_key,
                         char *why, size_t whylen)
 {
     bool live = same_key && !cur->deleted && cur->body;
-    if (!live || cur->blen != e->body_len || memcmp(cur->body, e->body, e->body_len)) {
-        if (snap_reader_body(rd, e, why, whylen) < 0) return -1;
-        if (!live || cur->blen != e->body_len || memcmp(cur->body, e->body, e->body_len)) return 1;
-    }
-    return e->format_version >= SNAP_FORMAT_V2 && strcmp(cur->rev, e->rev) ? 1 : 0;
+    if (live && cur->blen == e->body_len && !memcmp(cur->body, e->body, e->body_len)) return 0;
+    if (snap_reader_body(rd, e, why, whylen) < 0) return -1;
+    return !live || cur->blen != e->body_len || memcmp(cur->body, e->body, e->body_len) ? 1 : 0;
 }
 
 static int merge_entity(struct merge *m, struct snap_entity *e, struct cur_row *cur, bool same_key, char *err,
@@ -538,9 +538,8 @@ static int restore_change(struct restore_op *ro, const char *c, const char *i, b
     struct ent_row row;
     if (wtx_entity_get(ro->tx, ro->sp, c, i, &row) < 0) return -1;
     bool live = row.exists && !row.deleted;
-    bool body_differs = !live || !row.body || row.body_len != blen || memcmp(row.body, body, blen);
     int rc = 0;
-    if (del ? live : (body_differs || (rev_in && strcmp(row.rev, rev_in)))) {
+    if (del ? live : (!live || !row.body || row.body_len != blen || memcmp(row.body, body, blen))) {
         char rev[REV_MAX];
         if (!del && rev_in)          /* the revision as it was, not a new edit */
             rc = wtx_entity_put(ro->tx, &ro->op, ro->sp, c, i, &row, rev_in, false, body, blen, hist ? hist : "");

@@ -465,11 +465,11 @@ static int doc_entity(struct snap_reader *r, const char *line, size_t len, struc
 #define V2_REVS_MSG "\"revs\" is not the revision history: an array of revs, newest first, that starts with rev"
 #define V2_CONFLICTS_MSG "\"conflicts\" is not an array of conflict records {\"rev\",\"deleted\",\"body\"}"
 
-/* rev itself and at most REV_HISTORY earlier revs (all a row keeps) */
+/* rev itself and the earlier revs a row keeps: REV_HISTORY in all */
 static int v2_revs_check(json_t *revs, const char *rev, char *err, size_t errlen)
 {
     size_t n = json_array_size(revs);
-    if (!json_is_array(revs) || n < 1 || n > REV_HISTORY + 1) goto bad;
+    if (!json_is_array(revs) || n < 1 || n > REV_HISTORY) goto bad;
     for (size_t k = 0; k < n; k++) {
         const char *x = json_name(json_array_get(revs, k));
         if (!x || !line_rev_ok(x) || (k == 0 && strcmp(x, rev))) goto bad;
@@ -579,7 +579,7 @@ static bool cut_revs(struct cut *c, const char *rev, struct snap_entity *e)
     char x[REV_MAX];
     if (!cut_lit(c, "[")) return false;
     for (size_t n = 0;; n++) {
-        if (n > REV_HISTORY || !cut_str(c, x, sizeof x) || !line_rev_ok(x) || (n == 0 && strcmp(x, rev))) return false;
+        if (n >= REV_HISTORY || !cut_str(c, x, sizeof x) || !line_rev_ok(x) || (n == 0 && strcmp(x, rev))) return false;
         if (cut_lit(c, "]")) break;
         if (!cut_lit(c, ",")) return false;
     }
