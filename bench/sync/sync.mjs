@@ -4,7 +4,7 @@
 //   node sync.mjs stats        --count N
 //   node sync.mjs snap-load    --url U --token T --space S --count N [--concurrency 2]
 //   node sync.mjs snap-edit    --url U --token T --space S --count N --edits E --run R
-//   node sync.mjs snap-sync    --url B --token TB --space S --peer A --peer-token TA [--reps 1] [--direction pull]
+//   node sync.mjs snap-sync    --url B --token TB --space S --peer A --peer-token TA [--reps 1] [--direction pull] [--bootstrap snapshot]
 //   node sync.mjs snap-digests --url A --token TA --url2 B --token2 TB --space S
 //   node sync.mjs pouch-load   --url U --db D --count N [--concurrency 2]
 //   node sync.mjs pouch-edit   --url U --db D --count N --edits E --run R
@@ -323,15 +323,17 @@ async function cmdSnapSync() {
   const runs = [];
   for (let i = 0; i < reps; i++) {
     const t0 = hr();
-    const res = await request(url, 'POST', `${spacePath(space)}/sync`, { peer_url: peer, peer_space: space,
-      peer_token: peerToken, direction, wait: true }, auth(token));
+    const body = { peer_url: peer, peer_space: space, peer_token: peerToken, direction, wait: true };
+    if (args.bootstrap) body.bootstrap = args.bootstrap;       // "snapshot": bench/sync/bootstrap
+    const res = await request(url, 'POST', `${spacePath(space)}/sync`, body, auth(token));
     const ms = hr() - t0;
     if (res.status !== 200) fail(`POST /sync answered ${res.status}: ${res.body.slice(0, 300)}`);
     const j = JSON.parse(res.body);
     if (j.status !== 'completed') fail(`sync job ${j.status}: ${j.error}`);
     runs.push({ client_ms: Number(ms.toFixed(3)),
       server_ms: Date.parse(j.finished_at) - Date.parse(j.started_at),
-      pulled: j.pulled, pushed: j.pushed, conflicts: j.conflicts, requests: j.requests, bytes: j.bytes, id: j.id });
+      pulled: j.pulled, pushed: j.pushed, conflicts: j.conflicts, requests: j.requests, bytes: j.bytes, id: j.id,
+      bootstrap: j.bootstrap });
   }
   out({ runs });
 }

@@ -32,6 +32,7 @@ enum { CHANGES_FEED_NORMAL, CHANGES_FEED_LONGPOLL, CHANGES_FEED_SSE };
 struct changes_query {
     uint64_t since, limit, timeout_ms;
     bool bodies, all_revs;
+    bool deleted_only;               /* deleted=only: tombstones (a snapshot bootstrap's) */
     int feed;
     int ncoll;
     char coll[CHANGES_MAX_COLLECTIONS][64];

@@ -14,6 +14,8 @@ void api_snapshot_list(struct http_req *r);
 void api_snapshot_get(struct http_req *r);
 void api_snapshot_delete(struct http_req *r);
 void api_snapshot_download(struct http_req *r);
+/* GET .../snapshots/{id}/export?format=json|csv[&collection=c] */
+void api_snapshot_export(struct http_req *r);
 void api_snapshot_preview(struct http_req *r);
 void api_snapshot_restore(struct http_req *r);
 void api_snapshot_import(struct http_req *r);

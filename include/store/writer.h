@@ -174,6 +174,8 @@ struct journal_ent {
     bool live;                       /* before the write: a live entity with body */
     char *body;
     size_t blen;
+    char rev[REV_MAX];               /* live: its rev then, and its history (a restore */
+    char *revs;                      /* of a v2 snapshot puts that identity back) */
 };
 struct journal {
     int64_t space_id;

@@ -32,6 +32,7 @@ struct changes_arg {
     char coll[CHANGES_MAX_COLLECTIONS][64];
     bool all_revs;                   /* style=all_revs: history and conflicts */
     char exclude_origin[27];         /* skip revisions that came from this instance (sync pushes) */
+    bool deleted_only;               /* tombstones only: what a snapshot, which holds live entities, lacks */
     /* the worker's, while a read runs */
     sqlite3 *db;                     /* set while iterating (worker) */
     int64_t space_id;

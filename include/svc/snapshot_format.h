@@ -6,8 +6,8 @@
  * threads when asked, core/pgzip.h) and hashes the compressed bytes as it
  * writes them; the reader decompresses, hashes the same bytes and hands out
  * one parsed line at a time. Which layout the lines have is decided by the
- * header's "format" in one place (snap_reader_open): a future v2 adds a
- * branch there and v1 files still read.
+ * header's "format" in one place (snap_reader_open): v2 is a
+ * branch there (and in snap_reader_next) and v1 files still read.
  *
  * Threads: none of its own. Every call blocks on file I/O, so the server
  * makes them from threadpool jobs (`_work`) only; `snapsync verify` and the
@@ -22,16 +22,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/entity.h"
 #include "core/util.h"
 
-#define SNAP_FORMAT "snapsync.snapshot.v1"
+#define SNAP_FORMAT_V1_NAME "snapsync.snapshot.v1"
+#define SNAP_FORMAT_V2_NAME "snapsync.snapshot.v2"
+#define SNAP_FORMAT SNAP_FORMAT_V2_NAME  /* what new files are written as */
 #define SNAP_FORMAT_V1 1
+#define SNAP_FORMAT_V2 2
 /* the message of a file that is not there (a row's integrity_error too) */
 #define SNAP_MISSING "the snapshot file is missing"
 
 /* Line 1. Writer: filled by the caller. Reader: filled from the file. */
 struct snap_header {
-    int version;                     /* SNAP_FORMAT_V1 */
+    int version;                     /* SNAP_FORMAT_V1 or SNAP_FORMAT_V2 */
     char space[64], space_uid[27], instance_id[27], snapshot[27];
     uint64_t server_version, entity_total;
     uint64_t created_at_ms;          /* RFC 3339 with milliseconds in the file */
@@ -39,14 +43,30 @@ struct snap_header {
     size_t counts_len;
 };
 
-/* One entity line. The reader's strings point into its own memory, valid
- * until the next snap_reader_next() or snap_reader_close(). */
+/* One entity line. The reader's strings and slices point into its own
+ * memory, valid until the next snap_reader_next() or snap_reader_close().
+ * Slices are not NUL-terminated: use their _len. */
 struct snap_entity {
     const char *collection, *id, *rev;
-    uint64_t version, created_at, updated_at;
+    uint64_t version, created_at, updated_at;   /* version: the entity's change counter */
     const char *body;                /* canonical JSON, as stored (the reader's: as a restore writes it) */
     size_t body_len;
-    json_t *body_json;               /* reader only: the parsed body (for "_blobs") */
+    /* reader only: the parsed body, or NULL when the line was read as text
+     * (a line in the writer's own layout with a canonical body is not
+     * parsed); blob_set_add_text(body, body_len) works in both cases */
+    json_t *body_json;
+    /* v2 only (NULL and 0 in a v1 file; the writer writes a v2 line's
+     * "revs" from rev alone and "conflicts":[] when they are NULL):
+     * revs: the JSON text of the revision history, newest first, rev
+     * itself first: ["3-ab…","2-cd…","1-ef…"], as GET /changes?style=all_revs
+     * gives it. conflicts: the JSON text of the pending conflict records,
+     * [{"rev":…,"deleted":false,"body":{…}},…] (body canonical or null), or
+     * NULL when there are none. */
+    const char *revs;
+    size_t revs_len;
+    const char *conflicts;
+    size_t conflicts_len;
+    int format_version;              /* reader: the file's format, SNAP_FORMAT_V1 or SNAP_FORMAT_V2 */
 };
 
 /* ---- writing --------------------------------------------------------------
@@ -112,10 +132,16 @@ struct snap_reader {
     size_t pos;
     uint64_t compressed, raw;
     uint64_t line;                   /* the line last read or being read (1: the header) */
-    int version;                     /* from the header */
+    int version;                     /* from the header: SNAP_FORMAT_V1 or SNAP_FORMAT_V2 */
     json_t *hdr;                     /* line 1 */
-    json_t *doc;                     /* the current entity line */
+    json_t *doc;                     /* the current entity line, when it was parsed */
     char *canon;                     /* its body's canonical text */
+    char *revs_txt, *conf_txt;       /* a parsed v2 line's revs and conflicts as text */
+    const char *cur_line;            /* the current line (in pending) */
+    size_t cur_len;
+    char fc[64], fi[130], frev[REV_MAX];   /* the names of a line read as text */
+    bool defer_body;                 /* caller's choice: snap_reader_body checks bodies */
+    bool body_pending;               /* the current line's body is not checked yet */
     char prev_c[64], prev_i[130];    /* the previous entity's key (order) */
 };
 /* 0; or, with err and the reader closed: -1 when the file cannot be
@@ -131,6 +157,13 @@ json_t *snap_reader_counts(struct snap_reader *r);
 /* 1 with the next entity in e, 0 at the clean end, -1 with err (without
  * the line number: r->line has it). */
 int snap_reader_next(struct snap_reader *r, struct snap_entity *e, char *err, size_t errlen);
+/* With r->defer_body set (after open), snap_reader_next leaves the body of
+ * a line in the writer's own layout unchecked: a caller that finds it
+ * byte-equal to a stored body (stored bodies are canonical) needs no more;
+ * any other body must pass this before it is used or the file is called
+ * valid: 0 (e->body is then what a restore writes; e may be refilled), or
+ * -1 with err as snap_reader_next says it. */
+int snap_reader_body(struct snap_reader *r, struct snap_entity *e, char *err, size_t errlen);
 /* The compressed bytes' sha256; at the end, once. */
 void snap_reader_sha256(struct snap_reader *r, char out[65]);
 void snap_reader_close(struct snap_reader *r);

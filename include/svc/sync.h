@@ -34,6 +34,7 @@ struct space;
 struct sync_hooks {
     void (*pull_pump)(struct sync_job *j);       /* sync_pull.c: the pull phase's step */
     void (*push_step)(struct sync_job *j);       /* sync_push.c: the push phase's step */
+    void (*boot_step)(struct sync_job *j);       /* sync_bootstrap.c: the bootstrap phase's step */
     void (*job_release)(struct sync_job *j);     /* sync_push.c: what a job being freed holds */
     void (*job_ended)(struct sync_job *j);       /* peers.c: a persistent peer's job ended */
 };
@@ -73,6 +74,7 @@ struct sync_params {
     const char *actor, *remote;      /* for the audit records */
     const char *peer_name;           /* a persistent peer's job, or NULL */
     bool force;                      /* a full diff: the checkpoints are not read */
+    bool bootstrap;                  /* "bootstrap":"snapshot": an empty space starts from the peer's snapshot */
 };
 
 /* A new running job of space sp (published; the caller sets answer and its

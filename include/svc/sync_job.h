@@ -6,6 +6,13 @@
  *   status --> pull --> push --> done        (direction "both")
  *          \--> push ---------/              ("push")
  *          pull ----------------> done       ("pull")
+ *   status --> bootstrap --> pull ...        ("bootstrap":"snapshot", pull or both)
+ *
+ * The bootstrap phase (sync_bootstrap.c) is where a job asked to start an
+ * empty space from the peer's newest snapshot decides whether it can,
+ * downloads and checks the file, and applies its entities; it always moves
+ * on to the pull, from the snapshot's server_version when it applied one,
+ * or as a plain pull (boot_reason says why) when it could not.
  *
  * A job that fails keeps the phase it failed in; one that runs to its end
  * is "completed", or "partial" when some items could not be applied. The
@@ -39,6 +46,7 @@ enum sync_status {
 
 enum sync_phase {
     SYNC_PHASE_STATUS,               /* GET peer /sync/status, then the checkpoints */
+    SYNC_PHASE_BOOTSTRAP,            /* the peer's newest snapshot into an empty space (then the pull) */
     SYNC_PHASE_PULL,                 /* the peer's changes, in pages */
     SYNC_PHASE_PUSH,                 /* our changes, POSTed to the peer's /replicate */
     SYNC_PHASE_DONE,                 /* nothing left to send or fetch (push checkpoints may still commit) */
@@ -61,10 +69,25 @@ struct sync_err_item {
     char error[32], message[160];
 };
 
+/* A bootstrap from the peer's snapshot ("bootstrap":"snapshot"). */
+enum sync_boot {
+    SYNC_BOOT_OFF,                   /* not asked for: a plain job */
+    SYNC_BOOT_PENDING,               /* asked for, not decided or not done yet */
+    SYNC_BOOT_APPLIED,               /* the snapshot was applied; the pull went on from its server_version */
+    SYNC_BOOT_SKIPPED,               /* fell back to a plain pull: boot_reason says why */
+};
+
+/* The snapshot a bootstrap takes, from the peer's list. */
+struct sync_boot_pick {
+    char id[27], sha256[65];
+    uint64_t server_version, size_bytes, entity_total;
+};
+
 struct server;
 struct http_req;
 struct push_blobs;
 struct sync_job;
+struct sync_boot_ctx;
 
 /* Loop: a stored row lets an answer go (end false: the start row, for a
  * 202; end true: the end row, for a wait:true request). Set by whoever
@@ -138,6 +161,12 @@ struct sync_job {
     struct list ready;               /* parsed pages waiting for their turn */
     char pull_error[300];            /* set: no more fetches; finish when the pipeline drains */
     int pull_status;                 /* with pull_error: see sync_end() */
+    /* bootstrap (sync_bootstrap.c) */
+    enum sync_boot boot;
+    char boot_reason[200];           /* SKIPPED: why the job pulled instead */
+    struct sync_boot_pick boot_snap; /* the snapshot taken (id "" until picked) */
+    uint64_t boot_entities, boot_tombstones;  /* applied from the file, and tombstones fetched */
+    struct sync_boot_ctx *boot_ctx;  /* its file, reader and pages while the phase runs */
 };
 
 /* ---- names (for JSON, SQL, SSE and metrics) ---- */
@@ -187,6 +216,23 @@ int sync_percent(const struct sync_job *j);
 /* Reads ,"last_version":N,"more":B} off the end of a changes page without
  * parsing it. false when the end has any other shape. */
 bool sync_tail_scan(const char *raw, size_t len, uint64_t *last, bool *more);
+
+/* The bootstrap's first decision, before asking the peer anything:
+ * NULL when it may go on, else why the job pulls instead (local_version:
+ * our space's version now; a space that was ever written is not empty). */
+const char *sync_boot_precheck(const struct sync_job *j, uint64_t local_version);
+/* The snapshot to take from the peer's GET /snapshots?status=completed
+ * answer (newest first): the first completed one that is not marked
+ * corrupt, was taken here (not imported: its versions are another
+ * space's), holds something and is not past the peer's server_version
+ * (a restore or import replaced the data since). 1 with out filled, 0 with
+ * why (none fits), -1 with why (the answer is not snapsync's). */
+int sync_boot_pick(const char *list, size_t len, uint64_t peer_version, struct sync_boot_pick *out, char *why,
+                   size_t whycap);
+/* The phase's end: records the outcome (reason for SKIPPED), moves to the pull. */
+void sync_boot_end(struct sync_job *j, enum sync_boot outcome, const char *reason);
+/* "bootstrap" member of the job: null, or {"status","snapshot","server_version","entities","tombstones","reason"} */
+void sync_boot_json(struct buf *b, const struct sync_job *j);
 
 /* ---- what it met ---- */
 

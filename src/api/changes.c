@@ -79,6 +79,13 @@ int changes_query_parse(const char *query, size_t qlen, struct changes_query *cq
             return -1;
         }
     }
+    if ((l = http_query_in(query, qlen, "deleted", v, sizeof v)) != -1) {
+        if (l >= 0 && !strcmp(v, "only")) cq->deleted_only = true;
+        else if (l < 0 || strcmp(v, "any") != 0) {
+            snprintf(why, whycap, "deleted must be only or any");
+            return -1;
+        }
+    }
     if ((l = http_query_in(query, qlen, "timeout_ms", v, sizeof v)) != -1 &&
         (l < 0 || parse_u64(v, (size_t)l, 300000, &cq->timeout_ms) < 0)) {
         snprintf(why, whycap, "timeout_ms must be from 0 to 300000");
@@ -110,6 +117,7 @@ void api_changes_get(struct http_req *r)
     ca->ncoll = cq.ncoll;
     memcpy(ca->coll, cq.coll, sizeof ca->coll);
     ca->all_revs = cq.all_revs;
+    ca->deleted_only = cq.deleted_only;
     memcpy(ca->exclude_origin, cq.exclude_origin, sizeof ca->exclude_origin);
     switch (cq.feed) {
     case CHANGES_FEED_LONGPOLL:

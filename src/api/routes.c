@@ -64,6 +64,7 @@ static const struct route table[] = {
     R(HTTP_GET, S "/snapshots/{id}", api_snapshot_get, ACCESS_READ, ROUTE_NO_BODY, "snapshot_get"),
     R(HTTP_DELETE, S "/snapshots/{id}", api_snapshot_delete, ACCESS_OPERATE, ROUTE_NO_BODY, "snapshot_delete"),
     R(HTTP_GET, S "/snapshots/{id}/download", api_snapshot_download, ACCESS_READ, ROUTE_NO_BODY, "snapshot_download"),
+    R(HTTP_GET, S "/snapshots/{id}/export", api_snapshot_export, ACCESS_READ, ROUTE_NO_BODY, "snapshot_export"),
     R(HTTP_GET, S "/snapshots/{id}/preview", api_snapshot_preview, ACCESS_READ, ROUTE_NO_BODY, "snapshot_preview"),
     R(HTTP_POST, S "/snapshots/{id}/restore", api_snapshot_restore, ACCESS_OPERATE, 0, "snapshot_restore"),
     R(HTTP_POST, S "/snapshots/{id}/verify", api_snapshot_verify, ACCESS_OPERATE, ROUTE_NO_BODY, "snapshot_verify"),

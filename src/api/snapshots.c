@@ -16,7 +16,9 @@
 #include "net/filestream.h"
 #include "net/http.h"
 #include "net/server.h"
+#include "core/names.h"
 #include "svc/auth.h"
+#include "svc/export.h"
 #include "svc/import.h"
 #include "svc/remote.h"
 #include "svc/restore.h"
@@ -244,10 +246,38 @@ static bool row_refused(struct http_req *r, struct read_job *rj, const struct sn
 /* The file, streamed (net/filestream.h): checked as it goes out (size, gzip,
  * sha256); one that is not what the row says aborts the body and marks the
  * snapshot (snap_download_damaged). */
-static void dl_send(struct read_job *rj, struct http_req *r, const struct snap_row *row, int fd)
+/* ?as=gzip: the stored file as the body itself (application/gzip, no
+ * Content-Encoding), for a client that cannot ask for gzip without having
+ * it decoded: a browser's fetch, which then reads it through
+ * DecompressionStream and can hash what ETag names. 1, 0 without, -1
+ * having answered 400. */
+static int dl_as_file(struct http_req *r)
+{
+    char v[16];
+    long l = http_query_in(r->query, r->query_len, "as", v, sizeof v);
+    if (l == -1) return 0;
+    if (l >= 0 && !strcmp(v, "gzip")) return 1;
+    http_send_error(r, 400, "invalid_parameter", NULL, "as must be gzip (the stored file as the body)");
+    return -1;
+}
+
+static void dl_send(struct read_job *rj, struct http_req *r, const struct snap_row *row, int fd, bool as_file)
 {
     http_add_header(r, "ETag", "\"%s\"", row->sha256);
     http_add_header(r, "Vary", "Accept-Encoding");
+    if (as_file) {
+        http_add_header(r, "Content-Disposition", "attachment; filename=\"%s-%s.ndjson.gz\"", rj->space, row->id);
+        struct filestream_check chk = {.size = row->size_bytes, .damaged = snap_download_damaged};
+        snprintf(chk.sha256, sizeof chk.sha256, "%s", row->sha256);
+        struct snap_dl_check *d = xcalloc(1, sizeof *d);
+        snprintf(d->space, sizeof d->space, "%s", rj->space);
+        snprintf(d->id, sizeof d->id, "%s", row->id);
+        snprintf(d->actor, sizeof d->actor, "%s", api_actor(r));
+        snprintf(d->remote, sizeof d->remote, "%s", r->client);
+        chk.arg = d;
+        filestream_start(r, fd, 200, "application/gzip", 0, (int64_t)row->size_bytes, false, &chk);
+        return;
+    }
     bool gz = r->accept_gzip;
     /* the name of what the client ends up with: with Content-Encoding: gzip
      * it decodes the stored file (curl --compressed, browsers, fetch), so
@@ -276,6 +306,8 @@ static void dl_start(struct read_job *rj, struct http_req *r)
                         "%s; it is not served (POST .../snapshots/%s/verify once the file is repaired)", msg, row->id);
         return;
     }
+    int as_file = dl_as_file(r);
+    if (as_file < 0) return;
     size_t il;
     const char *inm = http_header(r, "If-None-Match", &il);
     if (inm && etag_list_match(inm, il, row->sha256, true)) {
@@ -298,7 +330,7 @@ static void dl_start(struct read_job *rj, struct http_req *r)
         http_send_error(r, 422, "snapshot_corrupt", NULL, "%s; nothing can be sent", SNAP_MISSING);
         return;
     }
-    dl_send(rj, r, row, fd);
+    dl_send(rj, r, row, fd, as_file == 1);
 }
 
 void api_snapshot_download(struct http_req *r)
@@ -306,6 +338,62 @@ void api_snapshot_download(struct http_req *r)
     struct space *sp = api_space(r);
     if (!sp) return;
     read_submit(r, snap_read_job(r, sp), row_work, dl_start);
+}
+
+/* ---- export ------------------------------------------------------------------ */
+
+/* format=json|csv (json when absent), collection=c (optional). 0, or -1
+ * having answered 400. */
+static int export_query(struct http_req *r, enum export_format *fmt, char *coll, size_t cap)
+{
+    char v[80];
+    long l = http_query_in(r->query, r->query_len, "format", v, sizeof v);
+    *fmt = EXPORT_JSON;
+    if (l >= 0 && !strcmp(v, "csv")) *fmt = EXPORT_CSV;
+    else if (l != -1 && (l < 0 || strcmp(v, "json"))) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "format must be json or csv");
+        return -1;
+    }
+    coll[0] = '\0';
+    l = http_query_in(r->query, r->query_len, "collection", coll, cap);
+    if (l != -1 && (l <= 0 || !name_collection_valid(coll, (size_t)l))) {
+        http_send_error(r, 400, "invalid_parameter", NULL, "collection must be a collection name");
+        return -1;
+    }
+    if (l == -1) coll[0] = '\0';
+    return 0;
+}
+
+/* the same refusals as a download's, then the stream (svc/export.c) */
+static void export_row_loaded(struct read_job *rj, struct http_req *r)
+{
+    struct snap_row *row = rj->arg;
+    if (row_refused(r, rj, row, "")) return;
+    if (!strcmp(row->integrity, "corrupt")) {
+        char msg[300];
+        snap_corrupt_msg(msg, sizeof msg, row->integrity_error);
+        http_send_error(r, 422, "snapshot_corrupt", NULL,
+                        "%s; it is not served (POST .../snapshots/%s/verify once the file is repaired)", msg, row->id);
+        return;
+    }
+    enum export_format fmt;
+    char coll[80], path[1200];
+    if (export_query(r, &fmt, coll, sizeof coll) < 0) return;
+    snap_file(r->srv->cfg->data_dir, row->id, false, path, sizeof path);
+    struct export_params p = {.space = rj->space, .id = row->id, .path = path, .sha256 = row->sha256,
+                              .collection = coll, .format = fmt, .gzip = r->accept_gzip, .actor = api_actor(r),
+                              .remote = r->client};
+    export_start(r, &p);
+}
+
+void api_snapshot_export(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    enum export_format fmt;
+    char coll[80];
+    if (export_query(r, &fmt, coll, sizeof coll) < 0) return;
+    read_submit(r, snap_read_job(r, sp), row_work, export_row_loaded);
 }
 
 /* ---- preview and dry run ------------------------------------------------------ */

@@ -100,7 +100,8 @@ static bool url_member_ok(struct http_req *r, json_t *v, const char *member, con
     return true;
 }
 
-static const char *const sync_members[] = {"peer_url", "peer_space", "peer_token", "direction", "wait", "force", NULL};
+static const char *const sync_members[] = {"peer_url", "peer_space", "peer_token", "direction", "wait", "force",
+                                            "bootstrap", NULL};
 
 void api_sync_start(struct http_req *r)
 {
@@ -115,6 +116,8 @@ void api_sync_start(struct http_req *r)
     const char *dir = json_name(json_object_get(v, "direction"));
     json_t *waitv = json_object_get(v, "wait"), *forcev = json_object_get(v, "force");
     bool wait = json_is_true(waitv), force = json_is_true(forcev);
+    json_t *bootv = json_object_get(v, "bootstrap");
+    const char *boot = json_name(bootv);
     if (!pspace) pspace = sp->st.name;
     if (!dir) dir = "both";
     char base[PEER_URL_MAX + 1];
@@ -126,6 +129,10 @@ void api_sync_start(struct http_req *r)
     else if (strcmp(dir, "pull") && strcmp(dir, "push") && strcmp(dir, "both")) bad = "direction is pull, push or both";
     else if (waitv && !json_is_boolean(waitv)) bad = "wait is true or false";
     else if (forcev && !json_is_boolean(forcev)) bad = "force is true or false";
+    else if (bootv && !json_is_null(bootv) && (!boot || (strcmp(boot, "snapshot") && strcmp(boot, "none"))))
+        bad = "bootstrap is \"snapshot\" or \"none\"";
+    else if (boot && !strcmp(boot, "snapshot") && !strcmp(dir, "push"))
+        bad = "bootstrap needs a pull: direction pull or both";
     if (bad) {
         json_decref(v);
         http_send_error(r, 400, "invalid_body", NULL, "%s", bad);
@@ -137,7 +144,8 @@ void api_sync_start(struct http_req *r)
         return;
     }
     struct sync_params p = {.url = url, .peer_space = pspace, .token = token, .direction = dir,
-                            .actor = api_actor(r), .remote = r->conn ? r->client : "", .force = force};
+                            .actor = api_actor(r), .remote = r->conn ? r->client : "", .force = force,
+                            .bootstrap = boot && !strcmp(boot, "snapshot")};
     struct sync_job *j = sync_job_new(srv, sp, &p);
     j->answer = answer;
     json_decref(v);
@@ -160,7 +168,7 @@ void api_sync_start(struct http_req *r)
  * before a restart, or one forgotten from memory, is read from its row. */
 
 #define JOB_COLUMNS "id, peer_url, peer_space, direction, status, phase, pulled, pushed, conflicts, blobs, bytes," \
-                    " started_at, finished_at, error, errors, error_items"
+                    " started_at, finished_at, error, errors, error_items, bootstrap"
 
 /* A stored job row as sync_job_json() writes a live one; "requests" is not
  * stored (null). Worker thread. */
@@ -189,6 +197,10 @@ static void row_job_json(struct buf *b, sqlite3_stmt *q, const char *space)
     json_key(b, "error_items");
     if (T(15) && T(15)[0] == '[') buf_append(b, T(15), (size_t)sqlite3_column_bytes(q, 15));
     else buf_puts(b, "[]");
+    /* our own text too (sync_boot_json), or NULL: a job not asked to bootstrap */
+    json_key(b, "bootstrap");
+    if (T(16) && T(16)[0] == '{') buf_append(b, T(16), (size_t)sqlite3_column_bytes(q, 16));
+    else buf_puts(b, "null");
     buf_putc(b, '}');
 #undef T
 }

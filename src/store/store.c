@@ -227,6 +227,13 @@ static const char *const migrations[] = {
     "  object_sha256 TEXT"
     ") WITHOUT ROWID;"
     "CREATE INDEX snapshot_remote_kind ON snapshot_remote(space, kind, status, snapshot_id);",
+    /* 10: a job asked to bootstrap from the peer's snapshot: what it did
+     * (the job's "bootstrap" object as JSON), NULL for the others */
+    "ALTER TABLE sync_jobs ADD COLUMN bootstrap TEXT;",
+    /* 11: the tombstones of a space in version order (GET /changes?deleted=
+     * only, which a snapshot bootstrap reads): without it that read walks
+     * every entity of the space; partial, so only deletions pay for it */
+    "CREATE INDEX entities_tombstones ON entities(space_id, version) WHERE deleted = 1;",
 };
 
 int store_connect(const char *path, bool readonly, enum durability durability, sqlite3 **out, char *err,

@@ -348,7 +348,10 @@ static void history_push(char *out, size_t cap, const char *rev, const char *old
 void journal_free(struct journal *j)
 {
     if (!j) return;
-    for (size_t k = 0; k < j->n; k++) free(j->v[k].body);
+    for (size_t k = 0; k < j->n; k++) {
+        free(j->v[k].body);
+        free(j->v[k].revs);
+    }
     free(j->v);
     free(j);
 }
@@ -380,7 +383,7 @@ static void journal_note(struct journal *j, const char *coll, const char *id, ui
 {
     if (j->overflowed) return;
     bool live = cur->exists && !cur->deleted && cur->body;
-    size_t add = sizeof *j->v + (live ? cur->body_len : 0);
+    size_t add = sizeof *j->v + (live ? cur->body_len + strlen(cur->revs) : 0);
     if (j->bytes + add > j->max_bytes) {
         j->overflowed = true;
         return;
@@ -396,6 +399,8 @@ static void journal_note(struct journal *j, const char *coll, const char *id, ui
     e->live = live;
     e->body = live ? xstrndup(cur->body, cur->body_len) : NULL;
     e->blen = live ? cur->body_len : 0;
+    snprintf(e->rev, sizeof e->rev, "%s", live ? cur->rev : "");
+    e->revs = live ? xstrdup(cur->revs) : NULL;
     j->bytes += add;
 }
 

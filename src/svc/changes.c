@@ -41,6 +41,7 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
     }
     if (ca && ca->exclude_origin[0])
         n += (size_t)snprintf(sql + n, sizeof sql - n, " AND (origin IS NULL OR origin != ?20)");
+    if (ca && ca->deleted_only) n += (size_t)snprintf(sql + n, sizeof sql - n, " AND deleted = 1");
     snprintf(sql + n, sizeof sql - n, " ORDER BY version LIMIT ?3");
     sqlite3_stmt *q;
     *more = false;

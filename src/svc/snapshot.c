@@ -129,21 +129,104 @@ static int snap_read_counts(struct snap_job *sj, sqlite3 *db, char uid[27])
     return 0;
 }
 
+/* A live row's revs as the JSON array of GET /changes?style=all_revs: rev,
+ * then the stored history (space-separated, newest first). */
+static void revs_json(struct buf *b, const char *rev, const char *hist)
+{
+    buf_reset(b);
+    buf_putc(b, '[');
+    json_cstr(b, rev);
+    for (const char *p = hist; p && *p;) {
+        const char *sp = strchr(p, ' ');
+        size_t l = sp ? (size_t)(sp - p) : strlen(p);
+        buf_putc(b, ',');
+        json_str(b, p, l);
+        if (!sp) break;
+        p = sp + 1;
+    }
+    buf_putc(b, ']');
+}
+
+/* The conflict records of the space in entity key order, walked beside the
+ * rows (a merge, not a query per row; most spaces have none). */
+struct conf_walk {
+    sqlite3_stmt *q;
+    int rc;                          /* of the last step */
+    struct buf out;
+};
+
+static int conf_open(struct conf_walk *cw, sqlite3 *db, int64_t space_id)
+{
+    memset(cw, 0, sizeof *cw);
+    buf_init(&cw->out);
+    if (sqlite3_prepare_v2(db,
+                           "SELECT collection, entity_id, conflicting_rev, deleted, conflicting_body FROM conflicts"
+                           " WHERE space_id = ? ORDER BY collection, entity_id, id",
+                           -1, &cw->q, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(cw->q, 1, space_id);
+    cw->rc = sqlite3_step(cw->q);
+    return cw->rc == SQLITE_ROW || cw->rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* The records of (c, i) as JSON text (NULL for none); skips records of
+ * keys before it (entities that are not live). -1 on an SQL error. */
+static int conf_for(struct conf_walk *cw, const char *c, const char *i, const char **txt, size_t *len)
+{
+    *txt = NULL;
+    buf_reset(&cw->out);
+    int n = 0;
+    while (cw->rc == SQLITE_ROW) {
+        int k = snap_key_cmp((const char *)sqlite3_column_text(cw->q, 0), (const char *)sqlite3_column_text(cw->q, 1),
+                             c, i);
+        if (k > 0) break;
+        if (k == 0) {
+            buf_puts(&cw->out, n++ ? "," : "[");
+            buf_puts(&cw->out, "{\"rev\":");
+            json_cstr(&cw->out, (const char *)sqlite3_column_text(cw->q, 2));
+            json_kv_bool(&cw->out, "deleted", sqlite3_column_int(cw->q, 3) != 0);
+            buf_puts(&cw->out, ",\"body\":");
+            if (sqlite3_column_type(cw->q, 4) == SQLITE_NULL) buf_puts(&cw->out, "null");
+            else buf_append(&cw->out, sqlite3_column_text(cw->q, 4), (size_t)sqlite3_column_bytes(cw->q, 4));
+            buf_putc(&cw->out, '}');
+        }
+        cw->rc = sqlite3_step(cw->q);
+    }
+    if (cw->rc != SQLITE_ROW && cw->rc != SQLITE_DONE) return -1;
+    if (n) {
+        buf_putc(&cw->out, ']');
+        *txt = cw->out.data;
+        *len = cw->out.len;
+    }
+    return 0;
+}
+
+static void conf_close(struct conf_walk *cw)
+{
+    sqlite3_finalize(cw->q);
+    buf_free(&cw->out);
+}
+
 /* every live row, in key order, through the writer. 0, or -1 with the job
  * failed */
 static int snap_write_rows(struct snap_job *sj, sqlite3 *db, struct snap_writer *w)
 {
     sqlite3_stmt *q;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT collection, id, rev, version, created_at, updated_at, body FROM entities"
+    struct conf_walk cw;
+    if (conf_open(&cw, db, sj->space_id) < 0 ||
+        sqlite3_prepare_v2(db,
+                           "SELECT collection, id, rev, version, created_at, updated_at, body, revs FROM entities"
                            " WHERE space_id = ? AND deleted = 0 ORDER BY collection, id",
                            -1, &q, NULL) != SQLITE_OK) {
         fail_job(sj, "reading the space failed: %s", sqlite3_errmsg(db));
+        conf_close(&cw);
         return -1;
     }
     sqlite3_bind_int64(q, 1, sj->space_id);
     uint64_t n = 0;
     int rc;
+    struct buf revs;
+    buf_init(&revs);
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         struct snap_entity e = {
             .collection = (const char *)sqlite3_column_text(q, 0),
@@ -155,6 +238,13 @@ static int snap_write_rows(struct snap_job *sj, sqlite3 *db, struct snap_writer 
             .body = (const char *)sqlite3_column_text(q, 6),
             .body_len = (size_t)sqlite3_column_bytes(q, 6),
         };
+        revs_json(&revs, e.rev, (const char *)sqlite3_column_text(q, 7));
+        e.revs = revs.data;
+        e.revs_len = revs.len;
+        if (conf_for(&cw, e.collection, e.id, &e.conflicts, &e.conflicts_len) < 0) {
+            fail_job(sj, "reading the space's conflicts failed: %s", sqlite3_errmsg(db));
+            break;
+        }
         blob_set_add_text(&sj->blobs, e.body, e.body_len);
         if (snap_writer_entity(w, &e, sj->msg, sizeof sj->msg) < 0) {
             sj->err = -1;
@@ -169,6 +259,8 @@ static int snap_write_rows(struct snap_job *sj, sqlite3 *db, struct snap_writer 
     }
     if (!sj->err && rc != SQLITE_DONE) fail_job(sj, "reading the space failed: %s", sqlite3_errmsg(db));
     sqlite3_finalize(q);
+    conf_close(&cw);
+    buf_free(&revs);
     atomic_store(&sj->done, n);
     return sj->err ? -1 : 0;
 }

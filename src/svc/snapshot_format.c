@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "core/canon.h"
 #include "core/entity.h"
 #include "core/json.h"
 #include "core/names.h"
@@ -154,12 +155,13 @@ void snap_line_header(struct buf *b, const struct snap_header *h)
     buf_puts(b, "}\n");
 }
 
-/* The entity shape of docs/api.md, live (deleted false), body verbatim:
- * the same bytes the REST answer has, written here so the file's layout
- * does not move when the API's does. */
+/* The entity shape of docs/api.md, live (deleted false), then (v2) the
+ * revision history and the conflict records, body verbatim and last: the
+ * reader slices a line of this exact layout without parsing it (line_fast),
+ * and the body is the rest of the line. */
 void snap_line_entity(struct buf *b, const struct snap_entity *e)
 {
-    buf_reserve(b, e->body_len + 200);
+    buf_reserve(b, e->body_len + e->revs_len + e->conflicts_len + 240);
     buf_puts(b, "{\"collection\":");
     json_cstr(b, e->collection);
     buf_puts(b, ",\"id\":");
@@ -170,6 +172,17 @@ void snap_line_entity(struct buf *b, const struct snap_entity *e)
     json_kv_time(b, "created_at", e->created_at);
     json_kv_time(b, "updated_at", e->updated_at);
     json_kv_bool(b, "deleted", false);
+    buf_puts(b, ",\"revs\":");
+    if (e->revs) {
+        buf_append(b, e->revs, e->revs_len);
+    } else {
+        buf_putc(b, '[');
+        json_cstr(b, e->rev);
+        buf_putc(b, ']');
+    }
+    buf_puts(b, ",\"conflicts\":");
+    if (e->conflicts) buf_append(b, e->conflicts, e->conflicts_len);
+    else buf_puts(b, "[]");
     buf_puts(b, ",\"body\":");
     if (e->body) buf_append(b, e->body, e->body_len);     /* canonical JSON, verbatim */
     else buf_puts(b, "null");
@@ -369,7 +382,7 @@ static int rd_line(struct snap_reader *r, const char **line, size_t *len, char *
     }
 }
 
-/* ---- v1 ---------------------------------------------------------------------- */
+/* ---- entity lines ---------------------------------------------------------------- */
 
 /* A line's rev is never taken (a restore writes new revs, docs/api.md): it
  * is checked for its shape only, as revs were before N was bounded
@@ -392,8 +405,11 @@ static void rd_entity_free(struct snap_reader *r)
 {
     json_decref(r->doc);
     free(r->canon);
+    free(r->revs_txt);
+    free(r->conf_txt);
     r->doc = NULL;
-    r->canon = NULL;
+    r->canon = r->revs_txt = r->conf_txt = NULL;
+    r->body_pending = false;
 }
 
 static uint64_t time_member(json_t *doc, const char *key)
@@ -404,9 +420,11 @@ static uint64_t time_member(json_t *doc, const char *key)
     return ms;
 }
 
-/* An entity line of snapsync.snapshot.v1: the entity shape of the API. */
-static int v1_entity(struct snap_reader *r, const char *line, size_t len, struct snap_entity *e, char *err,
-                     size_t errlen)
+/* A line parsed whole by jansson: the entity shape of the API (v1), plus
+ * revs and conflicts (v2, checked by the caller). Any member order, any
+ * spacing: what a hand-made or re-encoded file has. */
+static int doc_entity(struct snap_reader *r, const char *line, size_t len, struct snap_entity *e, char *err,
+                      size_t errlen)
 {
     json_error_t je;
     /* a body's values may hold \u0000 (as every write path allows); the
@@ -442,6 +460,243 @@ static int v1_entity(struct snap_reader *r, const char *line, size_t len, struct
     return 0;
 }
 
+/* ---- v2: revs and conflicts ------------------------------------------------------- */
+
+#define V2_REVS_MSG "\"revs\" is not the revision history: an array of revs, newest first, that starts with rev"
+#define V2_CONFLICTS_MSG "\"conflicts\" is not an array of conflict records {\"rev\",\"deleted\",\"body\"}"
+
+/* rev itself and the earlier revs a row keeps: REV_HISTORY in all */
+static int v2_revs_check(json_t *revs, const char *rev, char *err, size_t errlen)
+{
+    size_t n = json_array_size(revs);
+    if (!json_is_array(revs) || n < 1 || n > REV_HISTORY) goto bad;
+    for (size_t k = 0; k < n; k++) {
+        const char *x = json_name(json_array_get(revs, k));
+        if (!x || !line_rev_ok(x) || (k == 0 && strcmp(x, rev))) goto bad;
+    }
+    return 0;
+bad:
+    rd_msg(err, errlen, V2_REVS_MSG);
+    return -1;
+}
+
+/* each record: a rev, deleted, and an object body (null when deleted) */
+static int v2_conflicts_check(json_t *cf, char *err, size_t errlen)
+{
+    size_t k;
+    json_t *c;
+    if (!json_is_array(cf)) goto bad;
+    json_array_foreach(cf, k, c) {
+        const char *x = json_name(json_object_get(c, "rev"));
+        json_t *del = json_object_get(c, "deleted"), *body = json_object_get(c, "body");
+        if (!json_is_object(c) || !x || !line_rev_ok(x) || !json_is_boolean(del) ||
+            !(json_is_object(body) || (json_is_true(del) && json_is_null(body))))
+            goto bad;
+    }
+    return 0;
+bad:
+    rd_msg(err, errlen, V2_CONFLICTS_MSG);
+    return -1;
+}
+
+static char *dump_compact(json_t *v, size_t *len)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!s) abort();                 /* only on out-of-memory */
+    *len = strlen(s);
+    return s;
+}
+
+/* A v2 line parsed whole: its revs and conflicts as compact JSON text. */
+static int v2_doc_entity(struct snap_reader *r, const char *line, size_t len, struct snap_entity *e, char *err,
+                         size_t errlen)
+{
+    if (doc_entity(r, line, len, e, err, errlen) < 0) return -1;
+    json_t *revs = json_object_get(r->doc, "revs"), *cf = json_object_get(r->doc, "conflicts");
+    if (!revs) {
+        rd_msg(err, errlen, "not a v2 entity line: \"revs\" is missing");
+        return -1;
+    }
+    if (v2_revs_check(revs, e->rev, err, errlen) < 0 || (cf && v2_conflicts_check(cf, err, errlen) < 0)) return -1;
+    r->revs_txt = dump_compact(revs, &e->revs_len);
+    e->revs = r->revs_txt;
+    if (json_array_size(cf)) {
+        r->conf_txt = dump_compact(cf, &e->conflicts_len);
+        e->conflicts = r->conf_txt;
+    }
+    return 0;
+}
+
+/* ---- lines in the writer's own layout, read as text -------------------------------
+ * A line exactly as snap_line_entity writes it is cut into its parts
+ * without a parse: names and revs cannot hold escapes, times and numbers
+ * have one spelling, and the body is the rest of the line. What is cut out
+ * is checked as the parse would check it; only the body is left to check
+ * (body_ok), and a caller comparing bodies with stored ones checks only
+ * those that differ (snap_reader_body). Any other line goes to the parse. */
+
+struct cut {
+    const char *p, *end;
+};
+
+static bool cut_lit(struct cut *c, const char *lit)
+{
+    size_t n = strlen(lit);
+    if ((size_t)(c->end - c->p) < n || memcmp(c->p, lit, n)) return false;
+    c->p += n;
+    return true;
+}
+
+/* "name" (no escapes, no control bytes) into out */
+static bool cut_str(struct cut *c, char *out, size_t cap)
+{
+    if (c->p >= c->end || *c->p != '"') return false;
+    const char *s = c->p + 1, *q = memchr(s, '"', (size_t)(c->end - s));
+    if (!q || (size_t)(q - s) >= cap || memchr(s, '\\', (size_t)(q - s))) return false;
+    memcpy(out, s, (size_t)(q - s));
+    out[q - s] = '\0';
+    c->p = q + 1;
+    return true;
+}
+
+static bool cut_u64(struct cut *c, uint64_t *v)
+{
+    const char *s = c->p;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') c->p++;
+    return c->p > s && parse_u64(s, (size_t)(c->p - s), INT64_MAX, v) == 0 && (c->p - s == 1 || *s != '0');
+}
+
+static bool cut_time(struct cut *c, uint64_t *ms)
+{
+    char t[40];
+    return cut_str(c, t, sizeof t) && parse_time_ms(t, strlen(t), ms) == 0;
+}
+
+/* ["rev","older",...]: the history as written, first == rev */
+static bool cut_revs(struct cut *c, const char *rev, struct snap_entity *e)
+{
+    const char *start = c->p;
+    char x[REV_MAX];
+    if (!cut_lit(c, "[")) return false;
+    for (size_t n = 0;; n++) {
+        if (n >= REV_HISTORY || !cut_str(c, x, sizeof x) || !line_rev_ok(x) || (n == 0 && strcmp(x, rev))) return false;
+        if (cut_lit(c, "]")) break;
+        if (!cut_lit(c, ",")) return false;
+    }
+    e->revs = start;
+    e->revs_len = (size_t)(c->p - start);
+    return true;
+}
+
+/* [] or an array of records, whose end is found by a scan that knows
+ * strings; records are rare, so they are parsed to be checked */
+static bool cut_conflicts(struct cut *c, struct snap_entity *e)
+{
+    if (cut_lit(c, "[]")) return true;
+    const char *start = c->p, *p = c->p;
+    int depth = 0;
+    bool in_str = false;
+    for (; p < c->end; p++) {
+        if (in_str) {
+            if (*p == '\\') p++;
+            else if (*p == '"') in_str = false;
+        } else if (*p == '"') {
+            in_str = true;
+        } else if (*p == '[' || *p == '{') {
+            depth++;
+        } else if ((*p == ']' || *p == '}') && --depth == 0) {
+            break;
+        }
+    }
+    if (p >= c->end || *start != '[') return false;
+    json_error_t je;
+    json_t *cf = json_loadb(start, (size_t)(p + 1 - start), JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    char why[8];
+    bool ok = cf && v2_conflicts_check(cf, why, sizeof why) == 0;
+    json_decref(cf);
+    if (!ok) return false;           /* the parse says what is wrong */
+    e->conflicts = start;
+    e->conflicts_len = (size_t)(p + 1 - start);
+    c->p = p + 1;
+    return true;
+}
+
+static bool line_fast(struct snap_reader *r, const char *line, size_t len, struct snap_entity *e)
+{
+    struct cut c = {line, line + len};
+    struct snap_entity f = {0};
+    if (!cut_lit(&c, "{\"collection\":") || !cut_str(&c, r->fc, sizeof r->fc) ||
+        !name_collection_valid(r->fc, strlen(r->fc)) || !cut_lit(&c, ",\"id\":") ||
+        !cut_str(&c, r->fi, sizeof r->fi) || !name_entity_id_valid(r->fi, strlen(r->fi)) ||
+        !cut_lit(&c, ",\"rev\":") || !cut_str(&c, r->frev, sizeof r->frev) || !line_rev_ok(r->frev) ||
+        !cut_lit(&c, ",\"version\":") || !cut_u64(&c, &f.version) || !cut_lit(&c, ",\"created_at\":") ||
+        !cut_time(&c, &f.created_at) || !cut_lit(&c, ",\"updated_at\":") || !cut_time(&c, &f.updated_at) ||
+        !cut_lit(&c, ",\"deleted\":false,"))
+        return false;
+    if (r->version == SNAP_FORMAT_V2 &&
+        !(cut_lit(&c, "\"revs\":") && cut_revs(&c, r->frev, &f) && cut_lit(&c, ",\"conflicts\":") &&
+          cut_conflicts(&c, &f) && cut_lit(&c, ",")))
+        return false;
+    /* the body: an object that runs to the line's last byte, the closing
+     * brace of the line */
+    if (!cut_lit(&c, "\"body\":{") || c.end - c.p < 2 || c.end[-1] != '}' || c.end[-2] != '}') return false;
+    f.body = c.p - 1;
+    f.body_len = (size_t)(c.end - 1 - f.body);
+    f.collection = r->fc;
+    f.id = r->fi;
+    f.rev = r->frev;
+    *e = f;
+    return true;
+}
+
+/* The body cut out of the line is what a restore writes only when it is
+ * canonical already (json_canonical gives it back unchanged); any other
+ * body goes through the parse, which canonicalizes it or says why not.
+ * \u0000 goes to the parse too: it decides about such keys. */
+static bool body_ok(const struct snap_entity *e)
+{
+    if (memmem(e->body, e->body_len, "\\u0000", 6)) return false;
+    size_t cl;
+    struct json_err je;
+    char *c = json_canonical(e->body, e->body_len, true, &cl, &je);
+    bool same = c && cl == e->body_len && !memcmp(c, e->body, cl);
+    free(c);
+    return same;
+}
+
+/* The line read whole, as the version reads it. */
+static int line_parse(struct snap_reader *r, struct snap_entity *e, char *err, size_t errlen)
+{
+    int fv = e->format_version;
+    memset(e, 0, sizeof *e);
+    e->format_version = fv;
+    switch (r->version) {
+    case SNAP_FORMAT_V1:
+        return doc_entity(r, r->cur_line, r->cur_len, e, err, errlen);
+    case SNAP_FORMAT_V2:
+        return v2_doc_entity(r, r->cur_line, r->cur_len, e, err, errlen);
+    default:
+        assert(!"snap_reader_open admits known versions only");
+        return -1;
+    }
+}
+
+int snap_reader_body(struct snap_reader *r, struct snap_entity *e, char *err, size_t errlen)
+{
+    if (!r->body_pending) return 0;
+    r->body_pending = false;
+    if (body_ok(e)) return 0;
+    char c[64], i[130];                  /* the key stays what the order check saw */
+    snprintf(c, sizeof c, "%s", e->collection);
+    snprintf(i, sizeof i, "%s", e->id);
+    if (line_parse(r, e, err, errlen) < 0) return -1;
+    if (strcmp(c, e->collection) || strcmp(i, e->id)) {
+        rd_msg(err, errlen, "not a live entity line (collection, id, rev, body)");
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- the reader's API --------------------------------------------------------- */
 
 int snap_reader_open(struct snap_reader *r, const char *path, char *err, size_t errlen)
@@ -473,9 +728,10 @@ int snap_reader_open(struct snap_reader *r, const char *path, char *err, size_t 
     json_error_t je;
     r->hdr = json_loadb(line, len, 0, &je);
     const char *fmt = r->hdr ? json_name(json_object_get(r->hdr, "format")) : NULL;
-    if (fmt && !strcmp(fmt, SNAP_FORMAT)) r->version = SNAP_FORMAT_V1;
+    if (fmt && !strcmp(fmt, SNAP_FORMAT_V1_NAME)) r->version = SNAP_FORMAT_V1;
+    else if (fmt && !strcmp(fmt, SNAP_FORMAT_V2_NAME)) r->version = SNAP_FORMAT_V2;
     if (!r->version) {
-        rd_msg(err, errlen, "line 1 is not a %s header", SNAP_FORMAT);
+        rd_msg(err, errlen, "line 1 is not a %s or %s header", SNAP_FORMAT_V1_NAME, SNAP_FORMAT_V2_NAME);
         snap_reader_close(r);
         return -2;
     }
@@ -521,10 +777,21 @@ int snap_reader_next(struct snap_reader *r, struct snap_entity *e, char *err, si
     memset(e, 0, sizeof *e);
     int lr = rd_line(r, &line, &len, err, errlen);
     if (lr <= 0) return lr;
-    int rc = -1;
+    r->cur_line = line;
+    r->cur_len = len;
+    e->format_version = r->version;
+    /* the one place a line's layout follows the file's version: both
+     * versions' lines as the writer writes them are cut as text
+     * (line_fast knows v2's members); anything else is parsed by the
+     * version's own reader (line_parse) */
+    int rc = 0;
     switch (r->version) {
     case SNAP_FORMAT_V1:
-        rc = v1_entity(r, line, len, e, err, errlen);
+    case SNAP_FORMAT_V2:
+        if (!line_fast(r, line, len, e)) rc = line_parse(r, e, err, errlen);
+        else if (r->defer_body) r->body_pending = true;
+        else if (!body_ok(e)) rc = line_parse(r, e, err, errlen);
+        e->format_version = r->version;
         break;
     default:
         assert(!"snap_reader_open admits known versions only");
@@ -691,7 +958,8 @@ int snap_check_step(struct snap_check *c, uint64_t budget_ns, struct snap_summar
         json_t *n = json_object_get(c->seen, e.collection);
         json_object_set_new(c->seen, e.collection, json_integer((n ? json_integer_value(n) : 0) + 1));
         sum->entity_total++;
-        blob_set_add(&c->blobs, e.body_json);
+        if (e.body_json) blob_set_add(&c->blobs, e.body_json);
+        else blob_set_add_text(&c->blobs, e.body, e.body_len);
         if (until && sum->lines % 64 == 0 && now_ns_mono() >= until) return 1;
     }
     if (r < 0) {

@@ -97,11 +97,12 @@ static int job_row_apply(struct wtx *tx, struct wop *op)
     sqlite3_stmt *st = wtx_stmt(tx,
                                 "INSERT INTO sync_jobs(id, space, peer_url, peer_space, direction, status, phase, pulled,"
                                 " pushed, conflicts, blobs, bytes, started_at, finished_at, error, created_by, errors,"
-                                " error_items)"
-                                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+                                " error_items, bootstrap)"
+                                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,"
+                                " ?19)"
                                 " ON CONFLICT(id) DO UPDATE SET status = ?6, phase = ?7, pulled = ?8, pushed = ?9,"
                                 " conflicts = ?10, blobs = ?11, bytes = ?12, finished_at = ?14, error = ?15,"
-                                " errors = ?17, error_items = ?18");
+                                " errors = ?17, error_items = ?18, bootstrap = ?19");
     sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, j->space, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, j->peer_url, -1, SQLITE_STATIC);
@@ -124,6 +125,12 @@ static int job_row_apply(struct wtx *tx, struct wop *op)
     buf_init(&meta);
     sync_error_items_json(&items, j);
     sqlite3_bind_text(st, 18, items.data, (int)items.len, SQLITE_STATIC);
+    struct buf boot;
+    buf_init(&boot);
+    if (j->boot != SYNC_BOOT_OFF) {
+        sync_boot_json(&boot, j);
+        sqlite3_bind_text(st, 19, boot.data, (int)boot.len, SQLITE_STATIC);
+    }
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : wop_fail(op, 500, "storage_error", "recording the sync job failed");
     char target[600];
     snprintf(target, sizeof target, "%.500s#%.63s", j->peer_url, j->peer_space);
@@ -141,6 +148,7 @@ static int job_row_apply(struct wtx *tx, struct wop *op)
     }
     buf_free(&items);
     buf_free(&meta);
+    buf_free(&boot);
     return rc;
 }
 
@@ -468,12 +476,16 @@ void sync_step(struct sync_job *j)
     if (j->srv->shutting_down) {
         /* a pull with pages on their way ends once they are done with */
         if (j->phase == SYNC_PHASE_PULL) j->srv->sync->hooks.pull_pump(j);
+        else if (j->phase == SYNC_PHASE_BOOTSTRAP) j->srv->sync->hooks.boot_step(j);
         else sync_finish(j, 503, "interrupted: the server is shutting down");
         return;
     }
     switch (j->phase) {
     case SYNC_PHASE_STATUS:
         status_step(j);
+        return;
+    case SYNC_PHASE_BOOTSTRAP:
+        j->srv->sync->hooks.boot_step(j);    /* also after a retry's wait */
         return;
     case SYNC_PHASE_PULL:
         j->srv->sync->hooks.pull_pump(j);    /* also after a retry's wait */
@@ -539,6 +551,7 @@ struct sync_job *sync_job_new(struct server *srv, struct space *sp, const struct
     j->space_id = sp->st.id;
     j->force = p->force;
     sync_job_state_init(j, p->direction);
+    if (p->bootstrap && j->pull) j->boot = SYNC_BOOT_PENDING;
     j->started_at = now_ms_wall();
     list_insert_tail(&srv->sync->jobs, &j->link);
     srv->sync->n++;

@@ -29,6 +29,8 @@ static void on_shutdown(struct server *srv, void *arg)
             uv_timer_stop(&j->retry);
             if (j->phase == SYNC_PHASE_PULL && j->pipeline)
                 sync_pull_stop(j, 503, "interrupted: the server is shutting down");    /* finishes when drained */
+            else if (j->phase == SYNC_PHASE_BOOTSTRAP)
+                sync_boot_step(j);   /* ends the job; its file goes once what is out is back */
             else sync_finish(j, 503, "interrupted: the server is shutting down");
         }
     }
@@ -45,6 +47,7 @@ void sync_init(struct server *srv)
     if (!sc->timeout_ms) sc->timeout_ms = SYNC_TIMEOUT_MS;
     sc->hooks.pull_pump = sync_pull_pump;
     sc->hooks.push_step = sync_push_step;
+    sc->hooks.boot_step = sync_boot_step;
     sc->hooks.job_release = sync_push_pre_free;
     sc->hooks.job_ended = peers_job_finished;
     srv->sync = sc;

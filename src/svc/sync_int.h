@@ -68,6 +68,11 @@ void sync_pull_pump(struct sync_job *j);
  * the pages already on their way are done with. */
 void sync_pull_stop(struct sync_job *j, int http, const char *fmt, ...) PRINTF_LIKE(3, 4);
 
+/* sync_bootstrap.c */
+
+/* The bootstrap phase's step (also after a retry's wait, and at shutdown). */
+void sync_boot_step(struct sync_job *j);
+
 /* sync_push.c */
 
 /* The push phase's step: the next page, or the end. */

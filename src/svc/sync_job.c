@@ -20,6 +20,7 @@ static const char *const status_names[] = {
 
 static const char *const phase_names[] = {
     [SYNC_PHASE_STATUS] = "status",
+    [SYNC_PHASE_BOOTSTRAP] = "bootstrap",
     [SYNC_PHASE_PULL] = "pull",
     [SYNC_PHASE_PUSH] = "push",
     [SYNC_PHASE_DONE] = "done",
@@ -56,7 +57,9 @@ void sync_job_state_init(struct sync_job *j, const char *direction)
 bool sync_phase_legal(enum sync_phase from, enum sync_phase to)
 {
     switch (from) {
-    case SYNC_PHASE_STATUS: return to == SYNC_PHASE_PULL || to == SYNC_PHASE_PUSH;
+    case SYNC_PHASE_STATUS: return to == SYNC_PHASE_BOOTSTRAP || to == SYNC_PHASE_PULL || to == SYNC_PHASE_PUSH;
+    /* a bootstrap always ends in the pull: after the snapshot, or instead of it */
+    case SYNC_PHASE_BOOTSTRAP: return to == SYNC_PHASE_PULL;
     case SYNC_PHASE_PULL: return to == SYNC_PHASE_PUSH || to == SYNC_PHASE_DONE;
     case SYNC_PHASE_PUSH: return to == SYNC_PHASE_DONE;
     case SYNC_PHASE_DONE: return to == SYNC_PHASE_DONE;
@@ -71,12 +74,14 @@ void sync_phase_set(struct sync_job *j, enum sync_phase to)
     /* a direction that does not push never enters the push, and the other
      * way round */
     assert(to != SYNC_PHASE_PULL || j->pull);
+    assert(to != SYNC_PHASE_BOOTSTRAP || (j->pull && j->boot == SYNC_BOOT_PENDING));
     assert(to != SYNC_PHASE_PUSH || j->push);
     j->phase = to;
 }
 
 enum sync_phase sync_phase_after_status(const struct sync_job *j)
 {
+    if (j->pull && j->boot == SYNC_BOOT_PENDING) return SYNC_PHASE_BOOTSTRAP;
     return j->pull ? SYNC_PHASE_PULL : SYNC_PHASE_PUSH;
 }
 
@@ -158,6 +163,10 @@ int sync_percent(const struct sync_job *j)
         uint64_t span = j->peer_version > j->pull_from ? j->peer_version - j->pull_from : 0;
         double part = span ? (double)(j->cp_pull - j->pull_from) / (double)span
                            : (j->phase > SYNC_PHASE_PULL ? 1.0 : 0.0);
+        /* while the snapshot applies, its share of the versions to pull */
+        if (j->phase == SYNC_PHASE_BOOTSTRAP && span && j->boot_snap.entity_total)
+            part = (double)j->boot_entities / (double)j->boot_snap.entity_total *
+                   (double)(j->boot_snap.server_version - j->pull_from) / (double)span;
         p += part > 1.0 ? 1.0 : part;    /* a push may move the pull checkpoint past the start's target */
     }
     if (j->push) {
@@ -265,5 +274,92 @@ void sync_job_json(struct buf *b, const struct sync_job *j)
     json_kv_u64(b, "errors", j->errors);
     json_key(b, "error_items");
     sync_error_items_json(b, j);
+    json_key(b, "bootstrap");
+    sync_boot_json(b, j);
+    buf_putc(b, '}');
+}
+
+/* ---- bootstrap decisions ------------------------------------------------- */
+
+const char *sync_boot_precheck(const struct sync_job *j, uint64_t local_version)
+{
+    /* Snapshot lines are applied as the peer's revisions, with no check
+     * against a local state: only a space nothing was ever written to (no
+     * entity, no tombstone, version 0) can take them without losing an
+     * edit; and a space that was written has what a pull needs anyway. */
+    if (local_version) return "the local space is not empty: a bootstrap only starts an empty space";
+    if (!j->peer_version) return "the peer's space is empty";
+    if (j->cp_pull) return "a pull checkpoint for this peer exists";
+    return NULL;
+}
+
+int sync_boot_pick(const char *list, size_t len, uint64_t peer_version, struct sync_boot_pick *out, char *why,
+                   size_t whycap)
+{
+    json_error_t je;
+    json_t *v = json_loadb(list ? list : "", len, 0, &je);
+    json_t *arr = json_object_get(v, "snapshots");
+    if (!json_is_array(arr)) {
+        json_decref(v);
+        snprintf(why, whycap, "the peer's snapshot list is not snapsync's");
+        return -1;
+    }
+    size_t i;
+    json_t *s;
+    int found = 0;
+    unsigned seen = 0;
+    json_array_foreach(arr, i, s) {
+        const char *id = json_name(json_object_get(s, "id"));
+        const char *st = json_name(json_object_get(s, "status"));
+        const char *kind = json_name(json_object_get(s, "kind"));
+        const char *integ = json_name(json_object_get(s, "integrity"));
+        const char *sha = json_name(json_object_get(s, "sha256"));
+        json_t *ver = json_object_get(s, "server_version"), *size = json_object_get(s, "size_bytes");
+        json_t *tot = json_object_get(s, "entity_total");
+        if (!id || !st || strcmp(st, "completed")) continue;
+        seen++;
+        if (strlen(id) != 26 || !sha || strlen(sha) != 64 || !json_is_integer(ver) || !json_is_integer(size)) continue;
+        if (kind && !strcmp(kind, "imported")) continue;      /* another space's versions */
+        if (integ && !strcmp(integ, "corrupt")) continue;
+        uint64_t sv = (uint64_t)json_integer_value(ver);
+        if (!sv || sv > peer_version) continue;
+        snprintf(out->id, sizeof out->id, "%s", id);
+        snprintf(out->sha256, sizeof out->sha256, "%s", sha);
+        out->server_version = sv;
+        out->size_bytes = (uint64_t)json_integer_value(size);
+        out->entity_total = json_is_integer(tot) ? (uint64_t)json_integer_value(tot) : 0;
+        found = 1;
+        break;
+    }
+    if (!found)
+        snprintf(why, whycap, seen ? "none of the peer's %u completed snapshots can start this space (imported, "
+                 "corrupt, empty or past its data)" : "the peer has no completed snapshot of the space", seen);
+    json_decref(v);
+    return found;
+}
+
+void sync_boot_end(struct sync_job *j, enum sync_boot outcome, const char *reason)
+{
+    assert(j->phase == SYNC_PHASE_BOOTSTRAP && j->boot == SYNC_BOOT_PENDING);
+    j->boot = outcome;
+    snprintf(j->boot_reason, sizeof j->boot_reason, "%s", outcome == SYNC_BOOT_SKIPPED && reason ? reason : "");
+    sync_phase_set(j, SYNC_PHASE_PULL);
+}
+
+void sync_boot_json(struct buf *b, const struct sync_job *j)
+{
+    if (j->boot == SYNC_BOOT_OFF) {
+        buf_puts(b, "null");
+        return;
+    }
+    static const char *const names[] = {"off", "running", "applied", "skipped"};
+    buf_puts(b, "{\"status\":");
+    json_cstr(b, names[j->boot]);
+    json_kv_str(b, "snapshot", j->boot_snap.id[0] ? j->boot_snap.id : NULL);
+    if (j->boot_snap.id[0]) json_kv_u64(b, "server_version", j->boot_snap.server_version);
+    else json_kv_null(b, "server_version");
+    json_kv_u64(b, "entities", j->boot_entities);
+    json_kv_u64(b, "tombstones", j->boot_tombstones);
+    json_kv_str(b, "reason", j->boot_reason[0] ? j->boot_reason : NULL);
     buf_putc(b, '}');
 }

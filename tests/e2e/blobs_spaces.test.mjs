@@ -311,12 +311,14 @@ test('an existing database: the upgrade references each blob from the spaces who
   // back to the schema before blobs had spaces
   const db = path.join(dataDir, 'snapsync.db');
   // (and before sync jobs counted the items they could not apply: migration 7)
-  // back to schema 5: undo migrations 6 (space_blobs), 7 (snapshot integrity), 8 (sync job errors), 9 (off-site copies)
+  // back to schema 5: undo migrations 6 (space_blobs), 7 (snapshot integrity), 8 (sync job errors), 9 (off-site copies),
+  // 10 (sync job bootstrap), 11 (the tombstones' index)
   const q = spawnSync('sqlite3', [db, 'DROP TABLE space_blobs; ' +
     'ALTER TABLE snapshots DROP COLUMN integrity; ALTER TABLE snapshots DROP COLUMN integrity_error; ' +
     'ALTER TABLE snapshots DROP COLUMN integrity_checked_at; ' +
     'ALTER TABLE sync_jobs DROP COLUMN errors; ALTER TABLE sync_jobs DROP COLUMN error_items; ' +
     'DROP TABLE snapshot_remote; ' +
+    'ALTER TABLE sync_jobs DROP COLUMN bootstrap; DROP INDEX entities_tombstones; ' +
     'DELETE FROM schema_version WHERE version >= 6;'], { encoding: 'utf8' });
   assert.equal(q.status, 0, q.stderr);
   assert.ok(existsSync(path.join(dataDir, 'blobs', Y.slice(0, 2), Y)));
@@ -331,7 +333,7 @@ test('an existing database: the upgrade references each blob from the spaces who
   const r = await api(srv, 'POST', `${sp('alpha')}/snapshots/${snap.id}/restore`, { body: { confirm: snap.id }, timeoutMs: 60000 });
   assert.equal(r.status, 200, `the old snapshot still restores: ${r.text}`);
   const v = spawnSync('sqlite3', [db, 'SELECT max(version) FROM schema_version'], { encoding: 'utf8' });
-  assert.equal(v.stdout.trim(), '9');   // the latest migration
+  assert.equal(v.stdout.trim(), '11');   // the latest migration
   assert.equal((await srv.stop()).code, 0);
   assert.ok(readFileSync(path.join(dataDir, 'blobs', X.slice(0, 2), X)).equals(fx), 'a referenced file is kept at start');
 });

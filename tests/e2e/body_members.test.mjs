@@ -64,7 +64,7 @@ test('unknown members of request bodies are 400 unknown_member naming them, and 
 
   const jobs0 = (await apiOk(B, 'GET', `${sp(SPACE)}/sync/jobs`, {}, 200)).jobs.length;
   refused(await startSync(B, SPACE, A, { extra: { forse: true } }), 'forse', 'POST /sync');
-  refused(await startSync(B, SPACE, A, { extra: { bootstrap: 'snapshot' } }), 'bootstrap', 'POST /sync (not built yet)');
+  refused(await startSync(B, SPACE, A, { extra: { boostrap: 'snapshot' } }), 'boostrap', 'POST /sync (a misspelt bootstrap)');
   assert.equal((await apiOk(B, 'GET', `${sp(SPACE)}/sync/jobs`, {}, 200)).jobs.length, jobs0, 'no job started');
   assert.equal((await syncStatus(B, SPACE)).entity_count, 0, 'nothing pulled');
 

@@ -153,7 +153,7 @@ test('download: gzip as stored (Content-Length, sha256, ETag) or inflated NDJSON
   assert.deepEqual(Object.keys(f.header).sort(), HEADER_KEYS, JSON.stringify(f.header));
   const st = await apiOk(srv, 'GET', '/api/v1/spaces/sdl/sync/status', {}, 200);
   const status = await apiOk(srv, 'GET', '/api/v1/status', {}, 200);
-  assert.equal(f.header.format, 'snapsync.snapshot.v1');
+  assert.equal(f.header.format, 'snapsync.snapshot.v2');
   assert.equal(f.header.space, 'sdl');
   assert.equal(f.header.space_uid, st.space_uid);
   assert.equal(f.header.instance_id, status.instance_id);
@@ -165,8 +165,8 @@ test('download: gzip as stored (Content-Length, sha256, ETag) or inflated NDJSON
   const keys = f.entities.map((e) => `${e.collection}/${e.id}`);
   assert.deepEqual(keys, ['alpha/10', 'alpha/9', 'alpha/A1', 'alpha/B', 'alpha/a-b', 'alpha/a.b', 'alpha/a~1', 'alpha/b',
     'alpha2/x', 'alpha_2/x', 'zeta/a']);
-  // = the live entities, exactly (rev, version, times, body)
-  const live = await liveState(srv, 'sdl');
+  // = the live entities, exactly (rev, version, times, body, revs, conflicts as /changes?style=all_revs)
+  const live = await liveState(srv, 'sdl', { allRevs: true });
   assert.equal(live.map.size, f.entities.length);
   for (const e of f.entities) {
     const l = live.map.get(`${e.collection}\u0000${e.id}`);

@@ -2,7 +2,8 @@
 // (SPEC §7 snapshots, §8 `snapshot` events).
 //
 // Binary-safe downloads (helpers.api() decodes bodies as UTF-8, which would
-// mangle a gzip file), a parser for the snapsync.snapshot.v1 NDJSON format,
+// mangle a gzip file), a parser for the snapsync.snapshot NDJSON format (v2
+// written; v1 read),
 // the live state of a space read back through the change feed, and small
 // polling helpers. Only Node built-ins are used.
 
@@ -22,6 +23,9 @@ export const META_KEYS = ['completed_at', 'created_at', 'created_by', 'entity_co
 export const HEADER_KEYS = ['created_at', 'entity_counts', 'entity_total', 'format', 'instance_id', 'server_version',
   'snapshot', 'space', 'space_uid'];
 export const ENTITY_KEYS = ['body', 'collection', 'created_at', 'deleted', 'id', 'rev', 'updated_at', 'version'];
+// a v2 line: the entity, plus its revision history and conflict records as /changes?style=all_revs has them
+export const LINE_KEYS = ['body', 'collection', 'conflicts', 'created_at', 'deleted', 'id', 'rev', 'revs', 'updated_at', 'version'];
+export const FORMAT = 'snapsync.snapshot.v2';
 
 export const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
 export const snapPath = (space, id = '', tail = '') => `/api/v1/spaces/${space}/snapshots${id ? `/${id}` : ''}${tail}`;
@@ -98,8 +102,8 @@ export const ekey = (c, id) => `${c}\u0000${id}`;
  * Live entities of a space through the change feed (tombstones dropped).
  * Returns {map: Map(key -> entity), last_version}.
  */
-export async function liveState(srv, space) {
-  const { changes, last_version } = await allChanges(srv, space, { extra: '&bodies=true' });
+export async function liveState(srv, space, { allRevs = false } = {}) {
+  const { changes, last_version } = await allChanges(srv, space, { extra: `&bodies=true${allRevs ? '&style=all_revs' : ''}` });
   const map = new Map();
   for (const e of changes) if (!e.deleted) map.set(ekey(e.collection, e.id), e);
   return { map, last_version };
@@ -194,7 +198,7 @@ export function checkFileAgainstMeta(gz, m) {
   assert.equal(sha256(gz), m.sha256, `sha256 of the file = metadata sha256 (${m.id})`);
   const f = parseSnapshot(gz);
   assert.equal(f.rawLength, m.raw_bytes, `decompressed size = raw_bytes (${m.id})`);
-  assert.equal(f.header.format, 'snapsync.snapshot.v1');
+  assert.equal(f.header.format, FORMAT);
   assert.equal(f.header.snapshot, m.id, 'header snapshot id');
   assert.equal(f.header.server_version, m.server_version, 'header server_version');
   assert.equal(f.header.entity_total, m.entity_total, 'header entity_total');
@@ -209,7 +213,9 @@ export function checkEntityLines(f) {
   let prev = null;
   for (const e of f.entities) {
     const w = JSON.stringify(e).slice(0, 300);
-    assert.deepEqual(Object.keys(e).sort(), ENTITY_KEYS, `entity members ${w}`);
+    assert.deepEqual(Object.keys(e).sort(), LINE_KEYS, `entity members ${w}`);
+    assert.ok(Array.isArray(e.revs) && e.revs[0] === e.rev, `revs: newest first, rev first ${w}`);
+    assert.ok(Array.isArray(e.conflicts), `conflicts ${w}`);
     assert.equal(e.deleted, false, `no tombstones in a snapshot ${w}`);
     assert.match(e.rev, /^\d+-[0-9a-f]+$/, `rev ${w}`);
     assert.ok(e.body && typeof e.body === 'object' && !Array.isArray(e.body), `object body ${w}`);

@@ -182,10 +182,14 @@ test('restore: pre_restore snapshot first, then the live entities are exactly th
   for (const e of feed) {
     assert.ok(e.version > st0.server_version && e.version <= st1.server_version, `new version ${e.version}`);
   }
-  // new revs, one generation past the current one
-  const i1Before = before.map.get('issues\u0000I1');
-  assert.ok(revN(byKey['issues/I1'].rev) > revN(i1Before.rev), `rev moves on: ${i1Before.rev} -> ${byKey['issues/I1'].rev}`);
-  assert.notEqual(byKey['issues/I1'].rev, file.entities.find((e) => e.id === 'I1').rev, 'not the snapshot\'s old rev');
+  // a v2 snapshot puts back the revision of each entity it writes (rev and
+  // history as in the file), not a new edit (a v1 file: the test below)
+  const withRevs = (await liveState(srv, 'rs', { allRevs: true })).map;
+  for (const id of ['I1', 'I2']) {
+    const fe = file.entities.find((e) => e.id === id);
+    assert.equal(byKey[`issues/${id}`].rev, fe.rev, `${id}: the snapshot's rev`);
+    assert.deepEqual(withRevs.get(`issues\u0000${id}`).revs, fe.revs, `${id}: the snapshot's history`);
+  }
   // untouched: entities equal in both keep their version and rev
   for (const k of ['issues\u0000I3', 'notes\u0000N1']) {
     assert.equal(after.map.get(k).version, before.map.get(k).version, `${k} not rewritten`);
@@ -717,4 +721,51 @@ test('import of a file whose body nests past 64 levels (no write path stores one
   assert.equal(ok.status, 201, ok.text);
   const res = await apiOk(srv, 'POST', snapPath('imdeep', ok.body.id, '/restore'), { body: { confirm: ok.body.id } }, 200);
   assert.deepEqual(res.changes, { put: 1, deleted: 0 });
+});
+
+test('restore of a v1 file (no revision history in it): the entities it puts get new revs, one generation past the current one', async () => {
+  const { m } = await seedAndDiverge(srv, 'rv1');
+  const before = await liveState(srv, 'rv1');
+  // the snapshot as v1 wrote it: the same lines without revs and conflicts
+  const f = parseSnapshot((await downloadGz(srv, 'rv1', m.id)).body);
+  const lines = [JSON.stringify({ ...f.header, format: 'snapsync.snapshot.v1' })];
+  for (const { revs, conflicts, ...e } of f.entities) lines.push(JSON.stringify(e));
+  const imp = await postBinary(srv, snapPath('rv1', 'import'), gzipSync(Buffer.from(`${lines.join('\n')}\n`)),
+    { headers: { 'Content-Type': 'application/gzip' } });
+  assert.equal(imp.status, 201, imp.text);
+  const dry = await apiOk(srv, 'POST', snapPath('rv1', imp.body.id, '/restore'), { body: { confirm: imp.body.id, dry_run: true } }, 200);
+  assert.deepEqual(dry.changes, { put: 4, deleted: 3 });
+  const res = await apiOk(srv, 'POST', snapPath('rv1', imp.body.id, '/restore'), { body: { confirm: imp.body.id } }, 200);
+  assert.deepEqual(res.changes, { put: 4, deleted: 3 });
+  const after = await liveState(srv, 'rv1', { allRevs: true });
+  const i1Before = before.map.get('issues\u0000I1'), i1 = after.map.get('issues\u0000I1');
+  assert.deepEqual(i1.body, { title: 'one' });
+  assert.equal(revN(i1.rev), revN(i1Before.rev) + 1, `rev moves on: ${i1Before.rev} -> ${i1.rev}`);
+  assert.notEqual(i1.rev, f.entities.find((e) => e.id === 'I1').rev, 'not the snapshot\'s old rev');
+  assert.equal(i1.revs[1], i1Before.rev, 'the edit follows the current rev');
+  assert.deepEqual(contentSet(after.map.values()), contentSet(f.entities));
+});
+
+test('restore of a v2 file keeps long histories and puts entities back at their revision; a peer-style all_revs read agrees with the file', async () => {
+  await putSpace(srv, 'rv2');
+  for (let k = 1; k <= 70; k++) await put(srv, 'rv2', 'c', 'x', { k });   // more edits than a row keeps
+  await put(srv, 'rv2', 'c', 'y', { y: 1 });
+  const m = await createSnapshot(srv, 'rv2');
+  const f = parseSnapshot((await downloadGz(srv, 'rv2', m.id)).body);
+  const fx = f.entities.find((e) => e.id === 'x');
+  const want = (await liveState(srv, 'rv2', { allRevs: true })).map.get('c\u0000x');
+  assert.deepEqual(fx.revs, want.revs, 'the line\'s revs = /changes?style=all_revs');
+  assert.deepEqual(fx.conflicts, []);
+  await put(srv, 'rv2', 'c', 'x', { k: 'later' });
+  await del(srv, 'rv2', 'c', 'y');
+  const res = await apiOk(srv, 'POST', snapPath('rv2', m.id, '/restore'), { body: { confirm: m.id } }, 200);
+  assert.deepEqual(res.changes, { put: 2, deleted: 0 });
+  const after = (await liveState(srv, 'rv2', { allRevs: true })).map;
+  for (const e of f.entities) {
+    const l = after.get(`c\u0000${e.id}`);
+    assert.equal(l.rev, e.rev, `${e.id}: rev as in the file`);
+    assert.deepEqual(l.revs, e.revs, `${e.id}: history as in the file`);
+    assert.deepEqual(l.body, e.body);
+    assert.ok(l.version > m.server_version, `${e.id}: a new version (the feed shows the restore)`);
+  }
 });

@@ -52,11 +52,13 @@ static void test_migration(void)
     CHECK_INT(store_open(dir, DURABILITY_NORMAL, &st, err, sizeof err), 0);
     sqlite3 *db = store_startup_db(st);
     /* back to schema 5: undo migrations 6 (space_blobs), 7 (integrity) and
-     * 8 (sync job errors), 9 (off-site copies) */
+     * 8 (sync job errors), 9 (off-site copies), 10 (sync job bootstrap),
+     * 11 (the tombstones' index) */
     exec_ok(db, "DROP TABLE space_blobs; ALTER TABLE snapshots DROP COLUMN integrity;"
                 " ALTER TABLE snapshots DROP COLUMN integrity_error; ALTER TABLE snapshots DROP COLUMN integrity_checked_at;"
                 " ALTER TABLE sync_jobs DROP COLUMN errors; ALTER TABLE sync_jobs DROP COLUMN error_items;"
                 " DROP TABLE snapshot_remote;"
+                " ALTER TABLE sync_jobs DROP COLUMN bootstrap; DROP INDEX entities_tombstones;"
                 " DELETE FROM schema_version WHERE version >= 6;");
     char a[65], b[65], c[65], d[65], e[65], f[65], g[65], h[65];
     hash_of('a', a); hash_of('b', b); hash_of('c', c); hash_of('d', d);
@@ -91,7 +93,7 @@ static void test_migration(void)
 
     st = NULL;
     CHECK_INT(store_open(dir, DURABILITY_NORMAL, &st, err, sizeof err), 0);
-    CHECK_INT(store_schema_version(st), 9);
+    CHECK_INT(store_schema_version(st), 11);
     char got[256];
     refs(store_startup_db(st), got, sizeof got);
     CHECK_STR(got, "a:1,a:2,b:1,e:2,f:1");
@@ -102,6 +104,12 @@ static void test_migration(void)
     CHECK_INT(sqlite3_step(q), SQLITE_ROW);
     CHECK_INT(sqlite3_column_int64(q, 0), 0);
     CHECK_STR((const char *)sqlite3_column_text(q, 1), "[]");
+    sqlite3_finalize(q);
+    /* migration 9: an old job was not asked to bootstrap */
+    CHECK_INT(sqlite3_prepare_v2(store_startup_db(st), "SELECT bootstrap IS NULL FROM sync_jobs WHERE id = 'J1'", -1,
+                                 &q, NULL), SQLITE_OK);
+    CHECK_INT(sqlite3_step(q), SQLITE_ROW);
+    CHECK_INT(sqlite3_column_int(q, 0), 1);
     sqlite3_finalize(q);
     store_close(st);
 }

@@ -29,6 +29,7 @@ static void test_names(void)
     CHECK_STR(sync_status_name(SYNC_PARTIAL), "partial");
     CHECK_STR(sync_status_name(SYNC_FAILED), "failed");
     CHECK_STR(sync_phase_name(SYNC_PHASE_STATUS), "status");
+    CHECK_STR(sync_phase_name(SYNC_PHASE_BOOTSTRAP), "bootstrap");
     CHECK_STR(sync_phase_name(SYNC_PHASE_PULL), "pull");
     CHECK_STR(sync_phase_name(SYNC_PHASE_PUSH), "push");
     CHECK_STR(sync_phase_name(SYNC_PHASE_DONE), "done");
@@ -41,15 +42,16 @@ static void test_names(void)
 static void test_transitions(void)
 {
     /* every pair: only the forward moves of the diagram (sync_job.h) */
-    static const bool legal[4][4] = {
-        /* to:           status  pull   push   done */
-        [SYNC_PHASE_STATUS] = {false, true, true, false},
-        [SYNC_PHASE_PULL] = {false, false, true, true},
-        [SYNC_PHASE_PUSH] = {false, false, false, true},
-        [SYNC_PHASE_DONE] = {false, false, false, true},
+    static const bool legal[5][5] = {
+        /* to:                   status bootstrap pull  push   done */
+        [SYNC_PHASE_STATUS] =    {false, true,  true,  true,  false},
+        [SYNC_PHASE_BOOTSTRAP] = {false, false, true,  false, false},
+        [SYNC_PHASE_PULL] =      {false, false, false, true,  true},
+        [SYNC_PHASE_PUSH] =      {false, false, false, false, true},
+        [SYNC_PHASE_DONE] =      {false, false, false, false, true},
     };
-    for (int from = 0; from < 4; from++)
-        for (int to = 0; to < 4; to++) CHECK_INT(sync_phase_legal(from, to), legal[from][to]);
+    for (int from = 0; from < 5; from++)
+        for (int to = 0; to < 5; to++) CHECK_INT(sync_phase_legal(from, to), legal[from][to]);
 
     struct sync_job *j = job("both");
     CHECK(j->pull && j->push);
@@ -288,6 +290,92 @@ static void test_records(void)
     job_done(j);
 }
 
+/* "bootstrap":"snapshot": when a job may start a space from the peer's
+ * snapshot, which snapshot it takes, and the phase's moves */
+static void test_bootstrap(void)
+{
+    struct sync_job *j = job("pull");
+    j->boot = SYNC_BOOT_PENDING;
+    j->peer_version = 50;
+    CHECK(sync_boot_precheck(j, 0) == NULL);
+    CHECK(strstr(sync_boot_precheck(j, 3), "not empty") != NULL);  /* a space written to, even emptied since */
+    j->cp_pull = 7;
+    CHECK(strstr(sync_boot_precheck(j, 0), "checkpoint") != NULL);
+    j->cp_pull = 0;
+    j->peer_version = 0;
+    CHECK(strstr(sync_boot_precheck(j, 0), "peer's space is empty") != NULL);
+    j->peer_version = 50;
+
+    struct sync_boot_pick p;
+    char why[200];
+    const char *sha = "\"sha256\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"";
+    char list[4096];
+    /* newest first: a running one, an imported one (another space's
+     * versions), a corrupt one, one past the peer's version (its data was
+     * replaced since), then the one to take */
+    snprintf(list, sizeof list,
+             "{\"snapshots\":["
+             "{\"id\":\"01AAAAAAAAAAAAAAAAAAAAAAA1\",\"status\":\"running\",\"kind\":\"manual\",\"server_version\":9},"
+             "{\"id\":\"01AAAAAAAAAAAAAAAAAAAAAAA2\",\"status\":\"completed\",\"kind\":\"imported\",%s,"
+             "\"server_version\":40,\"size_bytes\":10,\"integrity\":\"ok\"},"
+             "{\"id\":\"01AAAAAAAAAAAAAAAAAAAAAAA3\",\"status\":\"completed\",\"kind\":\"manual\",%s,"
+             "\"server_version\":40,\"size_bytes\":10,\"integrity\":\"corrupt\"},"
+             "{\"id\":\"01AAAAAAAAAAAAAAAAAAAAAAA4\",\"status\":\"completed\",\"kind\":\"manual\",%s,"
+             "\"server_version\":60,\"size_bytes\":10,\"integrity\":\"unchecked\"},"
+             "{\"id\":\"01AAAAAAAAAAAAAAAAAAAAAAA5\",\"status\":\"completed\",\"kind\":\"scheduled\",%s,"
+             "\"server_version\":30,\"size_bytes\":1234,\"entity_total\":20,\"integrity\":\"unchecked\"},"
+             "{\"id\":\"01AAAAAAAAAAAAAAAAAAAAAAA6\",\"status\":\"completed\",\"kind\":\"manual\",%s,"
+             "\"server_version\":20,\"size_bytes\":99,\"integrity\":\"ok\"}"
+             "],\"next_cursor\":null}", sha, sha, sha, sha, sha);
+    memset(&p, 0, sizeof p);
+    CHECK_INT(sync_boot_pick(list, strlen(list), 50, &p, why, sizeof why), 1);
+    CHECK_STR(p.id, "01AAAAAAAAAAAAAAAAAAAAAAA5");
+    CHECK_INT(p.server_version, 30);
+    CHECK_INT(p.size_bytes, 1234);
+    CHECK_INT(p.entity_total, 20);
+    CHECK_STR(p.sha256, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+    /* none fits: a reason, 0 */
+    CHECK_INT(sync_boot_pick(list, strlen(list), 10, &p, why, sizeof why), 0);
+    CHECK(strstr(why, "none of the peer's 5 completed snapshots") != NULL);
+    const char *empty = "{\"snapshots\":[],\"next_cursor\":null}";
+    CHECK_INT(sync_boot_pick(empty, strlen(empty), 10, &p, why, sizeof why), 0);
+    CHECK_STR(why, "the peer has no completed snapshot of the space");
+    CHECK_INT(sync_boot_pick("<html>", 6, 10, &p, why, sizeof why), -1);
+
+    /* the phase: status -> bootstrap -> pull, however it ends */
+    CHECK_INT(sync_phase_after_status(j), SYNC_PHASE_BOOTSTRAP);
+    sync_phase_set(j, SYNC_PHASE_BOOTSTRAP);
+    sync_boot_end(j, SYNC_BOOT_SKIPPED, "the peer has no completed snapshot of the space");
+    CHECK_INT(j->phase, SYNC_PHASE_PULL);
+    CHECK_INT(j->boot, SYNC_BOOT_SKIPPED);
+    struct buf b;
+    buf_init(&b);
+    sync_boot_json(&b, j);
+    CHECK_STR(b.data, "{\"status\":\"skipped\",\"snapshot\":null,\"server_version\":null,\"entities\":0,"
+              "\"tombstones\":0,\"reason\":\"the peer has no completed snapshot of the space\"}");
+    buf_free(&b);
+    job_done(j);
+    /* a push-only job, or one not asked, never enters the phase */
+    j = job("push");
+    CHECK_INT(sync_phase_after_status(j), SYNC_PHASE_PUSH);
+    job_done(j);
+    j = job("both");
+    CHECK_INT(sync_phase_after_status(j), SYNC_PHASE_PULL);
+    buf_init(&b);
+    sync_boot_json(&b, j);
+    CHECK_STR(b.data, "null");
+    buf_free(&b);
+    j->boot = SYNC_BOOT_PENDING;
+    j->peer_version = 100;
+    sync_phase_set(j, SYNC_PHASE_BOOTSTRAP);
+    /* progress while the snapshot applies: its share of the versions */
+    j->boot_snap.server_version = 50;
+    j->boot_snap.entity_total = 10;
+    j->boot_entities = 5;
+    CHECK_INT(sync_percent(j), 12);  /* pull half 25 %, push half 0 */
+    job_done(j);
+}
+
 int main(void)
 {
     test_names();
@@ -298,5 +386,6 @@ int main(void)
     test_percent();
     test_tail();
     test_records();
+    test_bootstrap();
     TEST_MAIN_END();
 }
