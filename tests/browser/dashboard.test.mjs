@@ -274,7 +274,7 @@ test('snapshots: take one and watch the bar reach completed; filters; preview; d
   await download.saveAs(file);
   const lines = readFileSync(file, 'utf8').trim().split('\n');
   const head = JSON.parse(lines[0]);
-  assert.equal(head.format, 'snapsync.snapshot.v1');
+  assert.equal(head.format, 'snapsync.snapshot.v2');
   assert.equal(head.entity_total, 126);
   assert.equal(lines.length, 127);
   await assertClean(page);
