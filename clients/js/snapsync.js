@@ -1009,43 +1009,60 @@ function idbTx(tx) {
 }
 
 /** IndexedDB: stores `entities` ([collection, id]), `meta` (version,
- *  space_uid) and `queue` (the edits not pushed yet, by seq). */
+ *  space_uid), `queue` (the edits not pushed yet, by seq) and `segments`
+ *  (since version 2: the snapshot lines kept as text, 2,000 to a record,
+ *  joined by \n: one record per line costs IndexedDB ten times as much).
+ *  An entity in `entities` stands over the same one in a segment; one
+ *  deleted while segments exist is kept there as {collection, id,
+ *  deleted: true}. */
 class IDBStore {
   constructor(name) {
     this.name = name;
     this.db = null;
+    this.hasSegments = false;
   }
 
   async open() {
     if (typeof indexedDB === 'undefined') {
       throw new SnapsyncError('unsupported', "persist: 'indexeddb' needs IndexedDB (a browser); use 'memory'");
     }
-    const req = indexedDB.open(this.name, 1);
+    const req = indexedDB.open(this.name, 2);
     req.onupgradeneeded = () => {
       const db = req.result;
-      db.createObjectStore('entities', { keyPath: ['collection', 'id'] });
-      db.createObjectStore('meta');
-      db.createObjectStore('queue', { keyPath: 'seq' });
+      const has = (n) => db.objectStoreNames.contains(n);
+      if (!has('entities')) db.createObjectStore('entities', { keyPath: ['collection', 'id'] });
+      if (!has('meta')) db.createObjectStore('meta');
+      if (!has('queue')) db.createObjectStore('queue', { keyPath: 'seq' });
+      if (!has('segments')) db.createObjectStore('segments', { autoIncrement: true });
     };
     this.db = await idbReq(req);
   }
 
   async load() {
-    const tx = this.db.transaction(['entities', 'meta', 'queue'], 'readonly');
-    const [meta, entities, queue] = await Promise.all([
+    const tx = this.db.transaction(['entities', 'meta', 'queue', 'segments'], 'readonly');
+    const [meta, entities, queue, segments] = await Promise.all([
       idbReq(tx.objectStore('meta').get('state')),
       idbReq(tx.objectStore('entities').getAll()),
       idbReq(tx.objectStore('queue').getAll()),
+      idbReq(tx.objectStore('segments').getAll()),
     ]);
-    return { meta: meta || null, entities, queue };
+    this.hasSegments = segments.length > 0;
+    return { meta: meta || null, entities, queue, segments };
   }
 
   /** Entities written during a bootstrap (meta is written by commit()):
    *  entities, or snapshot lines as {collection, id, line}. */
   async putEntities(list) {
-    const tx = this.db.transaction('entities', 'readwrite');
+    const tx = this.db.transaction(['entities', 'segments'], 'readwrite');
     const st = tx.objectStore('entities');
-    for (const e of list) st.put(e);
+    const lines = [];
+    for (const e of list) {
+      if (lazyRecord(e)) lines.push(e.line); else st.put(e);
+    }
+    if (lines.length) {
+      tx.objectStore('segments').put(lines.join('\n'));
+      this.hasSegments = true;
+    }
     await idbTx(tx);
   }
 
@@ -1055,15 +1072,19 @@ class IDBStore {
     const tx = this.db.transaction(['entities', 'meta'], 'readwrite');
     const st = tx.objectStore('entities');
     for (const e of puts) st.put(e);
-    for (const [c, id] of dels) st.delete([c, id]);
+    for (const [c, id] of dels) {
+      if (this.hasSegments) st.put({ collection: c, id, deleted: true }); else st.delete([c, id]);
+    }
     tx.objectStore('meta').put(meta, 'state');
     await idbTx(tx);
   }
 
   async clear() {
-    const tx = this.db.transaction(['entities', 'meta'], 'readwrite');
+    const tx = this.db.transaction(['entities', 'meta', 'segments'], 'readwrite');
     tx.objectStore('entities').clear();
     tx.objectStore('meta').clear();
+    tx.objectStore('segments').clear();
+    this.hasSegments = false;
     await idbTx(tx);
   }
 
@@ -1302,7 +1323,17 @@ export class Replica extends Emitter {
     }
     this.queue.sort((a, b) => a.seq - b.seq);
     if (saved && saved.meta && saved.meta.complete) {
-      for (const e of saved.entities) this.entities.set(key(e.collection, e.id), lazyRecord(e) ? e.line : e);
+      for (const text of saved.segments || []) {
+        for (const line of text.split('\n')) {
+          const r = snapshotLineKey(line);
+          const e = r || parseSnapshotEntity(line);
+          this.entities.set(key(e.collection, e.id), r ? line : e);
+        }
+      }
+      for (const e of saved.entities) {
+        const k = key(e.collection, e.id);
+        if (e.deleted) this.entities.delete(k); else this.entities.set(k, lazyRecord(e) ? e.line : e);
+      }
       this.version = saved.meta.version;
       this.spaceUid = saved.meta.space_uid;
       this._setStatus({ state: 'loaded', bootstrap: { method: 'stored', entities: this.entities.size } });
