@@ -135,8 +135,10 @@ try {
   // plus the UTF-8 decode and the line split; plus cutting collection and
   // id from each line (what the replica's bootstrap does); a full
   // JSON.parse of every line instead (what reading every body costs); and
-  // IndexedDB's write rate on its own: the N lines as records, one
-  // transaction per 2,000, four in flight (the replica's pattern).
+  // IndexedDB's write rate on its own, one transaction per 2,000 lines,
+  // four in flight (the replica's pattern): the N lines as one record each
+  // ({collection, id, line}), then as 2,000-line segment records (what the
+  // replica stores).
   const steps = async (page) => page.evaluate(async ({ base, token, id }) => {
     const url = `${base}/api/v1/spaces/bench/snapshots/${id}/download`;
     const get = () => fetch(url, { headers: { Authorization: `Bearer ${token}` }, cache: 'no-store', credentials: 'omit' });
@@ -172,23 +174,29 @@ try {
     const recs = ls.map((l) => window.S.snapshotLineKey(l));
     const db = await new Promise((res, rej) => {
       const r = indexedDB.open(`idb-bound-${Math.random()}`, 1);
-      r.onupgradeneeded = () => r.result.createObjectStore('entities', { keyPath: ['collection', 'id'] });
+      r.onupgradeneeded = () => {
+        r.result.createObjectStore('entities', { keyPath: ['collection', 'id'] });
+        r.result.createObjectStore('segments', { autoIncrement: true });
+      };
       r.onsuccess = () => res(r.result);
       r.onerror = () => rej(r.error);
     });
-    t = performance.now();
-    const inflight = new Set();
-    for (let i = 0; i < recs.length; i += 2000) {
-      const tx = db.transaction('entities', 'readwrite');
-      const st = tx.objectStore('entities');
-      for (let j = i; j < Math.min(recs.length, i + 2000); j++) st.put(recs[j]);
-      const p = new Promise((res, rej) => { tx.oncomplete = res; tx.onerror = () => rej(tx.error); });
-      inflight.add(p);
-      p.then(() => inflight.delete(p));
-      if (inflight.size >= 4) await Promise.race(inflight);
-    }
-    await Promise.all(inflight);
-    out.idb_write = performance.now() - t;
+    const idbWrite = async (fill) => {
+      const t0 = performance.now();
+      const inflight = new Set();
+      for (let i = 0; i < recs.length; i += 2000) {
+        const tx = db.transaction(['entities', 'segments'], 'readwrite');
+        fill(tx, i, Math.min(recs.length, i + 2000));
+        const p = new Promise((res, rej) => { tx.oncomplete = res; tx.onerror = () => rej(tx.error); });
+        inflight.add(p);
+        p.then(() => inflight.delete(p));
+        if (inflight.size >= 4) await Promise.race(inflight);
+      }
+      await Promise.all(inflight);
+      return performance.now() - t0;
+    };
+    out.idb_records = await idbWrite((tx, a, b) => { const st = tx.objectStore('entities'); for (let j = a; j < b; j++) st.put(recs[j]); });
+    out.idb_segments = await idbWrite((tx, a, b) => { tx.objectStore('segments').put(ls.slice(a, b).join('\n')); });
     db.close();
     out.bytes = chunks.reduce((a, c) => a + c.length, 0);
     return out;
@@ -292,7 +300,7 @@ try {
   }
   for (const [k, label] of [['download', 'step: download read to the end (gzip undone by fetch)'], ['decode_split', 'step: UTF-8 decode + line split'],
     ['key_cut', 'step: collection and id cut from each line, into a Map'], ['full_parse', 'step: JSON.parse of every line'],
-    ['idb_write', `step: IndexedDB alone, ${N} line records written`]]) {
+    ['idb_records', `step: IndexedDB alone, ${N} lines as one record each`], ['idb_segments', `step: IndexedDB alone, ${N} lines as 2,000-line segment records`]]) {
     lines.push(`| ${label} | ${ms(median(results.steps.map((s) => s[k])))} | ${results.steps.map((s) => ms(s[k])).join(', ')} |`);
   }
   lines.push(`| change-apply rate, ${M} changes from feed=sse | ${Math.round(median(results.apply))}/s | ${results.apply.map((r) => Math.round(r)).join(', ')} |`);
