@@ -123,6 +123,13 @@ export declare class Snapshots {
     onEntities?: (batch: Entity[], info: { bytes: number }) => void | Promise<void>;
     batch?: number; signal?: AbortSignal;
   }): Promise<{ header: Record<string, any>; entities: number; bytes: number }>;
+  /** lazy: a line in snapsync's own spelling comes as {collection, id, line} (not parsed) */
+  read(id: string, opts: {
+    lazy: true;
+    onHeader?: (header: Record<string, any> & { server_version: number; formatVersion: number }) => void | Promise<void>;
+    onEntities?: (batch: Array<Entity | SnapshotLine>, info: { bytes: number }) => void | Promise<void>;
+    batch?: number; signal?: AbortSignal;
+  }): Promise<{ header: Record<string, any>; entities: number; bytes: number }>;
   take(opts?: { note?: string; onProgress?: (p: SnapshotProgress) => void; signal?: AbortSignal }): Promise<SnapshotMeta>;
 }
 
@@ -253,5 +260,10 @@ export declare class SSEParser {
 }
 export declare function parseSnapshotHeader(line: string): Record<string, any> & { format: string; formatVersion: number; server_version: number };
 export declare function parseSnapshotEntity(line: string, lineNo?: number): Entity;
+/** A snapshot entity line kept as text (Snapshots.read with lazy). */
+export interface SnapshotLine { collection: string; id: string; line: string }
+/** The collection and id of a line in snapsync's own spelling; null for any other line. */
+export declare function snapshotLineKey(line: string): SnapshotLine | null;
+export declare function parseSnapshotEntities(lines: string[], firstLineNo?: number): Entity[];
 export declare function nextBatch<T extends { collection: string; id: string }>(queue: T[], max?: number): T[];
 export declare function followerBase(edit: { base_rev: string | null }, result: { status: string; rev?: string }): string | null;

@@ -162,6 +162,21 @@ export function parseSnapshotEntities(lines, firstLineNo = 0) {
   return arr;
 }
 
+// The start of an entity line exactly as snapsync writes it (docs/
+// snapshot-format.md: members in this order, no spaces, `body` last): a
+// live entity whose collection and id need no unescaping. Such a line can
+// be kept as text and parsed when it is first read.
+const LAZY_LINE_RE = /^\{"collection":"([^"\\]+)","id":"([^"\\]+)","rev":"[^"\\]*","version":\d+,"created_at":(?:"[^"\\]*"|null),"updated_at":(?:"[^"\\]*"|null),"deleted":false,"/;
+
+/** The collection and id of a snapshot entity line in snapsync's own
+ *  spelling (see LAZY_LINE_RE): `{collection, id, line}`, the rest of the
+ *  line left unparsed; null for any other line (parse it whole). */
+export function snapshotLineKey(line) {
+  const m = LAZY_LINE_RE.exec(line);
+  if (!m || line.charCodeAt(line.length - 1) !== 125) return null;       // '}'
+  return { collection: m[1], id: m[2], line };
+}
+
 /** Server-Sent Events parser (the WHATWG rules: `event`, `data` lines
  *  joined by `\n`, `id` kept across events, `retry`, `:` comments, CR, LF or
  *  CRLF). feed(text) calls onEvent({type, data, id}) per dispatched event. */
@@ -875,8 +890,11 @@ export class Snapshots {
 
   /** Streams a snapshot: onHeader(header) once, then onEntities(batch)
    *  with arrays of entities, never holding more than one chunk's lines.
+   *  With {lazy: true} a line in snapsync's own spelling comes as
+   *  `{collection, id, line}` (its text, not parsed: parseSnapshotEntity
+   *  when needed) and any other line as the parsed entity.
    *  Resolves {header, entities, bytes}. */
-  async read(id, { onHeader, onEntities, signal, batch = 1000 } = {}) {
+  async read(id, { onHeader, onEntities, signal, batch = 1000, lazy = false } = {}) {
     const res = await this.download(id, { signal });
     const lines = new LineSplitter();
     let header = null;
@@ -896,15 +914,29 @@ export class Snapshots {
       lineNo += ls.length - i;
       const body = (i ? ls.slice(i) : ls).filter((l) => l.length > 0);
       if (!body.length) return;
-      for (const e of parseSnapshotEntities(body, first)) {
-        if (e.deleted) continue;           // a tombstone line (not in v1 or v2 files today): nothing to keep
-        out.push(e);
-        n++;
+      if (lazy) {
+        for (let j = 0; j < body.length; j++) {
+          const r = snapshotLineKey(body[j]);
+          const e = r || parseSnapshotEntity(body[j], first + j);
+          if (!r && e.deleted) continue;
+          out.push(e);
+          n++;
+        }
+      } else {
+        for (const e of parseSnapshotEntities(body, first)) {
+          if (e.deleted) continue;           // a tombstone line (not in v1 or v2 files today): nothing to keep
+          out.push(e);
+          n++;
+        }
       }
       if (out.length >= batch) {
-        const b = out;
-        out = [];
-        if (onEntities) await onEntities(b, { bytes });
+        // batches of `batch` (a chunk can hold many thousand lines)
+        const all = out;
+        const end = all.length - (all.length % batch);
+        out = all.slice(end);
+        for (let j = 0; j < end; j += batch) {
+          if (onEntities) await onEntities(all.slice(j, j + batch), { bytes });
+        }
       }
     };
     for await (const chunk of bodyChunks(res.body)) {
@@ -977,42 +1009,60 @@ function idbTx(tx) {
 }
 
 /** IndexedDB: stores `entities` ([collection, id]), `meta` (version,
- *  space_uid) and `queue` (the edits not pushed yet, by seq). */
+ *  space_uid), `queue` (the edits not pushed yet, by seq) and `segments`
+ *  (since version 2: the snapshot lines kept as text, 2,000 to a record,
+ *  joined by \n: one record per line costs IndexedDB ten times as much).
+ *  An entity in `entities` stands over the same one in a segment; one
+ *  deleted while segments exist is kept there as {collection, id,
+ *  deleted: true}. */
 class IDBStore {
   constructor(name) {
     this.name = name;
     this.db = null;
+    this.hasSegments = false;
   }
 
   async open() {
     if (typeof indexedDB === 'undefined') {
       throw new SnapsyncError('unsupported', "persist: 'indexeddb' needs IndexedDB (a browser); use 'memory'");
     }
-    const req = indexedDB.open(this.name, 1);
+    const req = indexedDB.open(this.name, 2);
     req.onupgradeneeded = () => {
       const db = req.result;
-      db.createObjectStore('entities', { keyPath: ['collection', 'id'] });
-      db.createObjectStore('meta');
-      db.createObjectStore('queue', { keyPath: 'seq' });
+      const has = (n) => db.objectStoreNames.contains(n);
+      if (!has('entities')) db.createObjectStore('entities', { keyPath: ['collection', 'id'] });
+      if (!has('meta')) db.createObjectStore('meta');
+      if (!has('queue')) db.createObjectStore('queue', { keyPath: 'seq' });
+      if (!has('segments')) db.createObjectStore('segments', { autoIncrement: true });
     };
     this.db = await idbReq(req);
   }
 
   async load() {
-    const tx = this.db.transaction(['entities', 'meta', 'queue'], 'readonly');
-    const [meta, entities, queue] = await Promise.all([
+    const tx = this.db.transaction(['entities', 'meta', 'queue', 'segments'], 'readonly');
+    const [meta, entities, queue, segments] = await Promise.all([
       idbReq(tx.objectStore('meta').get('state')),
       idbReq(tx.objectStore('entities').getAll()),
       idbReq(tx.objectStore('queue').getAll()),
+      idbReq(tx.objectStore('segments').getAll()),
     ]);
-    return { meta: meta || null, entities, queue };
+    this.hasSegments = segments.length > 0;
+    return { meta: meta || null, entities, queue, segments };
   }
 
-  /** Entities written during a bootstrap (meta is written by commit()). */
+  /** Entities written during a bootstrap (meta is written by commit()):
+   *  entities, or snapshot lines as {collection, id, line}. */
   async putEntities(list) {
-    const tx = this.db.transaction('entities', 'readwrite');
+    const tx = this.db.transaction(['entities', 'segments'], 'readwrite');
     const st = tx.objectStore('entities');
-    for (const e of list) st.put(e);
+    const lines = [];
+    for (const e of list) {
+      if (lazyRecord(e)) lines.push(e.line); else st.put(e);
+    }
+    if (lines.length) {
+      tx.objectStore('segments').put(lines.join('\n'));
+      this.hasSegments = true;
+    }
     await idbTx(tx);
   }
 
@@ -1022,15 +1072,19 @@ class IDBStore {
     const tx = this.db.transaction(['entities', 'meta'], 'readwrite');
     const st = tx.objectStore('entities');
     for (const e of puts) st.put(e);
-    for (const [c, id] of dels) st.delete([c, id]);
+    for (const [c, id] of dels) {
+      if (this.hasSegments) st.put({ collection: c, id, deleted: true }); else st.delete([c, id]);
+    }
     tx.objectStore('meta').put(meta, 'state');
     await idbTx(tx);
   }
 
   async clear() {
-    const tx = this.db.transaction(['entities', 'meta'], 'readwrite');
+    const tx = this.db.transaction(['entities', 'meta', 'segments'], 'readwrite');
     tx.objectStore('entities').clear();
     tx.objectStore('meta').clear();
+    tx.objectStore('segments').clear();
+    this.hasSegments = false;
     await idbTx(tx);
   }
 
@@ -1042,6 +1096,12 @@ class IDBStore {
 
 // ---------------------------------------------------------------------------
 // the replica
+
+/** A snapshot line kept as text ({collection, id, line}: Snapshots.read
+ *  with lazy, and how IndexedDB stores it) rather than an entity. */
+function lazyRecord(r) {
+  return typeof r.line === 'string' && r.rev === undefined;
+}
 
 const EDIT_FIELDS = ['seq', 'collection', 'id', 'deleted', 'body', 'base_rev', 'chained', 'at'];
 
@@ -1107,17 +1167,45 @@ export class Replica extends Emitter {
   get(collection, id) {
     const k = key(collection, id);
     const o = this.overlay.get(k);
-    const e = o ? o.entity : this.entities.get(k);
+    const e = o ? o.entity : this._ent(k);
     return e && !e.deleted ? e : null;
+  }
+
+  /** The server's entity under key k. An entity bootstrapped from a
+   *  snapshot line in snapsync's own spelling is held as that line's text
+   *  until it is first read: it is parsed (and checked) here, once. */
+  _ent(k) {
+    const v = this.entities.get(k);
+    if (typeof v !== 'string') return v;
+    const e = parseSnapshotEntity(v);
+    this.entities.set(k, e);
+    return e;
   }
 
   /** The live entities (local edits included) for which fn(entity) is
    *  true, optionally of one collection. */
   query(fn = () => true, { collection } = {}) {
     const out = [];
+    const n = collection ? collection.length : 0;
+    const inCollection = (k) => !collection || (k.charCodeAt(n) === 0 && k.startsWith(collection));
+    // lines still held as text are parsed first, 2,000 with one JSON.parse
+    let keys = [];
+    let lines = [];
+    const parse = () => {
+      const es = parseSnapshotEntities(lines);
+      for (let i = 0; i < es.length; i++) this.entities.set(keys[i], es[i]);
+      keys = [];
+      lines = [];
+    };
+    for (const [k, v] of this.entities) {
+      if (typeof v !== 'string' || !inCollection(k)) continue;
+      keys.push(k);
+      lines.push(v);
+      if (keys.length >= 2000) parse();
+    }
+    if (keys.length) parse();
     for (const [k, e] of this.entities) {
-      if (this.overlay.has(k)) continue;
-      if (collection && e.collection !== collection) continue;
+      if (this.overlay.has(k) || !inCollection(k)) continue;
       if (fn(e)) out.push(e);
     }
     for (const { entity: e } of this.overlay.values()) {
@@ -1162,7 +1250,7 @@ export class Replica extends Emitter {
     if (this.closed) throw new SnapsyncError('closed', 'the replica is closed');
     const k = key(collection, id);
     const prev = this.overlay.get(k);
-    const server = this.entities.get(k);
+    const server = this._ent(k);
     const edit = new Edit({
       seq: this.seq++, collection, id, deleted, body, at: new Date().toISOString(),
       chained: !!prev, base_rev: prev ? null : (server ? server.rev : null),
@@ -1235,7 +1323,17 @@ export class Replica extends Emitter {
     }
     this.queue.sort((a, b) => a.seq - b.seq);
     if (saved && saved.meta && saved.meta.complete) {
-      for (const e of saved.entities) this.entities.set(key(e.collection, e.id), e);
+      for (const text of saved.segments || []) {
+        for (const line of text.split('\n')) {
+          const r = snapshotLineKey(line);
+          const e = r || parseSnapshotEntity(line);
+          this.entities.set(key(e.collection, e.id), r ? line : e);
+        }
+      }
+      for (const e of saved.entities) {
+        const k = key(e.collection, e.id);
+        if (e.deleted) this.entities.delete(k); else this.entities.set(k, lazyRecord(e) ? e.line : e);
+      }
       this.version = saved.meta.version;
       this.spaceUid = saved.meta.space_uid;
       this._setStatus({ state: 'loaded', bootstrap: { method: 'stored', entities: this.entities.size } });
@@ -1284,8 +1382,19 @@ export class Replica extends Emitter {
       const total = snap.entity_total;
       let done = 0;
       let header = null;
+      // IndexedDB: one transaction per batch, up to 4 in flight while the
+      // download goes on (all committed before the replica is ready)
+      const writes = new Set();
+      let failed = null;
+      const write = (list) => {
+        const w = this.store.putEntities(list).catch((e) => { failed = failed || e; });
+        writes.add(w);
+        w.then(() => writes.delete(w));
+        return writes.size >= 4 ? Promise.race(writes) : null;
+      };
       await this.space.snapshots.read(snap.id, {
         batch: 2000,
+        lazy: true,
         onHeader: (h) => {
           header = h;
           if (h.space_uid && h.space_uid !== st.space_uid) {
@@ -1296,14 +1405,21 @@ export class Replica extends Emitter {
           const keep = [];
           for (const e of batch) {
             if (want && !want.has(e.collection)) continue;
-            this.entities.set(key(e.collection, e.id), e);
+            // a line in snapsync's spelling stays text until it is read
+            this.entities.set(key(e.collection, e.id), lazyRecord(e) ? e.line : e);
             keep.push(e);
           }
           done += batch.length;
-          if (this.persist !== 'memory' && keep.length) await this.store.putEntities(keep);
+          if (failed) throw failed;
+          if (this.persist !== 'memory' && keep.length) {
+            const wait = write(keep);
+            if (wait) await wait;
+          }
           this._progress({ phase: 'snapshot', done, total, bytes });
         },
       });
+      await Promise.all(writes);
+      if (failed) throw failed;
       this.version = header.server_version;
     }
     // the feed: everything from 0 (method feed) or what the snapshot misses
@@ -1479,7 +1595,7 @@ export class Replica extends Emitter {
     let result;
     if (r.status === 'applied') {
       result = { status: 'applied', rev: r.rev, version: r.version };
-      const cur = this.entities.get(k);
+      const cur = this._ent(k);
       if (!cur || !(cur.version >= r.version)) {
         if (edit.deleted) {
           this.entities.delete(k);
@@ -1518,7 +1634,7 @@ export class Replica extends Emitter {
     const changes = [];
     if (o && --o.count <= 0) {
       this.overlay.delete(k);
-      const e = this.entities.get(k);
+      const e = this._ent(k);
       changes.push({ type: e ? 'put' : 'delete', collection: edit.collection, id: edit.id, entity: e || null, source: 'remote' });
     }
     this._scheduleFlush();
