@@ -14,7 +14,8 @@
  *            then the manifest; then the row is marked uploaded (writer op,
  *            audited) -- so a kill -9 anywhere before leaves the row
  *            pending/uploading and no manifest on the remote
- *   loop     retention of this instance's own objects of that kind
+ *   loop     retention of this instance's own objects of that kind, read
+ *            once the uploaded row is committed; the next upload waits
  * A failed attempt waits retry_ms * 2^(n-1) (at most 10 minutes) and
  * starts over; 401/403/404 and the last attempt end it as failed.
  */
@@ -49,9 +50,9 @@ struct qitem {
 /* the pool side of one attempt: only a job touches it while it runs */
 struct src {
     struct job job;
-    struct upload *u;
-    /* in */
-    char path[1200], id[27], instance[27];
+    struct upload *u;                /* the loop's only: a job never reads it */
+    /* in (copies: the loop may end the attempt, and drop u, while a job runs) */
+    char path[1200], id[27], instance[27], space[64], kind[16];
     const struct rtarget *t;
     uint64_t part_size;
     bool enc;
@@ -98,6 +99,7 @@ static struct {
     struct upload *cur;
     uv_timer_t retry;
     bool timer_init, stopping;
+    bool retaining;                  /* a retention pass runs: the next upload waits */
     uint64_t queued;
 } rc_;
 
@@ -306,12 +308,12 @@ static int build_manifest(struct src *s)
 {
     struct buf *m = &s->manifest;
     char key[512];
-    rt_keys(s->t, s->instance, s->u->it->space, s->id, s->enc, key, NULL, sizeof key);
+    rt_keys(s->t, s->instance, s->space, s->id, s->enc, key, NULL, sizeof key);
     buf_puts(m, "{\"format\":\"" RT_MANIFEST_FORMAT "\"");
     json_kv_str(m, "instance_id", s->instance);
-    json_kv_str(m, "space", s->u->it->space);
+    json_kv_str(m, "space", s->space);
     json_kv_str(m, "snapshot", s->id);
-    json_kv_str(m, "kind", s->u->it->kind);
+    json_kv_str(m, "kind", s->kind);
     json_kv_str(m, "key", key);
     json_kv_u64(m, "object_bytes", s->size);
     json_kv_str(m, "object_sha256", s->sha256);
@@ -725,6 +727,8 @@ static void attempt_start(struct upload *u)
     s->enc = rc_.t->nrecipients > 0;
     s->part_size = rc_.t->kind == RT_S3 ? rc_.t->part_size : UINT64_MAX / 2;
     snprintf(s->id, sizeof s->id, "%s", u->it->id);
+    snprintf(s->space, sizeof s->space, "%s", u->it->space);
+    snprintf(s->kind, sizeof s->kind, "%s", u->it->kind);
     snprintf(s->instance, sizeof s->instance, "%s", store_instance_id(rc_.srv->store));
     snap_file(rc_.srv->cfg->data_dir, u->it->id, false, s->path, sizeof s->path);
     u->src = s;
@@ -876,6 +880,7 @@ static void ret_next(struct ret_job *rj)
     if (rc_.stopping || rj->i >= rj->n) {
         free(rj->v);
         free(rj);
+        rc_.retaining = false;
         if (!rc_.stopping) pump();
         return;
     }
@@ -901,6 +906,22 @@ static void ret_done(struct job *j, struct http_req *r)
     ret_next(container_of(j, struct ret_job, job));
 }
 
+/* the pass reads the rows once the one just marked uploaded is committed
+ * (a read submitted beside the write could miss it and keep one too many) */
+static void retention_start(struct row_op *ro)
+{
+    if (ro->op.err.status) {
+        rc_.retaining = false;
+        pump();
+        return;
+    }
+    struct ret_job *rj = xcalloc(1, sizeof *rj);
+    snprintf(rj->space, sizeof rj->space, "%s", ro->it.space);
+    snprintf(rj->kind, sizeof rj->kind, "%s", ro->it.kind);
+    rj->keep = !strcmp(ro->it.kind, "scheduled") ? rc_.t->keep_scheduled : rc_.t->keep_pre_restore;
+    job_submit(&rc_.srv->jobs, &rj->job, NULL, ret_work, ret_done);
+}
+
 /* ---- the queue ----------------------------------------------------------------- */
 
 static void upload_finished(struct upload *u, bool ok, const char *error)
@@ -913,7 +934,6 @@ static void upload_finished(struct upload *u, bool ok, const char *error)
         snprintf(ro->sha256, sizeof ro->sha256, "%s", s->sha256);
         ro->bytes = s->size;
     }
-    row_submit(ro);
     uint64_t size = s ? s->size : 0;
     metrics_remote_upload(rc_.srv->metrics, ok, size, now_ms_wall());
     if (rc_.srv->metrics && rc_.srv->metrics->remote_queue) rc_.srv->metrics->remote_queue--;
@@ -927,24 +947,21 @@ static void upload_finished(struct upload *u, bool ok, const char *error)
     publish(it, ok ? "uploaded" : "failed", error, ok ? size : 0, size);
     attempt_drop(u);
     rc_.cur = NULL;
-    uint64_t keep = !strcmp(it->kind, "scheduled") ? rc_.t->keep_scheduled : rc_.t->keep_pre_restore;
-    if (ok && strcmp(it->kind, "manual")) {
-        struct ret_job *rj = xcalloc(1, sizeof *rj);
-        snprintf(rj->space, sizeof rj->space, "%s", it->space);
-        snprintf(rj->kind, sizeof rj->kind, "%s", it->kind);
-        rj->keep = keep;
-        upload_free(u);
-        /* the row just marked uploaded is queued ahead of this read */
-        job_submit(&rc_.srv->jobs, &rj->job, NULL, ret_work, ret_done);
-        return;
+    /* retention of that kind, one pass at a time and no upload beside it
+     * (two passes would delete the same objects twice); ret_next pumps */
+    bool retain = ok && strcmp(it->kind, "manual");
+    if (retain) {
+        rc_.retaining = true;
+        ro->then = retention_start;
     }
+    row_submit(ro);
     upload_free(u);
-    pump();
+    if (!retain) pump();
 }
 
 static void pump(void)
 {
-    if (rc_.cur || rc_.stopping || list_empty(&rc_.queue)) return;
+    if (rc_.cur || rc_.retaining || rc_.stopping || list_empty(&rc_.queue)) return;
     struct qitem *it = container_of(rc_.queue.next, struct qitem, link);
     list_remove(&it->link);
     struct upload *u = xcalloc(1, sizeof *u);
