@@ -9,8 +9,14 @@
 //               (s3rver checks the access key id only)
 //
 // Both sit behind a fault proxy (faults.mode): 'pass', 'down' (connections
-// reset), 'stall' (requests never answered), or {status: N, count: K} (the
-// next K requests answered N without reaching the server).
+// reset), 'stall' (requests never answered), {status: N, count: K} (the
+// next K requests answered N without reaching the server), or a script: an
+// array of steps taken one per request, each 'down' (that request's
+// connection reset) or a status, then 'pass' once it is used up. A script
+// makes retries exact: the remote's client stops an attempt at its first
+// failed request, so each step fails exactly one attempt (a 'down' on a
+// connection that served a request before would be retried by libcurl
+// itself: use it on fresh connections; a scripted status closes its own).
 
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -38,6 +44,14 @@ async function faultProxy(upstreamPort, check) {
   const sockets = new Set();
   const server = http.createServer((req, res) => {
     faults.seen.push(`${req.method} ${req.url}`);
+    if (Array.isArray(faults.mode)) {
+      const st = faults.mode.shift();
+      if (!faults.mode.length) faults.mode = 'pass';
+      if (st === 'down') { req.socket.destroy(); return; }
+      req.resume();
+      req.on('end', () => { res.writeHead(st, { 'content-type': 'text/plain', connection: 'close' }); res.end('injected\n'); });
+      return;
+    }
     if (faults.mode === 'down') { req.socket.destroy(); return; }
     if (faults.mode === 'stall') { req.resume(); return; }      // never answered
     if (typeof faults.mode === 'object' && faults.mode.count > 0) {
@@ -168,12 +182,13 @@ export async function startDav() {
   const proc = spawn('/usr/sbin/apache2', ['-f', path.join(dir, 'httpd.conf'), '-DFOREGROUND'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
-  for (let i = 0; ; i++) {
+  // a loaded machine can take seconds to start it
+  for (const deadline = Date.now() + 30000; ;) {
     try {
       const r = await fetch(`http://127.0.0.1:${port}/`);
       if (r.status === 401) break;
     } catch { /* not yet */ }
-    if (i > 100 || proc.exitCode !== null) throw new Error(`apache2 did not start: ${stderr} ${(() => { try { return readFileSync(`${dir}/error.log`, 'utf8'); } catch { return ''; } })()}`);
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`apache2 did not start: ${stderr} ${(() => { try { return readFileSync(`${dir}/error.log`, 'utf8'); } catch { return ''; } })()}`);
     await sleep(50);
   }
   const proxy = await faultProxy(port, null);
