@@ -25,8 +25,9 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import aws4 from 'aws4';
-import S3rver from 's3rver';
+// aws4 and s3rver (this folder's npm packages) are loaded by startS3 only,
+// so startDav works without them (tests/browser uses it)
+let aws4;
 
 export const S3_KEY_ID = 'S3RVER';           // s3rver's default access key id
 export const S3_SECRET = 'S3RVER';
@@ -113,6 +114,8 @@ export function sigv4Check(secret) {
 }
 
 export async function startS3({ bucket = 'backups' } = {}) {
+  aws4 = aws4 || (await import('aws4')).default;
+  const { default: S3rver } = await import('s3rver');
   const dir = mkdtempSync(path.join(os.tmpdir(), 'snapsync-s3-'));
   const s3 = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: dir, configureBuckets: [{ name: bucket }] });
   const { port: s3port } = await s3.run();
