@@ -141,7 +141,7 @@ struct row_op {
     struct wop op;
     struct qitem it;
     char status[16], error[300], sha256[65];
-    uint64_t bytes;
+    uint64_t bytes, total;
     bool final, insert, remove;
     void (*then)(struct row_op *ro);
 };
@@ -202,6 +202,10 @@ static void row_done(struct wop *op, struct http_req *r)
     struct row_op *ro = container_of(op, struct row_op, op);
     UNUSED(r);
     if (op->err.status) log_error("remote_row_failed", "\"snapshot\":\"%s\",\"error\":\"%s\"", ro->it.id, op->err.msg);
+    /* the end state's event goes once the row says so: a client that reads
+     * the metadata on it sees the same */
+    if (ro->final && !rc_.stopping)
+        publish(&ro->it, ro->status, ro->error[0] ? ro->error : NULL, ro->sha256[0] ? ro->bytes : 0, ro->total);
     if (ro->then && !rc_.stopping) ro->then(ro);
     free(ro);
 }
@@ -220,6 +224,7 @@ static void row_submit(struct row_op *ro)
     if (writer_submit(rc_.srv->writer, &ro->op, NULL, row_apply, row_done) < 0) {
         /* the queue is full: the row keeps its last state; a restart redoes it */
         log_error("remote_row_failed", "\"snapshot\":\"%s\",\"error\":\"the write queue is full\"", ro->it.id);
+        if (ro->final) publish(&ro->it, ro->status, ro->error[0] ? ro->error : NULL, ro->sha256[0] ? ro->bytes : 0, ro->total);
         if (ro->then) ro->then(ro);
         free(ro);
     }
@@ -944,7 +949,7 @@ static void upload_finished(struct upload *u, bool ok, const char *error)
         log_error("remote_upload_failed", "\"space\":\"%s\",\"snapshot\":\"%s\",\"key\":\"%s\",\"attempts\":%llu,\"error\":\"%s\"",
                   it->space, it->id, it->key, (unsigned long long)it->attempts, error);
     }
-    publish(it, ok ? "uploaded" : "failed", error, ok ? size : 0, size);
+    ro->total = size;                /* its event: row_done, once committed */
     attempt_drop(u);
     rc_.cur = NULL;
     /* retention of that kind, one pass at a time and no upload beside it
