@@ -1012,6 +1012,87 @@ static void on_snapshot(struct server *srv, const char *space, const char *id, c
     row_submit(ro);
 }
 
+/* ---- a failed upload, queued again (POST .../remote/retry) ---------------------- */
+
+struct retry_op {
+    struct wop op;
+    struct qitem it;
+    char actor[80], remote[80], status[16];
+    snap_answer_fn answer;
+};
+
+static int retry_apply(struct wtx *tx, struct wop *op)
+{
+    struct retry_op *ro = container_of(op, struct retry_op, op);
+    sqlite3_stmt *st = wtx_stmt(tx, "SELECT status, kind, key FROM snapshot_remote WHERE snapshot_id = ? AND space = ?");
+    sqlite3_bind_text(st, 1, ro->it.id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, ro->it.space, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_ROW)
+        return wop_fail(op, 404, "not_found", "snapshot %s of this space has no off-site upload", ro->it.id);
+    snprintf(ro->status, sizeof ro->status, "%s", (const char *)sqlite3_column_text(st, 0));
+    snprintf(ro->it.kind, sizeof ro->it.kind, "%s", (const char *)sqlite3_column_text(st, 1));
+    snprintf(ro->it.key, sizeof ro->it.key, "%s", (const char *)sqlite3_column_text(st, 2));
+    sqlite3_reset(st);
+    if (strcmp(ro->status, "failed"))
+        return wop_fail(op, 409, "remote_not_failed", "the upload is %s; only a failed one is retried", ro->status);
+    st = wtx_stmt(tx, "UPDATE snapshot_remote SET status = 'pending', attempts = 0, error = NULL WHERE snapshot_id = ?");
+    sqlite3_bind_text(st, 1, ro->it.id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "recording the retry failed");
+    struct buf m;
+    buf_init(&m);
+    buf_puts(&m, "{\"key\":");
+    json_cstr(&m, ro->it.key);
+    buf_putc(&m, '}');
+    int rc = wtx_audit(tx, ro->actor, "snapshot.remote_retry", ro->it.space, ro->it.id, m.data, ro->remote[0] ? ro->remote : NULL);
+    buf_free(&m);
+    return rc < 0 ? wop_fail(op, 500, "storage_error", "audit failed") : 0;
+}
+
+static void retry_done(struct wop *op, struct http_req *r)
+{
+    struct retry_op *ro = container_of(op, struct retry_op, op);
+    if (op->err.status) {
+        snap_answer_wop(ro->answer, r, op);
+        free(ro);
+        return;
+    }
+    if (!rc_.stopping) {
+        struct qitem *it = xmalloc(sizeof *it);
+        *it = ro->it;
+        it->attempts = 0;
+        log_info("remote_upload_requeued", "\"space\":\"%s\",\"snapshot\":\"%s\"", it->space, it->id);
+        publish(it, "pending", NULL, 0, 0);
+        enqueue(it);
+    }
+    if (r) {
+        struct buf b;
+        buf_init(&b);
+        buf_puts(&b, "{\"snapshot\":");
+        json_cstr(&b, ro->it.id);
+        buf_puts(&b, ",\"remote\":{\"status\":\"pending\"");
+        json_kv_str(&b, "key", ro->it.key);
+        buf_puts(&b, ",\"attempts\":0,\"error\":null}}");
+        struct snap_answer a = {.status = 202, .body = &b};
+        ro->answer(r, &a);
+        buf_free(&b);
+    }
+    free(ro);
+}
+
+void remote_retry(struct server *srv, struct http_req *r, const struct remote_retry_req *q, snap_answer_fn answer)
+{
+    struct retry_op *ro = xcalloc(1, sizeof *ro);
+    ro->answer = answer;
+    snprintf(ro->it.id, sizeof ro->it.id, "%s", q->id);
+    snprintf(ro->it.space, sizeof ro->it.space, "%s", q->space);
+    snprintf(ro->actor, sizeof ro->actor, "%s", q->actor ? q->actor : "");
+    snprintf(ro->remote, sizeof ro->remote, "%s", q->remote ? q->remote : "");
+    if (writer_submit(srv->writer, &ro->op, r, retry_apply, retry_done) < 0) {
+        snap_answer_err(answer, r, 1, 503, "overloaded", NULL, "the write queue is full; retry shortly");
+        free(ro);
+    }
+}
+
 /* ---- start and stop ------------------------------------------------------------ */
 
 struct resume_job {

@@ -13,7 +13,7 @@ import { mkdtempSync, readFileSync, writeFileSync, statSync, existsSync } from '
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { startServer, apiOk as apiOk0, api as api0, BIN, childEnv } from '../e2e/helpers.mjs';
+import { startServer, apiOk as apiOk0, api as api0, createKey, BIN, childEnv } from '../e2e/helpers.mjs';
 import { until as until0, snapPath } from '../e2e/snapshot_helpers.mjs';
 import { httpSSE } from '../e2e/sse_helpers.mjs';
 import { startS3, startDav, sha256, S3_SECRET, DAV_PASS } from './servers.mjs';
@@ -54,10 +54,21 @@ async function serve(t, opts) {
   return srv;
 }
 
+// writes n entities; resolves the last one written
 async function fill(srv, space, n = 20, tag = 'v') {
+  let e;
   for (let i = 0; i < n; i++) {
-    await apiOk(srv, 'PUT', `/api/v1/spaces/${space}/collections/docs/entities/e${i}`, { body: { i, tag, text: 'x'.repeat(100) } });
+    e = await apiOk(srv, 'PUT', `/api/v1/spaces/${space}/collections/docs/entities/e${i}`, { body: { i, tag, text: 'x'.repeat(100) } });
   }
+  return e;
+}
+
+// the scheduled snapshot that holds version v, uploaded: after it, with no
+// write, the schedule (--snapshot-every) takes none, so a manual snapshot or
+// a restore does not meet a running one (409)
+function scheduledUploaded(srv, space, v) {
+  return until(async () => (await apiOk(srv, 'GET', `${snapPath(space)}?kind=scheduled`)).snapshots
+    .find((s) => s.server_version >= v && s.remote && s.remote.status === 'uploaded'), { what: `a scheduled snapshot of version ${v} uploaded` });
 }
 
 async function waitRemote(srv, space, id, want = ['uploaded', 'failed'], timeoutMs = WAIT) {
@@ -104,7 +115,8 @@ for (const kind of ['s3', 'dav']) {
     t.after(() => rs.close());
     const srv = await serve(t, { args: [...rs.args(), ...FAST, '--snapshot-every', '1'], env: rs.env });
     await putSpace(srv, 'app');
-    await fill(srv, 'app');
+    const last = await fill(srv, 'app');
+    await scheduledUploaded(srv, 'app', last.version);
     const man = await apiOk(srv, 'POST', snapPath('app'), { body: { note: 'by hand' }, timeoutMs: 30000 }, 201);
     const m = await waitRemote(srv, 'app', man.id);
     assert.equal(m.remote.status, 'uploaded', JSON.stringify(m.remote));
@@ -122,11 +134,8 @@ for (const kind of ['s3', 'dav']) {
     assert.equal(manifest.encrypted, false);
     // a scheduled one (the schedule runs every second for a space that
     // changed since its last snapshot) and a pre_restore one
-    await fill(srv, 'app', 1, 'changed');
-    const sched = await until(async () => {
-      const l = await apiOk(srv, 'GET', `${snapPath('app')}?kind=scheduled`);
-      return l.snapshots.find((s) => s.remote && s.remote.status === 'uploaded');
-    }, { what: 'a scheduled snapshot uploaded' });
+    const changed = await fill(srv, 'app', 1, 'changed');
+    const sched = await scheduledUploaded(srv, 'app', changed.version);
     assert.equal(sched.kind, 'scheduled');
     await apiOk(srv, 'POST', snapPath('app', man.id, '/restore'), { body: { confirm: man.id }, timeoutMs: 30000 });
     const pre = await until(async () => {
@@ -340,7 +349,7 @@ test('wrong credentials end at once with a plain message, counted, audited, no s
   assert.ok(existsSync(path.join(srv.dataDir, 'snapshots', `${s.id}.ndjson.gz`)), 'the local file stays');
 });
 
-test('server down, 500, then back: retried and uploaded; 507 without end: failed after the attempts', async (t) => {
+test('server down, 500, then back: retried and uploaded; 507 without end: failed after the attempts; then retried by an operator', async (t) => {
   const rs = await startDav();
   t.after(() => rs.close());
   const srv = await serve(t, { args: [...rs.args(), ...FAST, '--remote-attempts', '4'], env: rs.env });
@@ -366,6 +375,37 @@ test('server down, 500, then back: retried and uploaded; 507 without end: failed
   assert.equal(metric(mt, 'snapsync_remote_uploads_total{status="failed"}'), 1);
   assert.equal(metric(mt, 'snapsync_remote_uploads_total{status="uploaded"}'), 1);
   assert.equal(metric(mt, 'snapsync_remote_upload_retries_total'), 6, mt);
+
+  // the cause fixed, an operator queues the failed one again: all its
+  // attempts back, audited; a reader may not; only a failed one
+  rs.faults.mode = 'pass';
+  const op = await createKey(srv, 'operator', ['app']);
+  const rd = await createKey(srv, 'reader', ['app']);
+  const retry = snapPath('app', s2.id, '/remote/retry');
+  const denied = await api(srv, 'POST', retry, { token: rd.token });
+  assert.equal(denied.status, 403, denied.text);
+  const rr = await apiOk(srv, 'POST', retry, { token: op.token }, 202);
+  assert.deepEqual(rr, { snapshot: s2.id, remote: { status: 'pending', key: m2.remote.key, attempts: 0, error: null } });
+  const m3 = await waitRemote(srv, 'app', s2.id);
+  assert.equal(m3.remote.status, 'uploaded', JSON.stringify(m3.remote));
+  assert.equal(m3.remote.attempts, 1);
+  assert.equal(m3.remote.error, null);
+  assert.ok(await rs.get(m3.remote.key.replace('.ndjson.gz', '.manifest.json')), 'the manifest is there');
+  const again = await api(srv, 'POST', retry, { token: op.token });
+  assert.equal(again.status, 409, again.text);
+  assert.match(again.text, /remote_not_failed/);
+  const none = await api(srv, 'POST', snapPath('app', '01J00000000000000000000000', '/remote/retry'));
+  assert.equal(none.status, 404, none.text);
+  const audit = await apiOk(srv, 'GET', '/api/v1/audit?action=snapshot.remote_retry');
+  assert.deepEqual(audit.entries.map((e) => [e.target, e.actor, e.space, e.meta]), [[s2.id, op.id, 'app', { key: m2.remote.key }]]);
+  const mt2 = await metrics(srv);
+  assert.equal(metric(mt2, 'snapsync_remote_uploads_total{status="uploaded"}'), 2);
+  // without --remote
+  const plain = await serve(t, {});
+  await putSpace(plain, 'app');
+  const nr = await api(plain, 'POST', snapPath('app', s2.id, '/remote/retry'));
+  assert.equal(nr.status, 409, nr.text);
+  assert.match(nr.text, /remote_not_configured/);
 });
 
 test('SSE: an upload\'s steps arrive on /api/v1/events as snapshot events (pending, uploading with progress, uploaded; failed)', async (t) => {
