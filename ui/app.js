@@ -980,7 +980,7 @@ import { snapsync, SnapsyncError } from '/sdk/snapsync.js';
         h('th', { scope: 'row' }, idCell(m.id, 12), m.note ? h('div', { class: 'muted small' }, m.note) : null),
         h('td', null, m.kind.replace(/_/g, '-')),
         h('td', null, statusBadge(m.status), m.error ? h('div', { class: 'error-inline small' }, m.error) : null),
-        remoteCell(laterRemote(m.remote, (state.snapProgress.get(m.id) || {}).remote)),
+        remoteCell(laterRemote(m.remote, (state.snapProgress.get(m.id) || {}).remote), { onRetry: (b) => retryUpload(m.id, b) }),
         h('td', { class: 'num' }, fmtNum(m.entity_total)),
         h('td', { class: 'num' }, fmtBytes(m.size_bytes)),
         h('td', null, m.sha256 ? h('code', { title: m.sha256 }, m.sha256.slice(0, 12)) : h('span', { class: 'muted' }, '—')),
@@ -990,6 +990,19 @@ import { snapsync, SnapsyncError } from '/sdk/snapsync.js';
           usable ? button('Preview', () => openDetail(m, 'preview'), 'btn btn-small', { 'aria-label': `Preview snapshot ${m.id}` }) : null,
           usable ? button('Download', (e) => download(m, e.currentTarget), 'btn btn-small', { 'aria-label': `Download snapshot ${m.id}` }) : null,
           usable ? button('Restore…', () => openDetail(m, 'restore'), 'btn btn-small btn-danger-quiet', { 'aria-label': `Restore snapshot ${m.id}` }) : null));
+    }
+
+    // --- a failed off-site upload, queued again (operator) ------------------------
+    async function retryUpload(id, btn) {
+      err.hide();
+      btn.disabled = true;
+      try {
+        await call(client().request('POST', `${sp(space)}/snapshots/${encodeURIComponent(id)}/remote/retry`));
+        // the pending event redraws the cell
+      } catch (e) {
+        err.show(`Could not retry the off-site upload of ${id}`, e);
+        btn.disabled = false;
+      }
     }
 
     // --- download (fetch with the header, save through a Blob URL) --------------
@@ -1243,7 +1256,7 @@ import { snapsync, SnapsyncError } from '/sdk/snapsync.js';
         if (d.remote) {
           // an off-site upload's step: that row's cell follows it in place
           const tr = tbody && [...tbody.rows].find((r) => r.dataset.snapshot === d.snapshot);
-          if (tr) tr.cells[3].replaceWith(remoteCell(d.remote, { live: true }));
+          if (tr) tr.cells[3].replaceWith(remoteCell(d.remote, { live: true, onRetry: (b) => retryUpload(d.snapshot, b) }));
           labelRows(tbody.parentElement);
           if (d.remote.status === 'uploaded' && remote) remote.stale();
           return;
@@ -1273,7 +1286,7 @@ import { snapsync, SnapsyncError } from '/sdk/snapsync.js';
 
   /** The "Off-site" cell of a snapshot row: its upload's status, attempts
    *  and last error (metadata's `remote`, or a `snapshot` event's). */
-  function remoteCell(r, { live = false } = {}) {
+  function remoteCell(r, { live = false, onRetry = null } = {}) {
     if (!r) return h('td', { class: 'remote-cell', dataset: { label: 'Off-site', remote: 'none' } }, h('span', { class: 'muted', title: 'No off-site copy' }, '—'));
     const n = r.attempts || 0;
     let detail = '';
@@ -1288,6 +1301,8 @@ import { snapsync, SnapsyncError } from '/sdk/snapsync.js';
       statusBadge(r.status),
       detail ? h('span', { class: 'muted small' }, ` ${detail}`) : null,
       r.error ? h('div', { class: 'error-inline small' }, r.error) : null,
+      r.status === 'failed' && onRetry ? button('Retry upload', (e) => onRetry(e.currentTarget), 'btn btn-small',
+        { 'aria-label': 'Retry the off-site upload' }) : null,
       r.status === 'uploaded' && r.key ? h('div', { class: 'muted small' }, h('code', { class: 'wrap', title: r.key }, r.key.split('/').slice(-2).join('/'))) : null);
   }
 

@@ -85,7 +85,7 @@ const remoteCell = (page, id) => page.locator(`.snapshots-table tr[data-snapshot
 
 let uploaded = null;         // {srv, meta} of the snapshot the import test fetches
 
-test('the snapshot list shows each upload live: pending with its error and attempt, then uploaded; a refused one failed', async () => {
+test('the snapshot list shows each upload live: pending with its error and attempt, then uploaded; a refused one failed, then retried from the page', async () => {
   const srv = await serve({ args: [...rs.args(), ...FAST], env: rs.env });
   await putSpace(srv, 'app');
   for (let i = 0; i < 5; i++) await apiOk(srv, 'PUT', `/api/v1/spaces/app/collections/docs/entities/d${i}`, { body: { i } });
@@ -133,6 +133,14 @@ test('the snapshot list shows each upload live: pending with its error and attem
   assert.match(await remoteCell(page, s2.id).innerText(), /failed[\s\S]*1 attempt[\s\S]*403/);
   assert.match(await remoteCell(page, s1.id).innerText(), /uploaded/);
   await page.screenshot({ path: path.join(ARTIFACTS, 'remote-02-states.png'), fullPage: true });
+
+  // the cause gone, Retry upload queues it again: the cell follows it to
+  // uploaded, after one attempt of its new count
+  await remoteCell(page, s2.id).getByRole('button', { name: 'Retry the off-site upload' }).click();
+  await page.locator(`.snapshots-table tr[data-snapshot="${s2.id}"] td.remote-cell[data-remote="uploaded"]`).waitFor();
+  assert.match(await remoteCell(page, s2.id).innerText(), /uploaded[\s\S]*1 attempt\b/);
+  const m2 = await apiOk(srv, 'GET', snapPath('app', s2.id));
+  assert.deepEqual([m2.remote.status, m2.remote.attempts, m2.remote.error], ['uploaded', 1, null]);
   await assertClean(page);
 });
 
