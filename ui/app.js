@@ -17,7 +17,9 @@
  * Views are chosen by the location hash:
  *   #/spaces                         spaces and their status
  *   #/spaces/S[/collections[/C]]     collections and entities of S
- *   #/spaces/S/snapshots             snapshots: take, preview, download, restore
+ *   #/spaces/S/snapshots             snapshots: take, preview, download, restore;
+ *                                    off-site copies: each one's upload status,
+ *                                    the remote's list and an import from it
  *   #/spaces/S/sync                  peers, start a sync, live jobs, history
  *   #/spaces/S/conflicts             conflicts side by side, resolution
  *   #/audit                          audit log (admin keys only)
@@ -40,6 +42,7 @@ import { snapsync, SnapsyncError } from '/sdk/snapsync.js';
   const AUDIT_ACTIONS = [
     'space.create', 'space.delete', 'key.create', 'key.revoke',
     'snapshot.create', 'snapshot.restore', 'snapshot.delete',
+    'snapshot.remote_upload', 'snapshot.remote_delete',
     'sync.start', 'sync.finish', 'peer.put', 'peer.delete',
     'conflict.resolve', 'request.denied',
   ];
@@ -855,6 +858,7 @@ import { snapsync, SnapsyncError } from '/sdk/snapsync.js';
     const moreBtn = button('Load more', () => loadList(false), 'btn', { hidden: true });
     const detail = h('section', { class: 'card snapshot-detail', hidden: true, 'aria-label': 'Snapshot details' });
     const chartBox = h('div', { class: 'chart-box' });
+    const remote = state.isAdmin ? remoteCard(space, () => loadList(true)) : null;
 
     add(panel,
       h('section', { class: 'card take-card' }, h('h2', null, 'Take a snapshot'), takeForm, takeErr, progressBox),
@@ -863,6 +867,7 @@ import { snapsync, SnapsyncError } from '/sdk/snapsync.js';
           h('div', { class: 'filters' }, field('Kind', kindSel), field('Status', statusSel))),
         err, listBox, moreBtn),
       detail,
+      remote ? remote.card : null,
       h('section', { class: 'card' }, h('h2', null, 'Entities and size across snapshots'), chartBox));
 
     // --- take + live progress -------------------------------------------------
@@ -950,13 +955,13 @@ import { snapsync, SnapsyncError } from '/sdk/snapsync.js';
           tbody = h('tbody');
           add(listBox, h('div', { class: 'table-wrap' }, h('table', { class: 'table snapshots-table stack' },
             h('caption', { class: 'sr-only' }, 'Snapshots, newest first'),
-            h('thead', null, h('tr', null, ['Snapshot', 'Kind', 'Status', 'Entities', 'Size', 'SHA-256', 'Age', 'Actions']
+            h('thead', null, h('tr', null, ['Snapshot', 'Kind', 'Status', 'Off-site', 'Entities', 'Size', 'SHA-256', 'Age', 'Actions']
               .map((t) => h('th', { scope: 'col' }, t)))),
             tbody)));
         }
         for (const m of d.snapshots) add(tbody, row(m));
         if (first && !d.snapshots.length) {
-          add(tbody, h('tr', null, h('td', { colspan: '8', class: 'empty' },
+          add(tbody, h('tr', null, h('td', { colspan: '9', class: 'empty' },
             kindSel.value || statusSel.value ? 'No snapshot matches these filters.' : 'No snapshots yet.')));
         }
         labelRows(tbody.parentElement);
@@ -975,6 +980,7 @@ import { snapsync, SnapsyncError } from '/sdk/snapsync.js';
         h('th', { scope: 'row' }, idCell(m.id, 12), m.note ? h('div', { class: 'muted small' }, m.note) : null),
         h('td', null, m.kind.replace(/_/g, '-')),
         h('td', null, statusBadge(m.status), m.error ? h('div', { class: 'error-inline small' }, m.error) : null),
+        remoteCell(laterRemote(m.remote, (state.snapProgress.get(m.id) || {}).remote), { onRetry: (b) => retryUpload(m.id, b) }),
         h('td', { class: 'num' }, fmtNum(m.entity_total)),
         h('td', { class: 'num' }, fmtBytes(m.size_bytes)),
         h('td', null, m.sha256 ? h('code', { title: m.sha256 }, m.sha256.slice(0, 12)) : h('span', { class: 'muted' }, '—')),
@@ -984,6 +990,19 @@ import { snapsync, SnapsyncError } from '/sdk/snapsync.js';
           usable ? button('Preview', () => openDetail(m, 'preview'), 'btn btn-small', { 'aria-label': `Preview snapshot ${m.id}` }) : null,
           usable ? button('Download', (e) => download(m, e.currentTarget), 'btn btn-small', { 'aria-label': `Download snapshot ${m.id}` }) : null,
           usable ? button('Restore…', () => openDetail(m, 'restore'), 'btn btn-small btn-danger-quiet', { 'aria-label': `Restore snapshot ${m.id}` }) : null));
+    }
+
+    // --- a failed off-site upload, queued again (operator) ------------------------
+    async function retryUpload(id, btn) {
+      err.hide();
+      btn.disabled = true;
+      try {
+        await call(client().request('POST', `${sp(space)}/snapshots/${encodeURIComponent(id)}/remote/retry`));
+        // the pending event redraws the cell
+      } catch (e) {
+        err.show(`Could not retry the off-site upload of ${id}`, e);
+        btn.disabled = false;
+      }
     }
 
     // --- download (fetch with the header, save through a Blob URL) --------------
@@ -1234,11 +1253,122 @@ import { snapsync, SnapsyncError } from '/sdk/snapsync.js';
       refresh() { loadList(true); },
       onEvent(type, d) {
         if (type !== 'snapshot') return;
+        if (d.remote) {
+          // an off-site upload's step: that row's cell follows it in place
+          const tr = tbody && [...tbody.rows].find((r) => r.dataset.snapshot === d.snapshot);
+          if (tr) tr.cells[3].replaceWith(remoteCell(d.remote, { live: true, onRetry: (b) => retryUpload(d.snapshot, b) }));
+          labelRows(tbody.parentElement);
+          if (d.remote.status === 'uploaded' && remote) remote.stale();
+          return;
+        }
         if (!tracked.has(d.snapshot) && d.status === 'running') track(d.snapshot, { kind: d.kind });
         update(d.snapshot);
         if (d.status === 'completed' || d.status === 'failed') loadList(true);
       },
     };
+  }
+
+  // ---------------------------------------------------------------------------
+  // off-site copies (--remote)
+
+  /** Of the metadata's `remote` and the last event's, the one further
+   *  along (a list read before an event may land after it). */
+  function laterRemote(meta, ev) {
+    if (!ev || !meta) return meta || null;
+    const rank = (r) => [r.attempts || 0,
+      r.status === 'uploaded' || r.status === 'failed' ? 3 : r.status === 'pending' ? (r.attempts ? 2 : 0) : 1,
+      r.bytes_sent || 0];
+    const a = rank(meta);
+    const b = rank(ev);
+    for (let i = 0; i < 3; i++) if (a[i] !== b[i]) return b[i] > a[i] ? { ...meta, ...ev } : meta;
+    return meta;
+  }
+
+  /** The "Off-site" cell of a snapshot row: its upload's status, attempts
+   *  and last error (metadata's `remote`, or a `snapshot` event's). */
+  function remoteCell(r, { live = false, onRetry = null } = {}) {
+    if (!r) return h('td', { class: 'remote-cell', dataset: { label: 'Off-site', remote: 'none' } }, h('span', { class: 'muted', title: 'No off-site copy' }, '—'));
+    const n = r.attempts || 0;
+    let detail = '';
+    if (r.status === 'uploading' && r.bytes_total > 0 && r.bytes_sent > 0) {
+      detail = `${Math.floor((100 * r.bytes_sent) / r.bytes_total)}% · attempt ${n}`;
+    } else if (r.status === 'uploading' || (r.status === 'pending' && n > 0)) {
+      detail = `attempt ${n}${r.status === 'pending' ? ', retrying' : ''}`;
+    } else if (r.status === 'uploaded' || r.status === 'failed') {
+      detail = `${n} attempt${n === 1 ? '' : 's'}`;
+    }
+    return h('td', { class: 'remote-cell', dataset: { label: 'Off-site', remote: r.status, attempts: String(n), live: live ? '1' : '0' } },
+      statusBadge(r.status),
+      detail ? h('span', { class: 'muted small' }, ` ${detail}`) : null,
+      r.error ? h('div', { class: 'error-inline small' }, r.error) : null,
+      r.status === 'failed' && onRetry ? button('Retry upload', (e) => onRetry(e.currentTarget), 'btn btn-small',
+        { 'aria-label': 'Retry the off-site upload' }) : null,
+      r.status === 'uploaded' && r.key ? h('div', { class: 'muted small' }, h('code', { class: 'wrap', title: r.key }, r.key.split('/').slice(-2).join('/'))) : null);
+  }
+
+  /** The remote's snapshots of a space (GET /remote/snapshots, admin) with
+   *  an Import for each (POST …/snapshots/import {"remote": key}). */
+  function remoteCard(space, imported) {
+    const err = errorBox();
+    const ok = okBox();
+    const listBtn = button('List off-site snapshots', () => load(), 'btn');
+    const where = h('p', { class: 'muted' });
+    const box = h('div', { class: 'remote-list' });
+    const card = h('section', { class: 'card remote-card', 'aria-label': 'Off-site snapshots' },
+      h('div', { class: 'section-head' }, h('h2', null, 'Off-site copies'), listBtn),
+      h('p', { class: 'muted' }, 'What the off-site remote holds for this space, from every instance that uploads there. An import downloads one, checks it in full and adds it here as an imported snapshot; restore it from the list above.'),
+      where, err, ok, box);
+    let loaded = false;
+
+    async function load() {
+      err.hide();
+      listBtn.disabled = true;
+      try {
+        const d = await call(client().request('GET', '/remote/snapshots', { query: { space } }));
+        loaded = true;
+        where.textContent = `Remote: ${d.remote}`;
+        clear(box);
+        if (!d.snapshots.length) { add(box, h('p', { class: 'empty' }, 'The remote holds no snapshot of this space.')); return; }
+        const t = table(['Snapshot', 'Instance', 'Kind', 'Created', 'Size', 'Encrypted', 'Actions'], d.snapshots.map((x) =>
+          h('tr', { dataset: { remoteKey: x.key, snapshot: x.snapshot } },
+            h('th', { scope: 'row' }, idCell(x.snapshot, 12)),
+            h('td', null, idCell(x.instance_id, 10), x.instance_id === (state.status && state.status.instance_id) ? h('span', { class: 'muted small' }, ' (this one)') : null),
+            h('td', null, String(x.kind).replace(/_/g, '-')),
+            h('td', null, ago(x.created_at)),
+            h('td', { class: 'num' }, fmtBytes(x.object_bytes)),
+            h('td', null, x.encrypted ? 'yes' : 'no'),
+            h('td', { class: 'actions' }, button('Import', (e) => importOne(x, e.currentTarget), 'btn btn-small',
+              { 'aria-label': `Import off-site snapshot ${x.snapshot}` })))), { caption: 'Off-site snapshots, newest first', className: 'remote-table stack' });
+        add(box, h('div', { class: 'table-wrap' }, t));
+      } catch (e) {
+        clear(box);
+        if (e instanceof SnapsyncError && e.code === 'remote_not_configured') err.say('This server has no off-site remote: start it with --remote (docs/operations.md, "Off-site backups").');
+        else err.show('Could not list the off-site snapshots', e);
+      } finally {
+        listBtn.disabled = false;
+      }
+    }
+
+    async function importOne(x, btn) {
+      err.hide();
+      ok.hide();
+      btn.disabled = true;
+      const old = btn.textContent;
+      btn.textContent = 'Importing…';
+      try {
+        const m = await call(client().request('POST', `${sp(space)}/snapshots/import`, { body: { remote: x.key } }));
+        ok.say(`Imported ${x.snapshot} as snapshot ${m.id}: ${fmtNum(m.entity_total)} entities, ${fmtBytes(m.size_bytes)}, checked in full.`);
+        imported();
+      } catch (e) {
+        err.show(`Could not import ${x.snapshot}`, e);
+      } finally {
+        btn.disabled = false;
+        btn.textContent = old;
+      }
+    }
+
+    // a new upload shows in an open list without a click
+    return { card, stale() { if (loaded) load(); } };
   }
 
   // ---------------------------------------------------------------------------

@@ -10,6 +10,12 @@ import { startS3, startDav, S3_KEY_ID, S3_SECRET, DAV_USER, DAV_PASS } from '../
 
 const SIZE = Number(process.env.SIZE_MB || 1024) << 20;
 const RUNS = Number(process.env.RUNS || 3);
+const PART = 16 << 20;                       // snapsync's default --remote-part-size
+// which comparisons: 'default' (snapsync as configured by default against
+// curl -T, S3 and WebDAV, plain and encrypted) and 'shape' (S3 at equal
+// request shape: one PUT against curl -T, and a multipart upload against
+// curl making the same multipart calls)
+const MODES = (process.env.MODES || 'default,shape').split(',');
 const median = (v) => { const s = [...v].sort((a, b) => a - b); return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2; };
 const log = (...a) => console.error(...a);
 
@@ -34,13 +40,50 @@ async function curlUpload(rs, file) {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
-async function snapsyncUpload(rs, dataDir, id, enc, recipient) {
+// curl doing what snapsync does for a multipart upload: create, each part
+// in turn (one curl, one connection), complete. The parts are cut from the
+// file beforehand (split), outside the timing.
+async function curlMultipart(rs, partFiles) {
+  const key = `curlmp/${Date.now()}.bin`;
+  const url = `${rs.endpoint}/${rs.bucket}/${key}`;
+  const sig = ['--aws-sigv4', 'aws:amz:us-east-1:s3', '--user', `${S3_KEY_ID}:${S3_SECRET}`, '-H', 'x-amz-content-sha256: UNSIGNED-PAYLOAD'];
+  const t0 = process.hrtime.bigint();
+  const c = await runOut('curl', ['-sf', '-X', 'POST', ...sig, `${url}?uploads=`]);
+  const uploadId = /<UploadId>([^<]+)<\/UploadId>/.exec(c.out)?.[1];
+  if (c.status !== 0 || !uploadId) throw new Error(`create: curl ${c.status} ${c.err} ${c.out}`);
+  const args = ['-sf', ...sig, '-w', '%header{etag}\\n'];
+  partFiles.forEach((f, i) => args.push('-o', '/dev/null', '-T', f, `${url}?partNumber=${i + 1}&uploadId=${encodeURIComponent(uploadId)}`));
+  const p = await runOut('curl', args);
+  const etags = p.out.trim().split('\n');
+  if (p.status !== 0 || etags.length !== partFiles.length) throw new Error(`parts: curl ${p.status} ${p.err} ${p.out.slice(0, 300)}`);
+  const body = `<CompleteMultipartUpload>${etags.map((e, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${e}</ETag></Part>`).join('')}</CompleteMultipartUpload>`;
+  const d = await runOut('curl', ['-sf', '-X', 'POST', ...sig, '-H', 'Content-Type: application/xml', '--data-binary', body,
+    `${url}?uploadId=${encodeURIComponent(uploadId)}`]);
+  if (d.status !== 0 || /<Error>/.test(d.out)) throw new Error(`complete: curl ${d.status} ${d.err} ${d.out}`);
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  const head = await runOut('curl', ['-sfI', ...sig, url]);
+  const len = Number(/content-length:\s*(\d+)/i.exec(head.out)?.[1]);
+  if (len !== SIZE) throw new Error(`curl's multipart object has ${len} bytes`);
+  return secs;
+}
+
+function runOut(cmd, args) {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args);
+    let out = '', err = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('exit', (status) => resolve({ status, out, err }));
+  });
+}
+
+async function snapsyncUpload(rs, dataDir, id, enc, recipient, extra = []) {
   const db = path.join(dataDir, 'snapsync.db');
   const inst = spawnSync('sqlite3', [db, "SELECT value FROM meta WHERE key = 'instance_id'"], { encoding: 'utf8' }).stdout.trim();
   const prefix = rs.kind === 's3' ? 'snap' : 'backups/snap';
   const key = `${prefix}/${inst}/app/${id}.ndjson.gz${enc ? '.age' : ''}`;
   spawnSync('sqlite3', [db, `DELETE FROM snapshot_remote; INSERT INTO snapshot_remote(snapshot_id, space, kind, status, key, created_at) VALUES ('${id}', 'app', 'manual', 'pending', '${key}', 0)`]);
-  const args = [...rs.args(), '--remote-kinds', 'scheduled', ...(enc ? ['--remote-encrypt-to', recipient] : [])];
+  const args = [...rs.args(), '--remote-kinds', 'scheduled', ...(enc ? ['--remote-encrypt-to', recipient] : []), ...extra];
   const srv = await startServer({ dataDir, args, env: rs.env });
   const base = rssOf(srv.pid);
   let peak = base;
@@ -71,7 +114,7 @@ execFileSync('age-keygen', ['-o', path.join(kdir, 'k')], { stdio: 'ignore' });
 const recipient = /public key: (age1[0-9a-z]+)/.exec(readFileSync(path.join(kdir, 'k'), 'utf8'))[1];
 
 const rows = [];
-for (const kind of ['s3', 'dav']) {
+for (const kind of MODES.includes('default') ? ['s3', 'dav'] : []) {
   const rs = kind === 's3' ? await startS3() : await startDav();
   try {
     const res = { curl: [], plain: [], enc: [], rssPlain: [], rssEnc: [] };
@@ -90,8 +133,41 @@ for (const kind of ['s3', 'dav']) {
     await rs.close();
   }
 }
-console.log(`\nUpload of a ${SIZE / 1048576} MiB snapshot file, median of ${RUNS} runs (MiB/s; × = curl's time / snapsync's):\n`);
-console.log('| server | curl -T | snapsync | snapsync, age-encrypted | RSS growth MiB (plain / encrypted) |');
-console.log('|---|---|---|---|---|');
-for (const r of rows) console.log(r);
+const shapeRows = [];
+if (MODES.includes('shape')) {
+  const pdir = mkdtempSync(path.join(os.tmpdir(), 'snapsync-bench-parts-'));
+  execFileSync('split', ['-b', String(PART), '-a', '3', '-d', file, path.join(pdir, 'p')]);
+  const parts = execFileSync('sh', ['-c', `ls ${pdir}/p* | sort`], { encoding: 'utf8' }).trim().split('\n');
+  const rs = await startS3();
+  try {
+    const res = { curl1: [], snap1: [], curlMp: [], snapMp: [] };
+    for (let i = 0; i < RUNS; i++) {
+      res.curl1.push(await curlUpload(rs, file));
+      res.snap1.push((await snapsyncUpload(rs, dataDir, snap.id, false, recipient, ['--remote-part-size', '5GiB'])).secs);
+      res.curlMp.push(await curlMultipart(rs, parts));
+      res.snapMp.push((await snapsyncUpload(rs, dataDir, snap.id, false, recipient, ['--remote-part-size', `${PART >> 20}MiB`])).secs);
+      log(`s3 shape run ${i + 1}: one PUT: curl ${res.curl1.at(-1).toFixed(2)} s, snapsync ${res.snap1.at(-1).toFixed(2)} s; ` +
+        `${parts.length} parts: curl ${res.curlMp.at(-1).toFixed(2)} s, snapsync ${res.snapMp.at(-1).toFixed(2)} s`);
+    }
+    const mb = SIZE / 1048576;
+    const row = (name, c, s) => `| ${name} | ${c.toFixed(2)} s (${(mb / c).toFixed(0)} MiB/s) | ${s.toFixed(2)} s (${(mb / s).toFixed(0)} MiB/s) | ${(c / s).toFixed(2)}× |`;
+    shapeRows.push(row('one PUT (snapsync `--remote-part-size 5GiB`; `curl -T`)', median(res.curl1), median(res.snap1)));
+    shapeRows.push(row(`multipart, ${parts.length} × ${PART >> 20} MiB (create, parts in turn, complete: both)`, median(res.curlMp), median(res.snapMp)));
+  } finally {
+    await rs.close();
+    spawnSync('rm', ['-rf', pdir]);
+  }
+}
+if (rows.length) {
+  console.log(`\nUpload of a ${SIZE / 1048576} MiB snapshot file, median of ${RUNS} runs (MiB/s; × = curl's time / snapsync's):\n`);
+  console.log('| server | curl -T | snapsync | snapsync, age-encrypted | RSS growth MiB (plain / encrypted) |');
+  console.log('|---|---|---|---|---|');
+  for (const r of rows) console.log(r);
+}
+if (shapeRows.length) {
+  console.log(`\nS3 (s3rver + SigV4 proxy) at equal request shape, ${SIZE / 1048576} MiB, median of ${RUNS} runs (× = curl's time / snapsync's):\n`);
+  console.log('| request shape | curl | snapsync | × |');
+  console.log('|---|---|---|---|');
+  for (const r of shapeRows) console.log(r);
+}
 spawnSync('rm', ['-rf', dataDir, kdir]);

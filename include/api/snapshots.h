@@ -20,6 +20,7 @@ void api_snapshot_preview(struct http_req *r);
 void api_snapshot_restore(struct http_req *r);
 void api_snapshot_import(struct http_req *r);
 void api_snapshot_verify(struct http_req *r);
+void api_snapshot_remote_retry(struct http_req *r);
 
 /* GET /api/v1/remote/snapshots: what the off-site remote holds */
 void api_remote_list(struct http_req *r);

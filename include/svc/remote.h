@@ -109,6 +109,15 @@ struct remote_import_req {
 void remote_import_start(struct server *srv, struct http_req *r, const struct remote_import_req *q,
                          snap_answer_fn answer);
 
+/* POST .../snapshots/{id}/remote/retry: a failed upload back to pending
+ * with its full count of attempts, audited (snapshot.remote_retry), and
+ * queued. 202 {"snapshot","remote":{...}}; 404 when the snapshot has no
+ * upload row in the space; 409 remote_not_failed when it is not failed. */
+struct remote_retry_req {
+    const char *space, *id, *actor, *remote;
+};
+void remote_retry(struct server *srv, struct http_req *r, const struct remote_retry_req *q, snap_answer_fn answer);
+
 /* A key as a client gave it: shape and prefix checked; the manifest's key
  * into mkey. 0, or -1 with why. */
 int remote_key_check(const struct rtarget *t, const char *key, char *mkey, size_t cap, char *why, size_t whylen);

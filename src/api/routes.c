@@ -68,6 +68,8 @@ static const struct route table[] = {
     R(HTTP_GET, S "/snapshots/{id}/preview", api_snapshot_preview, ACCESS_READ, ROUTE_NO_BODY, "snapshot_preview"),
     R(HTTP_POST, S "/snapshots/{id}/restore", api_snapshot_restore, ACCESS_OPERATE, 0, "snapshot_restore"),
     R(HTTP_POST, S "/snapshots/{id}/verify", api_snapshot_verify, ACCESS_OPERATE, ROUTE_NO_BODY, "snapshot_verify"),
+    R(HTTP_POST, S "/snapshots/{id}/remote/retry", api_snapshot_remote_retry, ACCESS_OPERATE, ROUTE_NO_BODY,
+      "snapshot_remote_retry"),
     /* events */
     R(HTTP_GET, "/api/v1/events", api_events, ACCESS_READ, ROUTE_NO_BODY, "events"),
     /* replication, sync jobs, peers, blobs */

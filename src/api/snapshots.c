@@ -575,6 +575,19 @@ void api_snapshot_import(struct http_req *r)
     snap_import_start(r->srv, r, &q, snapshots_answer);
 }
 
+/* POST .../snapshots/{id}/remote/retry */
+void api_snapshot_remote_retry(struct http_req *r)
+{
+    struct space *sp = api_space(r);
+    if (!sp) return;
+    if (!remote_target(r->srv)) {
+        http_send_error(r, 409, "remote_not_configured", NULL, "no remote is configured (--remote)");
+        return;
+    }
+    struct remote_retry_req q = {.space = sp->st.name, .id = r->match.params.id, .actor = api_actor(r), .remote = client_of(r)};
+    remote_retry(r->srv, r, &q, snapshots_answer);
+}
+
 /* GET /api/v1/remote/snapshots?space=&instance= */
 static void remote_listed(void *arg, const struct err *e, struct buf *json)
 {

@@ -14,7 +14,8 @@
  *            then the manifest; then the row is marked uploaded (writer op,
  *            audited) -- so a kill -9 anywhere before leaves the row
  *            pending/uploading and no manifest on the remote
- *   loop     retention of this instance's own objects of that kind
+ *   loop     retention of this instance's own objects of that kind, read
+ *            once the uploaded row is committed; the next upload waits
  * A failed attempt waits retry_ms * 2^(n-1) (at most 10 minutes) and
  * starts over; 401/403/404 and the last attempt end it as failed.
  */
@@ -49,9 +50,9 @@ struct qitem {
 /* the pool side of one attempt: only a job touches it while it runs */
 struct src {
     struct job job;
-    struct upload *u;
-    /* in */
-    char path[1200], id[27], instance[27];
+    struct upload *u;                /* the loop's only: a job never reads it */
+    /* in (copies: the loop may end the attempt, and drop u, while a job runs) */
+    char path[1200], id[27], instance[27], space[64], kind[16];
     const struct rtarget *t;
     uint64_t part_size;
     bool enc;
@@ -98,6 +99,7 @@ static struct {
     struct upload *cur;
     uv_timer_t retry;
     bool timer_init, stopping;
+    bool retaining;                  /* a retention pass runs: the next upload waits */
     uint64_t queued;
 } rc_;
 
@@ -139,7 +141,7 @@ struct row_op {
     struct wop op;
     struct qitem it;
     char status[16], error[300], sha256[65];
-    uint64_t bytes;
+    uint64_t bytes, total;
     bool final, insert, remove;
     void (*then)(struct row_op *ro);
 };
@@ -200,6 +202,10 @@ static void row_done(struct wop *op, struct http_req *r)
     struct row_op *ro = container_of(op, struct row_op, op);
     UNUSED(r);
     if (op->err.status) log_error("remote_row_failed", "\"snapshot\":\"%s\",\"error\":\"%s\"", ro->it.id, op->err.msg);
+    /* the end state's event goes once the row says so: a client that reads
+     * the metadata on it sees the same */
+    if (ro->final && !rc_.stopping)
+        publish(&ro->it, ro->status, ro->error[0] ? ro->error : NULL, ro->sha256[0] ? ro->bytes : 0, ro->total);
     if (ro->then && !rc_.stopping) ro->then(ro);
     free(ro);
 }
@@ -218,6 +224,7 @@ static void row_submit(struct row_op *ro)
     if (writer_submit(rc_.srv->writer, &ro->op, NULL, row_apply, row_done) < 0) {
         /* the queue is full: the row keeps its last state; a restart redoes it */
         log_error("remote_row_failed", "\"snapshot\":\"%s\",\"error\":\"the write queue is full\"", ro->it.id);
+        if (ro->final) publish(&ro->it, ro->status, ro->error[0] ? ro->error : NULL, ro->sha256[0] ? ro->bytes : 0, ro->total);
         if (ro->then) ro->then(ro);
         free(ro);
     }
@@ -306,12 +313,12 @@ static int build_manifest(struct src *s)
 {
     struct buf *m = &s->manifest;
     char key[512];
-    rt_keys(s->t, s->instance, s->u->it->space, s->id, s->enc, key, NULL, sizeof key);
+    rt_keys(s->t, s->instance, s->space, s->id, s->enc, key, NULL, sizeof key);
     buf_puts(m, "{\"format\":\"" RT_MANIFEST_FORMAT "\"");
     json_kv_str(m, "instance_id", s->instance);
-    json_kv_str(m, "space", s->u->it->space);
+    json_kv_str(m, "space", s->space);
     json_kv_str(m, "snapshot", s->id);
-    json_kv_str(m, "kind", s->u->it->kind);
+    json_kv_str(m, "kind", s->kind);
     json_kv_str(m, "key", key);
     json_kv_u64(m, "object_bytes", s->size);
     json_kv_str(m, "object_sha256", s->sha256);
@@ -725,6 +732,8 @@ static void attempt_start(struct upload *u)
     s->enc = rc_.t->nrecipients > 0;
     s->part_size = rc_.t->kind == RT_S3 ? rc_.t->part_size : UINT64_MAX / 2;
     snprintf(s->id, sizeof s->id, "%s", u->it->id);
+    snprintf(s->space, sizeof s->space, "%s", u->it->space);
+    snprintf(s->kind, sizeof s->kind, "%s", u->it->kind);
     snprintf(s->instance, sizeof s->instance, "%s", store_instance_id(rc_.srv->store));
     snap_file(rc_.srv->cfg->data_dir, u->it->id, false, s->path, sizeof s->path);
     u->src = s;
@@ -876,6 +885,7 @@ static void ret_next(struct ret_job *rj)
     if (rc_.stopping || rj->i >= rj->n) {
         free(rj->v);
         free(rj);
+        rc_.retaining = false;
         if (!rc_.stopping) pump();
         return;
     }
@@ -901,6 +911,22 @@ static void ret_done(struct job *j, struct http_req *r)
     ret_next(container_of(j, struct ret_job, job));
 }
 
+/* the pass reads the rows once the one just marked uploaded is committed
+ * (a read submitted beside the write could miss it and keep one too many) */
+static void retention_start(struct row_op *ro)
+{
+    if (ro->op.err.status) {
+        rc_.retaining = false;
+        pump();
+        return;
+    }
+    struct ret_job *rj = xcalloc(1, sizeof *rj);
+    snprintf(rj->space, sizeof rj->space, "%s", ro->it.space);
+    snprintf(rj->kind, sizeof rj->kind, "%s", ro->it.kind);
+    rj->keep = !strcmp(ro->it.kind, "scheduled") ? rc_.t->keep_scheduled : rc_.t->keep_pre_restore;
+    job_submit(&rc_.srv->jobs, &rj->job, NULL, ret_work, ret_done);
+}
+
 /* ---- the queue ----------------------------------------------------------------- */
 
 static void upload_finished(struct upload *u, bool ok, const char *error)
@@ -913,7 +939,6 @@ static void upload_finished(struct upload *u, bool ok, const char *error)
         snprintf(ro->sha256, sizeof ro->sha256, "%s", s->sha256);
         ro->bytes = s->size;
     }
-    row_submit(ro);
     uint64_t size = s ? s->size : 0;
     metrics_remote_upload(rc_.srv->metrics, ok, size, now_ms_wall());
     if (rc_.srv->metrics && rc_.srv->metrics->remote_queue) rc_.srv->metrics->remote_queue--;
@@ -924,27 +949,24 @@ static void upload_finished(struct upload *u, bool ok, const char *error)
         log_error("remote_upload_failed", "\"space\":\"%s\",\"snapshot\":\"%s\",\"key\":\"%s\",\"attempts\":%llu,\"error\":\"%s\"",
                   it->space, it->id, it->key, (unsigned long long)it->attempts, error);
     }
-    publish(it, ok ? "uploaded" : "failed", error, ok ? size : 0, size);
+    ro->total = size;                /* its event: row_done, once committed */
     attempt_drop(u);
     rc_.cur = NULL;
-    uint64_t keep = !strcmp(it->kind, "scheduled") ? rc_.t->keep_scheduled : rc_.t->keep_pre_restore;
-    if (ok && strcmp(it->kind, "manual")) {
-        struct ret_job *rj = xcalloc(1, sizeof *rj);
-        snprintf(rj->space, sizeof rj->space, "%s", it->space);
-        snprintf(rj->kind, sizeof rj->kind, "%s", it->kind);
-        rj->keep = keep;
-        upload_free(u);
-        /* the row just marked uploaded is queued ahead of this read */
-        job_submit(&rc_.srv->jobs, &rj->job, NULL, ret_work, ret_done);
-        return;
+    /* retention of that kind, one pass at a time and no upload beside it
+     * (two passes would delete the same objects twice); ret_next pumps */
+    bool retain = ok && strcmp(it->kind, "manual");
+    if (retain) {
+        rc_.retaining = true;
+        ro->then = retention_start;
     }
+    row_submit(ro);
     upload_free(u);
-    pump();
+    if (!retain) pump();
 }
 
 static void pump(void)
 {
-    if (rc_.cur || rc_.stopping || list_empty(&rc_.queue)) return;
+    if (rc_.cur || rc_.retaining || rc_.stopping || list_empty(&rc_.queue)) return;
     struct qitem *it = container_of(rc_.queue.next, struct qitem, link);
     list_remove(&it->link);
     struct upload *u = xcalloc(1, sizeof *u);
@@ -988,6 +1010,87 @@ static void on_snapshot(struct server *srv, const char *space, const char *id, c
     ro->insert = true;
     ro->then = inserted;
     row_submit(ro);
+}
+
+/* ---- a failed upload, queued again (POST .../remote/retry) ---------------------- */
+
+struct retry_op {
+    struct wop op;
+    struct qitem it;
+    char actor[80], remote[80], status[16];
+    snap_answer_fn answer;
+};
+
+static int retry_apply(struct wtx *tx, struct wop *op)
+{
+    struct retry_op *ro = container_of(op, struct retry_op, op);
+    sqlite3_stmt *st = wtx_stmt(tx, "SELECT status, kind, key FROM snapshot_remote WHERE snapshot_id = ? AND space = ?");
+    sqlite3_bind_text(st, 1, ro->it.id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, ro->it.space, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_ROW)
+        return wop_fail(op, 404, "not_found", "snapshot %s of this space has no off-site upload", ro->it.id);
+    snprintf(ro->status, sizeof ro->status, "%s", (const char *)sqlite3_column_text(st, 0));
+    snprintf(ro->it.kind, sizeof ro->it.kind, "%s", (const char *)sqlite3_column_text(st, 1));
+    snprintf(ro->it.key, sizeof ro->it.key, "%s", (const char *)sqlite3_column_text(st, 2));
+    sqlite3_reset(st);
+    if (strcmp(ro->status, "failed"))
+        return wop_fail(op, 409, "remote_not_failed", "the upload is %s; only a failed one is retried", ro->status);
+    st = wtx_stmt(tx, "UPDATE snapshot_remote SET status = 'pending', attempts = 0, error = NULL WHERE snapshot_id = ?");
+    sqlite3_bind_text(st, 1, ro->it.id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "recording the retry failed");
+    struct buf m;
+    buf_init(&m);
+    buf_puts(&m, "{\"key\":");
+    json_cstr(&m, ro->it.key);
+    buf_putc(&m, '}');
+    int rc = wtx_audit(tx, ro->actor, "snapshot.remote_retry", ro->it.space, ro->it.id, m.data, ro->remote[0] ? ro->remote : NULL);
+    buf_free(&m);
+    return rc < 0 ? wop_fail(op, 500, "storage_error", "audit failed") : 0;
+}
+
+static void retry_done(struct wop *op, struct http_req *r)
+{
+    struct retry_op *ro = container_of(op, struct retry_op, op);
+    if (op->err.status) {
+        snap_answer_wop(ro->answer, r, op);
+        free(ro);
+        return;
+    }
+    if (!rc_.stopping) {
+        struct qitem *it = xmalloc(sizeof *it);
+        *it = ro->it;
+        it->attempts = 0;
+        log_info("remote_upload_requeued", "\"space\":\"%s\",\"snapshot\":\"%s\"", it->space, it->id);
+        publish(it, "pending", NULL, 0, 0);
+        enqueue(it);
+    }
+    if (r) {
+        struct buf b;
+        buf_init(&b);
+        buf_puts(&b, "{\"snapshot\":");
+        json_cstr(&b, ro->it.id);
+        buf_puts(&b, ",\"remote\":{\"status\":\"pending\"");
+        json_kv_str(&b, "key", ro->it.key);
+        buf_puts(&b, ",\"attempts\":0,\"error\":null}}");
+        struct snap_answer a = {.status = 202, .body = &b};
+        ro->answer(r, &a);
+        buf_free(&b);
+    }
+    free(ro);
+}
+
+void remote_retry(struct server *srv, struct http_req *r, const struct remote_retry_req *q, snap_answer_fn answer)
+{
+    struct retry_op *ro = xcalloc(1, sizeof *ro);
+    ro->answer = answer;
+    snprintf(ro->it.id, sizeof ro->it.id, "%s", q->id);
+    snprintf(ro->it.space, sizeof ro->it.space, "%s", q->space);
+    snprintf(ro->actor, sizeof ro->actor, "%s", q->actor ? q->actor : "");
+    snprintf(ro->remote, sizeof ro->remote, "%s", q->remote ? q->remote : "");
+    if (writer_submit(srv->writer, &ro->op, r, retry_apply, retry_done) < 0) {
+        snap_answer_err(answer, r, 1, 503, "overloaded", NULL, "the write queue is full; retry shortly");
+        free(ro);
+    }
 }
 
 /* ---- start and stop ------------------------------------------------------------ */

@@ -9,8 +9,14 @@
 //               (s3rver checks the access key id only)
 //
 // Both sit behind a fault proxy (faults.mode): 'pass', 'down' (connections
-// reset), 'stall' (requests never answered), or {status: N, count: K} (the
-// next K requests answered N without reaching the server).
+// reset), 'stall' (requests never answered), {status: N, count: K} (the
+// next K requests answered N without reaching the server), or a script: an
+// array of steps taken one per request, each 'down' (that request's
+// connection reset) or a status, then 'pass' once it is used up. A script
+// makes retries exact: the remote's client stops an attempt at its first
+// failed request, so each step fails exactly one attempt (a 'down' on a
+// connection that served a request before would be retried by libcurl
+// itself: use it on fresh connections; a scripted status closes its own).
 
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -19,8 +25,9 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import aws4 from 'aws4';
-import S3rver from 's3rver';
+// aws4 and s3rver (this folder's npm packages) are loaded by startS3 only,
+// so startDav works without them (tests/browser uses it)
+let aws4;
 
 export const S3_KEY_ID = 'S3RVER';           // s3rver's default access key id
 export const S3_SECRET = 'S3RVER';
@@ -38,6 +45,14 @@ async function faultProxy(upstreamPort, check) {
   const sockets = new Set();
   const server = http.createServer((req, res) => {
     faults.seen.push(`${req.method} ${req.url}`);
+    if (Array.isArray(faults.mode)) {
+      const st = faults.mode.shift();
+      if (!faults.mode.length) faults.mode = 'pass';
+      if (st === 'down') { req.socket.destroy(); return; }
+      req.resume();
+      req.on('end', () => { res.writeHead(st, { 'content-type': 'text/plain', connection: 'close' }); res.end('injected\n'); });
+      return;
+    }
     if (faults.mode === 'down') { req.socket.destroy(); return; }
     if (faults.mode === 'stall') { req.resume(); return; }      // never answered
     if (typeof faults.mode === 'object' && faults.mode.count > 0) {
@@ -99,6 +114,8 @@ export function sigv4Check(secret) {
 }
 
 export async function startS3({ bucket = 'backups' } = {}) {
+  aws4 = aws4 || (await import('aws4')).default;
+  const { default: S3rver } = await import('s3rver');
   const dir = mkdtempSync(path.join(os.tmpdir(), 'snapsync-s3-'));
   const s3 = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: dir, configureBuckets: [{ name: bucket }] });
   const { port: s3port } = await s3.run();
@@ -168,12 +185,13 @@ export async function startDav() {
   const proc = spawn('/usr/sbin/apache2', ['-f', path.join(dir, 'httpd.conf'), '-DFOREGROUND'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
-  for (let i = 0; ; i++) {
+  // a loaded machine can take seconds to start it
+  for (const deadline = Date.now() + 30000; ;) {
     try {
       const r = await fetch(`http://127.0.0.1:${port}/`);
       if (r.status === 401) break;
     } catch { /* not yet */ }
-    if (i > 100 || proc.exitCode !== null) throw new Error(`apache2 did not start: ${stderr} ${(() => { try { return readFileSync(`${dir}/error.log`, 'utf8'); } catch { return ''; } })()}`);
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`apache2 did not start: ${stderr} ${(() => { try { return readFileSync(`${dir}/error.log`, 'utf8'); } catch { return ''; } })()}`);
     await sleep(50);
   }
   const proxy = await faultProxy(port, null);
