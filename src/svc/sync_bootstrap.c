@@ -842,6 +842,26 @@ static void boot_pump(struct sync_job *j)
     }
 }
 
+/* After the loop has ended (sync_free, main thread): a phase whose
+ * release never came -- a piece that was out when shutdown began and whose
+ * answer the stopped loop never delivered -- still holds the open reader,
+ * parsed batches and the downloaded file. Blocking calls are fine here:
+ * nothing else runs any more. */
+void sync_boot_discard(struct sync_job *j)
+{
+    struct sync_boot_ctx *bc = j->boot_ctx;
+    if (!bc) return;
+    while (!list_empty(&bc->ready)) {
+        struct boot_batch *b = container_of(bc->ready.next, struct boot_batch, link);
+        list_remove(&b->link);
+        batch_free(b);
+    }
+    if (bc->rd_open) snap_reader_close(&bc->rd);
+    if (bc->path[0]) unlink(bc->path);
+    free(bc);
+    j->boot_ctx = NULL;
+}
+
 /* The phase's step (sync_hooks.boot_step): also after a retry's wait, and
  * at shutdown. */
 void sync_boot_step(struct sync_job *j)

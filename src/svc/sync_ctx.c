@@ -73,6 +73,7 @@ void sync_free(struct server *srv)
         struct sync_job *j = container_of(sc->jobs.next, struct sync_job, link);
         list_remove(&j->link);
         sync_push_pre_free(j);
+        sync_boot_discard(j);
         if (j->waiter) http_req_unref(j->waiter);
         if (j->accepted) http_req_unref(j->accepted);
         if (j->retry_init) uv_close((uv_handle_t *)&j->retry, retry_closed);

@@ -72,6 +72,7 @@ void sync_pull_stop(struct sync_job *j, int http, const char *fmt, ...) PRINTF_L
 
 /* The bootstrap phase's step (also after a retry's wait, and at shutdown). */
 void sync_boot_step(struct sync_job *j);
+void sync_boot_discard(struct sync_job *j);     /* after the loop: what a phase still holds */
 
 /* sync_push.c */
 
