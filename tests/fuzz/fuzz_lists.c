@@ -271,6 +271,11 @@ static int m_changes(const char *q, size_t n, struct changes_query *cq, const ch
         if (l >= 0 && !strcmp(v, "all_revs")) cq->all_revs = true;
         else if (l < 0 || strcmp(v, "main_only")) return -1;
     }
+    l = m_param(q, n, "deleted", v, sizeof v);
+    if (l != M_ABSENT) {
+        if (l >= 0 && !strcmp(v, "only")) cq->deleted_only = true;
+        else if (l < 0 || strcmp(v, "any")) return -1;
+    }
     l = m_param(q, n, "timeout_ms", v, sizeof v);
     if (l == M_BAD || (l >= 0 && !m_number(v, (size_t)l, 300000, &cq->timeout_ms))) return -1;
     l = m_param(q, n, "feed", v, sizeof v);
@@ -295,7 +300,8 @@ static void check_changes(const char *q, size_t n)
         return;
     }
     if (got.since != want.since || got.limit != want.limit || got.timeout_ms != want.timeout_ms ||
-        got.bodies != want.bodies || got.all_revs != want.all_revs || got.feed != want.feed ||
+        got.bodies != want.bodies || got.all_revs != want.all_revs || got.deleted_only != want.deleted_only ||
+        got.feed != want.feed ||
         got.ncoll != want.ncoll || strcmp(got.exclude_origin, want.exclude_origin))
         fail("GET /changes query parsed differently", NULL);
     for (int i = 0; i < got.ncoll; i++)
