@@ -261,20 +261,28 @@ static int dl_as_file(struct http_req *r)
     return -1;
 }
 
+/* What the stream checks as it sends the file (size, sha256), and what it
+ * needs to mark the snapshot corrupt when the file fails them. */
+static struct filestream_check dl_check(struct read_job *rj, struct http_req *r, const struct snap_row *row)
+{
+    struct filestream_check chk = {.size = row->size_bytes, .damaged = snap_download_damaged};
+    snprintf(chk.sha256, sizeof chk.sha256, "%s", row->sha256);
+    struct snap_dl_check *d = xcalloc(1, sizeof *d);
+    snprintf(d->space, sizeof d->space, "%s", rj->space);
+    snprintf(d->id, sizeof d->id, "%s", row->id);
+    snprintf(d->actor, sizeof d->actor, "%s", api_actor(r));
+    snprintf(d->remote, sizeof d->remote, "%s", r->client);
+    chk.arg = d;
+    return chk;
+}
+
 static void dl_send(struct read_job *rj, struct http_req *r, const struct snap_row *row, int fd, bool as_file)
 {
     http_add_header(r, "ETag", "\"%s\"", row->sha256);
     http_add_header(r, "Vary", "Accept-Encoding");
+    struct filestream_check chk = dl_check(rj, r, row);
     if (as_file) {
         http_add_header(r, "Content-Disposition", "attachment; filename=\"%s-%s.ndjson.gz\"", rj->space, row->id);
-        struct filestream_check chk = {.size = row->size_bytes, .damaged = snap_download_damaged};
-        snprintf(chk.sha256, sizeof chk.sha256, "%s", row->sha256);
-        struct snap_dl_check *d = xcalloc(1, sizeof *d);
-        snprintf(d->space, sizeof d->space, "%s", rj->space);
-        snprintf(d->id, sizeof d->id, "%s", row->id);
-        snprintf(d->actor, sizeof d->actor, "%s", api_actor(r));
-        snprintf(d->remote, sizeof d->remote, "%s", r->client);
-        chk.arg = d;
         filestream_start(r, fd, 200, "application/gzip", 0, (int64_t)row->size_bytes, false, &chk);
         return;
     }
@@ -284,14 +292,6 @@ static void dl_send(struct read_job *rj, struct http_req *r, const struct snap_r
      * both representations are NDJSON. Import takes either file. */
     http_add_header(r, "Content-Disposition", "attachment; filename=\"%s-%s.ndjson\"", rj->space, row->id);
     if (gz) http_add_header(r, "Content-Encoding", "gzip");
-    struct filestream_check chk = {.size = row->size_bytes, .damaged = snap_download_damaged};
-    snprintf(chk.sha256, sizeof chk.sha256, "%s", row->sha256);
-    struct snap_dl_check *d = xcalloc(1, sizeof *d);
-    snprintf(d->space, sizeof d->space, "%s", rj->space);
-    snprintf(d->id, sizeof d->id, "%s", row->id);
-    snprintf(d->actor, sizeof d->actor, "%s", api_actor(r));
-    snprintf(d->remote, sizeof d->remote, "%s", r->client);
-    chk.arg = d;
     filestream_start(r, fd, 200, "application/x-ndjson", 0, gz ? (int64_t)row->size_bytes : -1, !gz, &chk);
 }
 
