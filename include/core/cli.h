@@ -36,6 +36,7 @@ struct config {
     uint64_t sse_max_clients;
     uint64_t sse_replay_events;
     uint64_t snapshot_level;
+    uint64_t pre_restore_level;      /* the level of pre_restore snapshots */
     uint64_t snapshot_every;
     uint64_t snapshot_keep_scheduled;
     uint64_t snapshot_keep_pre_restore;

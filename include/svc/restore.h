@@ -4,12 +4,15 @@
  *
  * The merge walks the snapshot file (snapshot_format.h's reader) and the
  * space's live rows in key order (both sorted by collection, id, so memory
- * stays flat) and finds what differs. A restore runs verify (pool) ->
- * pre_restore snapshot (snapshot.h) -> the journal (writer: from now on,
- * each write to the space notes the entity's state before it) -> plan
- * (pool): one read transaction at version V merges the file with the live
- * entities and writes the changes it finds to a plan file -> the restore
- * op on the writer thread applies the plan, then puts back the entities
+ * stays flat) and finds what differs. A restore starts the journal
+ * (writer: from now on, each write to the space notes the entity's state
+ * before it), then runs two pieces side by side on the pool: the plan (one
+ * read transaction at version V verifies the file in full and merges it
+ * with the live entities, writing the changes it finds to a plan file) and
+ * the pre_restore snapshot (unrecorded, at --pre-restore-level). When both
+ * are back: a refused plan throws the snapshot's file away (nothing
+ * changed); else the snapshot is recorded, and the restore op on the
+ * writer thread applies the plan, then puts back the entities
  * written after V that the plan has no record of (at V they were as in the
  * snapshot: the journal has that state). The write lock is held for the
  * changes only, not for the whole comparison. Without a plan, or past the

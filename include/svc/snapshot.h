@@ -131,14 +131,19 @@ void snap_unlink_later(struct server *srv, const char *path);
 
 /* What a snapshot job reports to who started it: at SNAP_STARTED (the row
  * is in, or could not be written: err) and at SNAP_DONE (the file and the
- * row are finished, or failed: err). meta: the row as JSON. */
-enum snap_stage { SNAP_STARTED, SNAP_DONE };
+ * row are finished, or failed: err). meta: the row as JSON. An unrecorded
+ * snapshot (below) reports SNAP_WRITTEN instead of SNAP_STARTED: its file
+ * is written (or not: file_err), and job waits for snap_record or
+ * snap_discard. */
+enum snap_stage { SNAP_STARTED, SNAP_WRITTEN, SNAP_DONE };
+struct snap_job;
 struct snap_report {
     enum snap_stage stage;
     const char *id, *space, *kind;
     const struct err *err;           /* NULL: it went well */
-    const char *file_err;            /* SNAP_DONE: the file could not be written (why), or NULL */
+    const char *file_err;            /* SNAP_WRITTEN, SNAP_DONE: the file could not be written (why), or NULL */
     struct buf *meta;                /* an answer may take its bytes */
+    struct snap_job *job;            /* SNAP_WRITTEN: the handle for snap_record / snap_discard */
 };
 typedef void (*snap_report_fn)(void *arg, struct http_req *r, const struct snap_report *rep);
 
@@ -146,6 +151,13 @@ struct snap_start_req {
     const char *space, *kind, *actor, *remote, *note;   /* remote, note: NULL for none */
     bool keep_request;               /* the job holds r until SNAP_DONE (else only until SNAP_STARTED) */
     bool owns_busy;                  /* the reporter clears busy (a restore goes on holding it) */
+    /* Unrecorded: no row while the file is written (no events either);
+     * the reporter then records it (snap_record) or throws it away
+     * (snap_discard). A restore takes its pre_restore snapshot this way,
+     * beside its check of the file, so a refused restore leaves nothing.
+     * space_id must be given; nothing goes through the writer until then. */
+    bool unrecorded;
+    int64_t space_id;
     snap_report_fn report;           /* NULL: nobody is told */
     void *arg;
 };
@@ -153,6 +165,14 @@ struct snap_start_req {
  * Returns 0, or -1 when the write queue is full (nothing started, nothing
  * reported). */
 int snap_start(struct server *srv, struct http_req *r, const struct snap_start_req *q);
+/* An unrecorded snapshot whose file is written: its row goes in, completed,
+ * with its audit (a writer op); then SNAP_DONE as for any snapshot (err:
+ * not recorded; the file is then removed by the start-up sweep's rule: no
+ * completed row, no file). */
+void snap_record(struct snap_job *sj, struct http_req *r);
+/* An unrecorded snapshot that is not wanted (or whose file failed): the
+ * file goes, nothing was recorded. A failed file is logged and counted. */
+void snap_discard(struct snap_job *sj);
 
 /* Called on the loop for every snapshot that completed (the off-site
  * copy's hook, svc/remote.c): one function, installed at start. */

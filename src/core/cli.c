@@ -40,6 +40,7 @@ static const struct opt opts[] = {
     {"sse-max-clients", OPT_U64, OFF(sse_max_clients), 0, 1000000, "10000", "SSE subscribers (503 past it)"},
     {"sse-replay-events", OPT_U64, OFF(sse_replay_events), 0, 10000000, "10000", "events kept for Last-Event-ID replay"},
     {"snapshot-level", OPT_U64, OFF(snapshot_level), 0, 9, "6", "gzip level of snapshot files"},
+    {"pre-restore-level", OPT_U64, OFF(pre_restore_level), 0, 9, "1", "gzip level of the snapshot a restore takes first (it runs while an operator waits)"},
     {"snapshot-every", OPT_U64, OFF(snapshot_every), 0, 31536000, "0", "seconds between scheduled snapshots (0 = off)"},
     {"snapshot-keep-scheduled", OPT_U64, OFF(snapshot_keep_scheduled), 0, 100000, "5", "scheduled snapshots kept per space"},
     {"snapshot-keep-pre-restore", OPT_U64, OFF(snapshot_keep_pre_restore), 0, 100000, "5", "pre-restore snapshots kept per space"},
@@ -90,6 +91,7 @@ void cfg_defaults(struct config *cfg)
     cfg->sse_max_clients = 10000;
     cfg->sse_replay_events = 10000;
     cfg->snapshot_level = 6;
+    cfg->pre_restore_level = 1;
     cfg->snapshot_every = 0;
     cfg->snapshot_keep_scheduled = 5;
     cfg->snapshot_keep_pre_restore = 5;

@@ -508,6 +508,13 @@ struct restore {
     uint64_t moved;                  /* entities written between the plan's read and the apply */
     bool damaged;                    /* the apply's merge found the file bad (why) */
     char why[200];
+    /* the two pieces that run side by side before the apply: the plan (a
+     * pool job) and the pre_restore snapshot (unrecorded until the plan
+     * says the restore goes ahead) */
+    int out;                         /* pieces not back yet */
+    struct plan_job *pj;             /* the plan, back */
+    struct snap_job *pre;            /* the pre_restore snapshot, its file written (or failed: pre_err) */
+    char pre_err[200];
 };
 
 static void restore_free(struct restore *rs)
@@ -985,16 +992,24 @@ static void restore_stop(struct restore *rs)
     }
 }
 
-/* the pre-restore snapshot's row is in (go on: the file is written), or
- * the snapshot is done: the restore goes on when its file was written. A
- * row that could not be written fails the restore ("not recorded"). */
+static void restore_join(struct restore *rs, struct http_req *r);
+
+/* The pre_restore snapshot: its file is written (SNAP_WRITTEN), then, once
+ * recorded, done (SNAP_DONE): the apply goes. A file or row that could not
+ * be written fails the restore, nothing changed. */
 static void restore_after_pre(void *arg, struct http_req *r, const struct snap_report *rep)
 {
     struct restore *rs = arg;
-    if (rep->stage == SNAP_STARTED && !rep->err) return;
-    if (rep->stage == SNAP_STARTED || rep->file_err) {
+    if (rep->stage == SNAP_WRITTEN) {
+        rs->pre = rep->job;
+        if (rep->file_err) snprintf(rs->pre_err, sizeof rs->pre_err, "%s", rep->file_err);
+        if (--rs->out == 0) restore_join(rs, r);
+        return;
+    }
+    assert(rep->stage == SNAP_DONE);
+    if (rep->err || rep->file_err) {
         snap_answer_err(rs->answer, r, 0, 500, "pre_restore_failed", NULL, "the pre-restore snapshot failed: %s",
-                        rep->file_err ? rep->file_err : "not recorded");
+                        rep->file_err ? rep->file_err : rep->err->msg);
         restore_stop(rs);
         return;
     }
@@ -1002,7 +1017,7 @@ static void restore_after_pre(void *arg, struct http_req *r, const struct snap_r
     restore_submit(rs, r);
 }
 
-/* verified and planned: the pre-restore snapshot, then the apply */
+/* verified and planned: wait for the pre_restore snapshot */
 static void plan_done(struct job *j, struct http_req *r)
 {
     struct plan_job *pj = container_of(j, struct plan_job, job);
@@ -1015,9 +1030,22 @@ static void plan_done(struct job *j, struct http_req *r)
                  rs->id, pj->err_plan);
     if (j->status == 0 && pj->checked)   /* a full check of the file (2: the file is fine, a blob is not) */
         snap_integrity_mark(rs->srv, rs->space, rs->id, INTEG_RESTORE, pj->err != 1, pj->msg, rs->actor, rs->remote);
-    struct snap_start_req pre = {.space = rs->space, .kind = "pre_restore", .actor = rs->actor, .remote = rs->remote,
-                                 .note = "taken before a restore", .keep_request = true, .owns_busy = true,
-                                 .report = restore_after_pre, .arg = rs};
+    if (j->status && !pj->err) {         /* never ran (shutdown) */
+        pj->err = 3;
+        snprintf(pj->msg, sizeof pj->msg, "interrupted by shutdown");
+    }
+    rs->pj = pj;
+    if (--rs->out == 0) restore_join(rs, r);
+}
+
+/* Both pieces are back: the plan's verdict first (a refused restore throws
+ * the pre_restore snapshot away: nothing changed), then the snapshot's. */
+static void restore_join(struct restore *rs, struct http_req *r)
+{
+    struct plan_job *pj = rs->pj;
+    struct snap_job *pre = rs->pre;
+    rs->pj = NULL;
+    rs->pre = NULL;
     if (pj->err) {
         char msg[300];
         if (pj->err == 1) {
@@ -1032,12 +1060,18 @@ static void plan_done(struct job *j, struct http_req *r)
             snap_answer_err(rs->answer, r, 0, 422, pj->err == 2 ? "missing_blob" : "snapshot_corrupt",
                             pj->err == 2 ? pj->missing : NULL, "%s; nothing was changed%s", msg,
                             pj->err == 2 ? " (upload those blobs to this space, then restore)" : "");
+        snap_discard(pre);
+        restore_stop(rs);
+    } else if (rs->pre_err[0]) {
+        snap_answer_err(rs->answer, r, 0, 500, "pre_restore_failed", NULL, "the pre-restore snapshot failed: %s",
+                        rs->pre_err);
+        snap_discard(pre);
         restore_stop(rs);
     } else if (!r) {
+        snap_discard(pre);
         restore_stop(rs);            /* the client left before anything changed */
-    } else if (snap_start(rs->srv, r, &pre) < 0) {
-        snap_answer_err(rs->answer, r, 0, 503, "overloaded", NULL, "the write queue is full; retry shortly");
-        restore_stop(rs);
+    } else {
+        snap_record(pre, r);         /* then restore_after_pre: the apply */
     }
     free(pj);
 }
@@ -1061,14 +1095,21 @@ static int journal_start_apply(struct wtx *tx, struct wop *op)
     return 0;
 }
 
+/* the journal is on: the plan and the pre_restore snapshot, side by side */
 static void journal_started(struct wop *op, struct http_req *r)
 {
     struct journal_op *jo = container_of(op, struct journal_op, op);
     struct restore *rs = jo->rs;
     free(jo);
+    struct snap_start_req pre = {.space = rs->space, .kind = "pre_restore", .actor = rs->actor, .remote = rs->remote,
+                                 .note = "taken before a restore", .keep_request = true, .owns_busy = true,
+                                 .unrecorded = true, .space_id = rs->space_id, .report = restore_after_pre,
+                                 .arg = rs};
+    rs->out = 2;
     struct plan_job *pj = xcalloc(1, sizeof *pj);
     pj->rs = rs;
     job_submit(&rs->srv->jobs, &pj->job, r, plan_work, plan_done);
+    snap_start(rs->srv, r, &pre);    /* unrecorded: nothing queued, so it cannot be refused */
 }
 
 void snap_restore_start(struct server *srv, struct http_req *r, const struct snap_restore_req *q,
@@ -1085,9 +1126,8 @@ void snap_restore_start(struct server *srv, struct http_req *r, const struct sna
     snprintf(rs->data_dir, sizeof rs->data_dir, "%s", srv->cfg->data_dir);
     snap_file(srv->cfg->data_dir, q->id, false, rs->path, sizeof rs->path);
     rs->space_id = q->space_id;
-    /* the plan is named by the restore's source and a fresh id (the
-     * pre-restore snapshot is taken after it now); under snapshots/, so a
-     * crash's leftover goes with the start-up sweep */
+    /* the plan is named by a fresh id; under snapshots/, so a crash's
+     * leftover goes with the start-up sweep */
     char pid[27];
     ulid_make(pid, now_ms_wall());
     snprintf(rs->plan_path, sizeof rs->plan_path, "%s/snapshots/%s.restore-plan.tmp", rs->data_dir, pid);

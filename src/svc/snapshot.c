@@ -10,6 +10,11 @@
  *   loop     snap_after: queue the op that marks the row completed/failed
  *   writer   snap_finish_apply
  *   loop     snap_finished: clear busy, last_snapshot, SSE, report, retention
+ * An unrecorded snapshot (a restore's pre_restore, taken beside the
+ * restore's check of its file) skips the insert: the job writes the file,
+ * snap_after reports SNAP_WRITTEN, and the owner either records it
+ * (snap_record_apply: row, audit and completion in one transaction) or
+ * throws the file away (snap_discard).
  * Restore (restore.c) and import (import.c) build on the rows, the
  * integrity marks and snap_start kept here.
  *
@@ -54,6 +59,7 @@ struct snap_job {
     uint64_t started_ms;
     char data_dir[1024];
     bool keep_request, owns_busy;
+    bool unrecorded;                 /* no row until snap_record (no events either) */
     snap_report_fn report;
     void *report_arg;
     /* progress, written by the worker */
@@ -341,6 +347,7 @@ static void publish_snapshot(struct snap_job *sj, const char *status)
 static void on_progress(uv_async_t *a)
 {
     struct snap_job *sj = container_of(a, struct snap_job, progress);
+    if (sj->unrecorded) return;      /* no row: nobody may hear of it yet */
     uint64_t total = atomic_load(&sj->total), done = atomic_load(&sj->done);
     int decile = total ? (int)(done * 10 / total) : 10;
     if (decile > sj->last_decile && decile < 10) {
@@ -368,7 +375,8 @@ static void snap_report(struct snap_job *sj, struct http_req *r, enum snap_stage
 {
     if (!sj->report) return;
     struct snap_report rep = {.stage = stage, .id = sj->id, .space = sj->space, .kind = sj->kind, .err = e,
-                              .file_err = sj->err ? sj->msg : NULL, .meta = meta};
+                              .file_err = sj->err ? sj->msg : NULL, .meta = meta,
+                              .job = stage == SNAP_WRITTEN ? sj : NULL};
     sj->report(sj->report_arg, r, &rep);
 }
 
@@ -431,6 +439,7 @@ static void snap_finished(struct wop *op, struct http_req *r)
     } else {
         log_error("snapshot_failed", "\"space\":\"%s\",\"snapshot\":\"%s\",\"kind\":\"%s\",\"error\":\"%s\"", sj->space,
                   sj->id, sj->kind, sj->err ? sj->msg : op->err.msg);
+        if (sj->unrecorded && !sj->err) snap_remove_file(srv, sj->id);   /* written, but no row holds it */
     }
     struct err e;
     err_clear(&e);
@@ -453,6 +462,11 @@ static void snap_finished(struct wop *op, struct http_req *r)
 static void snap_after(struct job *j, struct http_req *r)
 {
     struct snap_job *sj = container_of(j, struct snap_job, job);
+    if (j->status && !sj->err) fail_job(sj, "interrupted by shutdown");  /* never ran: no file */
+    if (sj->unrecorded) {            /* its owner records or discards it */
+        snap_report(sj, r, SNAP_WRITTEN, NULL, NULL);
+        return;
+    }
     struct finish_op *f = xcalloc(1, sizeof *f);
     f->sj = sj;
     on_progress(&sj->progress);
@@ -476,10 +490,9 @@ struct insert_op {
     struct buf meta;                 /* out */
 };
 
-static int snap_insert_apply(struct wtx *tx, struct wop *op)
+/* the row (running) and its audit; the space's id into *space_id */
+static int snap_row_insert(struct wtx *tx, struct wop *op, struct snap_job *sj, int64_t *space_id)
 {
-    struct insert_op *ins = container_of(op, struct insert_op, op);
-    struct snap_job *sj = ins->sj;
     struct space_stats *sp = wtx_space(tx, sj->space);
     if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", sj->space);
     sqlite3_stmt *st = wtx_stmt(tx,
@@ -495,12 +508,20 @@ static int snap_insert_apply(struct wtx *tx, struct wop *op)
     sqlite3_bind_text(st, 8, sj->created_by, -1, SQLITE_STATIC);
     if (sj->note) sqlite3_bind_text(st, 9, sj->note, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) return wop_fail(op, 500, "storage_error", "recording the snapshot failed");
-    ins->space_id = sp->id;
+    *space_id = sp->id;
     char meta[48];
     snprintf(meta, sizeof meta, "{\"kind\":\"%s\"}", sj->kind);
     if (wtx_audit(tx, sj->created_by, "snapshot.create", sj->space, sj->id, meta, sj->remote) < 0)
         return wop_fail(op, 500, "storage_error", "audit failed");
-    st = wtx_stmt(tx, "SELECT " SNAP_COLS " FROM snapshots WHERE id = ?");
+    return 0;
+}
+
+static int snap_insert_apply(struct wtx *tx, struct wop *op)
+{
+    struct insert_op *ins = container_of(op, struct insert_op, op);
+    struct snap_job *sj = ins->sj;
+    if (snap_row_insert(tx, op, sj, &ins->space_id) < 0) return -1;
+    sqlite3_stmt *st = wtx_stmt(tx, "SELECT " SNAP_COLS " FROM snapshots WHERE id = ?");
     sqlite3_bind_text(st, 1, sj->id, -1, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW) snap_meta_json(&ins->meta, st);
     sqlite3_reset(st);
@@ -543,13 +564,23 @@ int snap_start(struct server *srv, struct http_req *r, const struct snap_start_r
     snprintf(sj->data_dir, sizeof sj->data_dir, "%s", srv->cfg->data_dir);
     sj->note = q->note ? xstrdup(q->note) : NULL;
     sj->started_ms = now_ms_wall();
-    sj->level = (int)srv->cfg->snapshot_level;
+    /* a restore's own snapshot is taken while somebody waits for the
+     * restore: its level is chosen apart (docs/api.md, restore) */
+    sj->level = (int)(!strcmp(q->kind, "pre_restore") ? srv->cfg->pre_restore_level : srv->cfg->snapshot_level);
     sj->threads = (int)srv->cfg->snapshot_threads;
     sj->keep_request = q->keep_request;
     sj->owns_busy = q->owns_busy;
     sj->report = q->report;
     sj->report_arg = q->arg;
     sj->last_decile = 0;
+    if (q->unrecorded) {             /* straight to the pool: the row comes with snap_record */
+        assert(q->space_id > 0 && q->owns_busy && q->report);
+        sj->unrecorded = true;
+        sj->space_id = q->space_id;
+        uv_async_init(srv->loop, &sj->progress, on_progress);
+        job_submit(&srv->jobs, &sj->job, sj->keep_request ? r : NULL, snap_work, snap_after);
+        return 0;
+    }
     struct insert_op *ins = xcalloc(1, sizeof *ins);
     ins->sj = sj;
     if (writer_submit(srv->writer, &ins->op, r, snap_insert_apply, snap_inserted) < 0) {
@@ -559,6 +590,43 @@ int snap_start(struct server *srv, struct http_req *r, const struct snap_start_r
     }
     return 0;
 }
+/* an unrecorded snapshot's row, completed in the same transaction */
+static int snap_record_apply(struct wtx *tx, struct wop *op)
+{
+    struct finish_op *f = container_of(op, struct finish_op, op);
+    int64_t space_id;
+    if (snap_row_insert(tx, op, f->sj, &space_id) < 0) return -1;
+    if (space_id != f->sj->space_id)
+        return wop_fail(op, 409, "space_replaced", "the space was dropped and made again during the snapshot");
+    return snap_finish_apply(tx, op);
+}
+
+void snap_record(struct snap_job *sj, struct http_req *r)
+{
+    assert(sj->unrecorded && !sj->err);
+    struct finish_op *f = xcalloc(1, sizeof *f);
+    f->sj = sj;
+    if (writer_submit(sj->srv->writer, &f->op, r, snap_record_apply, snap_finished) < 0) {
+        f->op.err.status = 503;
+        snprintf(f->op.err.code, sizeof f->op.err.code, "overloaded");
+        snprintf(f->op.err.msg, sizeof f->op.err.msg, "the write queue is full");
+        snap_finished(&f->op, r);
+    }
+}
+
+void snap_discard(struct snap_job *sj)
+{
+    assert(sj->unrecorded);
+    if (sj->err) {                   /* the file failed: as any failed snapshot, minus the row */
+        log_error("snapshot_failed", "\"space\":\"%s\",\"snapshot\":\"%s\",\"kind\":\"%s\",\"error\":\"%s\"",
+                  sj->space, sj->id, sj->kind, sj->msg);
+        metrics_snapshot(sj->srv->metrics, sj->kind, false, (double)(now_ms_wall() - sj->started_ms) / 1000.0, 0);
+    } else {
+        snap_remove_file(sj->srv, sj->id);
+    }
+    uv_close((uv_handle_t *)&sj->progress, progress_closed);     /* frees sj */
+}
+
 /* ---- delete ---------------------------------------------------------------- */
 
 struct delete_op {

@@ -157,6 +157,8 @@ test('restore: pre_restore snapshot first, then the live entities are exactly th
   // the pre_restore snapshot holds the state just before
   const pre = await apiOk(srv, 'GET', snapPath('rs', res.pre_restore_snapshot), {}, 200);
   checkCompletedMeta(pre, { space: 'rs', kind: 'pre_restore' });
+  assert.equal(pre.level, 1, 'a pre_restore snapshot is written at --pre-restore-level (default 1)');
+  assert.equal(m.level, 6, 'other snapshots at --snapshot-level (default 6)');
   assert.equal(pre.server_version, st0.server_version);
   const preFile = checkFileAgainstMeta((await downloadGz(srv, 'rs', pre.id)).body, pre);
   checkEntityLines(preFile);
@@ -261,6 +263,9 @@ test('restore of a corrupt file (flipped byte, truncated, trailer cut): 422 snap
   const st = await status(srv, 'rx');
   const live = await liveState(srv, 'rx');
   const list = (await listAll(srv, 'rx')).map((x) => x.id);
+  const files = snapFiles(srv.dataDir).sort();
+  const creates = async () => (await apiOk(srv, 'GET', '/api/v1/audit?action=snapshot.create&space=rx&limit=1000', {}, 200)).entries.length;
+  const creates0 = await creates();
   const variants = {
     'flipped byte': flipByte(good),
     truncated: good.subarray(0, Math.floor(good.length / 2)),
@@ -284,6 +289,12 @@ test('restore of a corrupt file (flipped byte, truncated, trailer cut): 422 snap
     assert.equal(st2.digest, st.digest, `${name}: nothing changed`);
     assert.deepEqual((await listAll(srv, 'rx')).map((x) => x.id), list, `${name}: no pre_restore snapshot taken`);
     assert.deepEqual(snapFiles(srv.dataDir).filter((n) => /\.tmp$/.test(n)), [], `${name}: no temp file left`);
+    // the pre_restore snapshot ran beside the check: its file is thrown
+    // away (on the pool, so shortly after the answer) and it was never
+    // recorded or audited
+    await until(() => snapFiles(srv.dataDir).sort().join() === files.join(),
+      { timeoutMs: 3000, what: `${name}: no pre_restore file left: ${snapFiles(srv.dataDir)}` });
+    assert.equal(await creates(), creates0, `${name}: no snapshot.create audited`);
   }
   assert.deepEqual([...(await liveState(srv, 'rx')).map.values()], [...live.map.values()]);
   // the good bytes back and verified again (POST .../verify clears the
@@ -555,6 +566,22 @@ test('move a space between two servers: snapshot on A, download, import on B int
   assert.deepEqual(contentSet(fb.entities), contentSet(parseSnapshot(gz).entities));
   assert.equal(fb.header.space, 'moved');
   assert.notEqual(fb.header.instance_id, parseSnapshot(gz).header.instance_id, 'written by another instance');
+});
+
+test('--pre-restore-level 0: the pre_restore snapshot is stored uncompressed (and restores back)', async (t) => {
+  const s = await withServer(t, { args: ['--pre-restore-level', '0'] });
+  await putSpace(s, 'pl');
+  for (let i = 0; i < 50; i++) await put(s, 'pl', 'c', `x${i}`, { n: i, text: 'the same words again and again '.repeat(4) });
+  const m = await createSnapshot(s, 'pl');
+  await put(s, 'pl', 'c', 'x0', { n: -1 });
+  const r = await apiOk(s, 'POST', snapPath('pl', m.id, '/restore'), { body: { confirm: m.id } }, 200);
+  const pre = await apiOk(s, 'GET', snapPath('pl', r.pre_restore_snapshot), {}, 200);
+  assert.equal(pre.level, 0);
+  assert.ok(pre.size_bytes > pre.raw_bytes, `stored, not deflated: ${pre.size_bytes} > ${pre.raw_bytes}`);
+  assert.ok(m.size_bytes < m.raw_bytes / 2, `the manual one is deflated at 6: ${m.size_bytes} of ${m.raw_bytes}`);
+  const back = await apiOk(s, 'POST', snapPath('pl', pre.id, '/restore'), { body: { confirm: pre.id } }, 200);
+  assert.deepEqual(back.changes, { put: 1, deleted: 0 }, 'the undo puts x0 back');
+  assert.equal((await apiOk(s, 'GET', ent('pl', 'c', 'x0'), {}, 200)).body.n, -1, 'x0 as it was before the first restore');
 });
 
 test('retention: --snapshot-keep-pre-restore 2 keeps the two newest pre_restore snapshots (rows and files); manual ones stay', async (t) => {
