@@ -534,6 +534,7 @@ struct restore_op {
     uint64_t moved;                  /* entities written between the plan's read and the apply */
     bool damaged;                    /* the merge found the file bad (why) */
     char why[200];
+    uint64_t apply_ns;               /* time in the transaction's apply */
 };
 
 /* One entity to the snapshot's state: its body (with the snapshot's rev
@@ -861,6 +862,7 @@ static int restore_apply(struct wtx *tx, struct wop *op)
     struct restore_op *ro = container_of(op, struct restore_op, op);
     struct restore *rs = ro->rs;
     assert(rs->pre_id[0]);           /* only after the pre-restore snapshot */
+    uint64_t t0 = now_ns_mono();
     struct space_stats *sp = wtx_space(tx, rs->space);
     struct journal *jn = sp ? wtx_journal_take(tx, sp->id) : NULL;
     if (!sp) return wop_fail(op, 404, "space_not_found", "no space named '%s'", rs->space);
@@ -884,6 +886,7 @@ static int restore_apply(struct wtx *tx, struct wop *op)
         rc = merge_apply(ro, tx);
     }
     journal_free(jn);
+    ro->apply_ns = now_ns_mono() - t0;
     if (rc < 0) {
         *sp = before;
         return -1;
@@ -932,9 +935,10 @@ static void restore_done(struct wop *op, struct http_req *r)
     }
     log_info("snapshot_restore",
              "\"space\":\"%s\",\"snapshot\":\"%s\",\"status\":%d,\"put\":%llu,\"deleted\":%llu,\"planned\":%s,"
-             "\"moved\":%llu",
+             "\"moved\":%llu,\"apply_ms\":%.1f",
              rs->space, rs->id, op->err.status ? op->err.status : 200, (unsigned long long)rs->puts,
-             (unsigned long long)rs->dels, rs->used_plan ? "true" : "false", (unsigned long long)rs->moved);
+             (unsigned long long)rs->dels, rs->used_plan ? "true" : "false", (unsigned long long)rs->moved,
+             (double)ro->apply_ns / 1e6);
     if (rs->planned) snap_unlink_later(rs->srv, rs->plan_path);
     if (rs->damaged) {
         snap_log_file(LOG_ERROR, "snapshot_restore_failed", rs->space, rs->id, rs->path, rs->why);
