@@ -134,7 +134,11 @@ static void wait_loaded(struct server *srv)
 
 /* The writer reports to the layers above through hooks: commits to the SSE
  * hub and live feeds, a dropped space's blob references to blobs. */
-static void writer_committed(void *arg, const struct change_rec *c, size_t n) { sse_changes_committed(arg, c, n); }
+static void writer_committed(void *arg, const struct change_rec *c, size_t n, const struct space_stats *spaces,
+                             size_t nspaces)
+{
+    sse_changes_committed(arg, c, n, spaces, nspaces);
+}
 static uint64_t req_body_bytes(const struct http_req *r) { return r->body_seen; }
 
 static int start_writer(struct server *srv, char *err, size_t errlen)

@@ -45,6 +45,9 @@ char *entity_canonical_value(const json_t *v, size_t *out_len, struct json_err *
  * -1 when parent's N is REV_N_MAX already (the edit cannot be counted: the
  * caller refuses it, 422 rev_exhausted); out is then "". */
 int rev_make(const char *parent, bool deleted, const char *body, size_t len, char out[REV_MAX]);
+/* The history a row keeps after an edit of a row at rev with history old
+ * (space-separated, newest first): rev in front, capped at REV_HISTORY - 1. */
+void rev_history_push(char *out, size_t cap, const char *rev, const char *old);
 /* Splits "N-h": N from 1 to REV_N_MAX without leading zeros, h 1 to 64
  * lower-case hex digits. Returns 0, or -1 if rev is malformed. */
 int rev_parse(const char *rev, uint64_t *n, const char **hash);

@@ -68,7 +68,15 @@ struct space_stats {
     uint64_t entities, tombstones, conflicts;
     struct digest digest;
     bool removed;                    /* the space was deleted */
+    /* in a commit's copy: its changes to this space that are not in the
+     * commit's list (past WRITER_CHANGES_MAX) */
+    uint64_t changes_skipped;
 };
+
+/* Changes one commit lists for the loop (SSE, live feeds): about 20 MiB of
+ * change_rec. A bigger commit (a restore of a large space) counts the rest
+ * per space instead, and the listeners are told of the gap. */
+#define WRITER_CHANGES_MAX 65536
 
 /* One committed entity change, handed to the loop (SSE, live feeds). */
 struct change_rec {
@@ -92,8 +100,11 @@ struct writer_hooks {
     int (*space_drop)(struct wtx *tx, int64_t space_id, struct buf *gone);
     /* Loop thread: a batch committed (and, with --durability full, is on
      * disk) and its ops have been answered; c: its entity changes in
-     * commit order (n > 0). */
-    void (*on_commit)(void *arg, const struct change_rec *c, size_t n);
+     * commit order (at most WRITER_CHANGES_MAX); spaces: the spaces it
+     * touched, as committed, with the changes left out of c counted in
+     * changes_skipped. Called when n > 0 or something was left out. */
+    void (*on_commit)(void *arg, const struct change_rec *c, size_t n, const struct space_stats *spaces,
+                      size_t nspaces);
     void *commit_arg;
     /* Loop thread: the request body bytes an op for r holds, counted
      * against WRITER_QUEUE_BYTES (NULL: none counted). */
@@ -195,5 +206,24 @@ int wtx_entity_get(struct wtx *tx, struct space_stats *sp, const char *coll, con
 int wtx_entity_put(struct wtx *tx, struct wop *op, struct space_stats *sp, const char *coll, const char *id,
                    struct ent_row *cur, const char *rev, bool deleted, const char *body, size_t body_len,
                    const char *revs_after);
+
+/* One entity's write for wtx_entity_put_many: its new state, and the row
+ * it replaces (for the digest and the counts). */
+struct ent_write {
+    const char *coll, *id, *rev;
+    const char *hist;                /* the history after rev (space-separated) */
+    const char *body;                /* canonical text, NULL for a tombstone */
+    size_t blen;
+    bool deleted;
+    bool existed, was_deleted;       /* a row was there (live, or a tombstone) */
+    const char *old_rev;             /* existed: its rev */
+};
+/* Writes v[0..n) of sp as wtx_entity_put writes one (versions sp->version
+ * + 1 .. + n, in order), in multi-row statements, for a caller that knows
+ * each row's state already and wants no row read back (a restore's plan).
+ * Not while a journal of sp is on (its notes need the bodies replaced).
+ * Returns 0 or -1 (op failed with 500; the memory state then holds the
+ * rows written before the failure, as after a failed wtx_entity_put). */
+int wtx_entity_put_many(struct wtx *tx, struct wop *op, struct space_stats *sp, const struct ent_write *v, size_t n);
 
 #endif

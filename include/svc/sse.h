@@ -22,6 +22,7 @@
 struct server;
 struct http_req;
 struct change_rec;
+struct space_stats;
 
 /* Counted per queued event on top of its frame: its queue slot (8 bytes,
  * 16 with the growth slack), the write request's reference (8) and
@@ -37,7 +38,8 @@ void sse_free(struct server *srv);
 void sse_publish(struct server *srv, enum sse_topic topic, const char *space, const char *data, size_t len);
 /* A write batch committed: change events, and wake the live feeds (the
  * writer's on_commit hook, installed by main.c). */
-void sse_changes_committed(struct server *srv, const struct change_rec *c, size_t n);
+void sse_changes_committed(struct server *srv, const struct change_rec *c, size_t n, const struct space_stats *spaces,
+                           size_t nspaces);
 
 /* ---- subscribers (GET /api/v1/events; its handler is api/feeds.c) ---- */
 

@@ -66,6 +66,25 @@ int rev_make(const char *parent, bool deleted, const char *body, size_t len, cha
     return 0;
 }
 
+void rev_history_push(char *out, size_t cap, const char *rev, const char *old)
+{
+    size_t n = (size_t)snprintf(out, cap, "%s", rev);
+    int count = 1;
+    const char *p = old;
+    while (*p && count < REV_HISTORY - 1) {
+        const char *sp = strchr(p, ' ');
+        size_t l = sp ? (size_t)(sp - p) : strlen(p);
+        if (n + l + 2 >= cap) break;
+        out[n++] = ' ';
+        memcpy(out + n, p, l);
+        n += l;
+        out[n] = '\0';
+        count++;
+        if (!sp) break;
+        p = sp + 1;
+    }
+}
+
 int rev_parse(const char *rev, uint64_t *n, const char **hash)
 {
     const char *dash = rev ? strchr(rev, '-') : NULL;

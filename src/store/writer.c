@@ -89,6 +89,7 @@ struct writer {
     struct { const char *sql; sqlite3_stmt *st; } stmts[STMT_CACHE];
     int nstmts;
     struct journal *journals;        /* restores in progress (writer thread) */
+    size_t changes_max;              /* WRITER_CHANGES_MAX (a test may lower it) */
     struct space_stats **spaces;
     size_t nspaces, capspaces;
 };
@@ -325,26 +326,6 @@ static const char SQL_ENT_UPDATE[] =
     "UPDATE entities SET rev = ?4, version = ?5, updated_at = ?6, deleted = ?7, body = ?8, revs = ?9, origin = ?10"
     " WHERE space_id = ?1 AND collection = ?2 AND id = ?3";
 
-/* history after a local edit: the old rev in front, capped */
-static void history_push(char *out, size_t cap, const char *rev, const char *old)
-{
-    size_t n = (size_t)snprintf(out, cap, "%s", rev);
-    int count = 1;
-    const char *p = old;
-    while (*p && count < REV_HISTORY - 1) {
-        const char *sp = strchr(p, ' ');
-        size_t l = sp ? (size_t)(sp - p) : strlen(p);
-        if (n + l + 2 >= cap) break;
-        out[n++] = ' ';
-        memcpy(out + n, p, l);
-        n += l;
-        out[n] = '\0';
-        count++;
-        if (!sp) break;
-        p = sp + 1;
-    }
-}
-
 void journal_free(struct journal *j)
 {
     if (!j) return;
@@ -404,13 +385,48 @@ static void journal_note(struct journal *j, const char *coll, const char *id, ui
     j->bytes += add;
 }
 
+/* An entity's write is in the database: the space's digest, counts and
+ * version follow, and the change is noted for the commit's listeners. */
+static void ent_written(struct wtx *tx, struct space_stats *sp, const char *coll, const char *id, bool existed,
+                        bool was_deleted, const char *old_rev, const char *rev, bool deleted, uint64_t version)
+{
+    struct digest d;
+    if (existed) {
+        digest_item(&d, coll, id, old_rev, was_deleted);
+        digest_xor(&sp->digest, &d);
+        if (was_deleted) sp->tombstones--;
+        else sp->entities--;
+    }
+    digest_item(&d, coll, id, rev, deleted);
+    digest_xor(&sp->digest, &d);
+    if (deleted) sp->tombstones++;
+    else sp->entities++;
+    sp->version = version;
+    wtx_space_touch(tx, sp);
+    if (tx->nchanges >= tx->w->changes_max) {   /* the listeners hear of a gap instead */
+        sp->changes_skipped++;
+        return;
+    }
+    if (tx->nchanges == tx->cap_changes) {
+        tx->cap_changes = tx->cap_changes ? tx->cap_changes * 2 : 64;
+        tx->changes = xrealloc(tx->changes, tx->cap_changes * sizeof *tx->changes);
+    }
+    struct change_rec *ch = &tx->changes[tx->nchanges++];
+    snprintf(ch->space, sizeof ch->space, "%s", sp->name);
+    snprintf(ch->collection, sizeof ch->collection, "%s", coll);
+    snprintf(ch->id, sizeof ch->id, "%s", id);
+    snprintf(ch->rev, sizeof ch->rev, "%s", rev);
+    ch->version = version;
+    ch->deleted = deleted;
+}
+
 int wtx_entity_put(struct wtx *tx, struct wop *op, struct space_stats *sp, const char *coll, const char *id,
                    struct ent_row *cur, const char *rev, bool deleted, const char *body, size_t body_len,
                    const char *revs_after)
 {
     char hist[sizeof cur->revs];
     if (revs_after) snprintf(hist, sizeof hist, "%s", revs_after);
-    else if (cur->exists) history_push(hist, sizeof hist, cur->rev, cur->revs);
+    else if (cur->exists) rev_history_push(hist, sizeof hist, cur->rev, cur->revs);
     else hist[0] = '\0';
     uint64_t version = sp->version + 1;
     sqlite3_stmt *st = wtx_stmt(tx, cur->exists ? SQL_ENT_UPDATE : SQL_ENT_INSERT);
@@ -434,32 +450,8 @@ int wtx_entity_put(struct wtx *tx, struct wop *op, struct space_stats *sp, const
     for (struct journal *j = tx->w->journals; j; j = j->next)
         if (j->space_id == sp->id) journal_note(j, coll, id, version, cur);
     /* the statement succeeded: now the memory state follows */
-    struct digest d;
-    if (cur->exists) {
-        digest_item(&d, coll, id, cur->rev, cur->deleted);
-        digest_xor(&sp->digest, &d);
-        if (cur->deleted) sp->tombstones--;
-        else sp->entities--;
-    } else {
-        cur->created_at = tx->now;
-    }
-    digest_item(&d, coll, id, rev, deleted);
-    digest_xor(&sp->digest, &d);
-    if (deleted) sp->tombstones++;
-    else sp->entities++;
-    sp->version = version;
-    wtx_space_touch(tx, sp);
-    if (tx->nchanges == tx->cap_changes) {
-        tx->cap_changes = tx->cap_changes ? tx->cap_changes * 2 : 64;
-        tx->changes = xrealloc(tx->changes, tx->cap_changes * sizeof *tx->changes);
-    }
-    struct change_rec *ch = &tx->changes[tx->nchanges++];
-    snprintf(ch->space, sizeof ch->space, "%s", sp->name);
-    snprintf(ch->collection, sizeof ch->collection, "%s", coll);
-    snprintf(ch->id, sizeof ch->id, "%s", id);
-    snprintf(ch->rev, sizeof ch->rev, "%s", rev);
-    ch->version = version;
-    ch->deleted = deleted;
+    ent_written(tx, sp, coll, id, cur->exists, cur->deleted, cur->rev, rev, deleted, version);
+    if (!cur->exists) cur->created_at = tx->now;
     /* cur now describes the new state */
     snprintf(cur->revs, sizeof cur->revs, "%s", hist);
     snprintf(cur->rev, sizeof cur->rev, "%s", rev);
@@ -470,6 +462,67 @@ int wtx_entity_put(struct wtx *tx, struct wop *op, struct space_stats *sp, const
     free(cur->body);
     cur->body = body ? xstrndup(body, body_len) : NULL;
     cur->body_len = body ? body_len : 0;
+    return 0;
+}
+
+/* Many rows in one statement: an upsert of PUT_MANY_ROWS rows (and of one
+ * row for the rest). ?1 space, ?2 now, ?3 origin; then per row collection,
+ * id, rev, version, deleted, body, revs. An existing row keeps created_at. */
+#define PUT_MANY_ROWS 32
+#define PUT_MANY_COLS 7
+static char sql_put_many[PUT_MANY_ROWS * 64 + 512], sql_put_one[640];
+
+static void put_many_sql(char *out, size_t cap, int rows)
+{
+    size_t n = (size_t)snprintf(out, cap, "INSERT INTO entities(space_id, collection, id, rev, version, created_at,"
+                                " updated_at, deleted, body, revs, origin) VALUES ");
+    for (int k = 0; k < rows; k++) {
+        int p = 4 + k * PUT_MANY_COLS;
+        n += (size_t)snprintf(out + n, cap - n, "%s(?1, ?%d, ?%d, ?%d, ?%d, ?2, ?2, ?%d, ?%d, ?%d, ?3)", k ? ", " : "",
+                              p, p + 1, p + 2, p + 3, p + 4, p + 5, p + 6);
+    }
+    snprintf(out + n, cap - n, " ON CONFLICT(space_id, collection, id) DO UPDATE SET rev = excluded.rev,"
+             " version = excluded.version, updated_at = excluded.updated_at, deleted = excluded.deleted,"
+             " body = excluded.body, revs = excluded.revs, origin = excluded.origin");
+}
+
+int wtx_entity_put_many(struct wtx *tx, struct wop *op, struct space_stats *sp, const struct ent_write *v, size_t n)
+{
+    for (struct journal *j = tx->w->journals; j; j = j->next)
+        if (j->space_id == sp->id) {
+            assert(!"wtx_entity_put_many under a journal");
+            return wop_fail(op, 500, "storage_error", "a batched write while a journal of the space is on");
+        }
+    if (!sql_put_one[0]) {           /* writer thread only; the text is the statement cache's key */
+        put_many_sql(sql_put_many, sizeof sql_put_many, PUT_MANY_ROWS);
+        put_many_sql(sql_put_one, sizeof sql_put_one, 1);
+    }
+    for (size_t done = 0; done < n;) {
+        size_t rows = n - done >= PUT_MANY_ROWS ? PUT_MANY_ROWS : 1;
+        sqlite3_stmt *st = wtx_stmt(tx, rows > 1 ? sql_put_many : sql_put_one);
+        sqlite3_bind_int64(st, 1, sp->id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)tx->now);
+        if (tx->origin) sqlite3_bind_text(st, 3, tx->origin, -1, SQLITE_STATIC);
+        for (size_t k = 0; k < rows; k++) {
+            const struct ent_write *e = &v[done + k];
+            int p = 4 + (int)k * PUT_MANY_COLS;
+            sqlite3_bind_text(st, p, e->coll, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, p + 1, e->id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, p + 2, e->rev, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, p + 3, (sqlite3_int64)(sp->version + 1 + k));
+            sqlite3_bind_int(st, p + 4, e->deleted ? 1 : 0);
+            if (e->body) sqlite3_bind_text(st, p + 5, e->body, (int)e->blen, SQLITE_STATIC);
+            sqlite3_bind_text(st, p + 6, e->hist ? e->hist : "", -1, SQLITE_STATIC);
+        }
+        if (sqlite3_step(st) != SQLITE_DONE)
+            return wop_fail(op, 500, "storage_error", "writing the entities failed: %s", sqlite3_errmsg(tx->w->db));
+        for (size_t k = 0; k < rows; k++) {
+            const struct ent_write *e = &v[done + k];
+            ent_written(tx, sp, e->coll, e->id, e->existed, e->was_deleted, e->old_rev, e->rev, e->deleted,
+                        sp->version + 1);
+        }
+        done += rows;
+    }
     return 0;
 }
 
@@ -551,7 +604,10 @@ static void run_batch(struct writer *w, struct batch *b)
     b->nchanges = tx.nchanges;
     b->nspaces = tx.ntouched;
     b->spaces = b->nspaces ? xmalloc(b->nspaces * sizeof *b->spaces) : NULL;
-    for (size_t i = 0; i < tx.ntouched; i++) b->spaces[i] = *tx.touched[i];
+    for (size_t i = 0; i < tx.ntouched; i++) {
+        b->spaces[i] = *tx.touched[i];
+        tx.touched[i]->changes_skipped = 0;      /* counted per commit */
+    }
     /* forget removed spaces now that the loop gets their last copy */
     for (size_t i = 0; i < w->nspaces;) {
         if (w->spaces[i]->removed) {
@@ -754,7 +810,10 @@ static void on_async(uv_async_t *a)
             op->done(op, (r && w->pool->hooks->alive(r)) ? r : NULL);    /* may free op */
             if (r) w->pool->hooks->unref(r);
         }
-        if (b->nchanges && w->hooks.on_commit) w->hooks.on_commit(w->hooks.commit_arg, b->changes, b->nchanges);
+        bool skipped = false;
+        for (size_t i = 0; i < b->nspaces; i++) skipped |= b->spaces[i].changes_skipped > 0;
+        if ((b->nchanges || skipped) && w->hooks.on_commit)
+            w->hooks.on_commit(w->hooks.commit_arg, b->changes, b->nchanges, b->spaces, b->nspaces);
         free(b->spaces);
         free(b->changes);
         free(b);
@@ -800,6 +859,9 @@ int writer_start(struct writer **out, uv_loop_t *loop, struct spaces *spaces, st
     w->spaces_reg = spaces;
     w->pool = pool;
     if (hooks) w->hooks = *hooks;
+    /* test hook: a small list, so a test can make a commit pass it */
+    uint64_t cmax = env_ms("SNAPSYNC_TEST_WRITER_CHANGES_MAX");
+    w->changes_max = cmax && cmax < WRITER_CHANGES_MAX ? (size_t)cmax : WRITER_CHANGES_MAX;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     list_init(&w->queue);

@@ -798,7 +798,50 @@ void feed_longpoll(struct http_req *r, int64_t space_id, uint64_t since, uint64_
 
 /* ---- committed changes ------------------------------------------------- */
 
-void sse_changes_committed(struct server *srv, const struct change_rec *c, size_t n)
+/* A commit left `skipped` changes of space out of its list (more than
+ * WRITER_CHANGES_MAX: a restore of a large space): their ids are used up,
+ * the ring forgets what it holds (a Last-Event-ID from before the gap gets
+ * `event: reset`, as for any id older than the ring), and the subscribers
+ * of the space's changes get a `reset` now, with no id: what came before
+ * is not all there, read the state again. The same a subscriber would
+ * get by reconnecting, without a million frames built on the loop. */
+static void publish_gap(struct sse_hub *h, const char *space, uint64_t skipped, uint64_t version)
+{
+    uint64_t last = h->next_id;
+    h->next_id += skipped;
+    while (h->ring_len) {
+        rbuf_unref(h->ring[h->ring_head].frame);
+        h->ring_head = (h->ring_head + 1) % h->ring_cap;
+        h->ring_len--;
+    }
+    struct buf b;
+    buf_init(&b);
+    http_chunk_start(&b);
+    buf_puts(&b, "event: reset\ndata: {\"last_event_id\":");
+    buf_put_u64(&b, last);
+    json_kv_u64(&b, "oldest", h->next_id + 1);
+    json_kv_str(&b, "space", space);
+    json_kv_u64(&b, "skipped", skipped);
+    json_kv_u64(&b, "version", version);
+    buf_puts(&b, "}\n\n");
+    struct rbuf *frame = http_chunk_finish(&b);
+    h->stats.published++;
+    publish_batch(h, SSE_CHANGE, &space, &frame, 1);
+}
+
+/* did the commit move space past since? */
+static bool commit_moved(const struct change_rec *c, size_t n, const struct space_stats *spaces, size_t nspaces,
+                         const char *space, uint64_t since)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(c[i].space, space) && c[i].version > since) return true;
+    for (size_t i = 0; i < nspaces; i++)
+        if (spaces[i].changes_skipped && !strcmp(spaces[i].name, space) && spaces[i].version > since) return true;
+    return false;
+}
+
+void sse_changes_committed(struct server *srv, const struct change_rec *c, size_t n, const struct space_stats *spaces,
+                           size_t nspaces)
 {
     struct sse_hub *h = hub_of(srv);
     if (!h) return;
@@ -825,24 +868,24 @@ void sse_changes_committed(struct server *srv, const struct change_rec *c, size_
     if (n) publish_batch(h, SSE_CHANGE, sp_names, frames, n);
     if (frames != stack_frames) free(frames);
     if (sp_names != stack_spaces) free(sp_names);
+    for (size_t i = 0; i < nspaces; i++) {
+        if (!spaces[i].changes_skipped) continue;
+        publish_gap(h, spaces[i].name, spaces[i].changes_skipped, spaces[i].version);
+        struct space *sp = spaces_get(srv->spaces, spaces[i].name);
+        if (sp) sp->changes_seen += spaces[i].changes_skipped;
+    }
     /* wake the live feeds and long polls of the spaces that moved */
     struct list *pos, *tmp;
     list_foreach_safe(pos, tmp, &h->waiters) {
         struct waiter *w = container_of(pos, struct waiter, link);
-        for (size_t i = 0; i < n; i++)
-            if (!strcmp(c[i].space, w->space) && c[i].version > w->since) {
-                waiter_answer(h, w, false);
-                break;
-            }
+        if (commit_moved(c, n, spaces, nspaces, w->space, w->since)) waiter_answer(h, w, false);
     }
     list_foreach_safe(pos, tmp, &h->feeds) {
         struct feed *f = container_of(pos, struct feed, link);
-        for (size_t i = 0; i < n; i++)
-            if (!strcmp(c[i].space, f->space) && c[i].version > f->sent) {
-                f->dirty = true;
-                if (!f->reading && !f->r->on_drain) feed_read(f);
-                break;
-            }
+        if (commit_moved(c, n, spaces, nspaces, f->space, f->sent)) {
+            f->dirty = true;
+            if (!f->reading && !f->r->on_drain) feed_read(f);
+        }
     }
 }
 

@@ -41,9 +41,9 @@ static void setup(void)
     /* space 1 holds a few live rows (the walk deletes and modifies), space
      * 2 is empty (every entity is a put) */
     const char *sql = "CREATE TABLE entities(space_id INTEGER, collection TEXT, id TEXT, rev TEXT, deleted INTEGER,"
-                      " body TEXT);"
-                      "INSERT INTO entities VALUES(1,'a','1','1-ab',0,'{}'),(1,'notes','n1','1-ab',0,'{\"n\":1}'),"
-                      "(1,'notes','n2','2-cd',1,NULL),(1,'zz','z','1-ef',0,'{\"z\":[]}');";
+                      " body TEXT, revs TEXT);"
+                      "INSERT INTO entities VALUES(1,'a','1','1-ab',0,'{}',''),(1,'notes','n1','1-ab',0,'{\"n\":1}',''),"
+                      "(1,'notes','n2','2-cd',1,NULL,'1-aa'),(1,'zz','z','1-ef',0,'{\"z\":[]}','');";
     if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) fail("schema", sqlite3_errmsg(db));
 }
 

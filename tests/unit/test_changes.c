@@ -33,10 +33,21 @@ static struct server srv;            /* store and spaces only: what changes_page
 static struct change_rec committed[16];
 static size_t ncommitted;
 
-static void on_commit(void *arg, const struct change_rec *c, size_t n)
+static size_t commit_calls, commit_listed;      /* on_commit calls, changes listed in all */
+static uint64_t commit_skipped;                 /* changes_skipped of "s2", summed */
+
+static void on_commit(void *arg, const struct change_rec *c, size_t n, const struct space_stats *spaces,
+                      size_t nspaces)
 {
     CHECK(arg == &srv);
+    CHECK(n <= WRITER_CHANGES_MAX);
+    commit_calls++;
+    commit_listed += n;
     for (size_t i = 0; i < n && ncommitted < ARRAY_SIZE(committed); i++) committed[ncommitted++] = c[i];
+    for (size_t i = 0; i < nspaces; i++) {
+        if (!strcmp(spaces[i].name, "s2")) commit_skipped += spaces[i].changes_skipped;
+        else CHECK_INT(spaces[i].changes_skipped, 0);
+    }
 }
 
 struct put_op {
@@ -261,6 +272,113 @@ static void test_changes_page(void)
     read_job_free(paged);
 }
 
+/* wtx_entity_put_many: n rows of "s2" in one op (k-th: id "e<k>", body
+ * {"k":k}, rev "1-<k>" or, for a second round, a new rev over the first) */
+struct many_op {
+    struct wop op;
+    size_t n;
+    bool second;                     /* over the rows of the first round */
+    bool done;
+};
+
+static int many_apply(struct wtx *tx, struct wop *op)
+{
+    struct many_op *m = container_of(op, struct many_op, op);
+    int created;
+    struct space_stats *sp = wtx_space_create(tx, "s2", &created);
+    if (!sp) return -1;
+    struct ent_write *v = xcalloc(m->n, sizeof *v);
+    char (*txt)[96] = xcalloc(m->n, sizeof *txt);
+    for (size_t k = 0; k < m->n; k++) {
+        char *t = txt[k];            /* id \0 body \0 rev \0 old rev */
+        int a = sprintf(t, "e%06zu", k) + 1;
+        int b = a + sprintf(t + a, "{\"k\":%zu}", k) + 1;
+        int c = b + sprintf(t + b, "%d-%016zx", m->second ? 2 : 1, k) + 1;
+        sprintf(t + c, "1-%016zx", k);
+        v[k] = (struct ent_write){.coll = "c", .id = t, .body = t + a, .blen = strlen(t + a), .rev = t + b,
+                                  .hist = m->second ? t + c : "", .deleted = m->second && k % 2,
+                                  .existed = m->second, .old_rev = t + c};
+        if (v[k].deleted) v[k].body = NULL, v[k].blen = 0;
+    }
+    int rc = wtx_entity_put_many(tx, op, sp, v, m->n);
+    free(txt);
+    free(v);
+    return rc;
+}
+
+static void many_done(struct wop *op, struct http_req *r)
+{
+    (void)r;
+    struct many_op *m = container_of(op, struct many_op, op);
+    CHECK_INT(op->err.status, 0);
+    m->done = true;
+}
+
+static void test_put_many(void)
+{
+    size_t n = WRITER_CHANGES_MAX + 37;          /* not a multiple of the statement's rows either */
+    size_t calls0 = commit_calls, listed0 = commit_listed;
+    struct many_op m = {.n = n};
+    CHECK_INT(writer_submit(wr, &m.op, NULL, many_apply, many_done), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(m.done);
+    /* one commit: the listeners got the first WRITER_CHANGES_MAX, and the count of the rest */
+    CHECK_INT(commit_calls - calls0, 1);
+    CHECK_INT(commit_listed - listed0, WRITER_CHANGES_MAX);
+    CHECK_INT(commit_skipped, 37);
+    const struct space *s2 = spaces_get(reg, "s2");
+    CHECK_INT(s2->st.version, n);
+    CHECK_INT(s2->st.entities, n);
+    /* the digest is what one write at a time would give */
+    struct digest want = {0}, d;
+    char id[16], rev[32], rev1[32];
+    for (size_t k = 0; k < n; k++) {
+        sprintf(id, "e%06zu", k);
+        sprintf(rev, "1-%016zx", k);
+        digest_item(&d, "c", id, rev, false);
+        digest_xor(&want, &d);
+    }
+    CHECK(!memcmp(want.b, s2->st.digest.b, 32));
+    /* over them: updates keep created_at, take the history, delete every other one */
+    struct many_op m2 = {.n = n, .second = true};
+    CHECK_INT(writer_submit(wr, &m2.op, NULL, many_apply, many_done), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(m2.done);
+    CHECK_INT(s2->st.version, 2 * n);
+    CHECK_INT(s2->st.tombstones, n / 2);
+    CHECK_INT(s2->st.entities, n - n / 2);
+    memset(&want, 0, sizeof want);
+    for (size_t k = 0; k < n; k++) {
+        sprintf(id, "e%06zu", k);
+        sprintf(rev, "2-%016zx", k);
+        digest_item(&d, "c", id, rev, k % 2);
+        digest_xor(&want, &d);
+    }
+    CHECK(!memcmp(want.b, s2->st.digest.b, 32));
+    sqlite3 *db = store_reader_get(st);
+    sqlite3_stmt *q;
+    CHECK_INT(sqlite3_prepare_v2(db, "SELECT rev, version, revs, deleted, body, created_at <= updated_at, count(*) OVER ()"
+                                 " FROM entities WHERE space_id = ? AND collection = 'c' ORDER BY id LIMIT 2", -1, &q,
+                                 NULL), SQLITE_OK);
+    sqlite3_bind_int64(q, 1, s2->st.id);
+    for (int k = 0; k < 2; k++) {
+        CHECK_INT(sqlite3_step(q), SQLITE_ROW);
+        sprintf(rev, "2-%016x", k);
+        sprintf(rev1, "1-%016x", k);
+        CHECK_STR((const char *)sqlite3_column_text(q, 0), rev);
+        CHECK_INT(sqlite3_column_int64(q, 1), n + 1 + k);
+        CHECK_STR((const char *)sqlite3_column_text(q, 2), rev1);
+        CHECK_INT(sqlite3_column_int(q, 3), k % 2);
+        if (k) CHECK(sqlite3_column_type(q, 4) == SQLITE_NULL);
+        else CHECK_STR((const char *)sqlite3_column_text(q, 4), "{\"k\":0}");
+        CHECK_INT(sqlite3_column_int(q, 5), 1);
+        CHECK_INT(sqlite3_column_int64(q, 6), n);
+    }
+    sqlite3_finalize(q);
+    store_reader_put(st, db);
+    CHECK_INT(commit_skipped, 74);   /* the second commit left out as many */
+}
+
 int main(void)
 {
     char dir[] = "/tmp/snapsync-test-changes-XXXXXX";
@@ -292,6 +410,7 @@ int main(void)
     test_all_revs();
     test_sse_frames();
     test_changes_page();
+    test_put_many();
 
     writer_stop(wr);
     uv_run(&loop, UV_RUN_DEFAULT);

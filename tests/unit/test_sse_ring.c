@@ -139,7 +139,7 @@ static void test_frames(void)
     CHECK(frame_has(fr[1], "\nevent: change\ndata: {\"n\":6}\n\n"));
     /* committed changes become change events with the change's members */
     struct change_rec c = {.space = "a", .collection = "c", .id = "e1", .rev = "1-ab", .version = 3};
-    sse_changes_committed(&srv, &c, 1);
+    sse_changes_committed(&srv, &c, 1, NULL, 0);
     sse_resume_point(srv.sse, true, base + 8, &rp);
     CHECK_INT(sse_replay(srv.sse, &all, &rp, fr), 1);
     CHECK_INT(frame_id(fr[0]), base + 9);
