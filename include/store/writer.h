@@ -56,6 +56,11 @@ struct wop {
     struct http_req *req;            /* reference held, or NULL */
     uint64_t bytes;                  /* body bytes it holds, for the queue cap */
     struct err err;                  /* status 0 = applied; else why not */
+    /* Set before submitting: the op runs in a transaction of its own, with
+     * no savepoint (a failure rolls back the transaction). For ops that
+     * change many rows (a restore's apply): a savepoint keeps the original
+     * of every page it changes in a statement journal. */
+    bool alone;
 };
 
 /* A space as the writer knows it; copies go to the loop after commit. */

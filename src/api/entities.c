@@ -194,6 +194,7 @@ void api_space_delete(struct http_req *r)
     }
     struct space_op *s = space_op_new(r);
     s->remove = true;
+    s->op.alone = true;              /* it deletes every row of the space */
     if (api_write(r, &s->op, space_apply, space_done) < 0) {
         buf_free(&s->snap_ids);
         free(s);

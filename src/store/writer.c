@@ -571,7 +571,19 @@ static void run_batch(struct writer *w, struct batch *b)
     struct wtx tx = {.w = w, .now = now_ms_wall()};
     struct list *pos, *tmp;
     bool ok = run(w->db, "BEGIN IMMEDIATE") == 0;
-    if (ok) {
+    struct wop *first = container_of(b->ops.next, struct wop, link);
+    if (ok && first->alone) {        /* the batch is this op: no savepoint */
+        assert(b->ops.next->next == &b->ops);
+        first->err.status = 0;
+        if (first->apply(&tx, first) == 0) {
+            ok = save_spaces(&tx) == 0 && run(w->db, "COMMIT") == 0;
+        } else {
+            if (!first->err.status) wop_fail(first, 500, "storage_error", "the write failed");
+            run(w->db, "ROLLBACK");
+            load_spaces(w);          /* memory back to what is stored */
+            tx.ntouched = tx.nchanges = 0;
+        }
+    } else if (ok) {
         list_foreach_safe(pos, tmp, &b->ops) {
             struct wop *op = container_of(pos, struct wop, link);
             step_stmt(&tx, SQL_SAVEPOINT);
@@ -676,10 +688,13 @@ static void *writer_main(void *arg)
         list_init(&b->ops);
         for (int n = 0; n < WRITER_BATCH && !list_empty(&w->queue); n++) {
             struct list *l = w->queue.next;
+            bool alone = container_of(l, struct wop, link)->alone;
+            if (alone && n) break;           /* next batch: by itself */
             list_remove(l);
             list_insert_tail(&b->ops, l);
             w->queued--;
             w->queued_bytes -= container_of(l, struct wop, link)->bytes;
+            if (alone) break;
         }
         pthread_mutex_unlock(&w->mu);
 

@@ -528,6 +528,7 @@ static void restore_submit(struct restore *rs, struct http_req *r)
 {
     struct restore_op *ro = xcalloc(1, sizeof *ro);
     ro->rs = rs;
+    ro->op.alone = true;             /* it may change every row of the space */
     if (writer_submit(rs->srv->writer, &ro->op, r, restore_apply, restore_done) < 0) {
         snap_set_busy(rs->srv, rs->space, false);
         snap_answer_err(rs->answer, r, 0, 503, "overloaded", NULL, "the write queue is full; retry shortly");

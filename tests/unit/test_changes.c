@@ -278,6 +278,7 @@ struct many_op {
     struct wop op;
     size_t n;
     bool second;                     /* over the rows of the first round */
+    bool fail;                       /* fails after writing */
     bool done;
 };
 
@@ -303,6 +304,7 @@ static int many_apply(struct wtx *tx, struct wop *op)
     int rc = wtx_entity_put_many(tx, op, sp, v, m->n);
     free(txt);
     free(v);
+    if (rc == 0 && m->fail) rc = wop_fail(op, 409, "test_failure", "failed after writing %zu rows", m->n);
     return rc;
 }
 
@@ -310,8 +312,41 @@ static void many_done(struct wop *op, struct http_req *r)
 {
     (void)r;
     struct many_op *m = container_of(op, struct many_op, op);
-    CHECK_INT(op->err.status, 0);
+    CHECK_INT(op->err.status, m->fail ? 409 : 0);
     m->done = true;
+}
+
+/* An op alone: its own transaction (the ops around it commit in theirs),
+ * and a failure rolls back all it wrote, memory included. */
+static void test_alone(void)
+{
+    const struct space *s2 = spaces_get(reg, "s2");
+    uint64_t v0 = s2->st.version, e0 = s2->st.entities, t0 = s2->st.tombstones;
+    struct digest d0 = s2->st.digest;
+    size_t calls0 = commit_calls;
+    struct put_op a = {.coll = "c1", .id = "alone-a", .body = "{}"}, c = {.coll = "c1", .id = "alone-c", .body = "{}"};
+    struct many_op b = {.n = 40, .fail = true};
+    b.op.alone = true;
+    CHECK_INT(writer_submit(wr, &a.op, NULL, put_apply, put_done), 0);
+    CHECK_INT(writer_submit(wr, &b.op, NULL, many_apply, many_done), 0);
+    CHECK_INT(writer_submit(wr, &c.op, NULL, put_apply, put_done), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(a.done && b.done && c.done);
+    CHECK_INT(commit_calls - calls0, 2);         /* a's batch and c's: b's rolled back, told nothing */
+    CHECK_INT(s2->st.version, v0);               /* nothing of b, in memory... */
+    CHECK_INT(s2->st.entities, e0);
+    CHECK_INT(s2->st.tombstones, t0);
+    CHECK(!memcmp(d0.b, s2->st.digest.b, 32));
+    sqlite3 *db = store_reader_get(st);          /* ...or stored */
+    sqlite3_stmt *q;
+    CHECK_INT(sqlite3_prepare_v2(db, "SELECT max(version), count(*) FROM entities WHERE space_id = ?", -1, &q, NULL),
+              SQLITE_OK);
+    sqlite3_bind_int64(q, 1, s2->st.id);
+    CHECK_INT(sqlite3_step(q), SQLITE_ROW);
+    CHECK_INT(sqlite3_column_int64(q, 0), v0);
+    sqlite3_finalize(q);
+    store_reader_put(st, db);
+    CHECK(spaces_get(reg, "s1")->st.version >= 7);   /* a and c are in */
 }
 
 static void test_put_many(void)
@@ -411,6 +446,7 @@ int main(void)
     test_sse_frames();
     test_changes_page();
     test_put_many();
+    test_alone();
 
     writer_stop(wr);
     uv_run(&loop, UV_RUN_DEFAULT);
