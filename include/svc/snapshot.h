@@ -151,7 +151,8 @@ struct snap_start_req {
     const char *space, *kind, *actor, *remote, *note;   /* remote, note: NULL for none */
     bool keep_request;               /* the job holds r until SNAP_DONE (else only until SNAP_STARTED) */
     bool owns_busy;                  /* the reporter clears busy (a restore goes on holding it) */
-    /* Unrecorded: no row while the file is written (no events either);
+    /* Unrecorded: no row while the file is written (its events go out as
+     * for any snapshot; a discarded one ends with status failed);
      * the reporter then records it (snap_record) or throws it away
      * (snap_discard). A restore takes its pre_restore snapshot this way,
      * beside its check of the file, so a refused restore leaves nothing.

@@ -59,7 +59,7 @@ struct snap_job {
     uint64_t started_ms;
     char data_dir[1024];
     bool keep_request, owns_busy;
-    bool unrecorded;                 /* no row until snap_record (no events either) */
+    bool unrecorded;                 /* no row until snap_record (events as for any snapshot) */
     snap_report_fn report;
     void *report_arg;
     /* progress, written by the worker */
@@ -326,7 +326,8 @@ static void snap_work(struct job *j)
 
 /* ---- loop side: progress events, rows, completion ----------------------- */
 
-static void publish_snapshot(struct snap_job *sj, const char *status)
+/* error: the event's "error" (NULL: the file's, if it failed) */
+static void publish_snapshot_err(struct snap_job *sj, const char *status, const char *error)
 {
     struct buf b;
     buf_init(&b);
@@ -338,16 +339,17 @@ static void publish_snapshot(struct snap_job *sj, const char *status)
     json_kv_u64(&b, "entities_done", atomic_load(&sj->done));
     json_kv_u64(&b, "entities_total", atomic_load(&sj->total));
     json_kv_u64(&b, "bytes", atomic_load(&sj->bytes));
-    if (sj->err) json_kv_str(&b, "error", sj->msg);
+    if (error || sj->err) json_kv_str(&b, "error", error ? error : sj->msg);
     buf_putc(&b, '}');
     sse_publish(sj->srv, SSE_SNAPSHOT, sj->space, b.data, b.len);
     buf_free(&b);
 }
 
+static void publish_snapshot(struct snap_job *sj, const char *status) { publish_snapshot_err(sj, status, NULL); }
+
 static void on_progress(uv_async_t *a)
 {
     struct snap_job *sj = container_of(a, struct snap_job, progress);
-    if (sj->unrecorded) return;      /* no row: nobody may hear of it yet */
     uint64_t total = atomic_load(&sj->total), done = atomic_load(&sj->done);
     int decile = total ? (int)(done * 10 / total) : 10;
     if (decile > sj->last_decile && decile < 10) {
@@ -464,6 +466,7 @@ static void snap_after(struct job *j, struct http_req *r)
     struct snap_job *sj = container_of(j, struct snap_job, job);
     if (j->status && !sj->err) fail_job(sj, "interrupted by shutdown");  /* never ran: no file */
     if (sj->unrecorded) {            /* its owner records or discards it */
+        on_progress(&sj->progress);
         snap_report(sj, r, SNAP_WRITTEN, NULL, NULL);
         return;
     }
@@ -577,6 +580,7 @@ int snap_start(struct server *srv, struct http_req *r, const struct snap_start_r
         assert(q->space_id > 0 && q->owns_busy && q->report);
         sj->unrecorded = true;
         sj->space_id = q->space_id;
+        publish_snapshot(sj, "running");
         uv_async_init(srv->loop, &sj->progress, on_progress);
         job_submit(&srv->jobs, &sj->job, sj->keep_request ? r : NULL, snap_work, snap_after);
         return 0;
@@ -621,8 +625,10 @@ void snap_discard(struct snap_job *sj)
         log_error("snapshot_failed", "\"space\":\"%s\",\"snapshot\":\"%s\",\"kind\":\"%s\",\"error\":\"%s\"",
                   sj->space, sj->id, sj->kind, sj->msg);
         metrics_snapshot(sj->srv->metrics, sj->kind, false, (double)(now_ms_wall() - sj->started_ms) / 1000.0, 0);
+        publish_snapshot(sj, "failed");
     } else {
         snap_remove_file(sj->srv, sj->id);
+        publish_snapshot_err(sj, "failed", "not kept: the restore it was taken for did not go ahead");
     }
     uv_close((uv_handle_t *)&sj->progress, progress_closed);     /* frees sj */
 }

@@ -13,7 +13,9 @@ import { openSSE } from './sse_helpers.mjs';
 import {
   snapPath, downloadGz, parseSnapshot, createSnapshot, waitSnapshot, listAll, snapFiles, ekey,
   checkCompletedMeta, checkFileAgainstMeta, checkEntityLines, pushEntities, until, canon, liveState, contentSet,
+  snapFile, flipByte,
 } from './snapshot_helpers.mjs';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 const ent = (space, c, id) => `/api/v1/spaces/${space}/collections/${c}/entities/${encodeURIComponent(id)}`;
 const body500 = (i) => ({ i, r: randomBytes(180).toString('base64') });
@@ -269,6 +271,28 @@ test('SSE: snapshot events from running to completed with progress; topic and sp
     5000, 'pre_restore completed event');
   const f2 = checkFileAgainstMeta((await downloadGz(srv, 'ev', m2.id)).body, m2);
   assert.deepEqual(contentSet((await liveState(srv, 'ev')).map.values()), contentSet(f2.entities), 'restored to m2');
+});
+
+test('a refused restore: its pre_restore snapshot was announced running, ends failed ("not kept"), and is never listed', async (t) => {
+  const srv = await withServer(t);
+  await putSpace(srv, 'rf');
+  for (let i = 0; i < 30; i++) await apiOk(srv, 'PUT', `/api/v1/spaces/rf/collections/c/entities/e${i}`, { body: { i } });
+  const m = await createSnapshot(srv, 'rf');
+  const c = await openSSE(srv.port, '/api/v1/events?topics=snapshot&spaces=rf', { token: srv.adminToken });
+  t.after(() => c.close());
+  const f = snapFile(srv.dataDir, m.id);
+  writeFileSync(f, flipByte(readFileSync(f)));
+  const r = await api(srv, 'POST', snapPath('rf', m.id, '/restore'), { body: { confirm: m.id } });
+  checkError(assert, r, 422, 'snapshot_corrupt', 'restore of a damaged file');
+  const end = await c.waitFor(() => c.ofType('snapshot').find((e) => e.json.kind === 'pre_restore' && e.json.status === 'failed'),
+    5000, 'the pre_restore snapshot\'s end event');
+  assert.match(end.json.error, /not kept/, end.data);
+  const id = end.json.snapshot;
+  const evs = c.ofType('snapshot').filter((e) => e.json.snapshot === id).map((e) => e.json.status);
+  assert.equal(evs[0], 'running', `announced first: ${evs}`);
+  assert.equal(evs[evs.length - 1], 'failed');
+  assert.ok(!(await listAll(srv, 'rf')).some((x) => x.id === id), 'never listed');
+  checkError(assert, await api(srv, 'GET', snapPath('rf', id)), 404, 'not_found', 'no row');
 });
 
 test('restore under concurrent writes: one transaction, a contiguous block of versions, and the space exactly the snapshot\'s at that point', async (t) => {
