@@ -48,6 +48,9 @@ int rev_make(const char *parent, bool deleted, const char *body, size_t len, cha
 /* The history a row keeps after an edit of a row at rev with history old
  * (space-separated, newest first): rev in front, capped at REV_HISTORY - 1. */
 void rev_history_push(char *out, size_t cap, const char *rev, const char *old);
+/* Appends an entity's revs as the JSON array GET /changes?style=all_revs
+ * gives: rev, then its stored history (space-separated, newest first). */
+void rev_history_json(struct buf *b, const char *rev, const char *hist);
 /* Splits "N-h": N from 1 to REV_N_MAX without leading zeros, h 1 to 64
  * lower-case hex digits. Returns 0, or -1 if rev is malformed. */
 int rev_parse(const char *rev, uint64_t *n, const char **hash);

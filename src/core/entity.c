@@ -85,6 +85,21 @@ void rev_history_push(char *out, size_t cap, const char *rev, const char *old)
     }
 }
 
+void rev_history_json(struct buf *b, const char *rev, const char *hist)
+{
+    buf_putc(b, '[');
+    json_cstr(b, rev);
+    for (const char *p = hist; p && *p;) {
+        const char *sp = strchr(p, ' ');
+        size_t l = sp ? (size_t)(sp - p) : strlen(p);
+        buf_putc(b, ',');
+        json_str(b, p, l);
+        if (!sp) break;
+        p = sp + 1;
+    }
+    buf_putc(b, ']');
+}
+
 int rev_parse(const char *rev, uint64_t *n, const char **hash)
 {
     const char *dash = rev ? strchr(rev, '-') : NULL;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/entity.h"
 #include "core/json.h"
 #include "net/http.h"
 #include "net/server.h"
@@ -87,18 +88,9 @@ static uint64_t changes_iter(sqlite3 *db, struct read_job *rj, change_row_fn row
 static void all_revs_members(struct changes_arg *ca, sqlite3_stmt *q, struct buf *b)
 {
     const char *coll = (const char *)sqlite3_column_text(q, 0), *id = (const char *)sqlite3_column_text(q, 1);
-    const char *hist = (const char *)sqlite3_column_text(q, 8);
-    buf_puts(b, ",\"revs\":[");
-    json_cstr(b, (const char *)sqlite3_column_text(q, 2));
-    for (const char *p = hist; p && *p;) {
-        const char *sp = strchr(p, ' ');
-        size_t l = sp ? (size_t)(sp - p) : strlen(p);
-        buf_putc(b, ',');
-        json_str(b, p, l);
-        if (!sp) break;
-        p = sp + 1;
-    }
-    buf_puts(b, "],\"conflicts\":[");
+    buf_puts(b, ",\"revs\":");
+    rev_history_json(b, (const char *)sqlite3_column_text(q, 2), (const char *)sqlite3_column_text(q, 8));
+    buf_puts(b, ",\"conflicts\":[");
     /* Both queries below run while the feed's statement is active, so they
      * read the same snapshot as the row. A space without conflict records
      * (the common case) costs one probe per read, not one per row. */

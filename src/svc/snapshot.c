@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "core/counters.h"
+#include "core/entity.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "net/server.h"
@@ -135,24 +136,6 @@ static int snap_read_counts(struct snap_job *sj, sqlite3 *db, char uid[27])
     return 0;
 }
 
-/* A live row's revs as the JSON array of GET /changes?style=all_revs: rev,
- * then the stored history (space-separated, newest first). */
-static void revs_json(struct buf *b, const char *rev, const char *hist)
-{
-    buf_reset(b);
-    buf_putc(b, '[');
-    json_cstr(b, rev);
-    for (const char *p = hist; p && *p;) {
-        const char *sp = strchr(p, ' ');
-        size_t l = sp ? (size_t)(sp - p) : strlen(p);
-        buf_putc(b, ',');
-        json_str(b, p, l);
-        if (!sp) break;
-        p = sp + 1;
-    }
-    buf_putc(b, ']');
-}
-
 /* The conflict records of the space in entity key order, walked beside the
  * rows (a merge, not a query per row; most spaces have none). */
 struct conf_walk {
@@ -244,7 +227,8 @@ static int snap_write_rows(struct snap_job *sj, sqlite3 *db, struct snap_writer 
             .body = (const char *)sqlite3_column_text(q, 6),
             .body_len = (size_t)sqlite3_column_bytes(q, 6),
         };
-        revs_json(&revs, e.rev, (const char *)sqlite3_column_text(q, 7));
+        buf_reset(&revs);
+        rev_history_json(&revs, e.rev, (const char *)sqlite3_column_text(q, 7));
         e.revs = revs.data;
         e.revs_len = revs.len;
         if (conf_for(&cw, e.collection, e.id, &e.conflicts, &e.conflicts_len) < 0) {

@@ -143,6 +143,13 @@ static void ring_push(struct sse_hub *h, uint64_t id, uint8_t topic, const char 
     e->frame = rbuf_ref(frame);
 }
 
+/* forgets every event it holds */
+static void ring_clear(struct sse_hub *h)
+{
+    for (size_t i = 0; i < h->ring_len; i++) rbuf_unref(h->ring[(h->ring_head + i) % h->ring_cap].frame);
+    h->ring_len = h->ring_head = 0;
+}
+
 static const char *topic_name(uint8_t t)
 {
     return t == SSE_CHANGE ? "change" : t == SSE_SNAPSHOT ? "snapshot" : "sync";
@@ -809,11 +816,7 @@ static void publish_gap(struct sse_hub *h, const char *space, uint64_t skipped, 
 {
     uint64_t last = h->next_id;
     h->next_id += skipped;
-    while (h->ring_len) {
-        rbuf_unref(h->ring[h->ring_head].frame);
-        h->ring_head = (h->ring_head + 1) % h->ring_cap;
-        h->ring_len--;
-    }
+    ring_clear(h);
     struct buf b;
     buf_init(&b);
     http_chunk_start(&b);
@@ -983,7 +986,7 @@ void sse_free(struct server *srv)
 {
     struct sse_hub *h = srv->sse;
     if (!h) return;
-    for (size_t i = 0; i < h->ring_len; i++) rbuf_unref(h->ring[(h->ring_head + i) % h->ring_cap].frame);
+    ring_clear(h);
     free(h->ring);
     while (h->pend) {
         struct batch *b = h->pend;
