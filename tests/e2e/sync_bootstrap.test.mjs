@@ -271,6 +271,22 @@ test('a download that does not check is refused and nothing is applied', { timeo
   await assertConverged([A, B], SPACE, 'after the fallback');
 });
 
+/* A target B on a data dir of its own (removed after the test), pulling
+ * from A with a bootstrap from A's newest snapshot, once its first batch
+ * is applied. box.B is what the cleanup stops: set it when B restarts. */
+async function bootstrapUnderway(t, A) {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'snapsync-e2e-boot-'));
+  const box = { B: await startServer({ dataDir }) };
+  t.after(async () => { try { await box.B.stop(); } catch { /* reported */ } rmSync(dataDir, { recursive: true, force: true }); });
+  await putSpace(box.B, SPACE);
+  const ev = await openSSE(box.B.port, '/api/v1/events?topics=sync', { token: box.B.adminToken });
+  const r = await startSync(box.B, SPACE, A, { direction: 'pull', wait: false, extra: { bootstrap: 'snapshot' } });
+  assert.equal(r.status, 202, r.text);
+  await ev.waitFor(() => ev.ofType('sync').some((e) => e.json?.phase === 'bootstrap' && e.json.pulled > 0) || undefined,
+    60000, 'a bootstrap batch applied');
+  return { box, dataDir, r, ev };
+}
+
 test('kill -9 of the target mid-bootstrap: a consistent space, the next job completes it', { timeout: 120000 }, async (t) => {
   const A = await withServer(t);
   await putSpace(A, SPACE);
@@ -279,19 +295,12 @@ test('kill -9 of the target mid-bootstrap: a consistent space, the next job comp
   for (let i = 0; i < 50; i++) await put(A, SPACE, 'c', `k${String(i * 7).padStart(6, '0')}`, { edited: i });
   await createSnapshot(A, SPACE);
 
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'snapsync-e2e-boot-'));
-  let B = await startServer({ dataDir });
-  t.after(async () => { try { await B.stop(); } catch { /* reported */ } rmSync(dataDir, { recursive: true, force: true }); });
-  await putSpace(B, SPACE);
-  const ev = await openSSE(B.port, '/api/v1/events?topics=sync', { token: B.adminToken });
-  const r = await startSync(B, SPACE, A, { direction: 'pull', wait: false, extra: { bootstrap: 'snapshot' } });
-  assert.equal(r.status, 202, r.text);
-  await ev.waitFor(() => ev.ofType('sync').some((e) => e.json?.phase === 'bootstrap' && e.json.pulled > 0) || undefined,
-    60000, 'a bootstrap batch applied');
+  const { box, dataDir, r, ev } = await bootstrapUnderway(t, A);
+  let B = box.B;
   ev.close();
   await B.kill9();
 
-  B = await startServer({ dataDir });
+  B = box.B = await startServer({ dataDir });
   const job = await waitFinished(B, SPACE, r.body.id);
   assert.equal(job.status, 'failed');
   assert.match(job.error, /interrupted/);
@@ -314,20 +323,13 @@ test('SIGTERM of the target mid-bootstrap: a clean exit, the job ends interrupte
   await putSpace(A, SPACE);
   await pushMany(A, SPACE, 20000, { makeId: (i) => `k${String(i).padStart(6, '0')}`, bodyOf: (i) => ({ i, pad: 'y'.repeat(300) }) });
   await createSnapshot(A, SPACE);
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'snapsync-e2e-boot-'));
-  let B = await startServer({ dataDir });
-  t.after(async () => { try { await B.stop(); } catch { /* reported */ } rmSync(dataDir, { recursive: true, force: true }); });
-  await putSpace(B, SPACE);
-  const ev = await openSSE(B.port, '/api/v1/events?topics=sync', { token: B.adminToken });
-  const r = await startSync(B, SPACE, A, { direction: 'pull', wait: false, extra: { bootstrap: 'snapshot' } });
-  assert.equal(r.status, 202, r.text);
-  await ev.waitFor(() => ev.ofType('sync').some((e) => e.json?.phase === 'bootstrap' && e.json.pulled > 0) || undefined,
-    60000, 'a bootstrap batch applied');
+  const { box, dataDir, r, ev } = await bootstrapUnderway(t, A);
+  let B = box.B;
   const exit = await B.stop('SIGTERM', { timeoutMs: 20000 });
   ev.close();
   assert.equal(exit.code, 0, `clean exit: ${B.stderrText().slice(-2000)}`);
   assert.ok(B.logs.some((l) => l.msg === 'sync_finished' && l.status === 'failed'), 'the job ended before the exit');
-  B = await startServer({ dataDir });
+  B = box.B = await startServer({ dataDir });
   const job = await waitFinished(B, SPACE, r.body.id);
   assert.equal(job.status, 'failed');
   assert.match(job.error, /interrupted/);
